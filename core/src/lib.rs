@@ -1,0 +1,20 @@
+//! What the Liandong gateway and the agency adapter both need to agree on:
+//! validated domain types, the agency registry, the JSON form of the wire
+//! messages and the client side of mutual TLS.
+//!
+//! # Layout
+//! - [`domain`]: validated identifiers and enums (`AgencyId`, `CaseRef`,
+//!   `Confidentiality`, …) and the validated [`domain::Notification`].
+//! - [`registry`]: the agency registry file (who exists, with which role,
+//!   clearance and certificate identity).
+//! - [`json`]: the documented JSON form of `liandong.v1` messages.
+//! - [`tls`]: PEM loading and the client TLS settings agencies connect with.
+//!
+//! Nothing here performs I/O beyond reading the files it is asked to read.
+
+pub mod domain;
+pub mod json;
+pub mod registry;
+pub mod tls;
+
+pub use liandong_proto::v1 as pb;
