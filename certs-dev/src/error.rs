@@ -1,0 +1,120 @@
+//! The one error type of the development PKI library.
+//!
+//! Every failure the library can report is a [`CertError`] variant that names
+//! the file, registry entry or operation involved. Error messages must never
+//! contain private key material.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while creating certificates, keys or the
+/// on-disk development PKI.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CertError {
+    /// rcgen refused to build or sign a certificate.
+    #[error("certificate generation failed: {0}")]
+    Certificate(#[from] rcgen::Error),
+
+    /// A cryptographic primitive (key generation, PKCS#8 parsing) failed.
+    #[error("cryptographic operation failed: {0}")]
+    Crypto(String),
+
+    /// An agency id does not follow the id rules.
+    #[error("invalid agency id {id:?}: {reason}")]
+    InvalidAgencyId {
+        /// The offending id.
+        id: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+
+    /// A server certificate was requested without any subject alternative name.
+    #[error("a server certificate needs at least one subject alternative name")]
+    NoServerNames,
+
+    /// The registry file could not be read.
+    #[error("cannot read agency registry {}: {source}", path.display())]
+    RegistryRead {
+        /// The registry file.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+
+    /// The registry file is not valid TOML or does not have the expected shape.
+    #[error("cannot parse agency registry {}: {source}", path.display())]
+    RegistryParse {
+        /// The registry file.
+        path: PathBuf,
+        /// The underlying TOML error.
+        source: Box<toml::de::Error>,
+    },
+
+    /// The registry lists no agencies at all.
+    #[error("agency registry {} contains no [[agency]] entries", path.display())]
+    RegistryEmpty {
+        /// The registry file.
+        path: PathBuf,
+    },
+
+    /// One `[[agency]]` entry of the registry is invalid (bad or duplicate id).
+    #[error(
+        "agency registry {}: [[agency]] entry {entry} (id {id:?}) is invalid: {reason}",
+        path.display()
+    )]
+    RegistryEntry {
+        /// The registry file.
+        path: PathBuf,
+        /// 1-based position of the entry among the `[[agency]]` tables.
+        entry: usize,
+        /// The id found in that entry.
+        id: String,
+        /// Why the entry was rejected.
+        reason: String,
+    },
+
+    /// `init` found existing PKI files and was not told to overwrite them.
+    #[error(
+        "refusing to overwrite existing files (use --force): {}",
+        display_paths(paths)
+    )]
+    WouldOverwrite {
+        /// The files that already exist.
+        paths: Vec<PathBuf>,
+    },
+
+    /// Reading or writing a file of the PKI failed.
+    #[error("I/O error on {}: {source}", path.display())]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+}
+
+impl CertError {
+    /// True when the error is caused by the caller's input or configuration
+    /// (unreadable or invalid registry, refusing to overwrite, bad agency id)
+    /// rather than by a failure of the machine or of the crypto libraries.
+    pub fn is_usage_error(&self) -> bool {
+        matches!(
+            self,
+            CertError::InvalidAgencyId { .. }
+                | CertError::NoServerNames
+                | CertError::RegistryRead { .. }
+                | CertError::RegistryParse { .. }
+                | CertError::RegistryEmpty { .. }
+                | CertError::RegistryEntry { .. }
+                | CertError::WouldOverwrite { .. }
+        )
+    }
+}
+
+fn display_paths(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,88 @@
+//! `liandong-certs`: command-line front end of the development PKI.
+//!
+//! Parses the command line, calls the library and reports the result. It must
+//! never print private key material and never contain PKI logic of its own.
+//! Exit codes: 0 success, 64 usage or configuration error, 1 anything else.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+/// Exit code for usage and configuration errors (BSD `EX_USAGE`).
+const EXIT_USAGE: u8 = 64;
+
+/// Development PKI for Liandong.
+#[derive(Parser)]
+#[command(name = "liandong-certs", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a fresh development PKI (CA, gateway certificate, agency
+    /// certificates and signing keys) for every agency in the registry.
+    Init {
+        /// Agency registry (TOML with [[agency]] entries).
+        #[arg(long, value_name = "FILE")]
+        registry: PathBuf,
+        /// Output directory (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help / --version
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("liandong-certs: error: {e:#}");
+            let usage = e
+                .downcast_ref::<liandong_certs::CertError>()
+                .is_some_and(liandong_certs::CertError::is_usage_error);
+            ExitCode::from(if usage { EXIT_USAGE } else { 1 })
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Init {
+            registry,
+            out,
+            force,
+        } => {
+            let report = liandong_certs::init(&registry, &out, force)
+                .with_context(|| format!("init of {} failed", out.display()))?;
+            for file in &report.files {
+                println!("{}", file.display());
+            }
+            println!(
+                "wrote {} files to {}: CA, gateway server certificate and {} agencies ({})",
+                report.files.len(),
+                out.display(),
+                report.agency_ids.len(),
+                report.agency_ids.join(", ")
+            );
+            Ok(())
+        }
+    }
+}
