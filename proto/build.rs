@@ -17,6 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     tonic_prost_build::configure()
         .skip_protoc_run()
+        .codec_path("crate::codec::StrictCodec")
         .file_descriptor_set_path(&descriptor_path)
         .compile_protos(PROTOS, &["."])?;
     Ok(())

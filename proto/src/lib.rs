@@ -6,6 +6,8 @@
 
 #![allow(missing_docs, unreachable_pub)]
 
+pub mod codec;
+
 /// Generated code of package `liandong.v1`.
 pub mod v1 {
     #![allow(clippy::all, clippy::pedantic)]

@@ -1,0 +1,302 @@
+//! The gateway's configuration file (TOML) and its environment overrides.
+//!
+//! Paths in the file are relative to the file's own directory, so a config
+//! and its PKI can be moved together. `LIANDONG_LISTEN` and
+//! `LIANDONG_DATABASE_URL` override the listen address and the database URL.
+//! Loading validates everything it can without touching the network; an
+//! error names the file and the field.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[cfg(test)]
+mod tests;
+
+/// Environment variable overriding `listen`.
+pub const ENV_LISTEN: &str = "LIANDONG_LISTEN";
+/// Environment variable overriding `database.url`.
+pub const ENV_DATABASE_URL: &str = "LIANDONG_DATABASE_URL";
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read config: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, or unknown or mistyped keys.
+    #[error("{path}: {message}")]
+    Syntax {
+        /// The config file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A field has a value that cannot work.
+    #[error("{path}: {field}: {reason}")]
+    Field {
+        /// The config file.
+        path: PathBuf,
+        /// Dotted name of the field (or the environment variable).
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    listen: String,
+    registry: PathBuf,
+    tls: TlsSection,
+    database: DatabaseSection,
+    #[serde(default)]
+    limits: LimitsSection,
+    #[serde(default)]
+    delivery: DeliverySection,
+    #[serde(default)]
+    shutdown: ShutdownSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsSection {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    #[serde(default = "default_handshake_timeout")]
+    handshake_timeout_seconds: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DatabaseSection {
+    url: String,
+    #[serde(default = "default_max_connections")]
+    max_connections: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsSection {
+    #[serde(default = "default_max_message_bytes")]
+    max_message_bytes: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeliverySection {
+    #[serde(default = "default_poll_interval_ms")]
+    poll_interval_ms: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShutdownSection {
+    #[serde(default = "default_grace_seconds")]
+    grace_seconds: u64,
+}
+
+fn default_handshake_timeout() -> u64 {
+    10
+}
+fn default_max_connections() -> u32 {
+    8
+}
+fn default_max_message_bytes() -> usize {
+    256 * 1024
+}
+fn default_poll_interval_ms() -> u64 {
+    1000
+}
+fn default_grace_seconds() -> u64 {
+    10
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: default_max_message_bytes(),
+        }
+    }
+}
+impl Default for DeliverySection {
+    fn default() -> Self {
+        Self {
+            poll_interval_ms: default_poll_interval_ms(),
+        }
+    }
+}
+impl Default for ShutdownSection {
+    fn default() -> Self {
+        Self {
+            grace_seconds: default_grace_seconds(),
+        }
+    }
+}
+
+/// The files of the gateway's TLS identity and of the CA it trusts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// CA certificate(s) that sign agency client certificates.
+    pub ca: PathBuf,
+    /// The gateway's certificate chain.
+    pub cert: PathBuf,
+    /// The gateway's private key.
+    pub key: PathBuf,
+}
+
+/// A validated gateway configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayConfig {
+    /// Where to accept connections.
+    pub listen: SocketAddr,
+    /// The agency registry file.
+    pub registry: PathBuf,
+    /// TLS identity and trust.
+    pub tls: TlsFiles,
+    /// A client that has not finished its handshake by then is dropped.
+    pub handshake_timeout: Duration,
+    /// `sqlite://PATH` or `postgres://…`; relative SQLite paths are resolved
+    /// against the config file's directory.
+    pub database_url: String,
+    /// Size of the database connection pool.
+    pub max_connections: u32,
+    /// Largest encoded request accepted; larger is `RESOURCE_EXHAUSTED`.
+    pub max_message_bytes: usize,
+    /// How often subscriptions look for new notifications when nothing wakes
+    /// them (new rows from another replica).
+    pub poll_interval: Duration,
+    /// How long shutdown waits for in-flight work.
+    pub shutdown_grace: Duration,
+}
+
+impl GatewayConfig {
+    /// Reads `path`, applying overrides from `env` (normally
+    /// `std::env::var`).
+    pub fn load(path: &Path, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path, env)
+    }
+
+    /// Validates config text; `path` names errors and anchors relative paths.
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let field = |field: &str, reason: String| ConfigError::Field {
+            path: path.to_owned(),
+            field: field.to_owned(),
+            reason,
+        };
+        let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_owned()
+            } else {
+                base.join(p)
+            }
+        };
+
+        let (listen_field, listen) = match env(ENV_LISTEN) {
+            Some(value) => (ENV_LISTEN, value),
+            None => ("listen", file.listen),
+        };
+        let listen: SocketAddr = listen.parse().map_err(|_| {
+            field(
+                listen_field,
+                format!("{listen:?} is not an address such as 127.0.0.1:7443"),
+            )
+        })?;
+
+        let (url_field, url) = match env(ENV_DATABASE_URL) {
+            Some(value) => (ENV_DATABASE_URL, value),
+            None => ("database.url", file.database.url),
+        };
+        let database_url =
+            resolve_database_url(&url, base).map_err(|reason| field(url_field, reason))?;
+        if file.database.max_connections == 0 {
+            return Err(field(
+                "database.max_connections",
+                "must be at least 1".into(),
+            ));
+        }
+        if file.tls.handshake_timeout_seconds == 0 {
+            return Err(field(
+                "tls.handshake_timeout_seconds",
+                "must be at least 1".into(),
+            ));
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&file.limits.max_message_bytes) {
+            return Err(field(
+                "limits.max_message_bytes",
+                "must be between 1024 and 16777216".into(),
+            ));
+        }
+        if !(10..=60_000).contains(&file.delivery.poll_interval_ms) {
+            return Err(field(
+                "delivery.poll_interval_ms",
+                "must be between 10 and 60000".into(),
+            ));
+        }
+        Ok(Self {
+            listen,
+            registry: resolve(&file.registry),
+            tls: TlsFiles {
+                ca: resolve(&file.tls.ca),
+                cert: resolve(&file.tls.cert),
+                key: resolve(&file.tls.key),
+            },
+            handshake_timeout: Duration::from_secs(file.tls.handshake_timeout_seconds),
+            database_url,
+            max_connections: file.database.max_connections,
+            max_message_bytes: file.limits.max_message_bytes,
+            poll_interval: Duration::from_millis(file.delivery.poll_interval_ms),
+            shutdown_grace: Duration::from_secs(file.shutdown.grace_seconds),
+        })
+    }
+}
+
+fn resolve_database_url(url: &str, base: &Path) -> Result<String, String> {
+    if let Some(rest) = url.strip_prefix("sqlite://") {
+        let (file, query) = match rest.split_once('?') {
+            Some((file, query)) => (file, Some(query)),
+            None => (rest, None),
+        };
+        if file.is_empty() || file == ":memory:" {
+            return Err("a SQLite database needs a file path (sqlite://data/liandong.db)".into());
+        }
+        let file = Path::new(file);
+        let file = if file.is_absolute() {
+            file.to_owned()
+        } else {
+            base.join(file)
+        };
+        let mut resolved = format!("sqlite://{}", file.display());
+        if let Some(query) = query {
+            resolved.push('?');
+            resolved.push_str(query);
+        }
+        Ok(resolved)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(url.to_owned())
+    } else {
+        Err("must start with sqlite:// or postgres://".into())
+    }
+}

@@ -1,0 +1,73 @@
+use super::*;
+
+const GOOD: &str = r#"
+listen = "127.0.0.1:7443"
+registry = "agencies.toml"
+
+[tls]
+ca = "pki/ca.crt"
+cert = "pki/gateway.crt"
+key = "/etc/liandong/gateway.key"
+
+[database]
+url = "sqlite://data/liandong.db"
+"#;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+#[test]
+fn relative_paths_resolve_against_the_config_directory() {
+    let config = GatewayConfig::parse(GOOD, Path::new("/srv/ld/gateway.toml"), no_env).unwrap();
+    assert_eq!(config.registry, Path::new("/srv/ld/agencies.toml"));
+    assert_eq!(config.tls.ca, Path::new("/srv/ld/pki/ca.crt"));
+    assert_eq!(config.tls.key, Path::new("/etc/liandong/gateway.key"));
+    assert_eq!(config.database_url, "sqlite:///srv/ld/data/liandong.db");
+    assert_eq!(config.max_message_bytes, 256 * 1024);
+}
+
+#[test]
+fn environment_overrides_listen_and_database() {
+    let env = |key: &str| match key {
+        ENV_LISTEN => Some("127.0.0.1:0".to_owned()),
+        ENV_DATABASE_URL => Some("postgres://root@127.0.0.1/test".to_owned()),
+        _ => None,
+    };
+    let config = GatewayConfig::parse(GOOD, Path::new("/srv/gateway.toml"), env).unwrap();
+    assert_eq!(config.listen.port(), 0);
+    assert_eq!(config.database_url, "postgres://root@127.0.0.1/test");
+}
+
+#[test]
+fn errors_name_the_file_and_field() {
+    let bad = GOOD.replace("127.0.0.1:7443", "localhost");
+    let err = GatewayConfig::parse(&bad, Path::new("g.toml"), no_env)
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("g.toml: listen: "), "{err}");
+    let bad = GOOD.replace("sqlite://data/liandong.db", "mysql://x");
+    let err = GatewayConfig::parse(&bad, Path::new("g.toml"), no_env)
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("g.toml: database.url: "), "{err}");
+    let env = |key: &str| (key == ENV_LISTEN).then(|| "nonsense".to_owned());
+    let err = GatewayConfig::parse(GOOD, Path::new("g.toml"), env)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("LIANDONG_LISTEN"), "{err}");
+    let bad = format!("{GOOD}\n[limits]\nmax_message_bytes = 1\n");
+    let err = GatewayConfig::parse(&bad, Path::new("g.toml"), no_env)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("limits.max_message_bytes"), "{err}");
+}
+
+#[test]
+fn unknown_keys_are_refused() {
+    let bad = GOOD.replace("[database]", "[database]\nurll = \"x\"");
+    assert!(matches!(
+        GatewayConfig::parse(&bad, Path::new("g.toml"), no_env),
+        Err(ConfigError::Syntax { .. })
+    ));
+}

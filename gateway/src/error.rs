@@ -1,0 +1,54 @@
+//! The one place where gateway errors become gRPC statuses.
+//!
+//! Causes are logged here; what goes back to the caller names the field or
+//! the rule, never SQL text, file paths or notification content.
+
+use liandong_core::domain::FieldError;
+use tonic::Status;
+
+use crate::store::StoreError;
+
+/// Why a request was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No usable client identity.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// A field is missing or malformed.
+    #[error(transparent)]
+    InvalidArgument(#[from] FieldError),
+    /// The caller may not do this.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// The request conflicts with stored state.
+    #[error("failed precondition: {0}")]
+    FailedPrecondition(String),
+    /// Nothing the caller may see exists under that name.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The gateway is shutting down.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The store failed; nothing was written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<ApiError> for Status {
+    fn from(error: ApiError) -> Self {
+        match error {
+            ApiError::Unauthenticated(message) => Status::unauthenticated(message),
+            ApiError::InvalidArgument(field) => Status::invalid_argument(field.to_string()),
+            ApiError::PermissionDenied(message) => Status::permission_denied(message),
+            ApiError::FailedPrecondition(message) => Status::failed_precondition(message),
+            ApiError::NotFound(message) => Status::not_found(message),
+            ApiError::Unavailable(message) => Status::unavailable(message),
+            ApiError::Store(cause) => {
+                tracing::error!(error = %cause, "store operation failed");
+                Status::unavailable(
+                    "the gateway's store is unavailable; nothing was written, retry later",
+                )
+            }
+        }
+    }
+}

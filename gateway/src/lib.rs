@@ -1,0 +1,213 @@
+//! The Liandong gateway: agencies publish case notifications over mutual-TLS
+//! gRPC; the gateway proves who is talking, enforces confidentiality, stores
+//! every notification durably and delivers it to entitled subscribers.
+//!
+//! # Layout
+//! - [`config`]: the TOML configuration and its environment overrides.
+//! - [`identity`]: TLS settings, the accept loop with per-connection
+//!   handshake timeouts, and certificate → registered agency.
+//! - [`api`]: the `liandong.v1.Exchange` service handlers.
+//! - [`policy`]: who may see what of a notification.
+//! - [`routing`]: durable subscriptions: filters, windows, acks, redelivery.
+//! - [`store`]: SQLite/PostgreSQL persistence and migrations.
+//! - [`error`]: the one mapping from errors to gRPC statuses.
+//!
+//! [`prepare`] loads everything a gateway needs and fails before binding
+//! anything if any of it is wrong; [`serve`] runs it on a bound listener
+//! until a shutdown future completes.
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod identity;
+pub mod policy;
+pub mod routing;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+
+use liandong_core::domain::AgencyId;
+use liandong_core::pb::exchange_server::ExchangeServer;
+use liandong_core::registry::{Registry, RegistryError};
+
+use crate::config::GatewayConfig;
+use crate::identity::TlsSetupError;
+use crate::routing::Sessions;
+use crate::store::{Store, StoreError};
+
+/// The shared state of a running gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    /// Durable storage.
+    pub store: Store,
+    /// Registered agencies.
+    pub registry: Registry,
+    /// Highest sequence stored by this process: wakes subscriptions.
+    pub latest: watch::Sender<u64>,
+    /// Live subscription sessions.
+    pub sessions: Sessions,
+    /// Cancelled when the gateway shuts down.
+    pub stop: CancellationToken,
+    /// How often idle subscriptions look at the store anyway.
+    pub poll_interval: Duration,
+}
+
+impl Gateway {
+    /// The registered contact of an agency, for withheld stubs.
+    pub fn contact_of(&self, agency: &str) -> String {
+        AgencyId::parse("sender", agency)
+            .ok()
+            .and_then(|id| self.registry.get(&id).map(|a| a.contact.clone()))
+            .unwrap_or_default()
+    }
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The registry file is unusable.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The TLS files are unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+    /// The database cannot be reached or migrated.
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    /// The gRPC server failed.
+    #[error("server: {0}")]
+    Server(String),
+}
+
+impl StartError {
+    /// True when the operator's configuration is at fault (exit 64).
+    pub fn is_config_error(&self) -> bool {
+        matches!(
+            self,
+            Self::Registry(_)
+                | Self::Tls(_)
+                | Self::Store(StoreError::Config(_) | StoreError::UnsupportedUrl)
+        )
+    }
+}
+
+/// Everything loaded and checked, ready to serve.
+#[derive(Debug)]
+pub struct Prepared {
+    gateway: Arc<Gateway>,
+    tls: Arc<rustls::ServerConfig>,
+    config: GatewayConfig,
+}
+
+impl Prepared {
+    /// The shared state (for tests and tools).
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gateway
+    }
+}
+
+/// Loads the registry and TLS files and connects (and migrates) the store.
+pub async fn prepare(config: GatewayConfig) -> Result<Prepared, StartError> {
+    let registry = Registry::load(&config.registry)?;
+    let tls = identity::server_config(&config.tls)?;
+    let store = Store::connect(&config.database_url, config.max_connections).await?;
+    let latest = store.latest_sequence().await?;
+    let gateway = Arc::new(Gateway {
+        store,
+        registry,
+        latest: watch::Sender::new(latest),
+        sessions: Sessions::default(),
+        stop: CancellationToken::new(),
+        poll_interval: config.poll_interval,
+    });
+    Ok(Prepared {
+        gateway,
+        tls,
+        config,
+    })
+}
+
+/// Serves on `listener` until `shutdown` completes, then stops accepting,
+/// ends subscription streams, lets in-flight publishes finish within the
+/// grace period, and closes the store.
+pub async fn serve(
+    prepared: Prepared,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let Prepared {
+        gateway,
+        tls,
+        config,
+    } = prepared;
+    let stop = gateway.stop.clone();
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<ExchangeServer<api::ExchangeService>>()
+        .await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(liandong_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .map_err(|e| StartError::Server(e.to_string()))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|e| StartError::Server(e.to_string()))?;
+    let exchange = ExchangeServer::new(api::ExchangeService::new(gateway.clone()))
+        .max_decoding_message_size(config.max_message_bytes);
+
+    let incoming = identity::incoming(listener, tls, config.handshake_timeout, stop.clone());
+    let router = Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(exchange);
+    let mut server =
+        tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned()));
+
+    tokio::select! {
+        () = shutdown => {}
+        result = &mut server => {
+            gateway.store.close().await;
+            return match result {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(StartError::Server(liandong_core::tls::error_chain(&e))),
+                Err(e) => Err(StartError::Server(e.to_string())),
+            };
+        }
+    }
+    tracing::info!(
+        grace_ms = config.shutdown_grace.as_millis() as u64,
+        "shutting down: no new connections, finishing in-flight work"
+    );
+    health
+        .set_not_serving::<ExchangeServer<api::ExchangeService>>()
+        .await;
+    stop.cancel();
+    let result = match tokio::time::timeout(config.shutdown_grace, &mut server).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(StartError::Server(liandong_core::tls::error_chain(&e))),
+        Ok(Err(e)) => Err(StartError::Server(e.to_string())),
+        Err(_) => {
+            tracing::warn!("grace period over; closing the remaining connections");
+            server.abort();
+            Ok(())
+        }
+    };
+    gateway.store.close().await;
+    tracing::info!("stopped");
+    result
+}
