@@ -164,8 +164,13 @@ pub async fn serve(
     let reflection_v1alpha = reflection()
         .build_v1alpha()
         .map_err(|e| StartError::Server(e.to_string()))?;
+    // The strict codec answers over-limit messages with RESOURCE_EXHAUSTED.
+    // tonic's own check sits at four times the limit: it refuses from the
+    // length prefix, before buffering, and bounds memory per request (its
+    // status is OUT_OF_RANGE).
+    liandong_proto::codec::set_max_message_bytes(config.max_message_bytes);
     let exchange = ExchangeServer::new(api::ExchangeService::new(gateway.clone()))
-        .max_decoding_message_size(config.max_message_bytes);
+        .max_decoding_message_size(config.max_message_bytes.saturating_mul(4));
 
     let incoming = identity::incoming(listener, tls, config.handshake_timeout, stop.clone());
     let router = Server::builder()

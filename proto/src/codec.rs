@@ -1,13 +1,38 @@
 //! The gRPC codec used by every generated client and server: prost's, except
-//! that a message that does not decode is `INVALID_ARGUMENT` (the caller sent
-//! bad input) rather than tonic's default `INTERNAL`.
+//! that bad input gets the status the gRPC conventions give it:
+//! a message that does not decode is `INVALID_ARGUMENT` (tonic says
+//! `INTERNAL`), and a message over the size limit is `RESOURCE_EXHAUSTED`
+//! (tonic's own limit says `OUT_OF_RANGE`).
+//!
+//! The size limit is process-wide ([`set_max_message_bytes`]): a gateway
+//! process sets it once from its configuration and sets tonic's own limit
+//! above it, so this check is the one that answers.
 
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Buf;
 
 use prost::Message;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 use tonic::{Code, Status};
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
+
+/// Largest message decoded when nothing else is set: 4 MiB, tonic's default.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+static MAX_MESSAGE_BYTES: AtomicUsize = AtomicUsize::new(DEFAULT_MAX_MESSAGE_BYTES);
+
+/// Sets the largest encoded message this process decodes; larger messages
+/// are refused with `RESOURCE_EXHAUSTED` before they are parsed.
+pub fn set_max_message_bytes(limit: usize) {
+    MAX_MESSAGE_BYTES.store(limit, Ordering::Relaxed);
+}
+
+/// The largest encoded message this process decodes.
+pub fn max_message_bytes() -> usize {
+    MAX_MESSAGE_BYTES.load(Ordering::Relaxed)
+}
 
 /// Prost encoding with malformed input reported as `INVALID_ARGUMENT`.
 #[derive(Debug, Clone)]
@@ -44,7 +69,7 @@ where
     }
 }
 
-/// Decodes with prost and turns decode failures into `INVALID_ARGUMENT`.
+/// Decodes with prost, refusing oversized and malformed messages.
 #[derive(Debug)]
 pub struct StrictDecoder<U> {
     inner: ProstDecoder<U>,
@@ -55,6 +80,13 @@ impl<U: Message + Default> Decoder for StrictDecoder<U> {
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
+        let limit = max_message_bytes();
+        if buf.remaining() > limit {
+            return Err(Status::resource_exhausted(format!(
+                "message of {} bytes exceeds the limit of {limit} bytes",
+                buf.remaining()
+            )));
+        }
         self.inner.decode(buf).map_err(|status| {
             if status.code() == Code::Internal {
                 Status::invalid_argument(format!(
