@@ -1,0 +1,478 @@
+//! Attacks on identity, input and confidentiality, each asserting the
+//! refusal and that nothing was stored or disclosed.
+
+use std::time::Duration;
+
+use liandong_certs::{Authority, ClientSpec, KeyUsage, agency_uri};
+use liandong_core::pb::{self, Confidentiality as Level, EventType as Event};
+use liandong_core::tls::ClientCredentials;
+use liandong_tests::{Subscriber, Testbed, notification, publish};
+use tonic::Code;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Publishing with these credentials must fail before anything is stored.
+async fn assert_refused_at_tls(bed: &Testbed, credentials: &ClientCredentials) {
+    let outcome = match bed.client_with(credentials).await {
+        Err(connect_error) => Err(connect_error),
+        Ok(mut client) => {
+            let n = notification("x-1", "C-1", Event::ClueShared, Level::Internal, &[]);
+            publish(&mut client, n)
+                .await
+                .map_err(|status| format!("{status:?}"))
+        }
+    };
+    assert!(
+        outcome.is_err(),
+        "a publish over these credentials succeeded"
+    );
+    assert_eq!(bed.stored_count().await, 0);
+    // The gateway logs the refused handshake.
+    let deadline = std::time::Instant::now() + WAIT;
+    while !bed.log().contains("TLS handshake refused") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "refusal not logged:\n{}",
+            bed.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn assert_unauthenticated(bed: &Testbed, credentials: &ClientCredentials) {
+    let mut client = bed
+        .client_with(credentials)
+        .await
+        .expect("the handshake itself succeeds");
+    let status = publish(
+        &mut client,
+        notification("x-1", "C-1", Event::ClueShared, Level::Internal, &[]),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    let status = Subscriber::open(&mut client, "inbox").await.err().unwrap();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(bed.stored_count().await, 0);
+}
+
+#[tokio::test]
+async fn no_client_cert_is_refused() {
+    let bed = Testbed::start().unwrap();
+    let mut credentials = bed.pki.credentials("cz-psb");
+    // tonic sends no certificate when the identity has no usable key pair.
+    credentials.cert_pem.clear();
+    credentials.key_pem.clear();
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(&credentials.ca_pem));
+    let channel = tonic::transport::Endpoint::from_shared(bed.gateway.url())
+        .unwrap()
+        .tls_config(tls)
+        .unwrap();
+    let outcome = match channel.connect().await {
+        Err(e) => Err(e.to_string()),
+        Ok(channel) => {
+            let mut client = pb::exchange_client::ExchangeClient::new(channel);
+            publish(
+                &mut client,
+                notification("x", "C", Event::ClueShared, Level::Internal, &[]),
+            )
+            .await
+            .map_err(|s| format!("{s:?}"))
+        }
+    };
+    assert!(outcome.is_err());
+    assert_eq!(bed.stored_count().await, 0);
+    let deadline = std::time::Instant::now() + WAIT;
+    while !bed.log().contains("TLS handshake refused") {
+        assert!(std::time::Instant::now() < deadline, "refusal not logged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn cert_from_other_ca_is_refused() {
+    let bed = Testbed::start().unwrap();
+    let rogue = Authority::new("Rogue CA").unwrap();
+    let forged = rogue.agency("cz-psb").unwrap();
+    let credentials = ClientCredentials {
+        ca_pem: bed.pki.authority.cert_pem(),
+        cert_pem: forged.cert_pem,
+        key_pem: forged.key_pem,
+    };
+    assert_refused_at_tls(&bed, &credentials).await;
+}
+
+#[tokio::test]
+async fn expired_client_cert_is_refused() {
+    let bed = Testbed::start().unwrap();
+    let expired = bed
+        .pki
+        .authority
+        .client(&ClientSpec::agency("cz-psb").expired())
+        .unwrap();
+    assert_refused_at_tls(&bed, &bed.pki.credentials_with(&expired)).await;
+}
+
+#[tokio::test]
+async fn server_only_certificate_is_refused_as_a_client() {
+    let bed = Testbed::start().unwrap();
+    let mut spec = ClientSpec::agency("cz-psb");
+    spec.usage = KeyUsage::ServerOnly;
+    let cert = bed.pki.authority.client(&spec).unwrap();
+    assert_refused_at_tls(&bed, &bed.pki.credentials_with(&cert)).await;
+}
+
+#[tokio::test]
+async fn unregistered_agency_is_refused() {
+    let bed = Testbed::start().unwrap();
+    let stranger = bed.pki.authority.agency("cz-stranger").unwrap();
+    assert_unauthenticated(&bed, &bed.pki.credentials_with(&stranger)).await;
+    assert!(
+        bed.log().contains("urn:liandong:agency:cz-stranger"),
+        "the refusal names the identity in the log"
+    );
+}
+
+#[tokio::test]
+async fn certificate_with_two_identities_is_refused() {
+    let bed = Testbed::start().unwrap();
+    let mut spec = ClientSpec::agency("cz-psb");
+    spec.uris = vec![agency_uri("cz-psb"), agency_uri("cz-procuratorate")];
+    let cert = bed.pki.authority.client(&spec).unwrap();
+    assert_unauthenticated(&bed, &bed.pki.credentials_with(&cert)).await;
+}
+
+#[tokio::test]
+async fn certificate_without_identity_is_refused() {
+    let bed = Testbed::start().unwrap();
+    let mut spec = ClientSpec::agency("cz-psb");
+    spec.uris.clear();
+    spec.dns_names = vec!["cz-psb.example".into()];
+    let cert = bed.pki.authority.client(&spec).unwrap();
+    assert_unauthenticated(&bed, &bed.pki.credentials_with(&cert)).await;
+}
+
+#[tokio::test]
+async fn publish_as_other_agency_is_refused() {
+    let bed = Testbed::start().unwrap();
+    let mut police = bed.client("cz-psb").await;
+    let mut forged = notification(
+        "f-1",
+        "C-1",
+        Event::CaseTransferred,
+        Level::Restricted,
+        &["cz-psb"],
+    );
+    forged.sender = "cz-eeb".into();
+    let status = publish(&mut police, forged).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(
+        status.message().contains("cz-eeb") && status.message().contains("cz-psb"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(bed.stored_count().await, 0);
+    // Naming itself is fine.
+    let mut honest = notification("f-2", "C-1", Event::CaseFiled, Level::Internal, &[]);
+    honest.sender = "cz-psb".into();
+    publish(&mut police, honest).await.unwrap();
+}
+
+#[tokio::test]
+async fn unspecified_confidentiality_is_refused() {
+    let bed = Testbed::start().unwrap();
+    let mut eeb = bed.client("cz-eeb").await;
+    let mut n = notification("u-1", "C-1", Event::ClueShared, Level::Internal, &[]);
+    n.confidentiality = Level::Unspecified as i32;
+    let status = publish(&mut eeb, n.clone()).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status
+            .message()
+            .starts_with("notification.confidentiality:"),
+        "{}",
+        status.message()
+    );
+    n.confidentiality = 42;
+    let status = publish(&mut eeb, n).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().contains("unknown value 42"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(bed.stored_count().await, 0);
+}
+
+#[tokio::test]
+async fn missing_or_unregistered_fields_are_refused_by_name() {
+    let bed = Testbed::start().unwrap();
+    let mut eeb = bed.client("cz-eeb").await;
+    let base = notification(
+        "m-1",
+        "C-1",
+        Event::CaseTransferred,
+        Level::Restricted,
+        &["cz-psb"],
+    );
+    let cases: Vec<(&str, pb::Notification)> = vec![
+        (
+            "notification.recipients[0]",
+            pb::Notification {
+                recipients: vec!["cz-nobody".into()],
+                ..base.clone()
+            },
+        ),
+        (
+            "notification.recipients",
+            pb::Notification {
+                recipients: vec![],
+                ..base.clone()
+            },
+        ),
+        (
+            "notification.confidentiality_note",
+            pb::Notification {
+                confidentiality_note: String::new(),
+                ..base.clone()
+            },
+        ),
+        (
+            "notification.event",
+            pb::Notification {
+                event: 0,
+                ..base.clone()
+            },
+        ),
+        (
+            "notification.occurred_at",
+            pb::Notification {
+                occurred_at: None,
+                ..base.clone()
+            },
+        ),
+        (
+            "notification.region",
+            pb::Notification {
+                region: "abc".into(),
+                ..base.clone()
+            },
+        ),
+        (
+            "notification.notification_id",
+            pb::Notification {
+                notification_id: String::new(),
+                ..base.clone()
+            },
+        ),
+    ];
+    for (field, n) in cases {
+        let status = publish(&mut eeb, n).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}");
+        assert!(
+            status.message().starts_with(&format!("{field}:")),
+            "{field}: {}",
+            status.message()
+        );
+    }
+    let status = eeb
+        .publish(pb::PublishRequest { notification: None })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(bed.stored_count().await, 0);
+}
+
+#[tokio::test]
+async fn restricted_not_delivered_to_non_recipient() {
+    let bed = Testbed::start().unwrap();
+    let canary = "CANARY-危险废物-7f3a";
+    let mut recipient = bed.client("cz-psb-xiangyuan").await;
+    let mut outsider = bed.client("cz-eeb-luzhou").await;
+    let mut observer = bed.client("cz-press-office").await;
+    let mut to_recipient = Subscriber::open(&mut recipient, "inbox").await.unwrap();
+    let mut to_outsider = Subscriber::open(&mut outsider, "inbox").await.unwrap();
+    let mut to_observer = Subscriber::open(&mut observer, "inbox").await.unwrap();
+
+    let mut eeb = bed.client("cz-eeb-xiangyuan").await;
+    let mut secret = notification(
+        "t-1",
+        "CZ-2026-HW-0042",
+        Event::CaseTransferred,
+        Level::Restricted,
+        &["cz-psb-xiangyuan"],
+    );
+    secret.summary = canary.into();
+    secret.confidentiality_note = canary.into();
+    secret.body = Some(pb::CaseBody {
+        description: canary.into(),
+        ..Default::default()
+    });
+    publish(&mut eeb, secret).await.unwrap();
+    let marker = notification(
+        "t-2",
+        "CZ-2026-ANN-1",
+        Event::JointAnnouncement,
+        Level::Public,
+        &[],
+    );
+    publish(&mut eeb, marker).await.unwrap();
+
+    let got = to_recipient.take_acked(2, WAIT).await;
+    assert_eq!(got[0].notification.as_ref().unwrap().summary, canary);
+    for sub in [&mut to_outsider, &mut to_observer] {
+        let first = sub.take_acked(1, WAIT).await.remove(0);
+        assert_eq!(
+            first.notification.as_ref().unwrap().notification_id,
+            "t-2",
+            "the marker comes first: the restricted one was skipped"
+        );
+        assert!(!format!("{first:?}").contains(canary));
+    }
+    let mut outsider = bed.client("cz-eeb-luzhou").await;
+    let view = outsider
+        .get_case(pb::GetCaseRequest {
+            case_ref: "CZ-2026-HW-0042".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(view.code(), Code::NotFound);
+    assert!(
+        !bed.log().contains(canary),
+        "content must never reach the log"
+    );
+}
+
+/// Sends raw bytes as a Publish request body.
+async fn publish_raw(bed: &Testbed, agency: &str, body: Vec<u8>) -> tonic::Status {
+    let channel = bed
+        .pki
+        .credentials(agency)
+        .connect(&bed.gateway.url(), None)
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    grpc.unary(
+        tonic::Request::new(body),
+        http::uri::PathAndQuery::from_static("/liandong.v1.Exchange/Publish"),
+        raw::RawCodec,
+    )
+    .await
+    .map(|_| ())
+    .unwrap_err()
+}
+
+#[tokio::test]
+async fn malformed_request_is_refused_and_stores_nothing() {
+    let bed = Testbed::start().unwrap();
+    // Field 1 (notification) claims 100 bytes and carries 3.
+    let status = publish_raw(&bed, "cz-eeb", vec![0x0a, 100, 1, 2, 3]).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().starts_with("malformed protobuf message"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(bed.stored_count().await, 0);
+}
+
+#[tokio::test]
+async fn oversized_request_is_refused_and_stores_nothing() {
+    let bed = Testbed::start_with("\n[limits]\nmax_message_bytes = 65536\n").unwrap();
+    let mut eeb = bed.client("cz-eeb").await;
+    let mut big = notification("big-1", "C-1", Event::ClueShared, Level::Internal, &[]);
+    big.body = Some(pb::CaseBody {
+        description: "污".repeat(40_000),
+        ..Default::default()
+    });
+    let status = publish(&mut eeb, big).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("exceeds the limit of 65536 bytes"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(bed.stored_count().await, 0);
+    // The connection and the gateway carry on.
+    publish(
+        &mut eeb,
+        notification("small-1", "C-1", Event::ClueShared, Level::Internal, &[]),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn stalled_handshake_does_not_block_other_clients() {
+    let bed = Testbed::start().unwrap();
+    // Connections that never send a ClientHello.
+    let mut stalled = Vec::new();
+    for _ in 0..5 {
+        stalled.push(
+            tokio::net::TcpStream::connect(bed.gateway.addr)
+                .await
+                .unwrap(),
+        );
+    }
+    let mut eeb = bed.client("cz-eeb").await;
+    publish(
+        &mut eeb,
+        notification("ok-1", "C-1", Event::ClueShared, Level::Internal, &[]),
+    )
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while !bed.log().contains("TLS handshake timed out") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stalled handshakes are never timed out"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(stalled);
+}
+
+mod raw {
+    //! A codec passing request bytes through untouched.
+    use bytes::{Buf, BufMut};
+    use tonic::Status;
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+    pub(crate) struct RawCodec;
+    pub(crate) struct RawEncoder;
+    pub(crate) struct RawDecoder;
+
+    impl Codec for RawCodec {
+        type Encode = Vec<u8>;
+        type Decode = Vec<u8>;
+        type Encoder = RawEncoder;
+        type Decoder = RawDecoder;
+        fn encoder(&mut self) -> RawEncoder {
+            RawEncoder
+        }
+        fn decoder(&mut self) -> RawDecoder {
+            RawDecoder
+        }
+    }
+
+    impl Encoder for RawEncoder {
+        type Item = Vec<u8>;
+        type Error = Status;
+        fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+            dst.put_slice(&item);
+            Ok(())
+        }
+    }
+
+    impl Decoder for RawDecoder {
+        type Item = Vec<u8>;
+        type Error = Status;
+        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
+            Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+        }
+    }
+}
