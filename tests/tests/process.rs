@@ -1,0 +1,289 @@
+//! Behaviour that is about processes: signals, crashes, restarts, start-up
+//! refusals, and what the gateway serves besides the Exchange.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use sqlx::Connection;
+
+use liandong_core::pb::{self, Confidentiality as Level, EventType as Event};
+use liandong_tests::{Testbed, binary, notification, publish};
+
+/// Publishers that keep publishing until the gateway stops answering;
+/// returns every receipt they got, by notification id.
+async fn publish_until_refused(
+    bed: &Testbed,
+    stop_after: Duration,
+    stop: impl FnOnce(),
+) -> HashMap<String, u64> {
+    let receipts = Arc::new(Mutex::new(HashMap::new()));
+    let mut tasks = Vec::new();
+    for worker in 0..4 {
+        let mut client = bed.client("cz-eeb").await;
+        let receipts = receipts.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0.. {
+                let id = format!("w{worker}-{i}");
+                let n = notification(&id, "C-BURST", Event::ClueShared, Level::Internal, &[]);
+                match publish(&mut client, n).await {
+                    Ok(receipt) => {
+                        receipts.lock().unwrap().insert(id, receipt.sequence);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(stop_after).await;
+    stop();
+    for task in tasks {
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("publishers end")
+            .unwrap();
+    }
+    Arc::try_unwrap(receipts).unwrap().into_inner().unwrap()
+}
+
+/// Every receipt names a stored row with that sequence.
+async fn assert_all_stored(bed: &Testbed, receipts: &HashMap<String, u64>) {
+    let mut conn = sqlx::SqliteConnection::connect(&bed.database_url())
+        .await
+        .unwrap();
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT notification_id, sequence FROM notifications WHERE sender = 'cz-eeb'",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let stored: HashMap<String, u64> = rows.into_iter().map(|(id, seq)| (id, seq as u64)).collect();
+    for (id, sequence) in receipts {
+        assert_eq!(
+            stored.get(id),
+            Some(sequence),
+            "acknowledged {id} lost or moved"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sigterm_with_publishes_in_flight_loses_no_acknowledged_message() {
+    let mut bed = Testbed::start().unwrap();
+    let pid_gateway = &bed.gateway;
+    let receipts = publish_until_refused(&bed, Duration::from_millis(800), || {
+        pid_gateway.signal(Signal::SIGTERM)
+    })
+    .await;
+    assert!(
+        !receipts.is_empty(),
+        "publishers got no receipt before the signal"
+    );
+    let status = bed.gateway.wait(Duration::from_secs(15)).unwrap();
+    assert!(
+        status.success(),
+        "SIGTERM must end the gateway with exit 0, got {status}"
+    );
+    assert!(bed.log().contains("SIGTERM received") && bed.log().contains("stopped"));
+    assert_all_stored(&bed, &receipts).await;
+
+    // After a restart the same ids are answered as duplicates, not stored again.
+    bed.restart().unwrap();
+    let mut client = bed.client("cz-eeb").await;
+    let (id, sequence) = receipts.iter().next().unwrap();
+    let again = publish(
+        &mut client,
+        notification(id, "C-BURST", Event::ClueShared, Level::Internal, &[]),
+    )
+    .await
+    .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.sequence, *sequence);
+}
+
+#[tokio::test]
+async fn killed_gateway_keeps_every_acknowledged_publish() {
+    let mut bed = Testbed::start().unwrap();
+    let gateway = &bed.gateway;
+    let receipts = publish_until_refused(&bed, Duration::from_millis(800), || {
+        gateway.signal(Signal::SIGKILL)
+    })
+    .await;
+    assert!(!receipts.is_empty());
+    bed.gateway.wait(Duration::from_secs(10)).unwrap();
+    assert_all_stored(&bed, &receipts).await;
+    bed.restart().unwrap();
+    let mut client = bed.client("cz-eeb").await;
+    let view = client
+        .get_case(pb::GetCaseRequest {
+            case_ref: "C-BURST".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(view.timeline.len() >= receipts.len());
+}
+
+#[tokio::test]
+async fn subscription_stream_ends_cleanly_on_sigterm_and_resumes_after_restart() {
+    let mut bed = Testbed::start().unwrap();
+    let mut eeb = bed.client("cz-eeb").await;
+    publish(
+        &mut eeb,
+        notification("a", "C-1", Event::ClueShared, Level::Internal, &[]),
+    )
+    .await
+    .unwrap();
+    let mut police = bed.client("cz-psb").await;
+    let mut sub = liandong_tests::Subscriber::open(&mut police, "inbox")
+        .await
+        .unwrap();
+    sub.take_acked(1, Duration::from_secs(10)).await;
+    // Acks travel asynchronously: wait until this one is persisted.
+    let mut conn = sqlx::SqliteConnection::connect(&bed.database_url())
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let cursor: i64 =
+            sqlx::query_scalar("SELECT acked_through FROM subscriptions WHERE owner = 'cz-psb'")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        if cursor == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ack was never persisted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bed.gateway.signal(Signal::SIGTERM);
+    let ended = sub.next(Duration::from_secs(10)).await;
+    assert!(
+        matches!(ended, Err(ref s) if s.code() == tonic::Code::Unavailable),
+        "{ended:?}"
+    );
+    assert!(bed.gateway.wait(Duration::from_secs(15)).unwrap().success());
+    bed.restart().unwrap();
+    let mut eeb = bed.client("cz-eeb").await;
+    publish(
+        &mut eeb,
+        notification("b", "C-1", Event::ClueShared, Level::Internal, &[]),
+    )
+    .await
+    .unwrap();
+    let mut police = bed.client("cz-psb").await;
+    let mut sub = liandong_tests::Subscriber::open(&mut police, "inbox")
+        .await
+        .unwrap();
+    let next = sub.take_acked(1, Duration::from_secs(10)).await.remove(0);
+    assert_eq!(
+        next.notification.unwrap().notification_id,
+        "b",
+        "resumes after the acknowledged one"
+    );
+}
+
+#[tokio::test]
+async fn health_and_reflection_are_served_behind_mutual_tls() {
+    let bed = Testbed::start().unwrap();
+    let channel = bed
+        .pki
+        .credentials("cz-ops")
+        .connect(&bed.gateway.url(), None)
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let reply = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "liandong.v1.Exchange".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        reply.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let mut reflection = ServerReflectionClient::new(channel.clone());
+    let request = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut replies = reflection
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let reply = replies.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        panic!("{reply:?}")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"liandong.v1.Exchange".to_owned()),
+        "{names:?}"
+    );
+
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient as AlphaClient;
+    let mut alpha = AlphaClient::new(channel);
+    let request = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
+            "liandong.v1.Notification".into(),
+        )),
+    };
+    let mut replies = alpha
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let reply = replies.message().await.unwrap().unwrap();
+    assert!(matches!(
+        reply.message_response,
+        Some(tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(_))
+    ));
+}
+
+#[test]
+fn broken_config_exits_64_with_one_line_naming_the_problem() {
+    let bed_dir = tempfile::tempdir().unwrap();
+    let config = bed_dir.path().join("gateway.toml");
+    std::fs::write(&config, "listen = \"nowhere\"\nregistry = \"r.toml\"\n[tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n[database]\nurl=\"sqlite://x.db\"\n").unwrap();
+    let out = Command::new(binary("liandong-gateway", "liandong-gateway"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("gateway.toml: listen:"), "{stderr}");
+
+    // A registry error names the file, the entry and the field.
+    std::fs::write(bed_dir.path().join("r.toml"), "[[agency]]\nid = \"cz-x\"\nname = \"x\"\nrole = \"POLICE\"\nregion = \"14\"\nclearance = \"PUBLIC\"\n").unwrap();
+    std::fs::write(&config, "listen = \"127.0.0.1:0\"\nregistry = \"r.toml\"\n[tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n[database]\nurl=\"sqlite://x.db\"\n").unwrap();
+    let out = Command::new(binary("liandong-gateway", "liandong-gateway"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("r.toml: agency[0] (cz-x): region:"),
+        "{stderr}"
+    );
+    assert!(
+        !bed_dir.path().join("x.db").exists(),
+        "nothing is created when the config is refused"
+    );
+}
