@@ -3,17 +3,21 @@
 
 use std::path::PathBuf;
 
-use prost::Message;
-
 const PROTOS: &[&str] = &["liandong/v1/options.proto", "liandong/v1/exchange.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {
         println!("cargo:rerun-if-changed={proto}");
     }
-    let descriptors = protox::compile(PROTOS, ["."])?;
+    let mut compiler = protox::Compiler::new(["."])?;
+    compiler
+        .include_imports(true)
+        .include_source_info(true)
+        .open_files(PROTOS)?;
+    // Encoded by protox itself: custom options (liandong.v1.sensitivity)
+    // survive, which a round trip through prost-types would drop.
     let descriptor_path = PathBuf::from(std::env::var("OUT_DIR")?).join("liandong_descriptor.bin");
-    std::fs::write(&descriptor_path, descriptors.encode_to_vec())?;
+    std::fs::write(&descriptor_path, compiler.encode_file_descriptor_set())?;
 
     tonic_prost_build::configure()
         .skip_protoc_run()

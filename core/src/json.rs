@@ -26,7 +26,8 @@ pub struct JsonError {
     pub reason: String,
 }
 
-fn pool() -> &'static DescriptorPool {
+/// The descriptor pool of every `liandong.v1` file, custom options included.
+pub fn descriptor_pool() -> &'static DescriptorPool {
     static POOL: OnceLock<DescriptorPool> = OnceLock::new();
     POOL.get_or_init(|| {
         DescriptorPool::decode(liandong_proto::FILE_DESCRIPTOR_SET)
@@ -61,7 +62,7 @@ pub fn from_json<M: JsonMessage>(text: &str) -> Result<M, JsonError> {
         message_type: M::FULL_NAME.to_owned(),
         reason,
     };
-    let descriptor = pool()
+    let descriptor = descriptor_pool()
         .get_message_by_name(M::FULL_NAME)
         .expect("every JsonMessage is in the descriptor set");
     let mut deserializer = serde_json::Deserializer::from_str(text);
@@ -78,7 +79,7 @@ pub fn from_json<M: JsonMessage>(text: &str) -> Result<M, JsonError> {
 /// The JSON form of `message`, as a value. Fields at their default value are
 /// left out; 64-bit integers are written as numbers.
 pub fn to_json<M: JsonMessage>(message: &M) -> serde_json::Value {
-    let descriptor = pool()
+    let descriptor = descriptor_pool()
         .get_message_by_name(M::FULL_NAME)
         .expect("every JsonMessage is in the descriptor set");
     let dynamic = DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice())

@@ -23,9 +23,9 @@ use liandong_core::pb::exchange_server::Exchange;
 use crate::Gateway;
 use crate::error::ApiError;
 use crate::identity::{self, PeerIdentity, Principal};
-use crate::policy;
+use crate::policy::{self, PublishRefusal};
 use crate::routing::{self, OpenRequest, Session};
-use crate::store::{NewNotification, PublishOutcome};
+use crate::store::{AuditEntry, NewNotification, PublishOutcome};
 
 /// The Exchange service over a running gateway.
 #[derive(Debug, Clone)]
@@ -39,18 +39,76 @@ impl ExchangeService {
         Self { gateway }
     }
 
-    fn authenticate<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
-        identity::authenticate(
-            request.extensions().get::<PeerIdentity>(),
-            &self.gateway.registry,
-        )
-        .map_err(Status::from)
+    /// The registered agency behind the request; a refusal is audited.
+    async fn authenticate<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
+        let peer = request.extensions().get::<PeerIdentity>();
+        let rules = self.gateway.rules();
+        match identity::authenticate(peer, &rules.registry) {
+            Ok(principal) => Ok(principal),
+            Err(error) => {
+                let who = peer
+                    .map(|p| p.uris.join(" "))
+                    .filter(|uris| !uris.is_empty())
+                    .unwrap_or_else(|| "<no identity>".into());
+                audit_refusal(&self.gateway, who, "", "", &error).await;
+                Err(error.into())
+            }
+        }
     }
 }
 
-/// Validates and stores one notification for `principal`.
-#[tracing::instrument(skip_all, fields(agency.id = %principal.agency.id, notification.id, case.ref))]
+/// Records a refused request in the audit log. A failure to record is
+/// logged; the request stays refused.
+async fn audit_refusal(
+    gateway: &Gateway,
+    agency: String,
+    sender: &str,
+    notification_id: &str,
+    error: &ApiError,
+) {
+    let Some(code) = error.refusal_code() else {
+        return;
+    };
+    let entry = AuditEntry {
+        agency: truncate(&agency, 256),
+        action: "PUBLISH_REFUSED",
+        sequence: None,
+        sender: sender.to_owned(),
+        notification_id: truncate(notification_id, 128),
+        decision: code.to_owned(),
+        reason: error.to_string(),
+    };
+    if let Err(cause) = gateway.store.append_audit(&[entry]).await {
+        tracing::error!(error = %cause, "could not record a refusal in the audit log");
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    text.chars().take(max).collect()
+}
+
+/// Validates and stores one notification for `principal`; a refusal is
+/// recorded in the audit log.
 pub async fn publish_one(
+    gateway: &Gateway,
+    principal: &Principal,
+    request: pb::PublishRequest,
+) -> Result<pb::PublishReceipt, ApiError> {
+    let notification_id = request
+        .notification
+        .as_ref()
+        .map(|n| n.notification_id.clone())
+        .unwrap_or_default();
+    let result = publish_checked(gateway, principal, request).await;
+    if let Err(error) = &result {
+        let sender = principal.agency.id.to_string();
+        audit_refusal(gateway, sender.clone(), &sender, &notification_id, error).await;
+    }
+    result
+}
+
+#[tracing::instrument(skip_all, fields(agency.id = %principal.agency.id, notification.id, case.ref))]
+async fn publish_checked(
     gateway: &Gateway,
     principal: &Principal,
     request: pb::PublishRequest,
@@ -74,9 +132,17 @@ pub async fn publish_one(
             "notification.sender names {claimed}, but the client certificate proves {sender}"
         )));
     }
-    policy::check_publish(&gateway.registry, &notification.recipients).inspect_err(|error| {
-        tracing::info!(%error, "publish refused by policy");
-    })?;
+    match policy::check_publish(&gateway.rules(), &principal.agency, &notification) {
+        Ok(()) => {}
+        Err(PublishRefusal::Forbidden(rule)) => {
+            tracing::info!(%rule, "publish refused by policy");
+            return Err(ApiError::PermissionDenied(rule));
+        }
+        Err(PublishRefusal::Field(error)) => {
+            tracing::info!(%error, "publish refused by policy");
+            return Err(ApiError::InvalidArgument(error));
+        }
+    }
     wire.sender = sender.to_string();
     let payload = wire.encode_to_vec();
     let new = NewNotification {
@@ -140,7 +206,7 @@ impl Exchange for ExchangeService {
         &self,
         request: Request<pb::PublishRequest>,
     ) -> Result<Response<pb::PublishReceipt>, Status> {
-        let principal = self.authenticate(&request)?;
+        let principal = self.authenticate(&request).await?;
         let receipt = publish_one(&self.gateway, &principal, request.into_inner()).await?;
         Ok(Response::new(receipt))
     }
@@ -151,7 +217,7 @@ impl Exchange for ExchangeService {
         &self,
         request: Request<Streaming<pb::PublishRequest>>,
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
-        let principal = self.authenticate(&request)?;
+        let principal = self.authenticate(&request).await?;
         let mut inbound = request.into_inner();
         let gateway = self.gateway.clone();
         let (tx, rx) = mpsc::channel(64);
@@ -193,7 +259,7 @@ impl Exchange for ExchangeService {
         &self,
         request: Request<Streaming<pb::SubscribeRequest>>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let principal = self.authenticate(&request)?;
+        let principal = self.authenticate(&request).await?;
         let mut inbound = request.into_inner();
         let open = match inbound.message().await? {
             Some(pb::SubscribeRequest {
@@ -221,7 +287,7 @@ impl Exchange for ExchangeService {
         &self,
         request: Request<pb::GetCaseRequest>,
     ) -> Result<Response<pb::CaseView>, Status> {
-        let principal = self.authenticate(&request)?;
+        let principal = self.authenticate(&request).await?;
         let pb::GetCaseRequest { case_ref } = request.into_inner();
         let case_ref = CaseRef::parse_field("case_ref", &case_ref).map_err(ApiError::from)?;
         let rows = self
@@ -230,13 +296,26 @@ impl Exchange for ExchangeService {
             .case_timeline(case_ref.as_str())
             .await
             .map_err(ApiError::from)?;
-        let timeline: Vec<pb::Delivery> = rows
-            .iter()
-            .filter_map(|row| {
-                let contact = self.gateway.contact_of(&row.sender);
-                routing::render(&principal.agency, &contact, row, 0)
-            })
-            .collect();
+        let rules = self.gateway.rules();
+        let mut timeline = Vec::new();
+        let mut audit = Vec::new();
+        for row in &rows {
+            if let Some((delivery, decision)) = routing::render(&rules, &principal.agency, row, 0) {
+                audit.extend(routing::audit_entry(
+                    &principal.agency,
+                    "CASE_READ",
+                    row,
+                    &decision,
+                ));
+                timeline.push(delivery);
+            }
+        }
+        // Nothing is disclosed unless its disclosure is recorded first.
+        self.gateway
+            .store
+            .append_audit(&audit)
+            .await
+            .map_err(ApiError::from)?;
         if timeline.is_empty() {
             return Err(ApiError::NotFound(format!(
                 "no case {case_ref} that {} may see",

@@ -56,6 +56,8 @@ pub enum ConfigError {
 struct ConfigFile {
     listen: String,
     registry: PathBuf,
+    #[serde(default)]
+    policy: Option<PathBuf>,
     tls: TlsSection,
     database: DatabaseSection,
     #[serde(default)]
@@ -161,6 +163,8 @@ pub struct GatewayConfig {
     pub listen: SocketAddr,
     /// The agency registry file.
     pub registry: PathBuf,
+    /// The policy file; `None` uses the built-in default policy.
+    pub policy: Option<PathBuf>,
     /// TLS identity and trust.
     pub tls: TlsFiles,
     /// A client that has not finished its handshake by then is dropped.
@@ -258,6 +262,7 @@ impl GatewayConfig {
         Ok(Self {
             listen,
             registry: resolve(&file.registry),
+            policy: file.policy.as_deref().map(resolve),
             tls: TlsFiles {
                 ca: resolve(&file.tls.ca),
                 cert: resolve(&file.tls.cert),

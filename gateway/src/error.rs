@@ -34,6 +34,21 @@ pub enum ApiError {
     Store(#[from] StoreError),
 }
 
+impl ApiError {
+    /// The status code name of a refusal (bad request or forbidden), or
+    /// `None` when the gateway failed rather than refused.
+    pub fn refusal_code(&self) -> Option<&'static str> {
+        match self {
+            Self::Unauthenticated(_) => Some("UNAUTHENTICATED"),
+            Self::InvalidArgument(_) => Some("INVALID_ARGUMENT"),
+            Self::PermissionDenied(_) => Some("PERMISSION_DENIED"),
+            Self::FailedPrecondition(_) => Some("FAILED_PRECONDITION"),
+            Self::NotFound(_) => Some("NOT_FOUND"),
+            Self::Unavailable(_) | Self::Store(_) => None,
+        }
+    }
+}
+
 impl From<ApiError> for Status {
     fn from(error: ApiError) -> Self {
         match error {

@@ -33,12 +33,15 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
+use arc_swap::ArcSwap;
+
 use liandong_core::domain::AgencyId;
 use liandong_core::pb::exchange_server::ExchangeServer;
 use liandong_core::registry::{Registry, RegistryError};
 
 use crate::config::GatewayConfig;
 use crate::identity::TlsSetupError;
+use crate::policy::{Policy, PolicyError, Rules};
 use crate::routing::Sessions;
 use crate::store::{Store, StoreError};
 
@@ -47,8 +50,8 @@ use crate::store::{Store, StoreError};
 pub struct Gateway {
     /// Durable storage.
     pub store: Store,
-    /// Registered agencies.
-    pub registry: Registry,
+    /// Registry and policy in force; replaced whole on reload.
+    pub rules: ArcSwap<Rules>,
     /// Highest sequence stored by this process: wakes subscriptions.
     pub latest: watch::Sender<u64>,
     /// Live subscription sessions.
@@ -60,13 +63,37 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// The registered contact of an agency, for withheld stubs.
-    pub fn contact_of(&self, agency: &str) -> String {
-        AgencyId::parse("sender", agency)
-            .ok()
-            .and_then(|id| self.registry.get(&id).map(|a| a.contact.clone()))
-            .unwrap_or_default()
+    /// The registry and policy in force now.
+    pub fn rules(&self) -> Arc<Rules> {
+        self.rules.load_full()
     }
+
+    /// Loads the registry and policy files again and, when both are valid,
+    /// puts them in force; otherwise keeps the current ones and says why.
+    /// Later deliveries are decided by the new rules.
+    pub fn reload(&self, config: &GatewayConfig) -> Result<(), StartError> {
+        let rules = load_rules(config)?;
+        self.rules.store(Arc::new(rules));
+        tracing::info!("registry and policy reloaded");
+        Ok(())
+    }
+}
+
+/// The registered contact of an agency, for withheld stubs.
+pub fn contact_of(rules: &Rules, agency: &str) -> String {
+    AgencyId::parse("sender", agency)
+        .ok()
+        .and_then(|id| rules.registry.get(&id).map(|a| a.contact.clone()))
+        .unwrap_or_default()
+}
+
+fn load_rules(config: &GatewayConfig) -> Result<Rules, StartError> {
+    let registry = Registry::load(&config.registry)?;
+    let policy = match &config.policy {
+        Some(path) => Policy::load(path)?,
+        None => Policy::default_policy(),
+    };
+    Ok(Rules { registry, policy })
 }
 
 /// Why the gateway could not start.
@@ -75,6 +102,9 @@ pub enum StartError {
     /// The registry file is unusable.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// The policy file is unusable.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
     /// The TLS files are unusable.
     #[error(transparent)]
     Tls(#[from] TlsSetupError),
@@ -111,17 +141,22 @@ impl Prepared {
     pub fn gateway(&self) -> &Arc<Gateway> {
         &self.gateway
     }
+
+    /// The configuration it was prepared from.
+    pub fn config(&self) -> &GatewayConfig {
+        &self.config
+    }
 }
 
 /// Loads the registry and TLS files and connects (and migrates) the store.
 pub async fn prepare(config: GatewayConfig) -> Result<Prepared, StartError> {
-    let registry = Registry::load(&config.registry)?;
+    let rules = load_rules(&config)?;
     let tls = identity::server_config(&config.tls)?;
     let store = Store::connect(&config.database_url, config.max_connections).await?;
     let latest = store.latest_sequence().await?;
     let gateway = Arc::new(Gateway {
         store,
-        registry,
+        rules: ArcSwap::from_pointee(rules),
         latest: watch::Sender::new(latest),
         sessions: Sessions::default(),
         stop: CancellationToken::new(),

@@ -97,6 +97,7 @@ async fn serve(config: GatewayConfig) -> ExitCode {
             return ExitCode::from(EX_UNAVAILABLE);
         }
     };
+    spawn_reload_on_sighup(prepared.gateway().clone(), prepared.config().clone());
     match listener.local_addr() {
         Ok(addr) => {
             tracing::info!(%addr, "listening");
@@ -126,6 +127,30 @@ async fn migrate(config: GatewayConfig) -> ExitCode {
             ExitCode::from(EX_UNAVAILABLE)
         }
     }
+}
+
+/// On SIGHUP, loads the registry and policy again; a broken file keeps the
+/// rules in force and is reported.
+fn spawn_reload_on_sighup(
+    gateway: std::sync::Arc<liandong_gateway::Gateway>,
+    config: GatewayConfig,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(hangup) => hangup,
+        Err(error) => {
+            tracing::error!(%error, "cannot watch SIGHUP; reload needs a restart");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading registry and policy");
+            if let Err(error) = gateway.reload(&config) {
+                tracing::error!(%error, "reload refused; the previous registry and policy stay in force");
+            }
+        }
+    });
 }
 
 async fn shutdown_signal() {

@@ -1,70 +1,183 @@
-//! Who may see what. Until the full policy engine lands, delivery is
-//! fail-closed: `PUBLIC` and `INTERNAL` content reaches every registered
-//! subscriber; `RESTRICTED` and `CONFIDENTIAL` content reaches only its
-//! listed recipients and its sender, and nobody else receives anything of
-//! it. Anything this module cannot classify is not delivered.
+//! Who may say what, and who may see what.
 //!
-//! Decisions are made at delivery time from the current registry, never
-//! stored with the notification.
+//! Publishing: a role may publish only the events the policy grants it;
+//! above `INTERNAL` every recipient must be registered and cleared for the
+//! level (a notification nobody listed could read is refused at publish
+//! time, not dropped later).
+//!
+//! Delivery: for every (reader, notification) one decision — `Full`,
+//! `Withheld` (a stub without content, with the reason) or `Nothing`:
+//! - the sender always reads its own notification in full;
+//! - `PUBLIC`: everyone;
+//! - `INTERNAL`: member agencies (environment, police, procuratorate)
+//!   cleared for `INTERNAL`;
+//! - `RESTRICTED`: listed recipients, and — when the policy says so — the
+//!   parent agencies of the sender or of a recipient;
+//! - `CONFIDENTIAL`: listed recipients;
+//! - a party whose clearance is below the level gets a stub;
+//! - anyone else with an oversight rule for the event within its region
+//!   gets a stub; everyone else gets nothing.
+//!
+//! Full deliveries then lose the body fields marked more sensitive than the
+//! reader's clearance ([`redact`]). Decisions are made at delivery time from
+//! the current registry and policy, never stored with the notification, and
+//! anything this module cannot classify is delivered to nobody.
 
-use liandong_core::domain::{AgencyId, Confidentiality, FieldError};
+pub mod redact;
+pub mod rules;
+
+use liandong_core::domain::{Confidentiality, Event, FieldError, Notification, Region};
 use liandong_core::pb;
 use liandong_core::registry::{Agency, Registry};
+
+pub use rules::{Policy, PolicyError};
 
 use crate::store::StoredNotification;
 
 #[cfg(test)]
 mod tests;
 
+/// The registry and the policy in force, swapped together on reload.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    /// Registered agencies.
+    pub registry: Registry,
+    /// Publishing rights and delivery rules.
+    pub policy: Policy,
+}
+
 /// What a reader gets of one notification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// The whole notification.
-    Full,
+    /// The whole notification (less fields above the reader's clearance),
+    /// and which rule entitles the reader.
+    Full(&'static str),
     /// A stub without content, with the reason.
     Withheld(String),
     /// Nothing at all.
     Nothing,
 }
 
-/// Checks what the policy requires of a publish beyond its form: every
-/// recipient must be a registered agency.
-pub fn check_publish(registry: &Registry, recipients: &[AgencyId]) -> Result<(), FieldError> {
-    for (i, recipient) in recipients.iter().enumerate() {
-        if registry.get(recipient).is_none() {
-            return Err(FieldError::new(
-                format!("notification.recipients[{i}]"),
+impl Decision {
+    /// The name recorded in the audit log.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Full(_) => "FULL",
+            Self::Withheld(_) => "WITHHELD",
+            Self::Nothing => "NONE",
+        }
+    }
+}
+
+/// Why a publish was refused by policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublishRefusal {
+    /// A rule forbids it (`PERMISSION_DENIED`); the text names the rule.
+    Forbidden(String),
+    /// A field does not satisfy the policy (`INVALID_ARGUMENT`).
+    Field(FieldError),
+}
+
+/// Checks a validated notification from `sender` against the rules.
+pub fn check_publish(
+    rules: &Rules,
+    sender: &Agency,
+    notification: &Notification,
+) -> Result<(), PublishRefusal> {
+    let role = rules::role_name(sender.role);
+    if !rules.policy.may_publish(sender.role, notification.event) {
+        let reason = if rules::GATEWAY_ONLY_EVENTS.contains(&notification.event.to_wire()) {
+            format!("{} is emitted by the gateway only", notification.event)
+        } else {
+            format!("rule publish.{role} does not allow {}", notification.event)
+        };
+        return Err(PublishRefusal::Forbidden(reason));
+    }
+    let level = notification.confidentiality;
+    if level > sender.clearance {
+        return Err(PublishRefusal::Forbidden(format!(
+            "{} is cleared up to {}, below the {level} it marks",
+            sender.id, sender.clearance
+        )));
+    }
+    for (i, recipient) in notification.recipients.iter().enumerate() {
+        let field = || format!("notification.recipients[{i}]");
+        let Some(agency) = rules.registry.get(recipient) else {
+            return Err(PublishRefusal::Field(FieldError::new(
+                field(),
                 format!("{recipient} is not a registered agency"),
-            ));
+            )));
+        };
+        if level.needs_recipients() && agency.clearance < level {
+            return Err(PublishRefusal::Field(FieldError::new(
+                field(),
+                format!(
+                    "{recipient} is cleared only up to {}; {level} content cannot be sent to it",
+                    agency.clearance
+                ),
+            )));
         }
     }
     Ok(())
 }
 
 /// What `reader` may receive of `stored`.
-pub fn decide(reader: &Agency, stored: &StoredNotification) -> Decision {
-    let Ok(level) = Confidentiality::from_wire("confidentiality", stored.confidentiality) else {
+pub fn decide(rules: &Rules, reader: &Agency, stored: &StoredNotification) -> Decision {
+    let (Ok(level), Ok(event), Ok(region)) = (
+        Confidentiality::from_wire("confidentiality", stored.confidentiality),
+        Event::from_wire("event", stored.event),
+        Region::parse("region", &stored.region),
+    ) else {
         tracing::error!(
             notification.sequence = stored.sequence,
-            "stored notification has no valid level; withheld from everyone"
+            "stored notification cannot be classified; withheld from everyone"
         );
         return Decision::Nothing;
     };
     let reader_id = reader.id.as_str();
-    match level {
-        Confidentiality::Public | Confidentiality::Internal => Decision::Full,
-        Confidentiality::Restricted | Confidentiality::Confidential => {
-            if stored.sender == reader_id || stored.recipients.iter().any(|r| r == reader_id) {
-                Decision::Full
-            } else {
-                Decision::Nothing
-            }
+    if stored.sender == reader_id {
+        return Decision::Full("own notification");
+    }
+    let is_recipient = stored.recipients.iter().any(|r| r == reader_id);
+    let entitled = match level {
+        Confidentiality::Public => Some("public"),
+        Confidentiality::Internal => reader.role.is_member().then_some("member agency"),
+        Confidentiality::Restricted if is_recipient => Some("listed recipient"),
+        Confidentiality::Restricted => (rules.policy.parent_sees_branch_restricted
+            && is_parent_of_party(&rules.registry, reader, stored))
+        .then_some("parent of a party"),
+        Confidentiality::Confidential => is_recipient.then_some("listed recipient"),
+    };
+    if let Some(rule) = entitled {
+        if reader.clearance >= level {
+            return Decision::Full(rule);
         }
+        if level.needs_recipients() {
+            return Decision::Withheld(format!(
+                "your clearance {} is below this notification's level {level}",
+                reader.clearance
+            ));
+        }
+    }
+    match rules.policy.oversight_for(reader.role, event) {
+        Some(rule) if reader.region.contains(&region) => Decision::Withheld(format!(
+            "oversight ({}): you supervise {event} in region {}, but are not a recipient; ask the sender for the content",
+            rule.name, reader.region
+        )),
+        _ => Decision::Nothing,
     }
 }
 
+fn is_parent_of_party(registry: &Registry, reader: &Agency, stored: &StoredNotification) -> bool {
+    std::iter::once(&stored.sender)
+        .chain(&stored.recipients)
+        .filter_map(|id| liandong_core::domain::AgencyId::parse("party", id).ok())
+        .any(|party| registry.is_ancestor(&reader.id, &party))
+}
+
 /// The stub of a withheld notification: identifiers, level, times and whom
-/// to ask — no summary, body, recipients or note.
+/// to ask — no summary, body, recipients or note. The contact is the
+/// sender's registered one, never text from the notification itself.
 pub fn withheld_stub(full: &pb::Notification, sender_contact: &str) -> pb::Notification {
     pb::Notification {
         notification_id: full.notification_id.clone(),
@@ -74,11 +187,7 @@ pub fn withheld_stub(full: &pb::Notification, sender_contact: &str) -> pb::Notif
         region: full.region.clone(),
         occurred_at: full.occurred_at,
         sender: full.sender.clone(),
-        contact: if full.contact.is_empty() {
-            sender_contact.to_owned()
-        } else {
-            full.contact.clone()
-        },
+        contact: sender_contact.to_owned(),
         ..Default::default()
     }
 }

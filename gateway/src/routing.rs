@@ -12,7 +12,8 @@
 //! One session per subscription: opening it again (a reconnect while the
 //! old connection is not yet known dead) ends the older session.
 //!
-//! This module never decides visibility itself: it asks `policy`.
+//! This module never decides visibility itself: it asks `policy`, with the
+//! registry and policy in force at the moment of each delivery.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,8 +32,8 @@ use liandong_core::registry::Agency;
 use crate::Gateway;
 use crate::error::ApiError;
 use crate::identity::Principal;
-use crate::policy::{self, Decision};
-use crate::store::StoredNotification;
+use crate::policy::{self, Decision, Rules, redact};
+use crate::store::{AuditEntry, StoredNotification};
 
 #[cfg(test)]
 mod tests;
@@ -206,14 +207,15 @@ impl TryFrom<pb::SubscriptionOpen> for OpenRequest {
     }
 }
 
-/// The delivery `reader` may receive of `stored`, or `None`.
+/// The delivery `reader` may receive of `stored` under `rules`, with the
+/// decision behind it, or `None` when it may receive nothing.
 pub fn render(
+    rules: &Rules,
     reader: &Agency,
-    sender_contact: &str,
     stored: &StoredNotification,
     attempt: u32,
-) -> Option<pb::Delivery> {
-    let decision = policy::decide(reader, stored);
+) -> Option<(pb::Delivery, Decision)> {
+    let decision = policy::decide(rules, reader, stored);
     if decision == Decision::Nothing {
         return None;
     }
@@ -224,12 +226,28 @@ pub fn render(
             return None;
         }
     };
-    let (notification, withheld, withheld_reason) = match decision {
-        Decision::Full => (full, false, String::new()),
-        Decision::Withheld(reason) => (policy::withheld_stub(&full, sender_contact), true, reason),
+    let (notification, withheld, withheld_reason, redacted_fields) = match &decision {
+        Decision::Full(_) => {
+            let mut full = full;
+            let redacted = if stored.sender == reader.id.as_str() {
+                Vec::new()
+            } else {
+                redact::strip_above(&mut full, reader.clearance)
+            };
+            (full, false, String::new(), redacted)
+        }
+        Decision::Withheld(reason) => {
+            let contact = crate::contact_of(rules, &stored.sender);
+            (
+                policy::withheld_stub(&full, &contact),
+                true,
+                reason.clone(),
+                Vec::new(),
+            )
+        }
         Decision::Nothing => return None,
     };
-    Some(pb::Delivery {
+    let delivery = pb::Delivery {
         sequence: stored.sequence,
         sender: stored.sender.clone(),
         received_at: Some(stored.received_at.to_wire()),
@@ -237,6 +255,37 @@ pub fn render(
         withheld,
         withheld_reason,
         attempt,
+        redacted_fields,
+    };
+    Some((delivery, decision))
+}
+
+/// The audit entry a disclosure needs: every full delivery of non-public
+/// content and every withheld stub.
+pub fn audit_entry(
+    reader: &Agency,
+    action: &'static str,
+    stored: &StoredNotification,
+    decision: &Decision,
+) -> Option<AuditEntry> {
+    let reason = match decision {
+        Decision::Full(rule) => {
+            if stored.confidentiality == pb::Confidentiality::Public as i32 {
+                return None;
+            }
+            (*rule).to_owned()
+        }
+        Decision::Withheld(reason) => reason.clone(),
+        Decision::Nothing => return None,
+    };
+    Some(AuditEntry {
+        agency: reader.id.to_string(),
+        action,
+        sequence: Some(stored.sequence),
+        sender: stored.sender.clone(),
+        notification_id: stored.notification_id.clone(),
+        decision: decision.name().to_owned(),
+        reason,
     })
 }
 
@@ -399,12 +448,13 @@ impl Session {
     }
 
     /// Sends new deliveries until the window is full or the store has no
-    /// more. Returns false when the subscriber is gone.
+    /// more. Disclosures are written to the audit log before anything is
+    /// sent; if that fails, nothing is sent. Returns false when the
+    /// subscriber is gone.
     async fn fill(
         &mut self,
         out: &mpsc::Sender<Result<pb::Delivery, Status>>,
     ) -> Result<bool, Status> {
-        let reader = &self.principal.agency;
         while self.in_flight.len() < self.request.max_in_flight {
             let rows = self
                 .gateway
@@ -415,23 +465,41 @@ impl Session {
             if rows.is_empty() {
                 break;
             }
-            for row in rows {
-                if self.in_flight.len() >= self.request.max_in_flight {
-                    return Ok(true);
+            let rules = self.gateway.rules();
+            let reader = rules
+                .registry
+                .get(&self.principal.agency.id)
+                .cloned()
+                .ok_or_else(|| Status::permission_denied("your agency is no longer registered"))?;
+            let mut batch = Vec::new();
+            let mut audit = Vec::new();
+            let mut scanned = self.scan_pos;
+            for row in &rows {
+                if self.in_flight.len() + batch.len() >= self.request.max_in_flight {
+                    break;
                 }
-                self.scan_pos = row.sequence;
-                if !self.request.filter.matches(&row) {
+                scanned = row.sequence;
+                if !self.request.filter.matches(row) {
                     continue;
                 }
-                let contact = self.gateway.contact_of(&row.sender);
-                let Some(delivery) = render(reader, &contact, &row, 1) else {
+                let Some((delivery, decision)) = render(&rules, &reader, row, 1) else {
                     continue;
                 };
+                audit.extend(audit_entry(&reader, "DELIVERY", row, &decision));
+                batch.push(delivery);
+            }
+            self.gateway
+                .store
+                .append_audit(&audit)
+                .await
+                .map_err(ApiError::from)?;
+            self.scan_pos = scanned;
+            for delivery in batch {
                 if out.send(Ok(delivery.clone())).await.is_err() {
                     return Ok(false);
                 }
                 self.in_flight.insert(
-                    row.sequence,
+                    delivery.sequence,
                     InFlight {
                         delivery,
                         sent_at: Clock::now(),

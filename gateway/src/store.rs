@@ -154,6 +154,25 @@ pub struct SubscriptionRecord {
     pub created: bool,
 }
 
+/// One row of the append-only audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Who: the reading or publishing agency.
+    pub agency: String,
+    /// What happened: `DELIVERY`, `CASE_READ`, `PUBLISH_REFUSED`.
+    pub action: &'static str,
+    /// The notification's sequence, when it was stored.
+    pub sequence: Option<u64>,
+    /// The notification's sender.
+    pub sender: String,
+    /// The sender's id for it.
+    pub notification_id: String,
+    /// `FULL`, `WITHHELD`, or the refusal's status code.
+    pub decision: String,
+    /// Why; never content.
+    pub reason: String,
+}
+
 /// The gateway's database.
 #[derive(Debug)]
 pub struct Store {
@@ -407,6 +426,67 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         cursor.map(|c| to_u64(c, "acked_through")).transpose()
+    }
+
+    /// Appends entries to the audit log in one transaction: all or none.
+    pub async fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let _guard = self.write_lock.lock().await;
+        let at = Instant::now().unix_micros();
+        let mut tx = self.pool.begin().await?;
+        for entry in entries {
+            sqlx::query(
+                "INSERT INTO audit_log (at, agency, action, sequence, sender, notification_id, decision, reason) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(at)
+            .bind(&entry.agency)
+            .bind(entry.action)
+            .bind(entry.sequence.map(to_i64))
+            .bind(&entry.sender)
+            .bind(&entry.notification_id)
+            .bind(&entry.decision)
+            .bind(&entry.reason)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The audit log, oldest first.
+    pub async fn audit_entries(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT agency, action, sequence, sender, notification_id, decision, reason FROM audit_log ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let action: String = row.try_get("action")?;
+                let sequence: Option<i64> = row.try_get("sequence")?;
+                Ok(AuditEntry {
+                    agency: row.try_get("agency")?,
+                    action: match action.as_str() {
+                        "DELIVERY" => "DELIVERY",
+                        "CASE_READ" => "CASE_READ",
+                        "PUBLISH_REFUSED" => "PUBLISH_REFUSED",
+                        _ => {
+                            return Err(StoreError::Corrupt(format!(
+                                "unknown audit action {action:?}"
+                            )));
+                        }
+                    },
+                    sequence: sequence.map(|s| to_u64(s, "sequence")).transpose()?,
+                    sender: row.try_get("sender")?,
+                    notification_id: row.try_get("notification_id")?,
+                    decision: row.try_get("decision")?,
+                    reason: row.try_get("reason")?,
+                })
+            })
+            .collect()
     }
 
     /// Closes the pool, waiting for connections to finish.

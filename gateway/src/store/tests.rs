@@ -280,3 +280,46 @@ async fn unusable_database_urls_are_refused() {
         Err(StoreError::Config(_))
     ));
 }
+
+#[tokio::test]
+async fn audit_log_appends_and_refuses_changes() {
+    for (store, _guard) in backends().await {
+        let entry = AuditEntry {
+            agency: "cz-psb".into(),
+            action: "DELIVERY",
+            sequence: Some(7),
+            sender: "cz-eeb".into(),
+            notification_id: "n7".into(),
+            decision: "FULL".into(),
+            reason: "recipient".into(),
+        };
+        let refused = AuditEntry {
+            action: "PUBLISH_REFUSED",
+            sequence: None,
+            decision: "PERMISSION_DENIED".into(),
+            ..entry.clone()
+        };
+        store
+            .append_audit(&[entry.clone(), refused.clone()])
+            .await
+            .unwrap();
+        assert_eq!(store.audit_entries().await.unwrap(), vec![entry, refused]);
+        let update = sqlx::query("UPDATE audit_log SET reason = 'forged'")
+            .execute(&store.pool)
+            .await;
+        assert!(
+            update.is_err(),
+            "{:?}: the audit log must refuse updates",
+            store.backend()
+        );
+        let delete = sqlx::query("DELETE FROM audit_log")
+            .execute(&store.pool)
+            .await;
+        assert!(
+            delete.is_err(),
+            "{:?}: the audit log must refuse deletes",
+            store.backend()
+        );
+        assert_eq!(store.audit_entries().await.unwrap().len(), 2);
+    }
+}

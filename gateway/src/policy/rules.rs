@@ -1,0 +1,267 @@
+//! The policy file: publishing rights by role, delivery options and
+//! oversight rules. Parsed and validated whole; an error names the file,
+//! the entry and the field. A policy that fails validation is never used.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use liandong_core::domain::{Event, Role};
+use liandong_core::pb;
+
+/// The policy that applies when the configuration names no policy file:
+/// the mechanism's defaults, documented in docs/POLICY.md.
+pub const DEFAULT_POLICY: &str = include_str!("default.toml");
+
+/// Events only the gateway itself may emit.
+pub const GATEWAY_ONLY_EVENTS: [pb::EventType; 2] = [
+    pb::EventType::SupervisionAlert,
+    pb::EventType::StatisticsReport,
+];
+
+/// A policy file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The file could not be read.
+    #[error("{path}: cannot read policy: {source}")]
+    Read {
+        /// The policy file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, or unknown or mistyped keys.
+    #[error("{path}: {message}")]
+    Syntax {
+        /// The policy file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// One entry is invalid.
+    #[error("{path}: {entry}: {reason}")]
+    Entry {
+        /// The policy file.
+        path: PathBuf,
+        /// The entry and field, e.g. `publish.POLICE[3]`.
+        entry: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    publish: PublishSection,
+    delivery: DeliverySection,
+    #[serde(default)]
+    oversight: Vec<OversightEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(non_snake_case)]
+struct PublishSection {
+    #[serde(default)]
+    ENVIRONMENT: Vec<String>,
+    #[serde(default)]
+    POLICE: Vec<String>,
+    #[serde(default)]
+    PROCURATORATE: Vec<String>,
+    #[serde(default)]
+    OBSERVER: Vec<String>,
+    #[serde(default)]
+    OPERATOR: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeliverySection {
+    parent_sees_branch_restricted: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OversightEntry {
+    name: String,
+    role: Role,
+    events: Vec<String>,
+}
+
+/// One oversight rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Oversight {
+    /// Its name, quoted in withheld reasons.
+    pub name: String,
+    /// The role that oversees.
+    pub role: Role,
+    /// The events it oversees.
+    pub events: BTreeSet<Event>,
+}
+
+/// A validated policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    publish: BTreeMap<RoleKey, BTreeSet<Event>>,
+    /// Whether parents see their branches' RESTRICTED traffic in full.
+    pub parent_sees_branch_restricted: bool,
+    /// Oversight rules.
+    pub oversight: Vec<Oversight>,
+}
+
+/// `Role` is not `Ord`; this orders it for the map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct RoleKey(u8);
+
+fn key(role: Role) -> RoleKey {
+    RoleKey(match role {
+        Role::Environment => 0,
+        Role::Police => 1,
+        Role::Procuratorate => 2,
+        Role::Observer => 3,
+        Role::Operator => 4,
+    })
+}
+
+/// The name of a role as written in files: `ENVIRONMENT`, ….
+pub fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Environment => "ENVIRONMENT",
+        Role::Police => "POLICE",
+        Role::Procuratorate => "PROCURATORATE",
+        Role::Observer => "OBSERVER",
+        Role::Operator => "OPERATOR",
+    }
+}
+
+impl Policy {
+    /// Reads and validates a policy file.
+    pub fn load(path: &Path) -> Result<Self, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// The built-in default policy.
+    pub fn default_policy() -> Self {
+        Self::parse(DEFAULT_POLICY, Path::new("<built-in policy>"))
+            .expect("the built-in policy is valid")
+    }
+
+    /// Validates policy text; `path` only names errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, PolicyError> {
+        let file: PolicyFile = toml::from_str(text).map_err(|e| PolicyError::Syntax {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let entry_error = |entry: String, reason: String| PolicyError::Entry {
+            path: path.to_owned(),
+            entry,
+            reason,
+        };
+        let events = |entry: &str, names: &[String]| -> Result<BTreeSet<Event>, PolicyError> {
+            let mut set = BTreeSet::new();
+            for (i, name) in names.iter().enumerate() {
+                let event: Event = name.parse().map_err(|_| {
+                    entry_error(
+                        format!("{entry}[{i}]"),
+                        format!("unknown event type {name:?}"),
+                    )
+                })?;
+                if !set.insert(event) {
+                    return Err(entry_error(
+                        format!("{entry}[{i}]"),
+                        format!("{name} is listed twice"),
+                    ));
+                }
+                if GATEWAY_ONLY_EVENTS.contains(&event.to_wire()) && entry.starts_with("publish.") {
+                    return Err(entry_error(
+                        format!("{entry}[{i}]"),
+                        format!("{name} is emitted by the gateway only and cannot be granted"),
+                    ));
+                }
+            }
+            Ok(set)
+        };
+        let PublishSection {
+            ENVIRONMENT,
+            POLICE,
+            PROCURATORATE,
+            OBSERVER,
+            OPERATOR,
+        } = file.publish;
+        let mut publish = BTreeMap::new();
+        for (role, names) in [
+            (Role::Environment, ENVIRONMENT),
+            (Role::Police, POLICE),
+            (Role::Procuratorate, PROCURATORATE),
+            (Role::Observer, OBSERVER),
+            (Role::Operator, OPERATOR),
+        ] {
+            publish.insert(
+                key(role),
+                events(&format!("publish.{}", role_name(role)), &names)?,
+            );
+        }
+        let mut oversight = Vec::new();
+        for (i, entry) in file.oversight.into_iter().enumerate() {
+            let OversightEntry {
+                name,
+                role,
+                events: names,
+            } = entry;
+            if name.trim().is_empty() {
+                return Err(entry_error(
+                    format!("oversight[{i}].name"),
+                    "is required".into(),
+                ));
+            }
+            if oversight.iter().any(|o: &Oversight| o.name == name) {
+                return Err(entry_error(
+                    format!("oversight[{i}].name"),
+                    format!("{name:?} is used twice"),
+                ));
+            }
+            if !role.is_member() {
+                return Err(entry_error(
+                    format!("oversight[{i}].role"),
+                    format!(
+                        "{} is not a member role; only members may oversee",
+                        role_name(role)
+                    ),
+                ));
+            }
+            if names.is_empty() {
+                return Err(entry_error(
+                    format!("oversight[{i}].events"),
+                    "lists no event".into(),
+                ));
+            }
+            let events = events(&format!("oversight[{i}].events"), &names)?;
+            oversight.push(Oversight { name, role, events });
+        }
+        Ok(Self {
+            publish,
+            parent_sees_branch_restricted: file.delivery.parent_sees_branch_restricted,
+            oversight,
+        })
+    }
+
+    /// True when agencies of `role` may publish `event`.
+    pub fn may_publish(&self, role: Role, event: Event) -> bool {
+        self.publish
+            .get(&key(role))
+            .is_some_and(|events| events.contains(&event))
+    }
+
+    /// The oversight rule giving `role` a stub of `event`, if any.
+    pub fn oversight_for(&self, role: Role, event: Event) -> Option<&Oversight> {
+        self.oversight
+            .iter()
+            .find(|rule| rule.role == role && rule.events.contains(&event))
+    }
+}
