@@ -122,6 +122,7 @@ impl StartError {
         matches!(
             self,
             Self::Registry(_)
+                | Self::Policy(_)
                 | Self::Tls(_)
                 | Self::Store(StoreError::Config(_) | StoreError::UnsupportedUrl)
         )
