@@ -1,0 +1,1341 @@
+//! Property tests of the delivery and publishing rules.
+//!
+//! An oracle written from the rules as stated (not from the gateway's code)
+//! decides, for random registries, policies, notifications and readers, what
+//! each reader must receive. The gateway's `routing::render` — the function
+//! both subscriptions and `GetCase` deliver through — and its publish checks
+//! (`policy::check_publish`, `api::publish_one`) must agree with it.
+//!
+//! A canary planted in every content field must never reach a frame the
+//! reader is not entitled to read in full, a withheld reason, a refusal, the
+//! audit log or the logs; a field stripped for clearance must not reach the
+//! reader either.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use proptest::prelude::*;
+use proptest::sample::{select, subsequence};
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use prost::Message;
+use sha2::{Digest, Sha256};
+
+use liandong_core::domain::{self, AgencyId, Instant};
+use liandong_core::pb;
+use liandong_core::registry::{Agency, Registry};
+use liandong_gateway::Gateway;
+use liandong_gateway::identity::Principal;
+use liandong_gateway::policy::rules::DEFAULT_POLICY;
+use liandong_gateway::policy::{self, Decision, Policy, Rules};
+use liandong_gateway::routing::{self, Sessions};
+use liandong_gateway::store::{NewNotification, PublishOutcome, Store, StoredNotification};
+use liandong_gateway::{api, store::AuditEntry};
+
+// ---------------------------------------------------------------------------
+// The world: agencies, policy, notifications.
+
+/// Planted in every content field; must never appear where content must not.
+const CANARY: &str = "CANARY-7Q9Z";
+/// Per-field canaries of the fields marked with a sensitivity.
+const PARTY_NAME_TAG: &str = "CANARY-7Q9Z-party-name";
+const PARTY_ID_TAG: &str = "CANARY-7Q9Z-party-identifier";
+const PARTY_CONTACT_TAG: &str = "CANARY-7Q9Z-party-contact";
+const INFORMANT_TAG: &str = "CANARY-7Q9Z-informant";
+
+const REGIONS: [&str; 5] = ["140000", "140400", "140423", "140403", "140500"];
+const ROLES: [&str; 5] = [
+    "ENVIRONMENT",
+    "POLICE",
+    "PROCURATORATE",
+    "OBSERVER",
+    "OPERATOR",
+];
+const MEMBER_ROLES: [&str; 3] = ["ENVIRONMENT", "POLICE", "PROCURATORATE"];
+const EVENTS: [&str; 25] = [
+    "CLUE_SHARED",
+    "JOINT_INVESTIGATION_REQUESTED",
+    "CASE_TRANSFERRED",
+    "DETENTION_REFERRED",
+    "TRANSFER_RECEIVED",
+    "CASE_FILED",
+    "FILING_DECLINED",
+    "RECONSIDERATION_REQUESTED",
+    "EARLY_INTERVENTION",
+    "TECHNICAL_ASSISTANCE_REQUESTED",
+    "TECHNICAL_ASSISTANCE_PROVIDED",
+    "ARREST_REQUESTED",
+    "ARREST_APPROVED",
+    "ARREST_DENIED",
+    "PROSECUTION_FILED",
+    "NON_PROSECUTION_DECIDED",
+    "JUDGMENT_RECORDED",
+    "TRANSFER_RECOMMENDED",
+    "FILING_SUPERVISION",
+    "PENALTY_DECIDED",
+    "JOINT_ANNOUNCEMENT",
+    "MEETING_NOTICE",
+    "TRAINING_NOTICE",
+    "SUPERVISION_ALERT",
+    "STATISTICS_REPORT",
+];
+/// Events an agency may ever be granted (the last two are the gateway's).
+const PUBLISHABLE: &[&str] = EVENTS.split_at(23).0;
+/// A valid agency id that is not registered.
+const GHOST: &str = "ghost-agency";
+
+/// A confidentiality level, most open first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Level {
+    Public,
+    Internal,
+    Restricted,
+    Confidential,
+}
+
+impl Level {
+    const ALL: [Level; 4] = [
+        Level::Public,
+        Level::Internal,
+        Level::Restricted,
+        Level::Confidential,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Level::Public => "PUBLIC",
+            Level::Internal => "INTERNAL",
+            Level::Restricted => "RESTRICTED",
+            Level::Confidential => "CONFIDENTIAL",
+        }
+    }
+
+    fn wire(self) -> i32 {
+        pb::Confidentiality::from_str_name(&format!("CONFIDENTIALITY_{}", self.name()))
+            .expect("a contract level") as i32
+    }
+}
+
+fn event_wire(event: &str) -> i32 {
+    pb::EventType::from_str_name(&format!("EVENT_TYPE_{event}")).expect("a contract event") as i32
+}
+
+#[derive(Debug, Clone)]
+struct AgencySpec {
+    role: &'static str,
+    clearance: Level,
+    region: &'static str,
+    /// Index of the parent; always a lower index, so the links form a forest.
+    parent: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+enum PolicyBase {
+    /// `DEFAULT_POLICY`, with the delivery flag set as below.
+    Default,
+    /// A policy written from scratch: the publish list of each role of
+    /// `ROLES`, in that order.
+    Generated([Vec<&'static str>; 5]),
+}
+
+#[derive(Debug, Clone)]
+struct PolicySpec {
+    base: PolicyBase,
+    parent_sees_branch_restricted: bool,
+    /// Oversight rules added to the base's: role and events.
+    extra_oversight: Vec<(&'static str, Vec<&'static str>)>,
+}
+
+#[derive(Debug, Clone)]
+struct WorldSpec {
+    agencies: Vec<AgencySpec>,
+    /// The order the agencies are written in the registry file.
+    file_order: Vec<usize>,
+    policy: PolicySpec,
+}
+
+#[derive(Debug, Clone)]
+struct PartySpec {
+    name: bool,
+    identifier: bool,
+    contact: bool,
+}
+
+#[derive(Debug, Clone)]
+struct NoteSpec {
+    sender: usize,
+    event: &'static str,
+    level: Level,
+    recipients: Vec<String>,
+    region: &'static str,
+    parties: Vec<PartySpec>,
+    informant: bool,
+    /// Whether the message names its sender (publish only).
+    names_sender: bool,
+}
+
+fn agency_id(i: usize) -> String {
+    format!("ag-{i:02}")
+}
+
+fn registered_contact(i: usize) -> String {
+    format!("{} duty office, tel 0355-20{i:02}", agency_id(i))
+}
+
+fn level_strategy() -> impl Strategy<Value = Level> {
+    select(Level::ALL.to_vec())
+}
+
+fn oversight_strategy() -> impl Strategy<Value = (&'static str, Vec<&'static str>)> {
+    (
+        select(MEMBER_ROLES.to_vec()),
+        subsequence(EVENTS.to_vec(), 1..=5),
+    )
+}
+
+fn policy_strategy() -> impl Strategy<Value = PolicySpec> {
+    let generated = proptest::array::uniform5(subsequence(PUBLISHABLE.to_vec(), 0..=15))
+        .prop_map(PolicyBase::Generated);
+    let base = prop_oneof![3 => Just(PolicyBase::Default), 1 => generated];
+    let extra = prop_oneof![
+        2 => Just(Vec::new()),
+        1 => proptest::collection::vec(oversight_strategy(), 1..=2),
+    ];
+    (base, any::<bool>(), extra).prop_map(
+        |(base, parent_sees_branch_restricted, extra_oversight)| PolicySpec {
+            base,
+            parent_sees_branch_restricted,
+            extra_oversight,
+        },
+    )
+}
+
+fn world_strategy() -> impl Strategy<Value = WorldSpec> {
+    (5usize..=12)
+        .prop_flat_map(|n| {
+            let agencies: Vec<_> = (0..n)
+                .map(|i| {
+                    let parent = if i == 0 {
+                        Just(None).boxed()
+                    } else {
+                        proptest::option::weighted(0.6, 0..i).boxed()
+                    };
+                    (
+                        select(ROLES.to_vec()),
+                        level_strategy(),
+                        select(REGIONS.to_vec()),
+                        parent,
+                    )
+                        .prop_map(|(role, clearance, region, parent)| {
+                            AgencySpec {
+                                role,
+                                clearance,
+                                region,
+                                parent,
+                            }
+                        })
+                })
+                .collect();
+            (
+                agencies,
+                Just((0..n).collect::<Vec<_>>()).prop_shuffle(),
+                policy_strategy(),
+            )
+        })
+        .prop_map(|(agencies, file_order, policy)| WorldSpec {
+            agencies,
+            file_order,
+            policy,
+        })
+}
+
+fn note_strategy(n: usize) -> impl Strategy<Value = NoteSpec> {
+    let pool: Vec<String> = (0..n).map(agency_id).chain([GHOST.to_owned()]).collect();
+    let party =
+        (any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(name, identifier, contact)| {
+            PartySpec {
+                name,
+                identifier,
+                contact,
+            }
+        });
+    (
+        0..n,
+        select(EVENTS.to_vec()),
+        level_strategy(),
+        subsequence(pool, 0..=4).prop_shuffle(),
+        select(REGIONS.to_vec()),
+        proptest::collection::vec(party, 0..=3),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(sender, event, level, recipients, region, parties, informant, names_sender)| {
+                NoteSpec {
+                    sender,
+                    event,
+                    level,
+                    recipients,
+                    region,
+                    parties,
+                    informant,
+                    names_sender,
+                }
+            },
+        )
+}
+
+fn registry_text(world: &WorldSpec) -> String {
+    let mut text = String::new();
+    for &i in &world.file_order {
+        let a = &world.agencies[i];
+        writeln!(text, "[[agency]]").unwrap();
+        writeln!(text, "id = \"{}\"", agency_id(i)).unwrap();
+        writeln!(text, "name = \"测试机构 {i}\"").unwrap();
+        writeln!(text, "role = \"{}\"", a.role).unwrap();
+        writeln!(text, "region = \"{}\"", a.region).unwrap();
+        writeln!(text, "clearance = \"{}\"", a.clearance.name()).unwrap();
+        writeln!(text, "contact = \"{}\"", registered_contact(i)).unwrap();
+        if let Some(parent) = a.parent {
+            writeln!(text, "parent = \"{}\"", agency_id(parent)).unwrap();
+        }
+        text.push('\n');
+    }
+    text
+}
+
+fn quoted_list(items: &[&str]) -> String {
+    items
+        .iter()
+        .map(|e| format!("\"{e}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn policy_text(spec: &PolicySpec) -> String {
+    let flag = format!(
+        "parent_sees_branch_restricted = {}",
+        spec.parent_sees_branch_restricted
+    );
+    let mut text = match &spec.base {
+        PolicyBase::Default => {
+            assert!(DEFAULT_POLICY.contains("parent_sees_branch_restricted = true"));
+            DEFAULT_POLICY.replace("parent_sees_branch_restricted = true", &flag)
+        }
+        PolicyBase::Generated(publish) => {
+            let mut text = String::from("[publish]\n");
+            for (role, events) in ROLES.iter().zip(publish) {
+                writeln!(text, "{role} = [{}]", quoted_list(events)).unwrap();
+            }
+            writeln!(text, "\n[delivery]\n{flag}").unwrap();
+            text
+        }
+    };
+    for (i, (role, events)) in spec.extra_oversight.iter().enumerate() {
+        write!(
+            text,
+            "\n[[oversight]]\nname = \"extra-{i}\"\nrole = \"{role}\"\nevents = [{}]\n",
+            quoted_list(events)
+        )
+        .unwrap();
+    }
+    text
+}
+
+// ---------------------------------------------------------------------------
+// The oracle, from the rules as stated.
+
+/// The policy as the oracle reads it from the policy text.
+#[derive(Debug)]
+struct OraclePolicy {
+    publish: BTreeMap<String, BTreeSet<String>>,
+    parent_sees_branch_restricted: bool,
+    /// Role and events of each oversight rule.
+    oversight: Vec<(String, BTreeSet<String>)>,
+}
+
+fn strings(value: &toml::Value) -> BTreeSet<String> {
+    value
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|v| v.as_str().expect("a string").to_owned())
+        .collect()
+}
+
+fn oracle_policy(text: &str) -> OraclePolicy {
+    let table: toml::Table = toml::from_str(text).expect("policy text is TOML");
+    let publish = table["publish"]
+        .as_table()
+        .expect("[publish]")
+        .iter()
+        .map(|(role, events)| (role.clone(), strings(events)))
+        .collect();
+    let parent_sees_branch_restricted = table["delivery"]["parent_sees_branch_restricted"]
+        .as_bool()
+        .expect("a bool");
+    let oversight = table
+        .get("oversight")
+        .and_then(toml::Value::as_array)
+        .map(|rules| {
+            rules
+                .iter()
+                .map(|rule| {
+                    (
+                        rule["role"].as_str().expect("a role").to_owned(),
+                        strings(&rule["events"]),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    OraclePolicy {
+        publish,
+        parent_sees_branch_restricted,
+        oversight,
+    }
+}
+
+/// GB/T 2260: a province code contains its province, a city code its city.
+fn region_contains(outer: &str, inner: &str) -> bool {
+    if outer.ends_with("0000") {
+        outer[..2] == inner[..2]
+    } else if outer.ends_with("00") {
+        outer[..4] == inner[..4]
+    } else {
+        outer == inner
+    }
+}
+
+/// What the rules say a reader gets, and by which rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Full(&'static str),
+    Withheld(&'static str),
+    Nothing(&'static str),
+}
+
+impl Expect {
+    fn class(self) -> &'static str {
+        match self {
+            Expect::Full(_) => "FULL",
+            Expect::Withheld(_) => "WITHHELD",
+            Expect::Nothing(_) => "NONE",
+        }
+    }
+}
+
+/// One generated world, built into the gateway's rules and the oracle's.
+struct Case {
+    world: WorldSpec,
+    oracle: OraclePolicy,
+    rules: Rules,
+    /// The registered agency of each index.
+    agencies: Vec<Agency>,
+}
+
+impl Case {
+    fn new(world: &WorldSpec) -> Self {
+        let registry = Registry::parse(&registry_text(world), Path::new("<generated registry>"))
+            .expect("the generated registry is valid");
+        let text = policy_text(&world.policy);
+        let is_default = matches!(world.policy.base, PolicyBase::Default)
+            && world.policy.parent_sees_branch_restricted
+            && world.policy.extra_oversight.is_empty();
+        let policy = if is_default {
+            Policy::default_policy()
+        } else {
+            Policy::parse(&text, Path::new("<generated policy>"))
+                .expect("the generated policy is valid")
+        };
+        let agencies: Vec<Agency> = (0..world.agencies.len())
+            .map(|i| {
+                let id = AgencyId::parse("id", &agency_id(i)).unwrap();
+                let agency = registry.get(&id).expect("registered").clone();
+                let spec = &world.agencies[i];
+                assert_eq!(agency.clearance.name(), spec.clearance.name());
+                assert_eq!(agency.region.as_str(), spec.region);
+                assert_eq!(
+                    agency.parent.as_ref().map(|p| p.to_string()),
+                    spec.parent.map(agency_id)
+                );
+                agency
+            })
+            .collect();
+        Self {
+            world: world.clone(),
+            oracle: oracle_policy(&text),
+            rules: Rules { registry, policy },
+            agencies,
+        }
+    }
+
+    fn index_of(&self, id: &str) -> Option<usize> {
+        (0..self.world.agencies.len()).find(|&i| agency_id(i) == id)
+    }
+
+    /// True when `ancestor` is `of`'s parent, its parent's parent, ….
+    fn is_ancestor(&self, ancestor: usize, of: usize) -> bool {
+        let mut cursor = self.world.agencies[of].parent;
+        while let Some(current) = cursor {
+            if current == ancestor {
+                return true;
+            }
+            cursor = self.world.agencies[current].parent;
+        }
+        false
+    }
+
+    fn ancestor_depth(&self, ancestor: usize, of: usize) -> Option<usize> {
+        let mut cursor = self.world.agencies[of].parent;
+        let mut depth = 1;
+        while let Some(current) = cursor {
+            if current == ancestor {
+                return Some(depth);
+            }
+            cursor = self.world.agencies[current].parent;
+            depth += 1;
+        }
+        None
+    }
+
+    fn expect(&self, reader: usize, note: &NoteSpec) -> Expect {
+        if reader == note.sender {
+            return Expect::Full("own");
+        }
+        let r = &self.world.agencies[reader];
+        let listed = note.recipients.contains(&agency_id(reader));
+        let is_member = MEMBER_ROLES.contains(&r.role);
+        let parent_of_party = || {
+            std::iter::once(note.sender)
+                .chain(note.recipients.iter().filter_map(|id| self.index_of(id)))
+                .any(|party| self.is_ancestor(reader, party))
+        };
+        let entitled = match note.level {
+            Level::Public => Some("public"),
+            Level::Internal => is_member.then_some("member"),
+            Level::Restricted if listed => Some("listed"),
+            Level::Restricted => (self.oracle.parent_sees_branch_restricted && parent_of_party())
+                .then_some("ancestor"),
+            Level::Confidential => listed.then_some("listed"),
+        };
+        if let Some(rule) = entitled {
+            if r.clearance >= note.level {
+                return Expect::Full(rule);
+            }
+            if note.level >= Level::Restricted {
+                return Expect::Withheld("clearance");
+            }
+        }
+        let oversees = self
+            .oracle
+            .oversight
+            .iter()
+            .any(|(role, events)| role == r.role && events.contains(note.event));
+        if oversees && region_contains(r.region, note.region) {
+            Expect::Withheld("oversight")
+        } else if entitled.is_some() {
+            Expect::Nothing("internal-below-clearance")
+        } else {
+            Expect::Nothing("not entitled")
+        }
+    }
+
+    /// Publish refusals the rules demand.
+    fn publish_must_refuse(&self, note: &NoteSpec) -> bool {
+        let role = self.world.agencies[note.sender].role;
+        let may_publish = self
+            .oracle
+            .publish
+            .get(role)
+            .is_some_and(|events| events.contains(note.event));
+        let recipient_below = note.level > Level::Internal
+            && note.recipients.iter().any(|id| {
+                self.index_of(id)
+                    .is_some_and(|i| self.world.agencies[i].clearance < note.level)
+            });
+        !may_publish || recipient_below
+    }
+
+    /// Further refusals the gateway documents: a sender marking above its own
+    /// clearance, or an unregistered recipient.
+    fn publish_may_refuse(&self, note: &NoteSpec) -> bool {
+        self.world.agencies[note.sender].clearance < note.level
+            || note.recipients.iter().any(|id| self.index_of(id).is_none())
+    }
+
+    fn describe(&self, reader: usize, note: &NoteSpec) -> String {
+        let r = &self.world.agencies[reader];
+        let s = &self.world.agencies[note.sender];
+        format!(
+            "reader {} ({} cleared {} in {}, parent {:?}); notification from {} ({} cleared {} in {}, parent {:?}): {} {} in {} to {:?}; parent_sees_branch_restricted={}, oversight={:?}",
+            agency_id(reader),
+            r.role,
+            r.clearance.name(),
+            r.region,
+            r.parent.map(agency_id),
+            agency_id(note.sender),
+            s.role,
+            s.clearance.name(),
+            s.region,
+            s.parent.map(agency_id),
+            note.level.name(),
+            note.event,
+            note.region,
+            note.recipients,
+            self.oracle.parent_sees_branch_restricted,
+            self.oracle.oversight,
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Notifications with canaries.
+
+fn notification(note: &NoteSpec, case_ref: &str, id: &str) -> pb::Notification {
+    let parties = note
+        .parties
+        .iter()
+        .enumerate()
+        .map(|(k, p)| pb::Party {
+            role: format!("{CANARY}-party-role-{k} suspect"),
+            name: if p.name {
+                format!("{PARTY_NAME_TAG}-{k} 张三")
+            } else {
+                String::new()
+            },
+            identifier: if p.identifier {
+                format!("{PARTY_ID_TAG}-{k} 91140400MA0000000X")
+            } else {
+                String::new()
+            },
+            contact: if p.contact {
+                format!("{PARTY_CONTACT_TAG}-{k} 139-0000-0000")
+            } else {
+                String::new()
+            },
+        })
+        .collect();
+    let informant = note.informant.then(|| pb::Informant {
+        name: format!("{INFORMANT_TAG}-name 李四"),
+        contact: format!("{INFORMANT_TAG}-contact 138-0000-0000"),
+    });
+    pb::Notification {
+        notification_id: id.to_owned(),
+        case_ref: case_ref.to_owned(),
+        event: event_wire(note.event),
+        confidentiality: note.level.wire(),
+        recipients: note.recipients.clone(),
+        confidentiality_note: format!("{CANARY}-note 涉及举报人身份"),
+        region: note.region.to_owned(),
+        occurred_at: Some(prost_types::Timestamp {
+            seconds: 1_767_225_600,
+            nanos: 0,
+        }),
+        summary: format!("{CANARY}-summary 某化工厂夜间偷排"),
+        body: Some(pb::CaseBody {
+            title: format!("{CANARY}-title"),
+            description: format!("{CANARY}-description 暗管排放含铬废水"),
+            location: format!("{CANARY}-location"),
+            parties,
+            informant,
+            ..Default::default()
+        }),
+        sender: if note.names_sender {
+            agency_id(note.sender)
+        } else {
+            String::new()
+        },
+        contact: format!("{CANARY}-contact 办案人 王五"),
+        signature: Vec::new(),
+        signing_key_id: String::new(),
+    }
+}
+
+fn stored(note: &NoteSpec, full: &pb::Notification, sequence: u64) -> StoredNotification {
+    let mut payload = full.clone();
+    payload.sender = agency_id(note.sender);
+    StoredNotification {
+        sequence,
+        sender: agency_id(note.sender),
+        notification_id: full.notification_id.clone(),
+        case_ref: full.case_ref.clone(),
+        event: full.event,
+        confidentiality: full.confidentiality,
+        region: full.region.clone(),
+        recipients: full.recipients.clone(),
+        received_at: Instant::from_unix_micros(1_767_229_200_000_000 + sequence as i64).unwrap(),
+        payload: payload.encode_to_vec(),
+    }
+}
+
+/// The full notification as a reader cleared to `clearance` must receive it
+/// (`None`: the sender, who gets it untouched), the removed paths, and the
+/// canaries of the removed fields.
+fn expected_full(
+    original: &pb::Notification,
+    clearance: Option<Level>,
+) -> (pb::Notification, BTreeSet<String>, Vec<&'static str>) {
+    let mut n = original.clone();
+    let mut paths = BTreeSet::new();
+    let mut tags = Vec::new();
+    let Some(clearance) = clearance else {
+        return (n, paths, tags);
+    };
+    if clearance < Level::Restricted {
+        tags.push(PARTY_NAME_TAG);
+    }
+    if clearance < Level::Confidential {
+        tags.extend([PARTY_ID_TAG, PARTY_CONTACT_TAG, INFORMANT_TAG]);
+    }
+    if let Some(body) = n.body.as_mut() {
+        for party in &mut body.parties {
+            for (value, level, path) in [
+                (&mut party.name, Level::Restricted, "body.parties.name"),
+                (
+                    &mut party.identifier,
+                    Level::Confidential,
+                    "body.parties.identifier",
+                ),
+                (
+                    &mut party.contact,
+                    Level::Confidential,
+                    "body.parties.contact",
+                ),
+            ] {
+                if clearance < level && !value.is_empty() {
+                    value.clear();
+                    paths.insert(path.to_owned());
+                }
+            }
+        }
+        if clearance < Level::Confidential && body.informant.take().is_some() {
+            paths.insert("body.informant".to_owned());
+        }
+    }
+    (n, paths, tags)
+}
+
+// ---------------------------------------------------------------------------
+// Checking one delivery.
+
+type Stats = RefCell<BTreeMap<String, usize>>;
+
+fn count(stats: &Stats, key: impl Into<String>) {
+    *stats.borrow_mut().entry(key.into()).or_default() += 1;
+}
+
+fn class_of(got: Option<&(pb::Delivery, Decision)>) -> &'static str {
+    match got {
+        None => "NONE",
+        Some((d, _)) if d.withheld => "WITHHELD",
+        Some(_) => "FULL",
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_delivery(
+    case: &Case,
+    reader: usize,
+    note: &NoteSpec,
+    original: &pb::Notification,
+    stored: &StoredNotification,
+    attempt: u32,
+    got: Option<&(pb::Delivery, Decision)>,
+    stats: &Stats,
+) -> Result<(), TestCaseError> {
+    let expect = case.expect(reader, note);
+    let actual = class_of(got);
+    if actual != expect.class() {
+        return Err(TestCaseError::fail(format!(
+            "DISAGREEMENT: expected {} (rule: {:?}), gateway gave {actual} (decision {:?}); {}",
+            expect.class(),
+            expect,
+            got.map(|(_, decision)| decision),
+            case.describe(reader, note)
+        )));
+    }
+    count(stats, format!("{expect:?}"));
+    let is_ancestor_of_party = std::iter::once(note.sender)
+        .chain(note.recipients.iter().filter_map(|id| case.index_of(id)))
+        .any(|party| case.is_ancestor(reader, party));
+    if note.level == Level::Restricted
+        && is_ancestor_of_party
+        && !note.recipients.contains(&agency_id(reader))
+        && !case.oracle.parent_sees_branch_restricted
+    {
+        count(stats, format!("ancestor with the flag off: {expect:?}"));
+    }
+    let Some((delivery, decision)) = got else {
+        return Ok(());
+    };
+    let context = || case.describe(reader, note);
+    prop_assert_eq!(decision.name(), expect.class(), "{}", context());
+    prop_assert_eq!(delivery.sequence, stored.sequence);
+    prop_assert_eq!(&delivery.sender, &agency_id(note.sender));
+    prop_assert_eq!(delivery.attempt, attempt);
+    prop_assert_eq!(delivery.received_at, Some(stored.received_at.to_wire()));
+    let text = format!("{delivery:?}");
+    let mut payload = original.clone();
+    payload.sender = agency_id(note.sender);
+    match expect {
+        Expect::Full(rule) => {
+            prop_assert!(delivery.withheld_reason.is_empty(), "{}", context());
+            let clearance =
+                (reader != note.sender).then_some(case.world.agencies[reader].clearance);
+            let (expected, paths, tags) = expected_full(&payload, clearance);
+            prop_assert_eq!(
+                delivery.notification.as_ref(),
+                Some(&expected),
+                "FULL delivery is not the notification stripped per clearance: {}",
+                context()
+            );
+            let listed: BTreeSet<String> = delivery.redacted_fields.iter().cloned().collect();
+            prop_assert_eq!(
+                listed.len(),
+                delivery.redacted_fields.len(),
+                "redacted_fields repeats a path"
+            );
+            prop_assert_eq!(&listed, &paths, "redacted_fields: {}", context());
+            for tag in tags {
+                prop_assert!(
+                    !text.contains(tag),
+                    "stripped field {tag} reached {}",
+                    context()
+                );
+            }
+            if !paths.is_empty() {
+                count(stats, "full, with fields stripped");
+            }
+            if rule == "ancestor" {
+                let depth = std::iter::once(note.sender)
+                    .chain(note.recipients.iter().filter_map(|id| case.index_of(id)))
+                    .filter_map(|party| case.ancestor_depth(reader, party))
+                    .min();
+                count(stats, format!("full via ancestor at depth {depth:?}"));
+            }
+        }
+        Expect::Withheld(_) => {
+            prop_assert!(delivery.withheld);
+            prop_assert!(
+                !delivery.withheld_reason.trim().is_empty(),
+                "empty withheld reason"
+            );
+            prop_assert!(delivery.redacted_fields.is_empty());
+            let stub = delivery.notification.clone().unwrap_or_default();
+            prop_assert!(stub.summary.is_empty(), "stub has a summary");
+            prop_assert!(stub.body.is_none(), "stub has a body");
+            prop_assert!(stub.confidentiality_note.is_empty(), "stub has a note");
+            prop_assert!(stub.recipients.is_empty(), "stub has recipients");
+            let expected = pb::Notification {
+                notification_id: payload.notification_id.clone(),
+                case_ref: payload.case_ref.clone(),
+                event: payload.event,
+                confidentiality: payload.confidentiality,
+                region: payload.region.clone(),
+                occurred_at: payload.occurred_at,
+                sender: agency_id(note.sender),
+                contact: registered_contact(note.sender),
+                ..Default::default()
+            };
+            prop_assert_eq!(&stub, &expected, "stub: {}", context());
+            prop_assert!(!text.contains(CANARY), "canary in a withheld frame");
+            let Decision::Withheld(reason) = decision else {
+                return Err(TestCaseError::fail(
+                    "withheld frame without a withheld decision",
+                ));
+            };
+            prop_assert!(!reason.contains(CANARY), "canary in a withheld reason");
+        }
+        Expect::Nothing(_) => unreachable!("a frame was checked to exist"),
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Harness: runner, captured logs, runtime.
+
+/// Runs `test` on `cases` inputs; the error is the shrunk failure, as text.
+fn run<S: Strategy>(
+    cases: u32,
+    strategy: &S,
+    test: impl Fn(S::Value) -> Result<(), TestCaseError>,
+) -> Result<(), String> {
+    TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    })
+    .run(strategy, test)
+    .map_err(|error| error.to_string())
+}
+
+fn finish(result: Result<(), String>) {
+    if let Err(error) = result {
+        panic!("{error}");
+    }
+}
+
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl io::Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A subscriber writing every event, at every level, into a buffer.
+fn capture() -> (Arc<Mutex<Vec<u8>>>, impl tracing::Subscriber + Send + Sync) {
+    let buffer = Arc::new(Mutex::new(Vec::new()));
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || Sink(writer.clone()))
+        .finish();
+    (buffer, subscriber)
+}
+
+fn logged(buffer: &Arc<Mutex<Vec<u8>>>) -> String {
+    String::from_utf8_lossy(&buffer.lock().unwrap()).into_owned()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn sqlite_url(dir: &tempfile::TempDir) -> String {
+    format!("sqlite://{}", dir.path().join("store.db").display())
+}
+
+static UNIQUE: AtomicU64 = AtomicU64::new(1);
+
+fn unique() -> u64 {
+    UNIQUE.fetch_add(1, Ordering::Relaxed)
+}
+
+// ---------------------------------------------------------------------------
+// Tests.
+
+#[test]
+fn delivery_matches_the_oracle_and_leaks_nothing() {
+    let strategy = world_strategy().prop_flat_map(|world| {
+        let n = world.agencies.len();
+        (
+            Just(world),
+            proptest::collection::vec(note_strategy(n), 1..=4),
+        )
+    });
+    let stats = Stats::default();
+    let (logs, subscriber) = capture();
+    let result = tracing::subscriber::with_default(subscriber, || {
+        tracing::info!("log capture is live");
+        run(256, &strategy, |(world, notes)| {
+            let case = Case::new(&world);
+            for (k, note) in notes.iter().enumerate() {
+                let original = notification(note, "CZ-2026-HW-0042", &format!("n-{k}"));
+                let stored = stored(note, &original, k as u64 + 1);
+                for reader in 0..world.agencies.len() {
+                    let got = routing::render(&case.rules, &case.agencies[reader], &stored, 1);
+                    check_delivery(
+                        &case,
+                        reader,
+                        note,
+                        &original,
+                        &stored,
+                        1,
+                        got.as_ref(),
+                        &stats,
+                    )?;
+                }
+            }
+            Ok(())
+        })
+    });
+    finish(result);
+    let logs = logged(&logs);
+    assert!(
+        logs.contains("log capture is live"),
+        "logs are not captured"
+    );
+    assert!(
+        !logs.contains(CANARY),
+        "notification content was logged:\n{logs}"
+    );
+    let stats = stats.into_inner();
+    for wanted in [
+        "Full(\"own\")",
+        "Full(\"public\")",
+        "Full(\"member\")",
+        "Full(\"listed\")",
+        "Full(\"ancestor\")",
+        "full, with fields stripped",
+        "full via ancestor at depth Some(2)",
+        "Withheld(\"clearance\")",
+        "Withheld(\"oversight\")",
+        "Nothing(\"not entitled\")",
+        "Nothing(\"internal-below-clearance\")",
+        "ancestor with the flag off: Nothing(\"not entitled\")",
+    ] {
+        assert!(
+            stats.get(wanted).copied().unwrap_or(0) > 0,
+            "no case exercised {wanted}: {stats:?}"
+        );
+    }
+}
+
+#[test]
+fn case_timeline_is_exactly_what_the_oracle_allows_in_order() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let store = rt.block_on(Store::connect(&sqlite_url(&dir), 2)).unwrap();
+    let strategy = world_strategy().prop_flat_map(|world| {
+        let n = world.agencies.len();
+        (
+            Just(world),
+            proptest::collection::vec(note_strategy(n), 2..=8),
+            proptest::collection::vec((note_strategy(n), 0usize..8), 0..=2),
+        )
+    });
+    let stats = Stats::default();
+    let (logs, subscriber) = capture();
+    let result = tracing::subscriber::with_default(subscriber, || {
+        run(96, &strategy, |(world, notes, decoys)| {
+            let case = Case::new(&world);
+            let k = unique();
+            let case_ref = format!("CZ-2026-HW-{k:05}");
+            let other_ref = format!("CZ-2026-XX-{k:05}");
+            let mut originals = BTreeMap::new();
+            let mut publish = |note: &NoteSpec, case_ref: &str, i: usize| {
+                let id = format!("t{k}-{case_ref}-{i}");
+                let mut wire = notification(note, case_ref, &id);
+                wire.sender = agency_id(note.sender);
+                let payload = wire.encode_to_vec();
+                let new = NewNotification {
+                    sender: agency_id(note.sender),
+                    notification_id: id.clone(),
+                    case_ref: case_ref.to_owned(),
+                    event: wire.event,
+                    confidentiality: wire.confidentiality,
+                    region: wire.region.clone(),
+                    recipients: wire.recipients.clone(),
+                    content_hash: Sha256::digest(&payload).to_vec(),
+                    payload,
+                };
+                let outcome = rt.block_on(store.publish(&new)).unwrap();
+                assert!(matches!(outcome, PublishOutcome::Stored(_)));
+                originals.insert(id.clone(), (note.clone(), wire));
+                id
+            };
+            let mut order = Vec::new();
+            for (i, note) in notes.iter().enumerate() {
+                for (j, (decoy, _)) in decoys.iter().enumerate().filter(|(_, (_, at))| *at == i) {
+                    publish(decoy, &other_ref, j);
+                }
+                order.push(publish(note, &case_ref, i));
+            }
+            let rows = rt.block_on(store.case_timeline(&case_ref)).unwrap();
+            let row_ids: Vec<&str> = rows.iter().map(|r| r.notification_id.as_str()).collect();
+            prop_assert_eq!(&row_ids, &order, "the store's timeline");
+            for reader in 0..world.agencies.len() {
+                let agency = &case.agencies[reader];
+                // What GetCase does with the rows.
+                let mut timeline = Vec::new();
+                let mut audit: Vec<AuditEntry> = Vec::new();
+                for row in &rows {
+                    if let Some((delivery, decision)) = routing::render(&case.rules, agency, row, 0)
+                    {
+                        audit.extend(routing::audit_entry(agency, "CASE_READ", row, &decision));
+                        timeline.push((delivery, decision));
+                    }
+                }
+                let expected: Vec<(String, &str)> = rows
+                    .iter()
+                    .filter_map(|row| {
+                        let (note, _) = &originals[&row.notification_id];
+                        let class = case.expect(reader, note).class();
+                        (class != "NONE").then(|| (row.notification_id.clone(), class))
+                    })
+                    .collect();
+                let got: Vec<(String, &str)> = timeline
+                    .iter()
+                    .map(|entry| {
+                        let id = entry
+                            .0
+                            .notification
+                            .as_ref()
+                            .map(|n| n.notification_id.clone())
+                            .unwrap_or_default();
+                        (id, class_of(Some(entry)))
+                    })
+                    .collect();
+                prop_assert_eq!(
+                    &got,
+                    &expected,
+                    "timeline of {} ({:?})",
+                    agency_id(reader),
+                    &case.world.agencies[reader]
+                );
+                let mut entries = timeline.iter();
+                for row in &rows {
+                    let (note, wire) = &originals[&row.notification_id];
+                    if case.expect(reader, note).class() == "NONE" {
+                        continue;
+                    }
+                    let entry = entries.next();
+                    check_delivery(&case, reader, note, wire, row, 0, entry, &stats)?;
+                }
+                for entry in &audit {
+                    let text = format!("{entry:?}");
+                    prop_assert!(!text.contains(CANARY), "canary in audit");
+                }
+                count(
+                    &stats,
+                    format!("timeline of {} entries", timeline.len().min(3)),
+                );
+            }
+            Ok(())
+        })
+    });
+    finish(result);
+    let logs = logged(&logs);
+    assert!(
+        !logs.contains(CANARY),
+        "notification content was logged:\n{logs}"
+    );
+    let stats = stats.into_inner();
+    for wanted in [
+        "timeline of 0 entries",
+        "timeline of 3 entries",
+        "Withheld(\"clearance\")",
+        "Withheld(\"oversight\")",
+    ] {
+        assert!(
+            stats.get(wanted).copied().unwrap_or(0) > 0,
+            "no case exercised {wanted}: {stats:?}"
+        );
+    }
+}
+
+#[test]
+fn publish_refusals_follow_the_rules_and_leak_nothing() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let store = rt.block_on(Store::connect(&sqlite_url(&dir), 2)).unwrap();
+    let gateway = Gateway {
+        store,
+        rules: ArcSwap::from_pointee(Rules {
+            registry: Registry::default(),
+            policy: Policy::default_policy(),
+        }),
+        latest: tokio::sync::watch::Sender::new(0),
+        sessions: Sessions::default(),
+        stop: tokio_util::sync::CancellationToken::new(),
+        poll_interval: Duration::from_secs(1),
+    };
+    let strategy = world_strategy().prop_flat_map(|world| {
+        let n = world.agencies.len();
+        (
+            Just(world),
+            note_strategy(n),
+            any::<bool>(),
+            any::<proptest::sample::Index>(),
+        )
+    });
+    let stats = Stats::default();
+    let (logs, subscriber) = capture();
+    let result = tracing::subscriber::with_default(subscriber, || {
+        run(256, &strategy, |(world, mut note, granted, pick)| {
+            let case = Case::new(&world);
+            // Half the time, an event the sender's role is granted.
+            let role = world.agencies[note.sender].role;
+            let granted_events: Vec<&'static str> = EVENTS
+                .into_iter()
+                .filter(|e| {
+                    case.oracle
+                        .publish
+                        .get(role)
+                        .is_some_and(|g| g.contains(*e))
+                })
+                .collect();
+            if granted && !granted_events.is_empty() {
+                note.event = *pick.get(&granted_events);
+            }
+            gateway.rules.store(Arc::new(case.rules.clone()));
+            let k = unique();
+            let wire = notification(&note, &format!("CZ-2026-PB-{k:05}"), &format!("p-{k}"));
+            let sender = &case.agencies[note.sender];
+            let checked = match domain::Notification::try_from(wire.clone()) {
+                Err(error) => {
+                    // The only invalid notifications generated: no recipients above INTERNAL.
+                    prop_assert!(note.level > Level::Internal && note.recipients.is_empty());
+                    let text = format!("{error} {error:?}");
+                    prop_assert!(!text.contains(CANARY), "canary in {}", text);
+                    count(&stats, "invalid");
+                    None
+                }
+                Ok(valid) => {
+                    let outcome = policy::check_publish(&case.rules, sender, &valid);
+                    let must = case.publish_must_refuse(&note);
+                    let may = case.publish_may_refuse(&note);
+                    if must {
+                        prop_assert!(
+                            outcome.is_err(),
+                            "DISAGREEMENT: publish accepted, rules refuse it: {}",
+                            case.describe(note.sender, &note)
+                        );
+                    } else if !may {
+                        prop_assert!(
+                            outcome.is_ok(),
+                            "DISAGREEMENT: publish refused ({outcome:?}), rules accept it: {}",
+                            case.describe(note.sender, &note)
+                        );
+                    }
+                    if let Err(refusal) = &outcome {
+                        let text = format!("{refusal:?}");
+                        prop_assert!(!text.contains(CANARY), "canary in refusal {refusal:?}");
+                    }
+                    count(
+                        &stats,
+                        match (&outcome, must) {
+                            (Ok(()), _) => "accepted",
+                            (Err(_), true) if granted_events.contains(&note.event) => {
+                                "refused: a recipient below the level"
+                            }
+                            (Err(_), true) => "refused: event not granted",
+                            (Err(_), false) => "refused otherwise",
+                        },
+                    );
+                    Some(outcome.is_ok())
+                }
+            };
+            let principal = Principal {
+                agency: sender.clone(),
+            };
+            let published = rt.block_on(api::publish_one(
+                &gateway,
+                &principal,
+                pb::PublishRequest {
+                    notification: Some(wire),
+                },
+            ));
+            prop_assert_eq!(published.is_ok(), checked == Some(true));
+            if let Err(error) = &published {
+                let text = format!("{error} {error:?}");
+                prop_assert!(
+                    !text.contains(CANARY),
+                    "canary in publish refusal {error:?}"
+                );
+            }
+            Ok(())
+        })
+    });
+    finish(result);
+    let audit = rt.block_on(gateway.store.audit_entries()).unwrap();
+    assert!(audit.iter().any(|e| e.action == "PUBLISH_REFUSED"));
+    for entry in &audit {
+        assert!(
+            !format!("{entry:?}").contains(CANARY),
+            "canary in audit: {entry:?}"
+        );
+    }
+    let logs = logged(&logs);
+    assert!(
+        logs.contains("publish refused"),
+        "gateway logs are not captured"
+    );
+    assert!(
+        !logs.contains(CANARY),
+        "notification content was logged:\n{logs}"
+    );
+    let stats = stats.into_inner();
+    for wanted in [
+        "accepted",
+        "refused: event not granted",
+        "refused: a recipient below the level",
+        "invalid",
+    ] {
+        assert!(
+            stats.get(wanted).copied().unwrap_or(0) > 0,
+            "no case exercised {wanted}: {stats:?}"
+        );
+    }
+}
+
+#[test]
+fn unreadable_rows_reach_nobody_and_their_content_is_not_logged() {
+    let world = WorldSpec {
+        agencies: (0..5)
+            .map(|i| AgencySpec {
+                role: ROLES[i],
+                clearance: Level::Confidential,
+                region: "140000",
+                parent: None,
+            })
+            .collect(),
+        file_order: (0..5).collect(),
+        policy: PolicySpec {
+            base: PolicyBase::Default,
+            parent_sees_branch_restricted: true,
+            extra_oversight: Vec::new(),
+        },
+    };
+    let case = Case::new(&world);
+    let note = NoteSpec {
+        sender: 0,
+        event: "CASE_TRANSFERRED",
+        level: Level::Public,
+        recipients: Vec::new(),
+        region: "140423",
+        parties: vec![PartySpec {
+            name: true,
+            identifier: true,
+            contact: true,
+        }],
+        informant: true,
+        names_sender: true,
+    };
+    let good = stored(&note, &notification(&note, "CZ-2026-HW-0042", "n-1"), 1);
+    // A payload that does not decode but carries content, and rows the
+    // policy cannot classify.
+    let mut truncated = good.clone();
+    truncated.payload.truncate(truncated.payload.len() - 3);
+    truncated
+        .payload
+        .extend_from_slice(format!("{CANARY}-garbage").as_bytes());
+    let mut unknown_level = good.clone();
+    unknown_level.confidentiality = 0;
+    let mut unknown_event = good.clone();
+    unknown_event.event = 999;
+    let mut bad_region = good.clone();
+    bad_region.region = "14x423".to_owned();
+    let (logs, subscriber) = capture();
+    tracing::subscriber::with_default(subscriber, || {
+        for row in [&truncated, &unknown_level, &unknown_event, &bad_region] {
+            for agency in &case.agencies {
+                let got = routing::render(&case.rules, agency, row, 1);
+                assert!(got.is_none(), "{} received {got:?}", agency.id);
+            }
+        }
+    });
+    let logs = logged(&logs);
+    assert!(logs.contains("ERROR"), "nothing was logged: {logs}");
+    assert!(
+        !logs.contains(CANARY),
+        "notification content was logged:\n{logs}"
+    );
+}
