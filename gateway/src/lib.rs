@@ -237,6 +237,9 @@ pub async fn serve(
     health
         .set_not_serving::<ExchangeServer<api::ExchangeService>>()
         .await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
     stop.cancel();
     let result = match tokio::time::timeout(config.shutdown_grace, &mut server).await {
         Ok(Ok(Ok(()))) => Ok(()),
