@@ -84,12 +84,31 @@ impl GatewayArgs {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Publish one notification (JSON form) and print the receipt as one
-    /// JSON line.
+    /// Hand one notification (JSON form) to the running daemon's outbox,
+    /// or publish it directly when no daemon runs, and print the answer
+    /// (acceptance or the gateway's receipt) as one JSON line.
     Send(SendArgs),
     /// Open a durable subscription and print each delivery as one JSON
     /// line, acknowledging it once printed.
     Tail(TailArgs),
+    /// Run the daemon (needs --config): outbox, signing, sources,
+    /// subscriptions with their sinks. SIGTERM stops it (exit 0).
+    Run(RunArgs),
+    /// Report the adapter's state from its local state file (needs
+    /// --config); exit 2 when unhealthy.
+    Status(StatusArgs),
+}
+
+/// Flags of `run` (none besides --config).
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {}
+
+/// Flags of `status`.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Print one JSON object instead of the summary for people.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags of `send`.
@@ -99,6 +118,12 @@ pub struct SendArgs {
     /// absent or `-`.
     #[arg(value_name = "FILE")]
     pub file: Option<PathBuf>,
+    /// Publish directly to the gateway even when the config names a
+    /// daemon's HTTP source (normally the notification is handed to the
+    /// running daemon's outbox, and published directly only when no daemon
+    /// listens).
+    #[arg(long)]
+    pub direct: bool,
 }
 
 impl SendArgs {

@@ -92,6 +92,20 @@ impl GatewayClient {
         Ok(self.inner.publish(request).await?.into_inner())
     }
 
+    /// Opens a pipelined `PublishStream`: every request sent on `requests`
+    /// is answered by one receipt on the returned stream, in order; a
+    /// refused request ends the stream with its status.
+    pub async fn publish_stream(
+        &mut self,
+        requests: mpsc::Receiver<pb::PublishRequest>,
+    ) -> Result<tonic::Streaming<pb::PublishReceipt>, tonic::Status> {
+        Ok(self
+            .inner
+            .publish_stream(ReceiverStream::new(requests))
+            .await?
+            .into_inner())
+    }
+
     /// The timeline of the case `case_ref`, as this agency may see it.
     pub async fn get_case(&mut self, case_ref: &str) -> Result<pb::CaseView, tonic::Status> {
         let request = pb::GetCaseRequest {

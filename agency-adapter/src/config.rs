@@ -13,14 +13,19 @@
 //! credential file (that is [`liandong_core::tls`]'s job) and never print
 //! anything: it reports through [`ConfigError`].
 //!
-//! The file has one table today, `[gateway]`; later tables (`[outbox]`,
-//! `[[source]]`, `[[subscription]]` for the daemon) are added as new fields
-//! of [`AdapterConfig`].
+//! `send` and `tail` need only the `[gateway]` table ([`AdapterConfig`]);
+//! the daemon (`run`, `status`) reads the whole file, with its top-level
+//! `agency` and `signing_key` and its `[outbox]`, `[[source]]`,
+//! `[[subscription]]`, `[dead_letter]` and `[status]` tables, into a
+//! [`daemon::DaemonConfig`]. Every command checks the whole file's syntax,
+//! so one file serves them all.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+pub mod daemon;
 
 #[cfg(test)]
 mod tests;
@@ -104,6 +109,25 @@ pub enum ConfigError {
         path: PathBuf,
         /// Dotted name of the field, e.g. `gateway.url`.
         field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A field of the daemon's settings is absent; `field` names the entry,
+    /// e.g. `source[1].path`.
+    #[error("{path}: missing field `{field}`")]
+    MissingEntry {
+        /// The config file.
+        path: PathBuf,
+        /// Dotted name of the field, with the entry's index.
+        field: String,
+    },
+    /// A field of the daemon's settings has an unusable value.
+    #[error("{path}: `{field}`: {reason}")]
+    InvalidEntry {
+        /// The config file.
+        path: PathBuf,
+        /// Dotted name of the field, with the entry's index.
+        field: String,
         /// What is wrong with it.
         reason: String,
     },
@@ -214,13 +238,23 @@ impl Location {
 /// with its full dotted path.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawConfig {
+pub(crate) struct RawConfig {
     gateway: Option<RawGateway>,
+    // The daemon's settings (see `daemon`); ignored by `send` and `tail`.
+    pub(crate) agency: Option<String>,
+    pub(crate) signing_key: Option<PathBuf>,
+    pub(crate) outbox: Option<daemon::RawOutbox>,
+    #[serde(default)]
+    pub(crate) source: Vec<daemon::RawSource>,
+    #[serde(default)]
+    pub(crate) subscription: Vec<daemon::RawSubscription>,
+    pub(crate) dead_letter: Option<daemon::RawDeadLetter>,
+    pub(crate) status: Option<daemon::RawStatus>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawGateway {
+pub(crate) struct RawGateway {
     url: Option<String>,
     server_name: Option<String>,
     ca: Option<PathBuf>,
@@ -283,7 +317,17 @@ impl AdapterConfig {
     }
 }
 
-fn read(path: &Path) -> Result<String, ConfigError> {
+/// Parses the whole file at `path` (named in errors) as TOML, refusing any
+/// key this version does not know.
+pub(crate) fn parse_raw(path: &Path, text: &str) -> Result<RawConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        path: path.to_owned(),
+        location: Location::of(text, e.span().map_or(0, |span| span.start)),
+        reason: e.message().trim().to_owned(),
+    })
+}
+
+pub(crate) fn read(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
@@ -300,12 +344,16 @@ impl PartialGateway {
 
     /// Parses and checks a config file; `None` when it has no `[gateway]`.
     fn parse_file(path: &Path, text: &str) -> Result<Option<Self>, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-            path: path.to_owned(),
-            location: Location::of(text, e.span().map_or(0, |span| span.start)),
-            reason: e.message().trim().to_owned(),
-        })?;
-        let Some(gateway) = raw.gateway else {
+        Self::from_raw(path, parse_raw(path, text)?.gateway)
+    }
+
+    /// Checks the `[gateway]` table of the file at `path`; `None` when the
+    /// file has none.
+    pub(crate) fn from_raw(
+        path: &Path,
+        gateway: Option<RawGateway>,
+    ) -> Result<Option<Self>, ConfigError> {
+        let Some(gateway) = gateway else {
             return Ok(None);
         };
         let invalid = |field, reason| ConfigError::Invalid {

@@ -1,5 +1,5 @@
 //! What a failed command means to whoever ran it: the typed error of the
-//! `send` and `tail` commands, the one-line message printed for it, and the
+//! `send`, `tail` and `status` commands, the one-line message printed for it, and the
 //! process exit code (sysexits-style) it maps to.
 //!
 //! This module must never print or log: `main` prints [`CommandError`]'s
@@ -11,6 +11,8 @@ use liandong_core::tls::error_chain;
 
 use crate::client::ClientError;
 use crate::config::ConfigError;
+use crate::signer::SignerError;
+use crate::store::StoreError;
 
 #[cfg(test)]
 mod tests;
@@ -28,8 +30,20 @@ pub mod exit {
     /// The gateway is unreachable, the TLS handshake failed, or the gateway
     /// answered UNAVAILABLE: retrying later may succeed (EX_UNAVAILABLE).
     pub const UNAVAILABLE: u8 = 69;
+    /// `status`: the adapter is unhealthy (or has no state yet).
+    pub const UNHEALTHY: u8 = 2;
+    /// The program itself failed (EX_SOFTWARE).
+    pub const SOFTWARE: u8 = 70;
+    /// `run`: the HTTP source's address could not be bound (EX_OSERR).
+    pub const OS: u8 = 71;
+    /// `run`: the state file or a folder could not be opened or created
+    /// (EX_CANTCREAT).
+    pub const CANT_CREATE: u8 = 73;
     /// Standard output could not be written (EX_IOERR).
     pub const IO: u8 = 74;
+    /// Try again later: the outbox is full (`send` via the daemon), or
+    /// another daemon already runs on the same state (EX_TEMPFAIL).
+    pub const TEMPFAIL: u8 = 75;
 }
 
 /// The input of `send` could not be read or is not a notification.
@@ -57,6 +71,14 @@ pub enum InputError {
         /// What is wrong, naming the field and position.
         source: JsonError,
     },
+    /// A field of the notification is missing or malformed.
+    #[error("{origin}: {source}")]
+    Field {
+        /// The file, or `stdin`.
+        origin: String,
+        /// The field and what is wrong with it.
+        source: liandong_core::domain::FieldError,
+    },
 }
 
 /// Why a command failed.
@@ -78,6 +100,29 @@ pub enum CommandError {
     /// Standard output could not be written.
     #[error("stdout: {0}")]
     Output(#[source] std::io::Error),
+    /// The adapter's local state could not be read.
+    #[error(transparent)]
+    State(#[from] StoreError),
+    /// The running daemon refused the hand-over (`send`).
+    #[error("refused by the adapter daemon: {message}")]
+    Handoff {
+        /// The HTTP status it answered.
+        status: u16,
+        /// Its message (naming the field).
+        message: String,
+    },
+    /// The running daemon could not be asked (it answered something that
+    /// is not its API).
+    #[error("the adapter daemon at {url}: {reason}")]
+    Daemon {
+        /// Its HTTP source.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The signing key could not be loaded.
+    #[error(transparent)]
+    Signing(#[from] SignerError),
 }
 
 impl From<tonic::Status> for CommandError {
@@ -98,6 +143,13 @@ impl CommandError {
             }
             Self::Gateway(status) => status_exit_code(status),
             Self::Output(_) => exit::IO,
+            Self::State(StoreError::Missing { .. }) => exit::UNHEALTHY,
+            Self::State(_) => exit::SOFTWARE,
+            Self::Handoff { status: 503, .. } => exit::TEMPFAIL,
+            Self::Handoff { status, .. } if (400..500).contains(status) => exit::DATA,
+            Self::Handoff { .. } => exit::SOFTWARE,
+            Self::Daemon { .. } => exit::UNAVAILABLE,
+            Self::Signing(_) => exit::USAGE,
         }
     }
 

@@ -1,20 +1,20 @@
-//! `liandong-adapter`: parses the command line, resolves the gateway
-//! settings, sets up logging to standard error (filter: `LIANDONG_LOG`,
-//! default `warn`) and runs the command from the library, mapping its
-//! error to the exit code. Standard output carries only the command's JSON
-//! lines; this file must never print anything else there.
+//! `liandong-adapter`: parses the command line, resolves the settings, sets
+//! up logging to standard error (filter: `LIANDONG_LOG`, default `warn`;
+//! `info` for `run`), installs the ring crypto provider and runs the
+//! command from the library, mapping its error to the exit code. A bad
+//! configuration prints one line and exits 64. Standard output carries only
+//! the commands' JSON lines (and `status`'s report); this file must never
+//! print anything else there.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
 use liandong_adapter::cli::{Cli, Command};
-use liandong_adapter::{CommandError, exit, send, tail};
+use liandong_adapter::daemon::Daemon;
+use liandong_adapter::{CommandError, ConfigError, DaemonConfig, exit, send, status, tail};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
-
-/// Exit code for a failure of the program itself (EX_SOFTWARE).
-const SOFTWARE: u8 = 70;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -29,41 +29,107 @@ fn main() -> ExitCode {
             });
         }
     };
-    init_tracing();
-    match run(cli) {
-        Ok(Ok(())) => ExitCode::SUCCESS,
+    let daemon = matches!(cli.command, Command::Run(_));
+    init_tracing(if daemon {
+        LevelFilter::INFO
+    } else {
+        LevelFilter::WARN
+    });
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let result = if daemon { run_daemon(&cli) } else { run(cli) };
+    match result {
+        Ok(Ok(code)) => ExitCode::from(code),
         Ok(Err(error)) => {
             eprintln!("{}", error.message());
             ExitCode::from(error.exit_code())
         }
         Err(error) => {
             eprintln!("liandong-adapter: {error:#}");
-            ExitCode::from(SOFTWARE)
+            ExitCode::from(exit::SOFTWARE)
         }
     }
 }
 
-/// Runs the command; the outer error is the program's own failure.
-fn run(cli: Cli) -> anyhow::Result<Result<(), CommandError>> {
-    let settings = match cli.gateway.settings() {
-        Ok(settings) => settings,
-        Err(error) => return Ok(Err(error.into())),
+fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    builder
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?;
+        .context("cannot start the async runtime")
+}
+
+/// The `--config` file of `run` and `status`, which need one.
+fn daemon_config(cli: &Cli, command: &str) -> Result<DaemonConfig, CommandError> {
+    let Some(path) = &cli.gateway.config else {
+        return Err(ConfigError::InvalidFlag {
+            flag: "--config",
+            reason: format!("`{command}` needs the daemon's config file: --config FILE"),
+        }
+        .into());
+    };
+    Ok(DaemonConfig::load(path, cli.gateway.flags())?)
+}
+
+/// `run`: the daemon, until SIGTERM or SIGINT (exit 0).
+fn run_daemon(cli: &Cli) -> anyhow::Result<Result<u8, CommandError>> {
+    let config = match daemon_config(cli, "run") {
+        Ok(config) => config,
+        Err(error) => return Ok(Err(error)),
+    };
+    let file = config.file.display().to_string();
+    let agency = config.agency.to_string();
+    runtime(2)?.block_on(async {
+        let daemon = match Daemon::prepare(config).await {
+            Ok(daemon) => daemon,
+            Err(error) => {
+                eprintln!("liandong-adapter: {error}");
+                return Ok(Ok(error.exit_code()));
+            }
+        };
+        let http = daemon
+            .http_addr()
+            .map(|addr| format!(", HTTP source on http://{addr}"))
+            .unwrap_or_default();
+        eprintln!(
+            "liandong-adapter running for {agency} (config {file}, signing key {}{http})",
+            daemon.key_id()
+        );
+        daemon.run(tail::shutdown_signal()).await;
+        Ok(Ok(exit::OK))
+    })
+}
+
+/// The other commands; the outer error is the program's own failure.
+fn run(cli: Cli) -> anyhow::Result<Result<u8, CommandError>> {
+    let runtime = runtime(1)?;
     Ok(runtime.block_on(async {
         match &cli.command {
-            Command::Send(args) => send::send(&settings, args.input()).await,
-            Command::Tail(args) => tail::tail(&settings, args).await.map(drop),
+            Command::Send(args) => send::send_command(&cli.gateway, args)
+                .await
+                .map(|()| exit::OK),
+            Command::Tail(args) => {
+                let settings = cli.gateway.settings()?;
+                tail::tail(&settings, args).await.map(|_| exit::OK)
+            }
+            Command::Status(args) => {
+                let config = daemon_config(&cli, "status")?;
+                let healthy = status::status(&config, args.json, &mut std::io::stdout()).await?;
+                Ok(if healthy { exit::OK } else { exit::UNHEALTHY })
+            }
+            Command::Run(_) => unreachable!("run is handled by run_daemon"),
         }
     }))
 }
 
-fn init_tracing() {
+fn init_tracing(default: LevelFilter) {
     let filter = EnvFilter::builder()
-        .with_default_directive(LevelFilter::WARN.into())
+        .with_default_directive(default.into())
         .with_env_var("LIANDONG_LOG")
         .from_env_lossy();
     tracing_subscriber::fmt()

@@ -1,6 +1,12 @@
 //! The `send` command: read one notification in the JSON form (a file or
-//! standard input), publish it, and print the gateway's receipt as one JSON
-//! line.
+//! standard input) and either hand it to the running daemon's outbox
+//! (through its HTTP source, when the config file is a daemon config with
+//! one) or publish it directly, and print the answer as one JSON line: the
+//! daemon's acceptance, or the gateway's receipt.
+//!
+//! With a daemon config, a directly published notification is prepared as
+//! the daemon would (an id assigned when it has none, `sender` set, signed
+//! with the agency's key). `--direct` skips the daemon.
 //!
 //! The input is read and parsed before the gateway is contacted, so bad
 //! input never reaches the network. This module must never log or print the
@@ -9,12 +15,21 @@
 use std::io::{Read, Write};
 use std::path::Path;
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
 use liandong_core::json::{from_json, to_json};
 use liandong_core::pb;
+use liandong_core::tls::error_chain;
 
+use crate::accept::{AcceptError, prepare};
+use crate::cli::{GatewayArgs, SendArgs};
 use crate::client::GatewayClient;
 use crate::config::GatewaySettings;
+use crate::config::daemon::{DaemonConfig, is_daemon_config};
 use crate::error::{CommandError, InputError};
+use crate::signer::Signer;
+use crate::source::http::SOURCE_HEADER;
 
 #[cfg(test)]
 mod tests;
@@ -97,6 +112,108 @@ pub async fn send(settings: &GatewaySettings, file: Option<&Path>) -> Result<(),
     let mut stdout = std::io::stdout();
     publish_one(&mut client, notification, &mut stdout).await?;
     Ok(())
+}
+
+/// How long `send` waits for the daemon's answer.
+pub const HANDOFF_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The `send` command as the command line describes it: to the daemon
+/// when the `--config` file names its HTTP source and it listens, else
+/// directly to the gateway.
+pub async fn send_command(gateway: &GatewayArgs, args: &SendArgs) -> Result<(), CommandError> {
+    let origin = args
+        .input()
+        .map_or_else(|| "stdin".to_owned(), |p| p.display().to_string());
+    let notification = read_notification(args.input())?;
+    let daemon = match &gateway.config {
+        Some(path) if is_daemon_config(path)? => Some(DaemonConfig::load(path, gateway.flags())?),
+        _ => None,
+    };
+    let mut stdout = std::io::stdout();
+    if let Some(addr) = daemon
+        .as_ref()
+        .filter(|_| !args.direct)
+        .and_then(DaemonConfig::http_listen)
+    {
+        if let Some(answer) = hand_over(addr, &notification).await? {
+            write_json_line(&mut stdout, &answer)?;
+            return Ok(());
+        }
+        tracing::info!(http.listen = %addr, "no daemon listens; publishing directly");
+    }
+    let settings = gateway.settings()?;
+    let notification = match &daemon {
+        Some(config) => {
+            let signer = Signer::load(config.agency.clone(), &config.signing_key)?;
+            prepare(&signer, notification)
+                .map_err(|e| match e {
+                    AcceptError::Field(source) => {
+                        CommandError::Input(InputError::Field { origin, source })
+                    }
+                    other => CommandError::Handoff {
+                        status: 400,
+                        message: other.to_string(),
+                    },
+                })?
+                .0
+        }
+        None => notification,
+    };
+    let mut client = GatewayClient::connect(&settings).await?;
+    publish_one(&mut client, notification, &mut stdout).await?;
+    Ok(())
+}
+
+/// Hands `notification` to the daemon's HTTP source at `addr`: its
+/// acceptance answer, or `None` when nothing listens there.
+pub async fn hand_over(
+    addr: SocketAddr,
+    notification: &pb::Notification,
+) -> Result<Option<serde_json::Value>, CommandError> {
+    let url = format!("http://{addr}/v1/notifications");
+    let failed = |reason: String| CommandError::Daemon {
+        url: url.clone(),
+        reason,
+    };
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(HANDOFF_TIMEOUT)
+        .build()
+        .map_err(|e| failed(error_chain(&e)))?;
+    let response = match client
+        .post(&url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(SOURCE_HEADER, "send")
+        .body(to_json(notification).to_string())
+        .send()
+        .await
+    {
+        Ok(response) => response,
+        Err(e) if e.is_connect() => return Ok(None),
+        Err(e) => return Err(failed(error_chain(&e.without_url()))),
+    };
+    let status = response.status();
+    let bytes = response.bytes().await.map_err(|e| {
+        failed(format!(
+            "answered {status}, then: {}",
+            error_chain(&e.without_url())
+        ))
+    })?;
+    let body: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| {
+        failed(format!(
+            "answered {status} without a JSON body (is this the adapter's HTTP source?)"
+        ))
+    })?;
+    if status.is_success() {
+        return Ok(Some(body));
+    }
+    let message = body["error"]["message"]
+        .as_str()
+        .map_or_else(|| format!("answered {status}"), str::to_owned);
+    Err(CommandError::Handoff {
+        status: status.as_u16(),
+        message,
+    })
 }
 
 /// Writes `value` as one line of JSON and flushes.

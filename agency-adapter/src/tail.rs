@@ -181,7 +181,7 @@ pub async fn tail(
 
 /// Completes on SIGINT or (on Unix) SIGTERM; never, where signals cannot
 /// be listened for.
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let interrupt = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;

@@ -41,6 +41,12 @@ pub(crate) struct Script {
     pub(crate) refuse_open: Option<Status>,
     /// Refuse every publish with this status.
     pub(crate) refuse_publish: Option<Status>,
+    /// `PublishStream`: end the stream with this status when a request
+    /// with this notification id arrives (as the gateway does).
+    pub(crate) refuse_ids: Vec<(String, Status)>,
+    /// `PublishStream`: the first stream ends with UNAVAILABLE after this
+    /// many requests, answering none of them.
+    pub(crate) first_stream_breaks_after: Option<usize>,
 }
 
 impl Default for Script {
@@ -50,6 +56,8 @@ impl Default for Script {
             end: SubscribeEnd::OnHalfClose,
             refuse_open: None,
             refuse_publish: None,
+            refuse_ids: Vec::new(),
+            first_stream_breaks_after: None,
         }
     }
 }
@@ -65,6 +73,13 @@ pub(crate) struct Seen {
     pub(crate) acks: Vec<u64>,
     /// Subscriptions whose request stream has ended.
     pub(crate) request_streams_ended: usize,
+    /// Every `PublishStream` request's notification, in arrival order
+    /// (resends included).
+    pub(crate) streamed: Vec<pb::Notification>,
+    /// Ids stored through `PublishStream`, each once, in order.
+    pub(crate) stored: Vec<String>,
+    /// `PublishStream` calls opened.
+    pub(crate) streams: usize,
 }
 
 #[derive(Clone)]
@@ -97,9 +112,57 @@ impl Exchange for Mock {
 
     async fn publish_stream(
         &self,
-        _request: Request<Streaming<pb::PublishRequest>>,
+        request: Request<Streaming<pb::PublishRequest>>,
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
-        Err(Status::unimplemented("not in the mock"))
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(1024);
+        let script = Arc::clone(&self.script);
+        let seen = Arc::clone(&self.seen);
+        let first = {
+            let mut seen = seen.lock().unwrap();
+            seen.streams += 1;
+            seen.streams == 1
+        };
+        tokio::spawn(async move {
+            let mut count = 0;
+            while let Ok(Some(request)) = inbound.message().await {
+                let notification = request.notification.unwrap_or_default();
+                count += 1;
+                let answer = {
+                    let mut seen = seen.lock().unwrap();
+                    seen.streamed.push(notification.clone());
+                    let id = notification.notification_id.clone();
+                    if first && script.first_stream_breaks_after == Some(count) {
+                        Err(Status::unavailable("the gateway is shutting down"))
+                    } else if let Some((_, status)) =
+                        script.refuse_ids.iter().find(|(i, _)| *i == id)
+                    {
+                        Err(status.clone())
+                    } else {
+                        let position = seen.stored.iter().position(|s| *s == id);
+                        let duplicate = position.is_some();
+                        let sequence = match position {
+                            Some(p) => p + 1,
+                            None => {
+                                seen.stored.push(id.clone());
+                                seen.stored.len()
+                            }
+                        } as u64;
+                        Ok(pb::PublishReceipt {
+                            notification_id: id,
+                            sequence,
+                            received_at: Some(prost_types_timestamp()),
+                            duplicate,
+                        })
+                    }
+                };
+                let end = answer.is_err();
+                if tx.send(answer).await.is_err() || end {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     type SubscribeStream = ReceiverStream<Result<pb::Delivery, Status>>;
@@ -200,6 +263,7 @@ pub(crate) fn delivery(sequence: u64, case_ref: &str) -> pb::Delivery {
         withheld: false,
         withheld_reason: String::new(),
         attempt: 1,
+        redacted_fields: Vec::new(),
     }
 }
 
@@ -298,6 +362,149 @@ impl MockGateway {
                 self.seen.lock().unwrap()
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// A signer for `agency` with a fresh key, and its raw public key.
+pub(crate) fn signer(agency: &str) -> (std::sync::Arc<crate::signer::Signer>, [u8; 32]) {
+    let key = liandong_certs::SigningKey::generate().unwrap();
+    let agency = liandong_core::domain::AgencyId::parse("agency", agency).unwrap();
+    let signer = crate::signer::Signer::from_pkcs8(agency, key.pkcs8_der()).unwrap();
+    (std::sync::Arc::new(signer), key.public_key())
+}
+
+/// A fresh state file in a temporary directory.
+pub(crate) async fn store() -> (tempfile::TempDir, crate::store::Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::store::Store::open(&dir.path().join("state").join("adapter.db"))
+        .await
+        .unwrap();
+    (dir, store)
+}
+
+/// An acceptor for `cz-psb` over `store` with room for `max_pending`.
+pub(crate) fn acceptor(
+    store: &crate::store::Store,
+    max_pending: u64,
+) -> (
+    crate::accept::Acceptor,
+    std::sync::Arc<tokio::sync::Notify>,
+    [u8; 32],
+) {
+    let (signer, public) = signer("cz-psb");
+    let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+    let acceptor = crate::accept::Acceptor::new(
+        store.clone(),
+        signer,
+        max_pending,
+        262_144,
+        std::sync::Arc::clone(&wake),
+    );
+    (acceptor, wake, public)
+}
+
+/// The JSON form of a valid notification with this id (none when `None`)
+/// and summary.
+pub(crate) fn notification_json(id: Option<&str>, summary: &str) -> String {
+    let mut value = serde_json::json!({
+        "case_ref": "CZ-2026-HW-0042",
+        "event": "EVENT_TYPE_CLUE_SHARED",
+        "confidentiality": "CONFIDENTIALITY_INTERNAL",
+        "region": "140423",
+        "occurred_at": "2026-11-20T08:30:00Z",
+        "summary": summary,
+    });
+    if let Some(id) = id {
+        value["notification_id"] = serde_json::json!(id);
+    }
+    value.to_string()
+}
+
+/// Retry bounds short enough for tests.
+pub(crate) const FAST_RETRY: crate::config::daemon::RetrySettings =
+    crate::config::daemon::RetrySettings {
+        initial: Duration::from_millis(10),
+        max: Duration::from_millis(50),
+    };
+
+/// Waits (up to 10 s) until `check` holds.
+pub(crate) async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One request a [`Webhook`] received.
+#[derive(Debug, Clone)]
+pub(crate) struct Hook {
+    pub(crate) headers: axum::http::HeaderMap,
+    pub(crate) body: serde_json::Value,
+    /// The status it was answered with.
+    pub(crate) answered: u16,
+}
+
+/// A local webhook answering with `status` (changeable), recording every
+/// request.
+pub(crate) struct Webhook {
+    pub(crate) url: String,
+    pub(crate) status: Arc<std::sync::atomic::AtomicU16>,
+    pub(crate) hooks: Arc<Mutex<Vec<Hook>>>,
+}
+
+impl Webhook {
+    pub(crate) async fn start(status: u16) -> Self {
+        use axum::extract::State;
+        type Shared = (Arc<std::sync::atomic::AtomicU16>, Arc<Mutex<Vec<Hook>>>);
+        async fn handle(
+            State((status, hooks)): State<Shared>,
+            headers: axum::http::HeaderMap,
+            body: axum::body::Bytes,
+        ) -> axum::http::StatusCode {
+            let answered = status.load(std::sync::atomic::Ordering::SeqCst);
+            hooks.lock().unwrap().push(Hook {
+                headers,
+                body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+                answered,
+            });
+            axum::http::StatusCode::from_u16(answered).unwrap()
+        }
+        let status = Arc::new(std::sync::atomic::AtomicU16::new(status));
+        let hooks = Arc::new(Mutex::new(Vec::new()));
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(handle))
+            .with_state((Arc::clone(&status), Arc::clone(&hooks)));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { url, status, hooks }
+    }
+
+    pub(crate) fn answer(&self, status: u16) {
+        self.status
+            .store(status, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub(crate) fn hooks(&self) -> Vec<Hook> {
+        self.hooks.lock().unwrap().clone()
+    }
+
+    pub(crate) fn settings(&self) -> crate::config::daemon::WebhookSink {
+        crate::config::daemon::WebhookSink {
+            url: self.url.clone(),
+            headers: [("Authorization".to_owned(), "Bearer s3cret".to_owned())].into(),
+            ca: None,
+            timeout: Duration::from_secs(5),
+            retry: FAST_RETRY,
         }
     }
 }

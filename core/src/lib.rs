@@ -8,6 +8,7 @@
 //! - [`registry`]: the agency registry file (who exists, with which role,
 //!   clearance and certificate identity).
 //! - [`json`]: the documented JSON form of `liandong.v1` messages.
+//! - [`signing`]: the canonical bytes agencies sign, key ids, verification.
 //! - [`tls`]: PEM loading and the client TLS settings agencies connect with.
 //!
 //! Nothing here performs I/O beyond reading the files it is asked to read.
@@ -15,6 +16,7 @@
 pub mod domain;
 pub mod json;
 pub mod registry;
+pub mod signing;
 pub mod tls;
 
 pub use liandong_proto::v1 as pb;

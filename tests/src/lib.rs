@@ -23,6 +23,7 @@ use liandong_certs::{Authority, CertifiedKey};
 use liandong_core::pb;
 use liandong_core::pb::exchange_client::ExchangeClient;
 use liandong_core::tls::ClientCredentials;
+pub mod adapter_bed;
 
 /// The dev registry: the agencies of the Changzhi mechanism.
 pub const REGISTRY: &str = include_str!("../../deploy/dev/agencies.toml");

@@ -1,0 +1,292 @@
+//! `liandong-adapter run`: the daemon. [`Daemon::prepare`] loads and checks
+//! everything that can be wrong before any work starts (signing key, TLS
+//! files, sinks, folders, the state file and its lease, the HTTP address);
+//! [`Daemon::run`] starts the tasks — the pusher, each source, each
+//! subscription, the dead-letter reporter, the heartbeat — and stops them
+//! all when the shutdown future completes (SIGTERM/SIGINT in `main`):
+//! sources stop taking notifications, the pusher waits briefly for its
+//! last receipts, subscriptions close after their last acknowledgements,
+//! the lease is released and the state file closed.
+//!
+//! Whatever is cut short is safe: accepted rows stay in the outbox and are
+//! sent at the next start. This module must never log content.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use liandong_core::tls::{ClientCredentials, TlsError};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::accept::Acceptor;
+use crate::config::daemon::{DaemonConfig, SourceSettings};
+use crate::error::exit;
+use crate::inbound::Inbound;
+use crate::pusher::Pusher;
+use crate::signer::{Signer, SignerError};
+use crate::sink::{Sink, SinkError, report_dead_letters};
+use crate::source::{folder, http};
+use crate::status::Limits;
+use crate::store::{Store, StoreError};
+
+#[cfg(test)]
+mod tests;
+
+/// How often the daemon records that it is alive.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// How long stopping may take before the remaining tasks are abandoned.
+pub const STOP_GRACE: Duration = Duration::from_secs(15);
+
+/// How often sent rows past `outbox.keep_sent_days` are forgotten.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Why the daemon cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The signing key is unusable.
+    #[error(transparent)]
+    Signing(#[from] SignerError),
+    /// A TLS credential file is unusable.
+    #[error(transparent)]
+    Credentials(TlsError),
+    /// A sink cannot be set up.
+    #[error("{field}: {source}")]
+    Sink {
+        /// Which sink, e.g. `subscription[0].sink`.
+        field: String,
+        /// What is wrong.
+        source: SinkError,
+    },
+    /// A drop folder cannot be created.
+    #[error("{path}: cannot create the drop folder: {source}")]
+    Folder {
+        /// The folder.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The state file cannot be used, or another daemon holds it.
+    #[error(transparent)]
+    State(#[from] StoreError),
+    /// The HTTP source's address cannot be bound.
+    #[error("cannot listen on {addr} (source http): {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+impl DaemonError {
+    /// The process exit code for this failure.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Signing(_) | Self::Credentials(_) => exit::USAGE,
+            Self::Sink {
+                source: SinkError::Setup(_),
+                ..
+            } => exit::USAGE,
+            Self::Sink { .. } | Self::Folder { .. } => exit::CANT_CREATE,
+            Self::State(StoreError::AlreadyRunning { .. }) => exit::TEMPFAIL,
+            Self::State(_) => exit::CANT_CREATE,
+            Self::Bind { .. } => exit::OS,
+        }
+    }
+}
+
+/// A daemon ready to run.
+#[derive(Debug)]
+pub struct Daemon {
+    config: DaemonConfig,
+    store: Store,
+    signer: Arc<Signer>,
+    http: Option<tokio::net::TcpListener>,
+    sinks: Vec<Arc<Sink>>,
+    dead_letter_sink: Option<Arc<Sink>>,
+}
+
+impl Daemon {
+    /// Checks and opens everything `config` names; takes the state file's
+    /// lease and binds the HTTP source.
+    pub async fn prepare(config: DaemonConfig) -> Result<Self, DaemonError> {
+        let signer = Arc::new(Signer::load(config.agency.clone(), &config.signing_key)?);
+        ClientCredentials::from_files(
+            &config.gateway.ca,
+            &config.gateway.cert,
+            &config.gateway.key,
+        )
+        .map_err(DaemonError::Credentials)?;
+        let mut sinks = Vec::new();
+        for (i, subscription) in config.subscriptions.iter().enumerate() {
+            let sink = Sink::build(&subscription.sink).map_err(|source| DaemonError::Sink {
+                field: format!("subscription[{i}].sink"),
+                source,
+            })?;
+            sinks.push(Arc::new(sink));
+        }
+        let dead_letter_sink = match &config.dead_letter_sink {
+            Some(settings) => Some(Arc::new(Sink::build(settings).map_err(|source| {
+                DaemonError::Sink {
+                    field: "dead_letter.sink".into(),
+                    source,
+                }
+            })?)),
+            None => None,
+        };
+        for source in &config.sources {
+            if let SourceSettings::Folder(folder) = source {
+                folder::prepare(folder).map_err(|source| DaemonError::Folder {
+                    path: folder.path.clone(),
+                    source,
+                })?;
+            }
+        }
+        let store = Store::open(&config.outbox.path).await?;
+        store.claim_daemon(std::process::id()).await?;
+        let http = match config.http_listen() {
+            Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+                Ok(listener) => Some(listener),
+                Err(source) => {
+                    let _ = store.release_daemon().await;
+                    return Err(DaemonError::Bind { addr, source });
+                }
+            },
+            None => None,
+        };
+        Ok(Self {
+            config,
+            store,
+            signer,
+            http,
+            sinks,
+            dead_letter_sink,
+        })
+    }
+
+    /// The HTTP source's bound address, if it has one.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The agency's signing key id.
+    pub fn key_id(&self) -> &str {
+        self.signer.key_id()
+    }
+
+    /// Runs until `shutdown` completes, then stops every task.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let Self {
+            config,
+            store,
+            signer,
+            http,
+            sinks,
+            dead_letter_sink,
+        } = self;
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let wake = Arc::new(Notify::new());
+        let dead_letter = Arc::new(Notify::new());
+        let acceptor = Acceptor::new(
+            store.clone(),
+            signer,
+            config.outbox.max_pending,
+            config.outbox.max_notification_bytes,
+            Arc::clone(&wake),
+        );
+        tasks.spawn(housekeeping(
+            store.clone(),
+            config.outbox.keep_sent,
+            stop.clone(),
+        ));
+        tasks.spawn(
+            Pusher {
+                store: store.clone(),
+                gateway: config.gateway.clone(),
+                outbox: config.outbox.clone(),
+                wake,
+                dead_letter: Arc::clone(&dead_letter),
+            }
+            .run(stop.clone()),
+        );
+        for source in &config.sources {
+            if let SourceSettings::Folder(folder) = source {
+                tasks.spawn(folder::run(folder.clone(), acceptor.clone(), stop.clone()));
+            }
+        }
+        if let Some(listener) = http {
+            let max_body =
+                (config.outbox.max_notification_bytes.saturating_mul(4) as usize).max(64 * 1024);
+            let router = http::router(acceptor.clone(), Limits::from(&config), max_body);
+            tasks.spawn(http::serve(listener, router, stop.clone()));
+        }
+        for (subscription, sink) in config.subscriptions.iter().zip(sinks) {
+            tasks.spawn(
+                Inbound {
+                    store: store.clone(),
+                    gateway: config.gateway.clone(),
+                    settings: subscription.clone(),
+                    sink,
+                }
+                .run(stop.clone()),
+            );
+        }
+        if let Some(sink) = dead_letter_sink {
+            tasks.spawn(report_dead_letters(
+                store.clone(),
+                sink,
+                dead_letter,
+                stop.clone(),
+            ));
+        }
+        tasks.close();
+        tracing::info!(agency.id = %config.agency, "running");
+        shutdown.await;
+        tracing::info!("stopping");
+        stop.cancel();
+        if tokio::time::timeout(STOP_GRACE, tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "some tasks did not stop in time; what they held is resumed at the next start"
+            );
+        }
+        if let Err(error) = store.release_daemon().await {
+            tracing::error!(error = %error, "cannot record the stop");
+        }
+        store.close().await;
+        tracing::info!("stopped");
+    }
+}
+
+/// The heartbeat, and forgetting old sent rows.
+async fn housekeeping(store: Store, keep_sent: Duration, stop: CancellationToken) {
+    let mut last_prune: Option<tokio::time::Instant> = None;
+    loop {
+        if let Err(error) = store.heartbeat().await {
+            tracing::error!(error = %error, "cannot record the heartbeat");
+        }
+        if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+            match store.prune_sent(keep_sent).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    rows = n,
+                    "forgot sent notifications past outbox.keep_sent_days"
+                ),
+                Err(error) => tracing::error!(error = %error, "cannot prune sent rows"),
+            }
+            last_prune = Some(tokio::time::Instant::now());
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(HEARTBEAT) => {}
+        }
+    }
+}

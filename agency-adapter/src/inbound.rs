@@ -1,0 +1,212 @@
+//! Inbound: each `[[subscription]]` of the config held open at the gateway,
+//! every delivery handed to its sink and acknowledged only once the sink
+//! took it.
+//!
+//! Order per delivery: skip the sink when this subscription already handed
+//! over the same sequence or the same (sender, notification id) — a
+//! redelivery after a reconnect or an ack timeout; otherwise hand it over,
+//! retrying with backoff until the sink takes it; record it as handed
+//! (committed); acknowledge it to the gateway. A crash between the sink
+//! taking a delivery and the record is the one case where the sink sees it
+//! twice; receivers drop duplicates by notification id. A lost connection
+//! is reopened with backoff; the gateway resumes after the last
+//! acknowledged sequence.
+//!
+//! This module must never acknowledge a delivery the sink has not taken,
+//! and never log content: sequences, ids and subscription names only.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::client::{ClientError, GatewayClient, Subscription};
+use crate::config::GatewaySettings;
+use crate::config::daemon::{RetrySettings, SubscriptionSettings};
+use crate::error::describe_status;
+use crate::sink::{Item, Sink, hand_with_retry};
+use crate::store::{Store, StoreError};
+
+#[cfg(test)]
+mod tests;
+
+/// How long a stopping subscription waits for its last acknowledgements
+/// to reach the gateway.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Backoff between attempts to (re)open a subscription.
+const RECONNECT: RetrySettings = RetrySettings {
+    initial: Duration::from_millis(500),
+    max: Duration::from_secs(30),
+};
+
+/// One subscription and its sink.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    /// Where progress and handed deliveries are recorded.
+    pub store: Store,
+    /// How to reach the gateway.
+    pub gateway: GatewaySettings,
+    /// The subscription.
+    pub settings: SubscriptionSettings,
+    /// Its sink.
+    pub sink: Arc<Sink>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum InboundError {
+    #[error(transparent)]
+    Connect(#[from] ClientError),
+    #[error("{}", describe_status(.0))]
+    Status(tonic::Status),
+    #[error("the gateway ended the subscription")]
+    Ended,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+enum Handled {
+    Acked,
+    Shutdown,
+}
+
+impl Inbound {
+    /// Follows the subscription until `shutdown` is cancelled.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let name = self.settings.name.as_str().to_owned();
+        if let Err(error) = self.store.ensure_subscription(&name).await {
+            tracing::error!(
+                subscription.name = %name,
+                error = %error,
+                "cannot record the subscription"
+            );
+        }
+        let mut backoff = Backoff::new(RECONNECT);
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            match self.session(&shutdown, &mut backoff).await {
+                Ok(()) => return,
+                Err(error) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(
+                        subscription.name = %name,
+                        error = %error,
+                        retry.in_ms = delay.as_millis() as u64,
+                        "subscription interrupted; reopening"
+                    );
+                    if let Err(e) = self
+                        .store
+                        .record_subscription_error(&name, &error.to_string())
+                        .await
+                    {
+                        tracing::error!(error = %e, "cannot record the subscription error");
+                    }
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn session(
+        &self,
+        shutdown: &CancellationToken,
+        backoff: &mut Backoff,
+    ) -> Result<(), InboundError> {
+        let name = self.settings.name.as_str();
+        let mut client = GatewayClient::connect(&self.gateway).await?;
+        let mut subscription = client
+            .subscribe(self.settings.open())
+            .await
+            .map_err(InboundError::Status)?;
+        tracing::info!(subscription.name = %name, "subscription open");
+        self.store.clear_subscription_failure(name).await?;
+        loop {
+            let next = tokio::select! {
+                () = shutdown.cancelled() => {
+                    close(subscription, name).await;
+                    return Ok(());
+                }
+                next = subscription.next() => next,
+            };
+            let delivery = match next {
+                Ok(Some(delivery)) => delivery,
+                Ok(None) => return Err(InboundError::Ended),
+                Err(status) => return Err(InboundError::Status(status)),
+            };
+            match self.handle(&subscription, delivery, shutdown).await? {
+                Handled::Acked => backoff.reset(),
+                Handled::Shutdown => {
+                    close(subscription, name).await;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    async fn handle(
+        &self,
+        subscription: &Subscription,
+        delivery: liandong_core::pb::Delivery,
+        shutdown: &CancellationToken,
+    ) -> Result<Handled, InboundError> {
+        let name = self.settings.name.as_str();
+        let sequence = delivery.sequence;
+        let notification_id = delivery
+            .notification
+            .as_ref()
+            .map(|n| n.notification_id.clone())
+            .unwrap_or_default();
+        let sender = delivery.sender.clone();
+        if self
+            .store
+            .is_handled(name, sequence, &sender, &notification_id)
+            .await?
+        {
+            tracing::info!(
+                subscription.name = %name,
+                delivery.sequence = sequence,
+                delivery.attempt = delivery.attempt,
+                notification.id = %notification_id,
+                "handed to the sink before; acknowledging without handing it again"
+            );
+        } else {
+            let item = Item::delivery(name, &delivery);
+            let handed =
+                hand_with_retry(&self.sink, &item, shutdown, Some((&self.store, name))).await;
+            if !handed {
+                return Ok(Handled::Shutdown);
+            }
+            self.store
+                .record_handled(name, sequence, &sender, &notification_id)
+                .await?;
+            tracing::info!(
+                subscription.name = %name,
+                delivery.sequence = sequence,
+                delivery.withheld = delivery.withheld,
+                notification.id = %notification_id,
+                "handed to the sink"
+            );
+        }
+        if subscription.ack(&[sequence]).await.is_err() {
+            return Err(InboundError::Ended);
+        }
+        self.store.record_acked(name, sequence).await?;
+        Ok(Handled::Acked)
+    }
+}
+
+async fn close(subscription: Subscription, name: &str) {
+    if let Err(status) = subscription.close(CLOSE_GRACE).await {
+        tracing::info!(
+            subscription.name = %name,
+            status = %describe_status(&status),
+            "subscription ended with an error while closing"
+        );
+    }
+}

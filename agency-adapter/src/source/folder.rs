@@ -1,0 +1,184 @@
+//! The drop-folder source. The agency system writes each notification (the
+//! JSON form) as its own file; the adapter scans the folder every
+//! `poll_interval_ms`, commits each file to the outbox and then moves it to
+//! `done/`, or moves a bad file to `rejected/` with `<name>.error` beside it
+//! saying exactly what is wrong.
+//!
+//! The write-then-rename rule: only regular files whose name ends in
+//! `.json` and does not start with `.` are read, so a writer must write
+//! under another name (`.n.json`, `n.json.tmp`, `n.json.part`) in the same
+//! folder and rename it to `*.json` when complete; a rename within a folder
+//! is atomic, so a half-written file is never read. Files are taken in name
+//! order.
+//!
+//! A file read again after a crash (committed, not yet moved) is recognised
+//! by its name and digest and not accepted twice. When the outbox is full,
+//! files stay where they are and are tried again at the next scan. This
+//! module must never delete a file the agency wrote, nor log its content.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use crate::accept::{AcceptError, Acceptor, Origin};
+use crate::config::daemon::FolderSource;
+use crate::sink::write_atomically;
+
+#[cfg(test)]
+mod tests;
+
+/// Sub-folder for files committed to the outbox.
+pub const DONE: &str = "done";
+/// Sub-folder for refused files and their `.error` files.
+pub const REJECTED: &str = "rejected";
+
+/// What one scan did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Scan {
+    /// Files committed (or found committed before) and moved to `done/`.
+    pub accepted: Vec<String>,
+    /// Files moved to `rejected/`.
+    pub rejected: Vec<String>,
+    /// Files left in place (outbox full, state unavailable).
+    pub deferred: Vec<String>,
+}
+
+/// Creates the folder and its `done/` and `rejected/`.
+pub fn prepare(source: &FolderSource) -> std::io::Result<()> {
+    std::fs::create_dir_all(source.path.join(DONE))?;
+    std::fs::create_dir_all(source.path.join(REJECTED))
+}
+
+/// True for the names the source reads: `*.json`, not hidden.
+pub fn is_ready(name: &str) -> bool {
+    name.ends_with(".json") && !name.starts_with('.') && name.len() > ".json".len()
+}
+
+/// Scans the folder every `poll_interval` until `shutdown`.
+pub async fn run(source: FolderSource, acceptor: Acceptor, shutdown: CancellationToken) {
+    tracing::info!(source.path = %source.path.display(), "watching the drop folder");
+    loop {
+        match scan(&source.path, &acceptor).await {
+            Ok(scan) if !scan.deferred.is_empty() => {
+                tracing::debug!(
+                    deferred = scan.deferred.len(),
+                    "files left for the next scan"
+                );
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::error!(
+                    source.path = %source.path.display(),
+                    error = %error,
+                    "cannot scan the drop folder"
+                );
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(source.poll_interval) => {}
+        }
+    }
+}
+
+/// One pass over the folder.
+pub async fn scan(folder: &Path, acceptor: &Acceptor) -> std::io::Result<Scan> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(folder)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if is_ready(&name) && entry.file_type()?.is_file() {
+            names.push(name);
+        }
+    }
+    names.sort();
+    let mut scan = Scan::default();
+    let mut stop = false;
+    for name in names {
+        if stop {
+            scan.deferred.push(name);
+            continue;
+        }
+        let path = folder.join(&name);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            // Taken away meanwhile: nothing to do.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let outcome = match std::str::from_utf8(&bytes) {
+            Ok(text) => {
+                let key = format!("folder:{name}:{}", hex::encode(Sha256::digest(&bytes)));
+                acceptor.accept_json(text, Origin::Folder { key }).await
+            }
+            Err(e) => {
+                reject(
+                    folder,
+                    &name,
+                    &format!("{name}: the file is not UTF-8 text: {e}"),
+                )?;
+                scan.rejected.push(name);
+                continue;
+            }
+        };
+        match outcome {
+            Ok(accepted) => {
+                let target = free_name(&folder.join(DONE), &name, accepted.local_id);
+                std::fs::rename(&path, &target)?;
+                tracing::info!(
+                    file = %name,
+                    notification.id = %accepted.notification_id,
+                    outbox.local_id = accepted.local_id,
+                    "drop file accepted"
+                );
+                scan.accepted.push(name);
+            }
+            Err(error) if error.is_input_error() => {
+                tracing::info!(file = %name, error = %error, "drop file rejected");
+                reject(folder, &name, &format!("{name}: {error}"))?;
+                scan.rejected.push(name);
+            }
+            Err(error @ (AcceptError::Full { .. } | AcceptError::Store(_))) => {
+                tracing::warn!(file = %name, error = %error, "drop file left for later");
+                scan.deferred.push(name);
+                stop = true;
+            }
+            Err(error) => {
+                tracing::warn!(file = %name, error = %error, "drop file left for later");
+                scan.deferred.push(name);
+            }
+        }
+    }
+    Ok(scan)
+}
+
+/// Moves `name` to `rejected/` with `<name>.error` (written first, so a
+/// rejected file always has its reason) holding `reason`.
+fn reject(folder: &Path, name: &str, reason: &str) -> std::io::Result<()> {
+    let rejected = folder.join(REJECTED);
+    let target = free_name(&rejected, name, 0);
+    let error_file = PathBuf::from(format!("{}.error", target.display()));
+    let text = format!("{reason}\n");
+    write_atomically(&error_file, text.as_bytes())
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    std::fs::rename(folder.join(name), &target)
+}
+
+/// `dir/name`, or when that exists `dir/<stem>.<n>.json` with the first
+/// free `n` from `hint`.
+fn free_name(dir: &Path, name: &str, hint: i64) -> PathBuf {
+    let candidate = dir.join(name);
+    if !candidate.exists() {
+        return candidate;
+    }
+    let stem = name.strip_suffix(".json").unwrap_or(name);
+    let mut n = hint.max(1);
+    loop {
+        let candidate = dir.join(format!("{stem}.{n}.json"));
+        if !candidate.exists() {
+            return candidate;
+        }
+        n += 1;
+    }
+}

@@ -1,0 +1,274 @@
+//! `liandong-adapter status`: what the adapter's local state says — outbox
+//! depth and the age of the oldest pending notification, dead letters,
+//! the last successful push and the last error, each subscription's last
+//! acknowledged sequence, whether the daemon runs — and whether that is
+//! healthy by the config's `[status]` limits. Read from the SQLite state,
+//! so it works whether or not the daemon runs.
+//!
+//! Exit code: 0 healthy, [`crate::exit::UNHEALTHY`] otherwise, for
+//! monitoring scripts. This module only reads; it must never change the
+//! state nor print content (ids, codes and the gateway's reasons only).
+
+use std::fmt::Write as _;
+use std::io::Write;
+
+use liandong_core::domain::Instant;
+use serde_json::{Value, json};
+
+use crate::config::daemon::{DaemonConfig, StatusSettings};
+use crate::error::CommandError;
+use crate::send::write_json_line;
+use crate::store::{DAEMON_STALE_AFTER, Snapshot, Store};
+
+#[cfg(test)]
+mod tests;
+
+/// What health is judged against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The `[status]` table.
+    pub status: StatusSettings,
+    /// `outbox.max_pending`.
+    pub max_pending: u64,
+}
+
+impl From<&DaemonConfig> for Limits {
+    fn from(config: &DaemonConfig) -> Self {
+        Self {
+            status: config.status,
+            max_pending: config.outbox.max_pending,
+        }
+    }
+}
+
+/// The verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// True when nothing below is wrong.
+    pub healthy: bool,
+    /// What is wrong, one line each.
+    pub problems: Vec<String>,
+}
+
+fn seconds(micros: i64) -> i64 {
+    micros.max(0) / 1_000_000
+}
+
+fn time(micros: Option<i64>) -> Value {
+    micros
+        .and_then(Instant::from_unix_micros)
+        .map_or(Value::Null, |t| Value::String(t.to_string()))
+}
+
+/// True when the snapshot shows a live daemon at `now`.
+pub fn daemon_running(snapshot: &Snapshot, now: i64) -> bool {
+    snapshot.daemon.is_some_and(|lease| {
+        lease.stopped_at.is_none()
+            && now - lease.heartbeat_at < DAEMON_STALE_AFTER.as_micros() as i64
+    })
+}
+
+/// Judges `snapshot` at `now` (microseconds since the epoch).
+pub fn evaluate(snapshot: &Snapshot, limits: &Limits, now: i64) -> Health {
+    let mut problems = Vec::new();
+    if snapshot.outbox_depth >= limits.max_pending {
+        problems.push(format!(
+            "outbox full: {} pending (outbox.max_pending = {}); sources are refused",
+            snapshot.outbox_depth, limits.max_pending
+        ));
+    }
+    if let Some(oldest) = snapshot.oldest_pending_accepted_at {
+        let age = seconds(now - oldest);
+        if age > limits.status.max_pending_age.as_secs() as i64 {
+            problems.push(format!(
+                "the oldest pending notification has waited {age}s \
+                 (status.max_pending_age_seconds = {})",
+                limits.status.max_pending_age.as_secs()
+            ));
+        }
+    }
+    if snapshot.dead_letter_count > limits.status.max_dead_letters {
+        problems.push(format!(
+            "{} dead letters (status.max_dead_letters = {})",
+            snapshot.dead_letter_count, limits.status.max_dead_letters
+        ));
+    }
+    for subscription in &snapshot.subscriptions {
+        if let Some(since) = subscription.failing_since {
+            let age = seconds(now - since);
+            if age > limits.status.max_failure.as_secs() as i64 {
+                problems.push(format!(
+                    "subscription {} has been failing for {age}s: {}",
+                    subscription.name,
+                    subscription
+                        .last_error
+                        .as_deref()
+                        .unwrap_or("unknown error")
+                ));
+            }
+        }
+    }
+    if limits.status.require_daemon && !daemon_running(snapshot, now) {
+        problems.push("the daemon is not running".into());
+    }
+    Health {
+        healthy: problems.is_empty(),
+        problems,
+    }
+}
+
+/// The report as JSON (`status --json`, `GET /v1/status`).
+pub fn report_json(snapshot: &Snapshot, limits: &Limits, now: i64) -> Value {
+    let health = evaluate(snapshot, limits, now);
+    let lease = snapshot.daemon;
+    json!({
+        "healthy": health.healthy,
+        "problems": health.problems,
+        "outbox": {
+            "pending": snapshot.outbox_depth,
+            "max_pending": limits.max_pending,
+            "oldest_pending_at": time(snapshot.oldest_pending_accepted_at),
+            "oldest_pending_age_seconds":
+                snapshot.oldest_pending_accepted_at.map(|t| seconds(now - t)),
+            "sent_kept": snapshot.sent,
+        },
+        "push": {
+            "last_success_at": time(snapshot.last_success_at),
+            "last_error": snapshot.last_error,
+            "last_error_at": time(snapshot.last_error_at),
+        },
+        "dead_letters": {
+            "count": snapshot.dead_letter_count,
+            "recent": snapshot.dead_letters.iter().map(|d| json!({
+                "local_id": d.local_id,
+                "notification_id": d.notification_id,
+                "source": d.source,
+                "code": d.code,
+                "reason": d.reason,
+                "accepted_at": time(Some(d.accepted_at)),
+                "dead_at": time(Some(d.dead_at)),
+                "reported_at": time(d.reported_at),
+            })).collect::<Vec<_>>(),
+        },
+        "subscriptions": snapshot.subscriptions.iter().map(|s| json!({
+            "name": s.name,
+            "last_acked_sequence": s.last_acked_sequence,
+            "last_acked_at": time(s.last_acked_at),
+            "failing_since": time(s.failing_since),
+            "last_error": s.last_error,
+            "last_error_at": time(s.last_error_at),
+        })).collect::<Vec<_>>(),
+        "daemon": {
+            "running": daemon_running(snapshot, now),
+            "pid": lease.map(|l| l.pid),
+            "started_at": time(lease.map(|l| l.started_at)),
+            "heartbeat_at": time(lease.map(|l| l.heartbeat_at)),
+            "stopped_at": time(lease.and_then(|l| l.stopped_at)),
+        },
+    })
+}
+
+/// The report for people.
+pub fn report_text(snapshot: &Snapshot, limits: &Limits, now: i64) -> String {
+    let health = evaluate(snapshot, limits, now);
+    let at = |micros: Option<i64>| match micros.and_then(Instant::from_unix_micros) {
+        Some(t) => format!("{t} ({}s ago)", seconds(now - t.unix_micros())),
+        None => "never".to_owned(),
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "healthy:       {}",
+        if health.healthy { "yes" } else { "NO" }
+    );
+    for problem in &health.problems {
+        let _ = writeln!(out, "  - {problem}");
+    }
+    let daemon = match snapshot.daemon {
+        Some(lease) if daemon_running(snapshot, now) => {
+            format!(
+                "running (pid {}, heartbeat {})",
+                lease.pid,
+                at(Some(lease.heartbeat_at))
+            )
+        }
+        Some(lease) => match lease.stopped_at {
+            Some(stopped) => format!("stopped {}", at(Some(stopped))),
+            None => format!(
+                "not running (last heartbeat {})",
+                at(Some(lease.heartbeat_at))
+            ),
+        },
+        None => "never ran".into(),
+    };
+    let _ = writeln!(out, "daemon:        {daemon}");
+    let oldest = match snapshot.oldest_pending_accepted_at {
+        Some(t) => format!(", oldest accepted {}", at(Some(t))),
+        None => String::new(),
+    };
+    let _ = writeln!(
+        out,
+        "outbox:        {} pending of at most {}{oldest}",
+        snapshot.outbox_depth, limits.max_pending
+    );
+    let _ = writeln!(out, "last push:     {}", at(snapshot.last_success_at));
+    match &snapshot.last_error {
+        Some(error) => {
+            let _ = writeln!(
+                out,
+                "last error:    {} at {}",
+                error,
+                at(snapshot.last_error_at)
+            );
+        }
+        None => {
+            let _ = writeln!(out, "last error:    none");
+        }
+    }
+    let _ = writeln!(out, "dead letters:  {}", snapshot.dead_letter_count);
+    for dead in &snapshot.dead_letters {
+        let _ = writeln!(
+            out,
+            "  - {} (local id {}, from {}): {}: {}",
+            dead.notification_id, dead.local_id, dead.source, dead.code, dead.reason
+        );
+    }
+    if snapshot.subscriptions.is_empty() {
+        let _ = writeln!(out, "subscriptions: none");
+    }
+    for s in &snapshot.subscriptions {
+        let acked = match s.last_acked_sequence {
+            Some(sequence) => format!("last acked sequence {sequence} at {}", at(s.last_acked_at)),
+            None => "nothing acked yet".into(),
+        };
+        let failing = match (s.failing_since, &s.last_error) {
+            (Some(since), Some(error)) => format!("; failing since {}: {error}", at(Some(since))),
+            _ => String::new(),
+        };
+        let _ = writeln!(out, "subscription:  {}: {acked}{failing}", s.name);
+    }
+    out
+}
+
+/// The `status` command: reads the state named by `config`, writes the
+/// report to `out`, and returns whether it is healthy.
+pub async fn status(
+    config: &DaemonConfig,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<bool, CommandError> {
+    let store = Store::open_existing(&config.outbox.path).await?;
+    let snapshot = store.snapshot().await?;
+    store.close().await;
+    let limits = Limits::from(config);
+    let now = Instant::now().unix_micros();
+    let healthy = evaluate(&snapshot, &limits, now).healthy;
+    if json {
+        write_json_line(out, &report_json(&snapshot, &limits, now))?;
+    } else {
+        out.write_all(report_text(&snapshot, &limits, now).as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(CommandError::Output)?;
+    }
+    Ok(healthy)
+}

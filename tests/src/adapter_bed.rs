@@ -1,0 +1,486 @@
+//! Test bed for the agency adapter daemon: the real `liandong-gateway` on a
+//! fixed loopback port (so it can be stopped and started again at the same
+//! address, as in an outage), `liandong-adapter run` child processes with
+//! configs written here, a minimal HTTP/1.1 client for the adapter's local
+//! endpoint, and a minimal webhook server that records what it is sent.
+//!
+//! Nothing here fakes the adapter or the gateway: tests drive the binaries
+//! operators run, and kill them with real signals.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use sqlx::Connection;
+use tonic::transport::Channel;
+
+use liandong_core::pb::exchange_client::ExchangeClient;
+
+use crate::{GatewayProcess, Pki, binary};
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, for at most `limit`;
+/// panics naming `what` otherwise.
+pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A directory with a dev PKI, a gateway config on a fixed port, and the
+/// gateway (when started).
+pub struct AdapterBed {
+    /// The throwaway directory.
+    pub dir: tempfile::TempDir,
+    /// Its PKI (`pki/` in `dir`).
+    pub pki: Pki,
+    /// The gateway's fixed port.
+    pub port: u16,
+    /// The running gateway, if any.
+    pub gateway: Option<GatewayProcess>,
+}
+
+impl AdapterBed {
+    /// A PKI and a gateway config; the gateway is not started.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let pki = Pki::create(dir.path()).expect("dev PKI");
+        let port = free_port();
+        std::fs::write(
+            dir.path().join("gateway.toml"),
+            format!(
+                "listen = \"127.0.0.1:{port}\"\nregistry = \"agencies.toml\"\n\n[tls]\nca = \"pki/ca.crt\"\n\
+                 cert = \"pki/gateway.crt\"\nkey = \"pki/gateway.key\"\nhandshake_timeout_seconds = 2\n\n\
+                 [database]\nurl = \"sqlite://data/liandong.db\"\n\n[delivery]\npoll_interval_ms = 200\n\n\
+                 [shutdown]\ngrace_seconds = 5\n"
+            ),
+        )
+        .expect("write the gateway config");
+        Self {
+            dir,
+            pki,
+            port,
+            gateway: None,
+        }
+    }
+
+    /// Starts the gateway (again) on its fixed port and database.
+    pub fn start_gateway(&mut self) {
+        assert!(self.gateway.is_none(), "the gateway is already running");
+        let config = self.dir.path().join("gateway.toml");
+        let log = self.dir.path().join("gateway.log");
+        // The port was just released by the previous gateway: retry briefly.
+        let gateway = wait_for("the gateway starts", Duration::from_secs(60), || {
+            GatewayProcess::start(&config, &log).ok()
+        });
+        assert_eq!(gateway.addr.port(), self.port);
+        self.gateway = Some(gateway);
+    }
+
+    /// Stops the gateway with SIGTERM and checks it exits 0.
+    pub fn stop_gateway(&mut self) {
+        let mut gateway = self.gateway.take().expect("the gateway is running");
+        gateway.signal(Signal::SIGTERM);
+        let status = gateway
+            .wait(Duration::from_secs(20))
+            .expect("the gateway stops");
+        assert!(status.success(), "gateway exit: {status}");
+    }
+
+    /// `https://127.0.0.1:PORT`.
+    pub fn gateway_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// A connected Exchange client authenticated as `agency`.
+    pub async fn client(&self, agency: &str) -> ExchangeClient<Channel> {
+        let channel = self
+            .pki
+            .credentials(agency)
+            .connect(&self.gateway_url(), None)
+            .await
+            .expect("connect to the gateway");
+        ExchangeClient::new(channel)
+    }
+
+    /// The gateway's notifications from `sender`, in sequence order:
+    /// `(notification_id, sequence, payload)`.
+    pub async fn stored(&self, sender: &str) -> Vec<(String, i64, Vec<u8>)> {
+        let url = format!(
+            "sqlite://{}",
+            self.dir.path().join("data/liandong.db").display()
+        );
+        let mut conn = sqlx::SqliteConnection::connect(&url)
+            .await
+            .expect("open the gateway database");
+        sqlx::query_as(
+            "SELECT notification_id, sequence, payload FROM notifications WHERE sender = ? ORDER BY sequence",
+        )
+        .bind(sender)
+        .fetch_all(&mut conn)
+        .await
+        .expect("read notifications")
+    }
+
+    /// The ids of [`stored`](Self::stored).
+    pub async fn stored_ids(&self, sender: &str) -> Vec<String> {
+        self.stored(sender)
+            .await
+            .into_iter()
+            .map(|(id, _, _)| id)
+            .collect()
+    }
+
+    /// The gateway's acknowledged cursor of a subscription (0 when none).
+    pub async fn acked_through(&self, owner: &str, name: &str) -> i64 {
+        let url = format!(
+            "sqlite://{}",
+            self.dir.path().join("data/liandong.db").display()
+        );
+        let mut conn = sqlx::SqliteConnection::connect(&url)
+            .await
+            .expect("open the gateway database");
+        sqlx::query_scalar("SELECT acked_through FROM subscriptions WHERE owner = ? AND name = ?")
+            .bind(owner)
+            .bind(name)
+            .fetch_optional(&mut conn)
+            .await
+            .expect("read the subscription")
+            .unwrap_or(0)
+    }
+
+    /// Writes `<name>.toml` for `agency`: its gateway credentials and
+    /// signing key from the PKI, a state file under `<name>/`, fast
+    /// retries, then `extra` (more tables). Returns the file.
+    pub fn adapter_config(&self, name: &str, agency: &str, extra: &str) -> PathBuf {
+        let path = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "agency = \"{agency}\"\nsigning_key = \"pki/agencies/{agency}.signing.pk8\"\n\n\
+                 [gateway]\nurl = \"{}\"\nserver_name = \"localhost\"\nca = \"pki/ca.crt\"\n\
+                 cert = \"pki/agencies/{agency}.crt\"\nkey = \"pki/agencies/{agency}.key\"\n\n\
+                 [outbox]\npath = \"{name}/state.db\"\nretry_initial_ms = 50\nretry_max_ms = 300\n{extra}",
+                self.gateway_url()
+            ),
+        )
+        .expect("write the adapter config");
+        path
+    }
+
+    /// A path inside the bed's directory.
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+}
+
+impl Default for AdapterBed {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Runs `liandong-adapter` with `args` to completion (standard input
+/// empty unless `stdin` is given).
+pub fn adapter_command(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(binary("liandong-adapter", "liandong-adapter"))
+        .args(args)
+        .env_remove("LIANDONG_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn liandong-adapter");
+    let mut input = child.stdin.take().expect("stdin is piped");
+    input
+        .write_all(stdin.unwrap_or("").as_bytes())
+        .expect("write stdin");
+    drop(input);
+    child.wait_with_output().expect("wait for liandong-adapter")
+}
+
+/// `liandong-adapter status --json --config FILE`: exit code and report.
+pub fn status(config: &Path) -> (i32, Value) {
+    let config = config.to_str().expect("UTF-8 path");
+    let output = adapter_command(&["--config", config, "status", "--json"], None);
+    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "status printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.code().unwrap_or(-1), report)
+}
+
+/// Waits until `status` reports an empty outbox.
+pub fn wait_drained(config: &Path, limit: Duration) -> Value {
+    wait_for("the outbox is empty", limit, || {
+        let (_, report) = status(config);
+        (report["outbox"]["pending"] == 0).then_some(report)
+    })
+}
+
+/// A `liandong-adapter run` child process.
+pub struct AdapterProcess {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl AdapterProcess {
+    /// Starts the daemon with `config`, its stderr appended to `log`, and
+    /// waits until it says it runs.
+    pub fn start(config: &Path, log: &Path) -> Self {
+        let before = std::fs::read_to_string(log).map(|l| l.len()).unwrap_or(0);
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("open the adapter log");
+        let child = Command::new(binary("liandong-adapter", "liandong-adapter"))
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .env("LIANDONG_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn liandong-adapter run");
+        let mut process = Self {
+            child: Some(child),
+            log: log.to_owned(),
+        };
+        wait_for("the adapter runs", Duration::from_secs(60), || {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            if text[before.min(text.len())..].contains("liandong-adapter running for") {
+                return Some(());
+            }
+            if let Some(status) = process
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("the adapter exited ({status}) before running; log:\n{text}");
+            }
+            None
+        });
+        process
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    /// Sends `signal` and waits for the exit.
+    pub fn stop(&mut self, signal: Signal) -> ExitStatus {
+        let mut child = self.child.take().expect("the adapter is running");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal)
+            .expect("signal the adapter");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for the adapter") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the adapter did not stop on {signal}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for AdapterProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// An HTTP answer.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The status code.
+    pub status: u16,
+    /// Headers, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// The body as JSON (`Null` when it is not JSON).
+    pub body: Value,
+}
+
+impl Answer {
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request to `127.0.0.1:port` (connection closed after).
+pub fn http(port: u16, method: &str, path: &str, body: &str) -> Answer {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the HTTP source");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send the request");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read the answer");
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Answer {
+        status,
+        headers,
+        body: serde_json::from_str(body).unwrap_or(Value::Null),
+    }
+}
+
+/// One request a [`WebhookServer`] received.
+#[derive(Debug, Clone)]
+pub struct Hook {
+    /// Headers, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// The JSON body.
+    pub body: Value,
+    /// The status it was answered with.
+    pub answered: u16,
+}
+
+/// A webhook on 127.0.0.1 answering every POST with the current status
+/// and recording it.
+pub struct WebhookServer {
+    /// `http://127.0.0.1:PORT/hook`.
+    pub url: String,
+    status: Arc<AtomicU16>,
+    hooks: Arc<Mutex<Vec<Hook>>>,
+}
+
+impl WebhookServer {
+    /// Starts answering `status`.
+    pub fn start(status: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the webhook");
+        let url = format!("http://{}/hook", listener.local_addr().expect("address"));
+        let status = Arc::new(AtomicU16::new(status));
+        let hooks = Arc::new(Mutex::new(Vec::new()));
+        let (answer, record) = (Arc::clone(&status), Arc::clone(&hooks));
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let (answer, record) = (Arc::clone(&answer), Arc::clone(&record));
+                std::thread::spawn(move || serve_one(stream, &answer, &record));
+            }
+        });
+        Self { url, status, hooks }
+    }
+
+    /// Answers `status` from now on.
+    pub fn answer(&self, status: u16) {
+        self.status.store(status, Ordering::SeqCst);
+    }
+
+    /// Everything received so far.
+    pub fn hooks(&self) -> Vec<Hook> {
+        self.hooks.lock().expect("hooks").clone()
+    }
+}
+
+fn serve_one(stream: TcpStream, answer: &AtomicU16, record: &Mutex<Vec<Hook>>) {
+    let mut reader = BufReader::new(stream);
+    let mut headers = Vec::new();
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return;
+    }
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+        }
+    }
+    let length = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0usize);
+    let mut body = vec![0; length];
+    if reader.read_exact(&mut body).is_err() {
+        return;
+    }
+    let status = answer.load(Ordering::SeqCst);
+    record.lock().expect("hooks").push(Hook {
+        headers,
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        answered: status,
+    });
+    let mut stream = reader.into_inner();
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+}
+
+/// The raw 32-byte Ed25519 public key `liandong-certs init` wrote for
+/// `agency` (`agencies/<id>.signing.pub`, hex).
+pub fn signing_public_key(pki: &Pki, agency: &str) -> [u8; 32] {
+    let text = std::fs::read_to_string(
+        pki.dir
+            .join("agencies")
+            .join(format!("{agency}.signing.pub")),
+    )
+    .expect("read the public key");
+    let text = text.trim();
+    let mut key = [0u8; 32];
+    assert_eq!(text.len(), 64, "64 hex digits");
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).expect("hex");
+    }
+    key
+}
