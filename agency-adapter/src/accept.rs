@@ -120,6 +120,21 @@ pub enum AcceptError {
 }
 
 impl AcceptError {
+    /// A description safe for logs: parser messages can quote values from
+    /// the input, so JSON errors are reduced to their kind (the full text
+    /// goes back to the agency system only).
+    pub fn log_text(&self) -> String {
+        match self {
+            Self::Json(error) => format!(
+                "invalid {} JSON (details returned to the source)",
+                error.message_type
+            ),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl AcceptError {
     /// The field the error is about, when it is about one.
     pub fn field(&self) -> Option<String> {
         match self {

@@ -135,17 +135,17 @@ pub async fn scan(folder: &Path, acceptor: &Acceptor) -> std::io::Result<Scan> {
                 scan.accepted.push(name);
             }
             Err(error) if error.is_input_error() => {
-                tracing::info!(file = %name, error = %error, "drop file rejected");
+                tracing::info!(file = %name, error = %error.log_text(), "drop file rejected");
                 reject(folder, &name, &format!("{name}: {error}"))?;
                 scan.rejected.push(name);
             }
             Err(error @ (AcceptError::Full { .. } | AcceptError::Store(_))) => {
-                tracing::warn!(file = %name, error = %error, "drop file left for later");
+                tracing::warn!(file = %name, error = %error.log_text(), "drop file left for later");
                 scan.deferred.push(name);
                 stop = true;
             }
             Err(error) => {
-                tracing::warn!(file = %name, error = %error, "drop file left for later");
+                tracing::warn!(file = %name, error = %error.log_text(), "drop file left for later");
                 scan.deferred.push(name);
             }
         }
