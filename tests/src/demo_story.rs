@@ -1,0 +1,284 @@
+//! The story `liandong-demo` plays: one hazardous-waste case in Xiangyuan
+//! county (襄垣县, 140423), from the environment bureau's first clue to the
+//! joint public announcement, as the notifications each agency publishes.
+//!
+//! Names of people and companies are fictitious.
+
+use liandong_core::pb::{self, Confidentiality as Level, EventType as Event};
+
+/// The case every step belongs to.
+pub const CASE_REF: &str = "CZ-XY-2026-HW-0042";
+
+/// Xiangyuan county's GB/T 2260 code.
+pub const REGION: &str = "140423";
+
+/// The durable subscription every subscribing agency opens.
+pub const SUBSCRIPTION: &str = "demo-inbox";
+
+/// The environment bureau's Xiangyuan branch, which finds and transfers the case.
+pub const EEB: &str = "cz-eeb-xiangyuan";
+/// The Xiangyuan county police.
+pub const PSB: &str = "cz-psb-xiangyuan";
+/// The Xiangyuan county procuratorate.
+pub const PROCURATORATE: &str = "cz-procuratorate-xiangyuan";
+/// An environment bureau branch of another district: no party to the case.
+pub const BYSTANDER: &str = "cz-eeb-luzhou";
+/// The city's press office: an observer.
+pub const PRESS: &str = "cz-press-office";
+
+/// Who subscribes, in the order they subscribe (and are reported).
+pub const SUBSCRIBERS: [&str; 5] = [PSB, PROCURATORATE, BYSTANDER, PRESS, EEB];
+
+/// One step of the story: a notification and who publishes it.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// The publishing agency.
+    pub sender: &'static str,
+    /// When it happened (Beijing time, `YYYY-MM-DD`), for display.
+    pub date: String,
+    /// What is published.
+    pub notification: pb::Notification,
+}
+
+/// The steps, in the order they are published.
+pub fn steps() -> Vec<Step> {
+    vec![
+        step(
+            EEB,
+            "01-clue",
+            (2026, 3, 2, 9, 30),
+            Event::ClueShared,
+            Level::Internal,
+            &[],
+            "",
+            "王桥镇一废弃煤场发现大量非法倾倒的废矿物油，疑似危险废物，现场已封控取样",
+            None,
+        ),
+        step(
+            EEB,
+            "02-transfer",
+            (2026, 3, 9, 16, 0),
+            Event::CaseTransferred,
+            Level::Restricted,
+            &[PSB, PROCURATORATE],
+            "涉案人员尚未到案，内容公开可能导致证据灭失、串供 \
+             (suspects not yet in custody; disclosure could destroy evidence)",
+            "涉嫌污染环境罪：非法倾倒危险废物（废矿物油，HW08）约12.6吨，移送襄垣县公安局",
+            Some(transfer_body()),
+        ),
+        step(
+            PSB,
+            "03-received",
+            (2026, 3, 10, 10, 0),
+            Event::TransferReceived,
+            Level::Restricted,
+            &[EEB, PROCURATORATE],
+            "侦查阶段，防止串供 (investigation under way)",
+            "已接收襄环移〔2026〕3号移送材料及现场检测报告",
+            None,
+        ),
+        step(
+            PSB,
+            "04-filed",
+            (2026, 3, 12, 15, 0),
+            Event::CaseFiled,
+            Level::Restricted,
+            &[EEB, PROCURATORATE],
+            "侦查阶段，防止串供 (investigation under way)",
+            "以涉嫌污染环境罪立案侦查（襄公环立字〔2026〕12号）",
+            None,
+        ),
+        step(
+            PSB,
+            "05-arrest-requested",
+            (2026, 4, 8, 11, 0),
+            Event::ArrestRequested,
+            Level::Restricted,
+            &[PROCURATORATE],
+            "逮捕决定作出前不得扩散 (not to be shared before the decision)",
+            "提请批准逮捕犯罪嫌疑人张某某",
+            None,
+        ),
+        step(
+            PROCURATORATE,
+            "06-arrest-approved",
+            (2026, 4, 15, 17, 0),
+            Event::ArrestApproved,
+            Level::Restricted,
+            &[PSB, EEB],
+            "逮捕执行前不得公开 (not public before the arrest is made)",
+            "批准逮捕犯罪嫌疑人张某某（襄检捕〔2026〕9号）",
+            None,
+        ),
+        step(
+            PROCURATORATE,
+            "07-prosecution",
+            (2026, 6, 20, 10, 0),
+            Event::ProsecutionFiled,
+            Level::Internal,
+            &[],
+            "",
+            "以污染环境罪对长治某化工贸易有限公司及张某某向襄垣县人民法院提起公诉",
+            None,
+        ),
+        step(
+            PROCURATORATE,
+            "08-judgment",
+            (2026, 9, 18, 15, 30),
+            Event::JudgmentRecorded,
+            Level::Internal,
+            &[],
+            "",
+            "一审判决：被告单位犯污染环境罪，判处罚金；被告人张某某判处有期徒刑一年六个月，\
+             并承担应急处置及生态修复费用",
+            None,
+        ),
+        step(
+            EEB,
+            "09-announcement",
+            (2026, 9, 25, 10, 0),
+            Event::JointAnnouncement,
+            Level::Public,
+            &[],
+            "",
+            "襄垣县生态环境、公安、检察机关联合通报：一起非法倾倒危险废物案已依法判决",
+            None,
+        ),
+    ]
+}
+
+/// The structured content of the transfer.
+pub fn transfer_body() -> pb::CaseBody {
+    pb::CaseBody {
+        title: "襄垣县王桥镇废弃煤场非法倾倒废矿物油案".to_owned(),
+        description: "2026年3月2日，执法人员在王桥镇一废弃煤场发现非法倾倒的废矿物油。\
+                      经采样检测属《国家危险废物名录》HW08类危险废物，数量约12.6吨。\
+                      初步查明系长治某化工贸易有限公司委托无危险废物经营许可证的张某某运输倾倒。"
+            .to_owned(),
+        location: "山西省长治市襄垣县王桥镇某村废弃煤场".to_owned(),
+        legal_basis: "《中华人民共和国刑法》第三百三十八条；法释〔2023〕7号第一条第（二）项；\
+                      《行政执法机关移送涉嫌犯罪案件的规定》第三条"
+            .to_owned(),
+        document_number: "襄环移〔2026〕3号".to_owned(),
+        parties: vec![
+            pb::Party {
+                role: "company".to_owned(),
+                name: "长治某化工贸易有限公司".to_owned(),
+                ..Default::default()
+            },
+            pb::Party {
+                role: "suspect".to_owned(),
+                name: "张某某".to_owned(),
+                ..Default::default()
+            },
+        ],
+        measurements: vec![
+            pb::Measurement {
+                name: "waste_oil_tonnes".to_owned(),
+                value: "12.6".to_owned(),
+                unit: "t".to_owned(),
+            },
+            pb::Measurement {
+                name: "contaminated_area".to_owned(),
+                value: "380".to_owned(),
+                unit: "m2".to_owned(),
+            },
+        ],
+        ..Default::default()
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn step(
+    sender: &'static str,
+    id: &str,
+    (year, month, day, hour, minute): (i64, i64, i64, i64, i64),
+    event: Event,
+    level: Level,
+    recipients: &[&str],
+    note: &str,
+    summary: &str,
+    body: Option<pb::CaseBody>,
+) -> Step {
+    Step {
+        sender,
+        date: format!("{year:04}-{month:02}-{day:02}"),
+        notification: pb::Notification {
+            notification_id: format!("{sender}:{CASE_REF}:{id}"),
+            case_ref: CASE_REF.to_owned(),
+            event: event as i32,
+            confidentiality: level as i32,
+            recipients: recipients.iter().map(|r| (*r).to_owned()).collect(),
+            confidentiality_note: note.to_owned(),
+            region: REGION.to_owned(),
+            occurred_at: Some(beijing_time(year, month, day, hour, minute)),
+            summary: summary.to_owned(),
+            body,
+            sender: sender.to_owned(),
+            ..Default::default()
+        },
+    }
+}
+
+/// A Beijing-time (UTC+8) wall-clock time as a protobuf timestamp.
+pub fn beijing_time(
+    year: i64,
+    month: i64,
+    day: i64,
+    hour: i64,
+    minute: i64,
+) -> prost_types::Timestamp {
+    // Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
+    // `days_from_civil`).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    prost_types::Timestamp {
+        seconds: days * 86_400 + (hour - 8) * 3_600 + minute * 60,
+        nanos: 0,
+    }
+}
+
+/// `CASE_TRANSFERRED` for `EVENT_TYPE_CASE_TRANSFERRED`.
+pub fn event_name(event: i32) -> String {
+    Event::try_from(event).map_or_else(
+        |_| format!("EVENT_{event}"),
+        |e| e.as_str_name().trim_start_matches("EVENT_TYPE_").to_owned(),
+    )
+}
+
+/// `RESTRICTED` for `CONFIDENTIALITY_RESTRICTED`.
+pub fn level_name(level: i32) -> String {
+    Level::try_from(level).map_or_else(
+        |_| format!("LEVEL_{level}"),
+        |l| {
+            l.as_str_name()
+                .trim_start_matches("CONFIDENTIALITY_")
+                .to_owned()
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn beijing_time_is_utc_plus_8() {
+        // 2026-03-02T09:30:00+08:00 = 2026-03-02T01:30:00Z.
+        assert_eq!(beijing_time(2026, 3, 2, 9, 30).seconds, 1_772_415_000);
+        assert_eq!(beijing_time(1970, 1, 1, 8, 0).seconds, 0);
+    }
+
+    #[test]
+    fn every_step_is_a_valid_notification() {
+        for step in steps() {
+            liandong_core::domain::Notification::try_from(step.notification.clone())
+                .unwrap_or_else(|e| panic!("{}: {e}", step.notification.notification_id));
+        }
+    }
+}
