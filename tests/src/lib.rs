@@ -40,7 +40,20 @@ pub fn binary(package: &str, bin: &str) -> PathBuf {
         _ => &CERTS,
     };
     cell.get_or_init(|| {
-        escargot::CargoBuild::new()
+        let mut build = escargot::CargoBuild::new();
+        // Under `cargo test`/`cargo run` these describe the calling
+        // package; inherited by the nested build, they make build scripts
+        // that watch them (ring's) rerun every time.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy().into_owned();
+            if key.starts_with("CARGO_PKG_")
+                || key.starts_with("CARGO_MANIFEST_")
+                || key.starts_with("CARGO_BIN_")
+            {
+                build = build.env_remove(key);
+            }
+        }
+        build
             .package(package)
             .bin(bin)
             .current_release()
