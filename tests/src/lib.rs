@@ -227,6 +227,12 @@ impl Testbed {
     /// A fresh test bed; `extra` is appended to the generated config (extra
     /// TOML tables such as `[limits]`).
     pub fn start_with(extra: &str) -> anyhow::Result<Self> {
+        Self::start_on("sqlite://data/liandong.db", extra)
+    }
+
+    /// A fresh test bed on the given database URL (SQLite paths relative to
+    /// the test bed's directory, or a PostgreSQL URL).
+    pub fn start_on(database_url: &str, extra: &str) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let pki = Pki::create(dir.path())?;
         let config = dir.path().join("gateway.toml");
@@ -235,7 +241,7 @@ impl Testbed {
             format!(
                 "listen = \"127.0.0.1:0\"\nregistry = \"agencies.toml\"\n\n[tls]\nca = \"pki/ca.crt\"\n\
                  cert = \"pki/gateway.crt\"\nkey = \"pki/gateway.key\"\nhandshake_timeout_seconds = 2\n\n\
-                 [database]\nurl = \"sqlite://data/liandong.db\"\n\n[delivery]\npoll_interval_ms = 200\n\n\
+                 [database]\nurl = \"{database_url}\"\n\n[delivery]\npoll_interval_ms = 200\n\n\
                  [shutdown]\ngrace_seconds = 5\n{extra}"
             ),
         )?;
