@@ -1,10 +1,14 @@
 //! The story `liandong-demo` plays: one hazardous-waste case in Xiangyuan
 //! county (襄垣县, 140423), from the environment bureau's first clue to the
-//! joint public announcement, as the notifications each agency publishes.
+//! joint public announcement, as the notifications each agency publishes,
+//! and how each agency's case system hands them to its adapter daemon.
 //!
-//! Names of people and companies are fictitious.
+//! Names, identity numbers and phone numbers of people and companies are
+//! fictitious.
 
 use liandong_core::pb::{self, Confidentiality as Level, EventType as Event};
+
+use crate::demo_adapters::Source;
 
 /// The case every step belongs to.
 pub const CASE_REF: &str = "CZ-XY-2026-HW-0042";
@@ -21,19 +25,43 @@ pub const EEB: &str = "cz-eeb-xiangyuan";
 pub const PSB: &str = "cz-psb-xiangyuan";
 /// The Xiangyuan county procuratorate.
 pub const PROCURATORATE: &str = "cz-procuratorate-xiangyuan";
+/// The municipal procuratorate, which supervises the whole city.
+pub const CITY_PROCURATORATE: &str = "cz-procuratorate";
 /// An environment bureau branch of another district: no party to the case.
 pub const BYSTANDER: &str = "cz-eeb-luzhou";
 /// The city's press office: an observer.
 pub const PRESS: &str = "cz-press-office";
 
-/// Who subscribes, in the order they subscribe (and are reported).
-pub const SUBSCRIBERS: [&str; 5] = [PSB, PROCURATORATE, BYSTANDER, PRESS, EEB];
+/// The agencies that run an adapter daemon and subscribe, in the order
+/// they start (and are reported).
+pub const SUBSCRIBERS: [&str; 6] = [
+    PSB,
+    PROCURATORATE,
+    CITY_PROCURATORATE,
+    BYSTANDER,
+    PRESS,
+    EEB,
+];
+
+/// How `agency`'s case system hands notifications to its adapter: the
+/// environment bureau's older system drops files, the police's and the
+/// procuratorate's post to the local endpoint; the others only receive.
+pub fn source_of(agency: &str) -> Source {
+    match agency {
+        EEB => Source::DropFolder,
+        PSB | PROCURATORATE => Source::Http,
+        _ => Source::None,
+    }
+}
 
 /// One step of the story: a notification and who publishes it.
 #[derive(Debug, Clone)]
 pub struct Step {
     /// The publishing agency.
     pub sender: &'static str,
+    /// The step's short name (`01-clue`), in story order: the drop file's
+    /// name and the end of the notification id.
+    pub name: String,
     /// When it happened (Beijing time, `YYYY-MM-DD`), for display.
     pub date: String,
     /// What is published.
@@ -52,7 +80,7 @@ pub fn steps() -> Vec<Step> {
             &[],
             "",
             "王桥镇一废弃煤场发现大量非法倾倒的废矿物油，疑似危险废物，现场已封控取样",
-            None,
+            Some(clue_body()),
         ),
         step(
             EEB,
@@ -60,7 +88,7 @@ pub fn steps() -> Vec<Step> {
             (2026, 3, 9, 16, 0),
             Event::CaseTransferred,
             Level::Restricted,
-            &[PSB, PROCURATORATE],
+            &[PSB],
             "涉案人员尚未到案，内容公开可能导致证据灭失、串供 \
              (suspects not yet in custody; disclosure could destroy evidence)",
             "涉嫌污染环境罪：非法倾倒危险废物（废矿物油，HW08）约12.6吨，移送襄垣县公安局",
@@ -147,6 +175,31 @@ pub fn steps() -> Vec<Step> {
     ]
 }
 
+/// The structured content of the clue. The suspect's identity number and
+/// phone and the informant are marked CONFIDENTIAL in the contract
+/// (`liandong.v1.sensitivity`): bureaus cleared only to RESTRICTED receive
+/// the clue without them.
+pub fn clue_body() -> pb::CaseBody {
+    pb::CaseBody {
+        title: "王桥镇废弃煤场疑似非法倾倒危险废物线索".to_owned(),
+        description: "群众举报：近一周夜间有罐车进出王桥镇一废弃煤场。\
+                      执法人员现场发现大量黑色油状废液，已封控现场并取样送检。"
+            .to_owned(),
+        location: "山西省长治市襄垣县王桥镇某村废弃煤场".to_owned(),
+        parties: vec![pb::Party {
+            role: "suspect".to_owned(),
+            name: "张某某".to_owned(),
+            identifier: "140423198001010000".to_owned(),
+            contact: "13900000000".to_owned(),
+        }],
+        informant: Some(pb::Informant {
+            name: "李某".to_owned(),
+            contact: "13800000000".to_owned(),
+        }),
+        ..Default::default()
+    }
+}
+
 /// The structured content of the transfer.
 pub fn transfer_body() -> pb::CaseBody {
     pb::CaseBody {
@@ -202,6 +255,7 @@ fn step(
 ) -> Step {
     Step {
         sender,
+        name: id.to_owned(),
         date: format!("{year:04}-{month:02}-{day:02}"),
         notification: pb::Notification {
             notification_id: format!("{sender}:{CASE_REF}:{id}"),

@@ -24,6 +24,7 @@ use liandong_core::pb;
 use liandong_core::pb::exchange_client::ExchangeClient;
 use liandong_core::tls::ClientCredentials;
 pub mod adapter_bed;
+pub mod demo_adapters;
 pub mod demo_story;
 
 /// The dev registry: the agencies of the Changzhi mechanism.

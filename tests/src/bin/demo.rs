@@ -2,49 +2,61 @@
 //! Liandong (联动) gateway, end to end, on this machine.
 //!
 //! The demo makes a throwaway directory with a development PKI (a CA, the
-//! gateway's server certificate and one client certificate per agency of
-//! `deploy/dev/agencies.toml`) and a SQLite database, starts the real
-//! `liandong-gateway` binary on a loopback port, and connects each agency
-//! over mutual TLS with the agency-adapter library. It then plays a
-//! hazardous-waste case in Xiangyuan county: the environment bureau shares a
-//! clue and transfers the case to the police, the police acknowledge and
-//! file it and request an arrest, the procuratorate approves the arrest,
-//! prosecutes and records the judgment, and the three announce the outcome
-//! to the public.
+//! gateway's server certificate and one client certificate and signing key
+//! per agency of `deploy/dev/agencies.toml`) and a SQLite database, and
+//! starts the real `liandong-gateway` binary on a loopback port. Each
+//! participating agency runs a real `liandong-adapter run` daemon with its
+//! own config file: a durable outbox, a durable subscription from the
+//! beginning handed to a folder sink (one JSON file per delivery, as a case
+//! system reads them), and — for the agencies that publish — a drop folder
+//! (the environment bureau) or the local HTTP endpoint (police and
+//! procuratorate). The demo acts as the agencies' case systems: it hands
+//! the story's notifications over one at a time, each once the previous
+//! one is stored at the gateway, and reads what each sink wrote.
 //!
-//! Five agencies hold durable subscriptions while this happens, including an
-//! environment bureau of another district and the press office, which are
-//! no party to the case. The report shows what each of them received and
-//! the closing checks verify the point of the mechanism: RESTRICTED content
-//! reaches only its need-to-know recipients (with its full structured body),
-//! while what is meant for everyone reaches everyone. The process exits 0
-//! only when every check passes; the gateway is stopped with SIGTERM and the
-//! directory removed (it is kept, with the gateway's log, on failure).
+//! The story: a hazardous-waste case in Xiangyuan county. The environment
+//! bureau shares a clue (naming an informant and the suspect's identity
+//! number) and transfers the case to the police, the police acknowledge and
+//! file it and request an arrest, the procuratorate approves the arrest,
+//! prosecutes and records the judgment, and the bureau announces the
+//! outcome to the public.
+//!
+//! Six agencies subscribe, including the city's procuratorate, an
+//! environment bureau of another district and the press office. The report
+//! shows what each received, and the closing checks verify the point of the
+//! mechanism: RESTRICTED content reaches only its need-to-know recipients;
+//! the county procuratorate, not a recipient of the transfer but its
+//! supervisor, gets a withheld stub saying whom to ask; fields marked
+//! CONFIDENTIAL in the contract are stripped for a bureau cleared only to
+//! RESTRICTED; and what is meant for everyone reaches everyone. The process
+//! exits 0 only when every check passes; the daemons and the gateway are
+//! stopped with SIGTERM and the directory removed (it is kept, with the
+//! logs, on failure).
 
-use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use liandong_adapter::GatewayClient;
-use liandong_adapter::client::Subscription;
-use liandong_adapter::config::GatewaySettings;
 use liandong_core::json::to_json;
 use liandong_core::pb::{self, Confidentiality as Level, EventType as Event};
 use liandong_core::registry::Registry;
+use liandong_tests::demo_adapters::{AdapterDaemon, AdapterFiles, Source, overdue};
 use liandong_tests::demo_story::{
-    self, BYSTANDER, CASE_REF, PRESS, PSB, REGION, SUBSCRIBERS, SUBSCRIPTION, event_name,
-    level_name,
+    self, BYSTANDER, CASE_REF, EEB, PRESS, PROCURATORATE, PSB, REGION, SUBSCRIBERS, SUBSCRIPTION,
+    event_name, level_name,
 };
 use liandong_tests::{GatewayProcess, Pki, REGISTRY};
 use nix::sys::signal::Signal;
 use tokio::time::Instant;
 
-/// How long all subscribers together may take to receive the whole story.
+/// How long the demo may take once the binaries are built.
+const DEADLINE: Duration = Duration::from_secs(180);
+/// How long all subscribers together may take to receive the whole story
+/// once it is published (within the deadline).
 const COLLECT_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a subscription may take to end cleanly once closed.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long an adapter daemon may take to stop after SIGTERM.
+const ADAPTER_STOP_TIMEOUT: Duration = Duration::from_secs(25);
 /// How long the gateway may take to stop after SIGTERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -89,7 +101,7 @@ fn shed_cargo_package_env() -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn demo() -> anyhow::Result<()> {
-    // The gateway binary is built by running cargo in the workspace.
+    // The binaries are built by running cargo in the workspace.
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("the tests crate lives in the workspace")?;
@@ -103,8 +115,9 @@ async fn demo() -> anyhow::Result<()> {
     let outcome = tokio::select! {
         outcome = run(dir.path()) => outcome,
         _ = tokio::signal::ctrl_c() => {
-            // Dropping `run` has killed the gateway; the directory goes too.
-            eprintln!("\ninterrupted; the gateway was stopped");
+            // Dropping `run` has killed the daemons and the gateway; the
+            // directory goes too.
+            eprintln!("\ninterrupted; the adapter daemons and the gateway were stopped");
             return Err(anyhow!("interrupted"));
         }
     };
@@ -118,19 +131,66 @@ async fn demo() -> anyhow::Result<()> {
             eprintln!();
             eprintln!("The demo FAILED. The work directory is kept for inspection:");
             eprintln!("  {}", kept.display());
-            let log = kept.join("gateway.log");
-            if log.exists() {
-                eprintln!("  gateway log: {}", log.display());
+            let mut logs = vec![("gateway".to_owned(), kept.join("gateway.log"))];
+            for agency in SUBSCRIBERS {
+                logs.push((
+                    format!("adapter of {agency}"),
+                    AdapterFiles::new(&kept, agency).log,
+                ));
+            }
+            for (whose, log) in logs {
+                if log.exists() {
+                    eprintln!("  log of the {whose}: {}", log.display());
+                }
             }
             Err(error)
         }
     }
 }
 
-/// Plays the whole demo in `dir`. The gateway is killed if this returns
-/// early (or is dropped).
+/// Builds the binaries, then plays the demo in `dir` within [`DEADLINE`].
+/// Every child process is killed if this returns early (or is dropped).
 async fn run(dir: &Path) -> anyhow::Result<()> {
     let registry = Registry::parse(REGISTRY, Path::new("deploy/dev/agencies.toml"))?;
+    println!("联动 Liandong demo: one environmental-crime case through the gateway");
+    println!("  case {CASE_REF}, Xiangyuan county (襄垣县, {REGION})");
+    println!(
+        "  work directory {} (dev PKI, SQLite database, adapter configs, folders and logs; \
+         removed on success)",
+        dir.display()
+    );
+
+    println!(
+        "\nBuilding liandong-gateway and liandong-adapter (the first run may take a few minutes)..."
+    );
+    let adapter = tokio::task::spawn_blocking(|| {
+        liandong_tests::binary("liandong-gateway", "liandong-gateway");
+        liandong_tests::binary("liandong-adapter", "liandong-adapter")
+    })
+    .await
+    .map_err(|e| anyhow!("building the binaries failed: {e}"))?;
+
+    let deadline = Instant::now() + DEADLINE;
+    // Every wait in `play` gives up at the deadline and says what it waited
+    // for; this is the backstop for anything else.
+    match tokio::time::timeout_at(
+        deadline + Duration::from_secs(10),
+        play(dir, &registry, &adapter, deadline),
+    )
+    .await
+    {
+        Ok(outcome) => outcome,
+        Err(_) => bail!("the demo did not finish within its deadline of {DEADLINE:?}"),
+    }
+}
+
+/// The gateway, the daemons, the story, the report and the checks.
+async fn play(
+    dir: &Path,
+    registry: &Registry,
+    adapter: &Path,
+    deadline: Instant,
+) -> anyhow::Result<()> {
     let display = |id: &str| -> String {
         registry
             .agencies()
@@ -138,95 +198,94 @@ async fn run(dir: &Path) -> anyhow::Result<()> {
             .map_or_else(|| id.to_owned(), |a| format!("{} ({id})", a.name))
     };
 
-    println!("联动 Liandong demo: one environmental-crime case through the gateway");
-    println!("  case {CASE_REF}, Xiangyuan county (襄垣县, {REGION})");
-    println!(
-        "  work directory {} (dev PKI, SQLite database, gateway log; removed on exit)",
-        dir.display()
-    );
-
     // --- The gateway ------------------------------------------------------
     println!("\nStarting the gateway");
-    let pki = Pki::create(dir).context("creating the development PKI")?;
+    Pki::create(dir).context("creating the development PKI")?;
     let config = dir.join("gateway.toml");
     std::fs::write(&config, gateway_config()).context("writing the gateway config")?;
     let log = dir.join("gateway.log");
-    println!("  building liandong-gateway (the first run may take a few minutes)...");
-    tokio::task::spawn_blocking(|| liandong_tests::binary("liandong-gateway", "liandong-gateway"))
-        .await
-        .map_err(|e| anyhow!("building liandong-gateway failed: {e}"))?;
-    let mut gateway = {
-        let (config, log) = (config.clone(), log.clone());
-        tokio::task::spawn_blocking(move || GatewayProcess::start(&config, &log))
-            .await?
-            .context("starting liandong-gateway")?
-    };
+    // In place rather than on a blocking thread: if the demo is interrupted,
+    // a gateway that is starting must not outlive it (nor write into the
+    // directory being removed).
+    let mut gateway = tokio::task::block_in_place(|| GatewayProcess::start(&config, &log))
+        .context("starting liandong-gateway")?;
     println!(
         "  liandong-gateway listening on {} (pid {}), mutual TLS only",
         gateway.url(),
         gateway.pid()
     );
 
-    // --- Every agency connects over mutual TLS ----------------------------
-    let mut clients = BTreeMap::new();
-    for agency in SUBSCRIBERS {
-        let client = GatewayClient::connect(&settings(&gateway.url(), &pki.dir, agency))
-            .await
-            .with_context(|| format!("{agency} connecting to the gateway"))?;
-        clients.insert(agency, client);
+    // --- 1. One adapter daemon per agency ---------------------------------
+    println!(
+        "\nStarting one liandong-adapter daemon per agency (config adapter-<id>.toml): \
+         subscription \"{SUBSCRIPTION}\" from the beginning, delivered to a folder sink \
+         (adapters/<id>/inbox/, one JSON file each)"
+    );
+    let url = gateway.url();
+    let mut daemons = futures::future::try_join_all(SUBSCRIBERS.iter().map(|agency| {
+        AdapterDaemon::start(
+            adapter,
+            dir,
+            agency,
+            &url,
+            demo_story::source_of(agency),
+            SUBSCRIPTION,
+            deadline,
+        )
+    }))
+    .await?;
+    for daemon in &daemons {
+        let source = match (daemon.source(), daemon.http_addr()) {
+            (Source::DropFolder, _) => {
+                format!("drop folder {}", relative(dir, &daemon.files().outgoing))
+            }
+            (Source::Http, Some(addr)) => format!("HTTP source http://{addr}"),
+            _ => "receives only".to_owned(),
+        };
+        println!(
+            "  {}: pid {}, {source}",
+            display(daemon.agency()),
+            daemon.pid()
+        );
     }
 
-    // --- 1. Subscribers first ----------------------------------------------
-    println!("\nSubscribing: durable subscription \"{SUBSCRIPTION}\", from the beginning");
-    let mut subscriptions = Vec::new();
-    for agency in SUBSCRIBERS {
-        let client = clients.get_mut(agency).expect("connected above");
-        let subscription = client
-            .subscribe(pb::SubscriptionOpen {
-                name: SUBSCRIPTION.to_owned(),
-                start: Some(pb::StartPosition {
-                    position: Some(pb::start_position::Position::Beginning(true)),
-                }),
-                ..Default::default()
-            })
-            .await
-            .with_context(|| format!("{agency} opening {SUBSCRIPTION}"))?;
-        println!("  {}", display(agency));
-        subscriptions.push((agency, subscription));
-    }
-
-    // --- 2-6. The story ------------------------------------------------------
-    println!("\nPublishing: sender → event (level) → sequence");
-    let steps = demo_story::steps();
+    // --- 2. The story, handed over one notification at a time --------------
+    println!(
+        "\nPublishing: sender → event (level) → sequence, as each case system hands the \
+         notification to its adapter"
+    );
     let mut published = Vec::new();
-    for step in &steps {
-        let client = clients
-            .get_mut(step.sender)
-            .expect("every sender subscribes");
+    for step in demo_story::steps() {
+        let daemon = daemons
+            .iter()
+            .find(|d| d.agency() == step.sender)
+            .context("every sender runs an adapter")?;
         let n = &step.notification;
-        let receipt = client.publish(n.clone()).await.map_err(|status| {
-            anyhow!(
-                "{} publishing {}: {:?}: {}",
-                step.sender,
-                n.notification_id,
-                status.code(),
-                status.message()
-            )
-        })?;
         let level = level_name(n.confidentiality);
         let audience = if n.recipients.is_empty() {
             level
         } else {
             format!("{level}, for {}", n.recipients.join(" + "))
         };
-        println!(
-            "  {}  {} → {} ({audience}) → #{}",
+        print!(
+            "  {}  {} → {} ({audience}) → ",
             step.date,
             step.sender,
-            event_name(n.event),
-            receipt.sequence
+            event_name(n.event)
         );
-        published.push((n.clone(), receipt.sequence));
+        std::io::Write::flush(&mut std::io::stdout())?;
+        // The next is handed over only once this one is stored: the order
+        // of the story is the order of the sequences.
+        match daemon.publish(&step.name, n, deadline).await {
+            Ok((sequence, via)) => {
+                println!("#{sequence}  ({via})");
+                published.push((n.clone(), sequence));
+            }
+            Err(error) => {
+                println!("not stored");
+                return Err(error);
+            }
+        }
     }
     let sequence_of = |event: Event| {
         published
@@ -235,34 +294,41 @@ async fn run(dir: &Path) -> anyhow::Result<()> {
             .map(|(_, sequence)| *sequence)
             .expect("the story has this event")
     };
+    let clue = sequence_of(Event::ClueShared);
     let transfer = sequence_of(Event::CaseTransferred);
     let announcement = sequence_of(Event::JointAnnouncement);
 
-    // --- Every subscriber reads until the announcement --------------------
-    let deadline = Instant::now() + COLLECT_TIMEOUT;
-    let collected = futures::future::join_all(
-        subscriptions
-            .into_iter()
-            .map(|(agency, subscription)| collect(agency, subscription, announcement, deadline)),
-    )
-    .await;
-    let mut inboxes = Vec::new();
-    let mut failures = Vec::new();
-    for (agency, result) in SUBSCRIBERS.iter().zip(collected) {
-        match result {
-            Ok(deliveries) => inboxes.push((*agency, deliveries)),
-            Err(error) => failures.push(format!("  {agency}: {error:#}")),
+    // --- Every sink has written the announcement (the last one) ------------
+    let collect_deadline = deadline.min(Instant::now() + COLLECT_TIMEOUT);
+    loop {
+        let waiting: Vec<&str> = daemons
+            .iter()
+            .filter(|d| !d.has_delivery(announcement))
+            .map(AdapterDaemon::agency)
+            .collect();
+        if waiting.is_empty() {
+            break;
         }
+        if Instant::now() >= collect_deadline {
+            println!(
+                "\n  (after {COLLECT_TIMEOUT:?}, no delivery #{announcement} at {}: \
+                 reporting what arrived)",
+                waiting.join(", ")
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    if !failures.is_empty() {
-        bail!(
-            "not every subscriber received the story:\n{}",
-            failures.join("\n")
-        );
+    let mut inboxes: Vec<(&str, Vec<pb::Delivery>)> = Vec::new();
+    for (agency, daemon) in SUBSCRIBERS.into_iter().zip(&daemons) {
+        let deliveries = daemon
+            .deliveries()
+            .with_context(|| format!("reading {agency}'s deliveries"))?;
+        inboxes.push((agency, deliveries));
     }
 
     // --- The report ---------------------------------------------------------
-    println!("\nDeliveries, as each agency received (and acknowledged) them");
+    println!("\nDeliveries, as each agency's case system found them in its folder sink");
     for (agency, deliveries) in &inboxes {
         println!(
             "\n  {}: {} of {} notifications",
@@ -272,8 +338,21 @@ async fn run(dir: &Path) -> anyhow::Result<()> {
         );
         for delivery in deliveries {
             println!("    {}", describe(delivery));
+            if delivery.withheld {
+                let contact = delivery
+                    .notification
+                    .as_ref()
+                    .map_or("", |n| n.contact.as_str());
+                println!("       contact: {contact}");
+            }
+            if !delivery.redacted_fields.is_empty() {
+                println!("       redacted: {}", delivery.redacted_fields.join(", "));
+            }
+            if delivery.sequence == clue && (*agency == PSB || *agency == BYSTANDER) {
+                print_fields(delivery, &["parties", "informant"]);
+            }
             if *agency == PSB && delivery.sequence == transfer {
-                print_body(delivery);
+                print_fields(delivery, &[]);
             }
         }
     }
@@ -284,6 +363,9 @@ async fn run(dir: &Path) -> anyhow::Result<()> {
             .iter()
             .find(|(a, _)| *a == agency)
             .map_or(&[], |(_, d)| d.as_slice())
+    };
+    let delivered = |agency: &str, sequence: u64| -> Option<&pb::Delivery> {
+        inbox(agency).iter().find(|d| d.sequence == sequence)
     };
     let mut checks: Vec<(bool, String)> = Vec::new();
     for (agency, role) in [
@@ -304,9 +386,65 @@ async fn run(dir: &Path) -> anyhow::Result<()> {
         }
         checks.push((restricted.is_empty(), line));
     }
+
+    let registered_contact = registry
+        .agencies()
+        .find(|a| a.id.as_str() == EEB)
+        .map(|a| a.contact.clone())
+        .unwrap_or_default();
+    let (ok, detail) = match delivered(PROCURATORATE, transfer) {
+        None => (false, "it was not delivered".to_owned()),
+        Some(d) if !d.withheld => (false, "it was delivered in full".to_owned()),
+        Some(d) if !d.withheld_reason.starts_with("oversight") => (
+            false,
+            format!("it was withheld for another reason: {}", d.withheld_reason),
+        ),
+        Some(d) => {
+            let n = d.notification.clone().unwrap_or_default();
+            let mut extra = Vec::new();
+            if !n.summary.is_empty() {
+                extra.push("a summary");
+            }
+            if n.body.is_some() {
+                extra.push("a body");
+            }
+            if !n.confidentiality_note.is_empty() {
+                extra.push("the note");
+            }
+            if !n.recipients.is_empty() {
+                extra.push("the recipients");
+            }
+            if !extra.is_empty() {
+                (false, format!("the stub carries {}", extra.join(", ")))
+            } else if n.contact != registered_contact {
+                (
+                    false,
+                    format!(
+                        "its contact is {:?}, not {EEB}'s registered {registered_contact:?}",
+                        n.contact
+                    ),
+                )
+            } else {
+                (
+                    true,
+                    format!(
+                        "no summary, body or note; contact {} as registered for {EEB}",
+                        n.contact
+                    ),
+                )
+            }
+        }
+    };
+    checks.push((
+        ok,
+        format!(
+            "{PROCURATORATE} (not a recipient; it supervises transfers in {REGION}) got the \
+             transfer #{transfer} as a withheld stub ({detail})"
+        ),
+    ));
+
     let sent_body = demo_story::transfer_body();
-    let got = inbox(PSB).iter().find(|d| d.sequence == transfer);
-    let (ok, detail) = match got {
+    let (ok, detail) = match delivered(PSB, transfer) {
         None => (false, "it was not delivered".to_owned()),
         Some(d) if d.withheld => (false, format!("it was withheld: {}", d.withheld_reason)),
         Some(d) => match d.notification.as_ref().and_then(|n| n.body.as_ref()) {
@@ -326,13 +464,88 @@ async fn run(dir: &Path) -> anyhow::Result<()> {
         ok,
         format!("{PSB} received the transfer #{transfer} with its body ({detail})"),
     ));
+
+    let sent_clue = demo_story::clue_body();
+    let mut stripped = sent_clue.clone();
+    stripped.informant = None;
+    for party in &mut stripped.parties {
+        party.identifier.clear();
+        party.contact.clear();
+    }
+    let (ok, detail) = match delivered(BYSTANDER, clue) {
+        None => (false, "it was not delivered".to_owned()),
+        Some(d) if d.withheld => (false, format!("it was withheld: {}", d.withheld_reason)),
+        Some(d) => {
+            let body = d.notification.as_ref().and_then(|n| n.body.clone());
+            let listed = ["body.parties.identifier", "body.informant"]
+                .iter()
+                .all(|field| d.redacted_fields.iter().any(|r| r == field));
+            match body {
+                None => (false, "it came without its body".to_owned()),
+                Some(body) if body.informant.is_some() => {
+                    (false, "it came with the informant".to_owned())
+                }
+                Some(body) if body.parties.iter().any(|p| !p.identifier.is_empty()) => {
+                    (false, "it came with a party identifier".to_owned())
+                }
+                Some(body) if body != stripped => (
+                    false,
+                    "more than the marked fields changed, or a party contact came through"
+                        .to_owned(),
+                ),
+                Some(_) if !listed => (
+                    false,
+                    format!(
+                        "stripped, but redacted_fields lists only [{}]",
+                        d.redacted_fields.join(", ")
+                    ),
+                ),
+                Some(_) => (
+                    true,
+                    format!(
+                        "redacted_fields: {}; the rest intact",
+                        d.redacted_fields.join(", ")
+                    ),
+                ),
+            }
+        }
+    };
+    checks.push((
+        ok,
+        format!(
+            "{BYSTANDER} (cleared RESTRICTED) got the clue #{clue} with the informant and \
+             the party identifier stripped ({detail})"
+        ),
+    ));
+
+    let (ok, detail) = match delivered(PSB, clue) {
+        None => (false, "it was not delivered".to_owned()),
+        Some(d) if d.withheld => (false, format!("it was withheld: {}", d.withheld_reason)),
+        Some(d) => match d.notification.as_ref().and_then(|n| n.body.as_ref()) {
+            None => (false, "it came without its body".to_owned()),
+            Some(body) if body.informant.is_none() => {
+                (false, "it came without the informant".to_owned())
+            }
+            Some(body) if *body != sent_clue => {
+                (false, "its body differs from the one sent".to_owned())
+            }
+            Some(_) if !d.redacted_fields.is_empty() => {
+                (false, format!("redacted: {}", d.redacted_fields.join(", ")))
+            }
+            Some(_) => (
+                true,
+                "informant, party identifier and contact as sent; nothing redacted".to_owned(),
+            ),
+        },
+    };
+    checks.push((
+        ok,
+        format!("{PSB} (cleared CONFIDENTIAL) got the clue #{clue} with the informant ({detail})"),
+    ));
+
     let missing: Vec<&str> = SUBSCRIBERS
         .into_iter()
-        .filter(|agency| {
-            !inbox(agency)
-                .iter()
-                .any(|d| d.sequence == announcement && !d.withheld)
-        })
+        .filter(|agency| delivered(agency, announcement).is_none_or(|d| d.withheld))
         .collect();
     let mut line = format!(
         "all {} subscribers received the PUBLIC joint announcement #{announcement}",
@@ -343,14 +556,33 @@ async fn run(dir: &Path) -> anyhow::Result<()> {
     }
     checks.push((missing.is_empty(), line));
 
-    // --- Shutdown -------------------------------------------------------------
-    drop(clients);
+    // --- Shutdown: the daemons (closing their subscriptions), then the gateway
+    let stopped =
+        futures::future::join_all(daemons.iter_mut().map(|d| d.stop(ADAPTER_STOP_TIMEOUT))).await;
+    let mut unclean = Vec::new();
+    let mut statuses = Vec::new();
+    for (agency, stopped) in SUBSCRIBERS.into_iter().zip(stopped) {
+        match stopped {
+            Ok(status) if status.success() => statuses.push(status.to_string()),
+            Ok(status) => unclean.push(format!("{agency}: {status}")),
+            Err(error) => unclean.push(format!("{error:#}")),
+        }
+    }
+    drop(daemons);
+    statuses.dedup();
+    let mut line = format!(
+        "all {} adapter daemons stopped on SIGTERM and exited cleanly",
+        SUBSCRIBERS.len()
+    );
+    if unclean.is_empty() {
+        line.push_str(&format!(" ({})", statuses.join(", ")));
+    } else {
+        line.push_str(&format!("; not: {}", unclean.join("; ")));
+    }
+    checks.push((unclean.is_empty(), line));
+
     gateway.signal(Signal::SIGTERM);
-    let (gateway, status) = tokio::task::spawn_blocking(move || {
-        let status = gateway.wait(STOP_TIMEOUT);
-        (gateway, status)
-    })
-    .await?;
+    let status = tokio::task::block_in_place(|| gateway.wait(STOP_TIMEOUT));
     drop(gateway);
     let status = status.context("stopping the gateway")?;
     checks.push((
@@ -365,6 +597,9 @@ async fn run(dir: &Path) -> anyhow::Result<()> {
     let failed = checks.iter().filter(|(ok, _)| !ok).count();
     if failed > 0 {
         bail!("{failed} of {} checks FAILED", checks.len());
+    }
+    if Instant::now() > deadline {
+        bail!(overdue("the demo ended"));
     }
     println!("\nAll {} checks passed.", checks.len());
     Ok(())
@@ -392,59 +627,12 @@ fn gateway_config() -> String {
         .to_owned()
 }
 
-/// How `agency` reaches the gateway: the files `liandong-certs` wrote.
-fn settings(url: &str, pki: &Path, agency: &str) -> GatewaySettings {
-    let agencies: PathBuf = pki.join("agencies");
-    GatewaySettings {
-        url: url.to_owned(),
-        server_name: None,
-        ca: pki.join("ca.crt"),
-        cert: agencies.join(format!("{agency}.crt")),
-        key: agencies.join(format!("{agency}.key")),
-    }
-}
-
-/// Reads `subscription` until the delivery with sequence `last` (acking
-/// each), then closes it.
-async fn collect(
-    agency: &str,
-    mut subscription: Subscription,
-    last: u64,
-    deadline: Instant,
-) -> anyhow::Result<Vec<pb::Delivery>> {
-    let mut deliveries: Vec<pb::Delivery> = Vec::new();
-    loop {
-        let next = tokio::time::timeout_at(deadline, subscription.next())
-            .await
-            .map_err(|_| {
-                anyhow!(
-                    "no delivery #{last} within {COLLECT_TIMEOUT:?} (got {} deliveries: {:?})",
-                    deliveries.len(),
-                    deliveries.iter().map(|d| d.sequence).collect::<Vec<_>>()
-                )
-            })?
-            .with_context(|| format!("{agency}'s subscription failed"))?;
-        let Some(delivery) = next else {
-            bail!(
-                "the gateway ended the subscription before delivery #{last} (after {} deliveries)",
-                deliveries.len()
-            );
-        };
-        subscription.ack(&[delivery.sequence]).await?;
-        let sequence = delivery.sequence;
-        // A redelivery (after an unacknowledged first attempt) is not news.
-        if !deliveries.iter().any(|d| d.sequence == sequence) {
-            deliveries.push(delivery);
-        }
-        if sequence >= last {
-            break;
-        }
-    }
-    subscription
-        .close(CLOSE_GRACE)
-        .await
-        .with_context(|| format!("closing {agency}'s subscription"))?;
-    Ok(deliveries)
+/// `path` relative to the work directory, for display.
+fn relative(dir: &Path, path: &Path) -> String {
+    path.strip_prefix(dir)
+        .map_or_else(|_| path.to_path_buf(), PathBuf::from)
+        .display()
+        .to_string()
 }
 
 fn level_of(delivery: &pb::Delivery) -> i32 {
@@ -454,7 +642,7 @@ fn level_of(delivery: &pb::Delivery) -> i32 {
         .map_or(0, |n| n.confidentiality)
 }
 
-/// `#seq EVENT LEVEL from SENDER: summary`.
+/// `#seq EVENT LEVEL from SENDER: summary` (or `[withheld: reason]`).
 fn describe(delivery: &pb::Delivery) -> String {
     let n = delivery.notification.clone().unwrap_or_default();
     let content = if delivery.withheld {
@@ -471,22 +659,29 @@ fn describe(delivery: &pb::Delivery) -> String {
     )
 }
 
-/// The structured body as it arrived, in the documented JSON form: one
-/// line per field, indented under the delivery's line.
-fn print_body(delivery: &pb::Delivery) {
+/// Fields of the structured body as it arrived, in the documented JSON
+/// form, one line each under the delivery's line: `fields`, or all of them
+/// when empty. A named field that did not arrive is shown as absent.
+fn print_fields(delivery: &pb::Delivery, fields: &[&str]) {
     let Some(notification) = &delivery.notification else {
         return;
     };
-    match to_json(notification)
-        .get("body")
-        .and_then(|b| b.as_object())
-    {
-        None => println!("       (no body)"),
-        Some(body) => {
-            println!("       body (JSON):");
-            for (field, value) in body {
-                println!("         {field}: {value}");
-            }
+    let json = to_json(notification);
+    let Some(body) = json.get("body").and_then(|b| b.as_object()) else {
+        println!("       (no body)");
+        return;
+    };
+    if fields.is_empty() {
+        println!("       body (JSON):");
+        for (field, value) in body {
+            println!("         {field}: {value}");
+        }
+        return;
+    }
+    for field in fields {
+        match body.get(*field) {
+            Some(value) => println!("       body.{field}: {value}"),
+            None => println!("       body.{field}: (absent)"),
         }
     }
 }
