@@ -348,6 +348,32 @@ pub async fn publish(
         .map(tonic::Response::into_inner)
 }
 
+/// Publishes INTERNAL clues `{prefix}{i}` on `case_ref` for each `i` in
+/// `range`, one at a time and in order; returns their receipts.
+pub async fn publish_clues(
+    client: &mut ExchangeClient<Channel>,
+    prefix: &str,
+    case_ref: &str,
+    range: std::ops::Range<usize>,
+) -> Vec<pb::PublishReceipt> {
+    let mut receipts = Vec::with_capacity(range.len());
+    for i in range {
+        let n = notification(
+            &format!("{prefix}{i}"),
+            case_ref,
+            pb::EventType::ClueShared,
+            pb::Confidentiality::Internal,
+            &[],
+        );
+        receipts.push(
+            publish(client, n)
+                .await
+                .expect("the gateway accepts a well-formed clue"),
+        );
+    }
+    receipts
+}
+
 /// An open subscription stream and its request side.
 pub struct Subscriber {
     requests: mpsc::Sender<pb::SubscribeRequest>,

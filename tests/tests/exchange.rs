@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use liandong_core::pb::{self, Confidentiality as Level, EventType as Event};
-use liandong_tests::{Subscriber, Testbed, notification, publish};
+use liandong_tests::{Subscriber, Testbed, notification, publish, publish_clues};
 use tokio_stream::StreamExt;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -44,20 +44,7 @@ async fn published_notification_is_delivered_to_a_subscriber() {
 async fn subscriber_resumes_after_disconnect_without_loss_or_reorder() {
     let bed = Testbed::start().unwrap();
     let mut eeb = bed.client("cz-eeb").await;
-    for i in 0..10 {
-        publish(
-            &mut eeb,
-            notification(
-                &format!("n{i}"),
-                "C-1",
-                Event::ClueShared,
-                Level::Internal,
-                &[],
-            ),
-        )
-        .await
-        .unwrap();
-    }
+    publish_clues(&mut eeb, "n", "C-1", 0..10).await;
     let mut police = bed.client("cz-psb").await;
     let mut first = Subscriber::open(&mut police, "resume").await.unwrap();
     let got = first.take_acked(4, WAIT).await;
@@ -66,20 +53,7 @@ async fn subscriber_resumes_after_disconnect_without_loss_or_reorder() {
     assert_eq!(unacked.sequence, 5);
     first.close().await.unwrap();
     // Published while the subscriber is away.
-    for i in 10..15 {
-        publish(
-            &mut eeb,
-            notification(
-                &format!("n{i}"),
-                "C-1",
-                Event::ClueShared,
-                Level::Internal,
-                &[],
-            ),
-        )
-        .await
-        .unwrap();
-    }
+    publish_clues(&mut eeb, "n", "C-1", 10..15).await;
     let mut police = bed.client("cz-psb").await;
     let mut second = Subscriber::open(&mut police, "resume").await.unwrap();
     let rest = second.take_acked(11, WAIT).await;
@@ -99,20 +73,7 @@ async fn subscriber_resumes_after_disconnect_without_loss_or_reorder() {
 async fn abrupt_disconnect_redelivers_from_the_oldest_unconfirmed_in_order() {
     let bed = Testbed::start().unwrap();
     let mut eeb = bed.client("cz-eeb").await;
-    for i in 0..12 {
-        publish(
-            &mut eeb,
-            notification(
-                &format!("n{i}"),
-                "C-1",
-                Event::ClueShared,
-                Level::Internal,
-                &[],
-            ),
-        )
-        .await
-        .unwrap();
-    }
+    publish_clues(&mut eeb, "n", "C-1", 0..12).await;
     let mut police = bed.client("cz-psb").await;
     let mut first = Subscriber::open(&mut police, "abrupt").await.unwrap();
     first.take_acked(6, WAIT).await;
@@ -392,20 +353,7 @@ async fn filters_select_by_event_case_prefix_sender_and_region() {
 async fn start_now_skips_the_backlog_and_after_sequence_starts_there() {
     let bed = Testbed::start().unwrap();
     let mut eeb = bed.client("cz-eeb").await;
-    for i in 0..3 {
-        publish(
-            &mut eeb,
-            notification(
-                &format!("n{i}"),
-                "C-1",
-                Event::ClueShared,
-                Level::Internal,
-                &[],
-            ),
-        )
-        .await
-        .unwrap();
-    }
+    publish_clues(&mut eeb, "n", "C-1", 0..3).await;
     let mut police = bed.client("cz-psb").await;
     let now = pb::StartPosition {
         position: Some(pb::start_position::Position::Now(true)),
