@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 use liandong_core::domain::{CaseRef, FieldError, Notification};
 use liandong_core::pb;
 use liandong_core::pb::exchange_server::Exchange;
+use liandong_core::signing::{self, SignatureError};
 
 use crate::Gateway;
 use crate::error::ApiError;
@@ -131,6 +132,23 @@ async fn publish_checked(
         return Err(ApiError::PermissionDenied(format!(
             "notification.sender names {claimed}, but the client certificate proves {sender}"
         )));
+    }
+    if let Some(key) = &principal.agency.signing_public_key {
+        // A registered key makes the signature mandatory and checked.
+        signing::verify(&wire, sender.as_str(), key).map_err(|error| {
+            tracing::warn!(%error, "publish refused: signature");
+            match error {
+                SignatureError::Invalid { .. } => ApiError::PermissionDenied(error.to_string()),
+                // The error's text is "<field>: <reason>".
+                _ => {
+                    let text = error.to_string();
+                    let (field, reason) = text
+                        .split_once(": ")
+                        .unwrap_or(("notification.signature", &text));
+                    ApiError::InvalidArgument(FieldError::new(field, reason))
+                }
+            }
+        })?;
     }
     match policy::check_publish(&gateway.rules(), &principal.agency, &notification) {
         Ok(()) => {}

@@ -91,6 +91,32 @@ impl Pki {
         })
     }
 
+    /// Registers every agency's Ed25519 public key (written by `init`) in
+    /// the registry beside the PKI, so the gateway requires and checks
+    /// their signatures.
+    pub fn register_signing_keys(&self) -> anyhow::Result<()> {
+        let registry = self
+            .dir
+            .parent()
+            .context("the PKI has a parent directory")?
+            .join("agencies.toml");
+        let mut text = std::fs::read_to_string(&registry)?;
+        for id in liandong_certs::read_agency_ids(&registry)? {
+            let key = std::fs::read_to_string(
+                self.dir.join("agencies").join(format!("{id}.signing.pub")),
+            )?;
+            let entry = format!("id = \"{id}\"\n");
+            anyhow::ensure!(text.contains(&entry), "the registry has no line {entry:?}");
+            text = text.replacen(
+                &entry,
+                &format!("{entry}signing_public_key = \"{}\"\n", key.trim()),
+                1,
+            );
+        }
+        std::fs::write(&registry, text)?;
+        Ok(())
+    }
+
     /// The credentials `init` wrote for a registered agency.
     pub fn credentials(&self, agency: &str) -> ClientCredentials {
         let agencies = self.dir.join("agencies");

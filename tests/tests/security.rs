@@ -476,3 +476,68 @@ mod raw {
         }
     }
 }
+
+#[tokio::test]
+async fn signature_is_required_and_checked_once_a_key_is_registered() {
+    use liandong_certs::SigningKey;
+    use liandong_core::signing;
+    let bed = Testbed::start().unwrap();
+    let agencies = bed.pki.dir.join("agencies");
+    let key =
+        SigningKey::from_pkcs8_der(&std::fs::read(agencies.join("cz-eeb.signing.pk8")).unwrap())
+            .unwrap();
+    let other =
+        SigningKey::from_pkcs8_der(&std::fs::read(agencies.join("cz-psb.signing.pk8")).unwrap())
+            .unwrap();
+    let mut eeb = bed.client("cz-eeb").await;
+
+    // Without a registered key, signatures are carried but not required.
+    publish(
+        &mut eeb,
+        notification("u-0", "C-1", Event::ClueShared, Level::Internal, &[]),
+    )
+    .await
+    .unwrap();
+
+    // Register cz-eeb's public key; SIGHUP puts it in force.
+    let registry = bed.dir.path().join("agencies.toml");
+    let text = std::fs::read_to_string(&registry).unwrap().replacen(
+        "id = \"cz-eeb\"\n",
+        &format!(
+            "id = \"cz-eeb\"\nsigning_public_key = \"{}\"\n",
+            key.public_key_hex()
+        ),
+        1,
+    );
+    std::fs::write(&registry, text).unwrap();
+    bed.gateway.signal(nix::sys::signal::Signal::SIGHUP);
+    let deadline = std::time::Instant::now() + WAIT;
+    while !bed.log().contains("registry and policy reloaded") {
+        assert!(std::time::Instant::now() < deadline, "no reload");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let sign = |mut n: pb::Notification, with: &SigningKey| {
+        n.signing_key_id = signing::key_id("cz-eeb", &key.public_key());
+        n.signature = with.sign(&signing::signing_bytes(&n, "cz-eeb"));
+        n
+    };
+    let unsigned = notification("u-1", "C-1", Event::ClueShared, Level::Internal, &[]);
+    let status = publish(&mut eeb, unsigned.clone()).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(status.message(), "notification.signature: is missing");
+
+    let mut tampered = sign(unsigned.clone(), &key);
+    tampered.summary = "changed after signing".into();
+    let status = publish(&mut eeb, tampered).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+
+    let forged = sign(unsigned.clone(), &other);
+    let status = publish(&mut eeb, forged).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(bed.stored_count().await, 1);
+
+    let receipt = publish(&mut eeb, sign(unsigned, &key)).await.unwrap();
+    assert!(!receipt.duplicate);
+    assert_eq!(bed.stored_count().await, 2);
+}

@@ -200,7 +200,11 @@ async fn play(
 
     // --- The gateway ------------------------------------------------------
     println!("\nStarting the gateway");
-    Pki::create(dir).context("creating the development PKI")?;
+    let pki = Pki::create(dir).context("creating the development PKI")?;
+    // Every agency's public key is registered: the gateway then requires
+    // and checks the signature the adapters put on each notification.
+    pki.register_signing_keys()
+        .context("registering the signing keys")?;
     let config = dir.join("gateway.toml");
     std::fs::write(&config, gateway_config()).context("writing the gateway config")?;
     let log = dir.join("gateway.log");
