@@ -292,6 +292,28 @@ impl Testbed {
         std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
     }
 
+    /// Waits up to ten seconds for `needle` to appear in the gateway's log;
+    /// panics with `what` and the log otherwise.
+    pub async fn wait_for_log(&self, needle: &str, what: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !self.log().contains(needle) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends SIGHUP and waits until the gateway has reloaded its registry
+    /// and policy (the first reload of this test bed).
+    pub async fn reload_rules(&self) {
+        self.gateway.signal(nix::sys::signal::Signal::SIGHUP);
+        self.wait_for_log("registry and policy reloaded", "no reload")
+            .await;
+    }
+
     /// The SQLite database URL.
     pub fn database_url(&self) -> String {
         format!(

@@ -4,7 +4,6 @@
 use std::process::Command;
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
 use sqlx::Connection;
 use tonic::Code;
 
@@ -293,16 +292,7 @@ async fn lowered_clearance_withholds_backlog() {
         &text[clearance + 26..]
     );
     std::fs::write(&registry, lowered).unwrap();
-    bed.gateway.signal(Signal::SIGHUP);
-    let deadline = std::time::Instant::now() + WAIT;
-    while !bed.log().contains("registry and policy reloaded") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no reload:\n{}",
-            bed.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    bed.reload_rules().await;
 
     let mut police = bed.client("cz-psb").await;
     let mut inbox = Subscriber::open(&mut police, "inbox").await.unwrap();

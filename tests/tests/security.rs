@@ -28,15 +28,8 @@ async fn assert_refused_at_tls(bed: &Testbed, credentials: &ClientCredentials) {
     );
     assert_eq!(bed.stored_count().await, 0);
     // The gateway logs the refused handshake.
-    let deadline = std::time::Instant::now() + WAIT;
-    while !bed.log().contains("TLS handshake refused") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "refusal not logged:\n{}",
-            bed.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    bed.wait_for_log("TLS handshake refused", "refusal not logged")
+        .await;
 }
 
 async fn assert_unauthenticated(bed: &Testbed, credentials: &ClientCredentials) {
@@ -83,11 +76,8 @@ async fn no_client_cert_is_refused() {
     };
     assert!(outcome.is_err());
     assert_eq!(bed.stored_count().await, 0);
-    let deadline = std::time::Instant::now() + WAIT;
-    while !bed.log().contains("TLS handshake refused") {
-        assert!(std::time::Instant::now() < deadline, "refusal not logged");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    bed.wait_for_log("TLS handshake refused", "refusal not logged")
+        .await;
 }
 
 #[tokio::test]
@@ -425,14 +415,11 @@ async fn stalled_handshake_does_not_block_other_clients() {
     )
     .await
     .unwrap();
-    let deadline = std::time::Instant::now() + WAIT;
-    while !bed.log().contains("TLS handshake timed out") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "stalled handshakes are never timed out"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    bed.wait_for_log(
+        "TLS handshake timed out",
+        "stalled handshakes are never timed out",
+    )
+    .await;
     drop(stalled);
 }
 
@@ -510,12 +497,7 @@ async fn signature_is_required_and_checked_once_a_key_is_registered() {
         1,
     );
     std::fs::write(&registry, text).unwrap();
-    bed.gateway.signal(nix::sys::signal::Signal::SIGHUP);
-    let deadline = std::time::Instant::now() + WAIT;
-    while !bed.log().contains("registry and policy reloaded") {
-        assert!(std::time::Instant::now() < deadline, "no reload");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    bed.reload_rules().await;
 
     let sign = |mut n: pb::Notification, with: &SigningKey| {
         n.signing_key_id = signing::key_id("cz-eeb", &key.public_key());

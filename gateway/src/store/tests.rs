@@ -38,9 +38,14 @@ async fn postgres_schema_url() -> Option<String> {
         }
         Err(error) => panic!("PostgreSQL at {base} is required but unreachable: {error}"),
     };
+    // Unique per process, per test and per moment: process id, a counter
+    // within the process, and the start time.
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let schema = format!(
-        "ld_test_{}",
-        hex::encode(Instant::now().unix_micros().to_be_bytes()) + &hex::encode(rand_suffix())
+        "ld_test_{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        Instant::now().unix_micros()
     );
     sqlx::query(&format!("CREATE SCHEMA {schema}"))
         .execute(&mut conn)
@@ -50,12 +55,6 @@ async fn postgres_schema_url() -> Option<String> {
     Some(format!(
         "{base}{separator}options=-c%20search_path%3D{schema}"
     ))
-}
-
-fn rand_suffix() -> [u8; 4] {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    (COUNTER.fetch_add(1, Ordering::Relaxed) ^ std::process::id()).to_be_bytes()
 }
 
 fn new_notification(sender: &str, id: &str, case_ref: &str, content: &str) -> NewNotification {
