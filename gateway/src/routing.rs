@@ -456,15 +456,16 @@ impl Session {
         out: &mpsc::Sender<Result<pb::Delivery, Status>>,
     ) -> Result<bool, Status> {
         while self.in_flight.len() < self.request.max_in_flight {
-            let rows = self
+            let batch = self
                 .gateway
                 .store
                 .read_after(self.scan_pos, READ_BATCH)
                 .await
                 .map_err(ApiError::from)?;
-            if rows.is_empty() {
+            let Some(through) = batch.through else {
                 break;
-            }
+            };
+            let rows = batch.rows;
             let rules = self.gateway.rules();
             let reader = rules
                 .registry
@@ -473,12 +474,13 @@ impl Session {
                 .ok_or_else(|| Status::permission_denied("your agency is no longer registered"))?;
             let mut batch = Vec::new();
             let mut audit = Vec::new();
-            let mut scanned = self.scan_pos;
+            // Rows refused for integrity are passed over with the rest.
+            let mut scanned = through;
             for row in &rows {
                 if self.in_flight.len() + batch.len() >= self.request.max_in_flight {
+                    scanned = row.sequence - 1;
                     break;
                 }
-                scanned = row.sequence;
                 if !self.request.filter.matches(row) {
                     continue;
                 }

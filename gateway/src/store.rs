@@ -18,6 +18,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -173,14 +174,27 @@ pub struct AuditEntry {
     pub reason: String,
 }
 
-/// The gateway's database.
-#[derive(Debug)]
+/// The gateway's database. Cloning is cheap: clones share the pool and
+/// the write lock.
+#[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
     /// Serialises this process's writers (SQLite allows one writer; on
     /// PostgreSQL it keeps replicas' advisory lock uncontended locally).
-    write_lock: Mutex<()>,
+    write_lock: Arc<Mutex<()>>,
+}
+
+/// Notifications read in sequence order, and how far the read got.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReadBatch {
+    /// The rows that may be served, in sequence order.
+    pub rows: Vec<StoredNotification>,
+    /// The highest sequence examined, including rows that were not
+    /// returned because they failed their integrity check; `None` when
+    /// nothing above the starting point exists. A reader continues after
+    /// it.
+    pub through: Option<u64>,
 }
 
 const NOTIFICATION_COLUMNS: &str = "sequence, sender, notification_id, case_ref, event, \
@@ -235,7 +249,7 @@ impl Store {
         Ok(Self {
             pool,
             backend,
-            write_lock: Mutex::new(()),
+            write_lock: Arc::new(Mutex::new(())),
         })
     }
 
@@ -305,11 +319,7 @@ impl Store {
     }
 
     /// Up to `limit` notifications with a sequence above `after`, in order.
-    pub async fn read_after(
-        &self,
-        after: u64,
-        limit: u32,
-    ) -> Result<Vec<StoredNotification>, StoreError> {
+    pub async fn read_after(&self, after: u64, limit: u32) -> Result<ReadBatch, StoreError> {
         let sql = format!(
             "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE sequence > $1 \
              ORDER BY sequence LIMIT $2"
@@ -319,7 +329,12 @@ impl Store {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(stored_from_row).collect()
+        let rows = rows
+            .iter()
+            .map(stored_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let through = rows.last().map(|row| row.sequence);
+        Ok(ReadBatch { rows, through })
     }
 
     /// Every notification of a case, in order.

@@ -89,13 +89,13 @@ async fn publish_assigns_increasing_sequences_and_reads_back_in_order() {
             panic!("{:?}: both must be stored", store.backend());
         };
         assert_eq!((a.sequence, b.sequence), (1, 2));
-        let rows = store.read_after(0, 10).await.unwrap();
+        let rows = store.read_after(0, 10).await.unwrap().rows;
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].recipients, vec!["cz-psb", "cz-procuratorate"]);
         assert_eq!(rows[1].payload, b"two");
         assert_eq!(rows[0].received_at, a.received_at);
-        assert_eq!(store.read_after(1, 10).await.unwrap()[0].sequence, 2);
-        assert_eq!(store.read_after(0, 1).await.unwrap().len(), 1);
+        assert_eq!(store.read_after(1, 10).await.unwrap().rows[0].sequence, 2);
+        assert_eq!(store.read_after(0, 1).await.unwrap().rows.len(), 1);
         assert_eq!(store.latest_sequence().await.unwrap(), 2);
     }
 }
@@ -133,7 +133,7 @@ async fn changed_republish_is_a_conflict_and_stores_nothing() {
         assert_eq!(changed, PublishOutcome::Conflict);
         assert_eq!(store.count_notifications().await.unwrap(), 1);
         assert_eq!(
-            store.read_after(0, 10).await.unwrap()[0].payload,
+            store.read_after(0, 10).await.unwrap().rows[0].payload,
             b"original"
         );
         // The same id from another sender is another notification.
