@@ -49,7 +49,7 @@ async fn subscriber_resumes_after_disconnect_without_loss_or_reorder() {
     let mut first = Subscriber::open(&mut police, "resume").await.unwrap();
     let got = first.take_acked(4, WAIT).await;
     // Received but not acknowledged: it must come again after the resume.
-    let unacked = first.next(WAIT).await.unwrap().unwrap();
+    let unacked = first.expect_delivery(WAIT, "sequence 5").await;
     assert_eq!(unacked.sequence, 5);
     first.close().await.unwrap();
     // Published while the subscriber is away.
@@ -59,13 +59,16 @@ async fn subscriber_resumes_after_disconnect_without_loss_or_reorder() {
     let rest = second.take_acked(11, WAIT).await;
     let sequences: Vec<u64> = got.iter().chain(&rest).map(|d| d.sequence).collect();
     assert_eq!(sequences, (1..=15).collect::<Vec<_>>());
-    assert!(
-        second
-            .next(Duration::from_millis(500))
-            .await
-            .unwrap()
-            .is_none(),
-        "nothing beyond the 15"
+    // Nothing beyond the 15, and the stream still open: a marker published
+    // now is the very next delivery.
+    publish_clues(&mut eeb, "marker", "C-1", 0..1).await;
+    let next = second.expect_delivery(WAIT, "the marker").await;
+    assert_eq!(
+        (
+            next.sequence,
+            next.notification.unwrap().notification_id.as_str()
+        ),
+        (16, "marker0")
     );
 }
 
@@ -82,7 +85,9 @@ async fn abrupt_disconnect_redelivers_from_the_oldest_unconfirmed_in_order() {
     drop(first);
     let mut police = bed.client("cz-psb").await;
     let mut second = Subscriber::open(&mut police, "abrupt").await.unwrap();
-    let first_again = second.next(WAIT).await.unwrap().unwrap();
+    let first_again = second
+        .expect_delivery(WAIT, "the oldest unconfirmed delivery")
+        .await;
     assert!(
         first_again.sequence <= 7,
         "resumed at {}",
@@ -119,18 +124,15 @@ async fn unacknowledged_delivery_is_redelivered_after_the_ack_timeout() {
     )
     .await
     .unwrap();
-    let first = sub.next(WAIT).await.unwrap().unwrap();
+    let first = sub.expect_delivery(WAIT, "the first attempt").await;
     assert_eq!(first.attempt, 1);
-    let again = sub.next(WAIT).await.unwrap().unwrap();
+    let again = sub.expect_delivery(WAIT, "the redelivery").await;
     assert_eq!((again.sequence, again.attempt), (first.sequence, 2));
     sub.ack(&[again.sequence]).await;
-    assert!(
-        sub.next(Duration::from_millis(1500))
-            .await
-            .unwrap()
-            .is_none(),
-        "acked: no third attempt"
-    );
+    // Only time shows that no third attempt comes: wait past the ack
+    // timeout, the stream staying open.
+    sub.expect_silence(Duration::from_millis(1500), "acked: no third attempt")
+        .await;
 }
 
 #[tokio::test]
@@ -302,12 +304,16 @@ async fn filters_select_by_event_case_prefix_sender_and_region() {
         .map(|d| d.notification.unwrap().notification_id)
         .collect();
     assert_eq!(got, vec!["b", "c"]);
-    assert!(
-        sub.next(Duration::from_millis(500))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    // "d" (another case prefix) is not delivered: a matching marker
+    // published now is the very next delivery.
+    publish(
+        &mut eeb,
+        notification("e", "XY-4", Event::PenaltyDecided, Level::Internal, &[]),
+    )
+    .await
+    .unwrap();
+    let next = sub.expect_delivery(WAIT, "the marker").await;
+    assert_eq!(next.notification.unwrap().notification_id, "e");
     drop(sub);
 
     // The same name with another filter is refused; with its own it resumes.
@@ -462,7 +468,7 @@ async fn a_newer_connection_takes_over_a_subscription() {
     let mut old = Subscriber::open(&mut police, "inbox").await.unwrap();
     let mut police2 = bed.client("cz-psb").await;
     let mut new = Subscriber::open(&mut police2, "inbox").await.unwrap();
-    let ended = old.next(WAIT).await.unwrap_err();
+    let ended = old.expect_failure(WAIT, "taken over").await;
     assert_eq!(ended.code(), tonic::Code::Aborted);
     let mut eeb = bed.client("cz-eeb").await;
     publish(
