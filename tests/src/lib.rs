@@ -119,19 +119,19 @@ fn run_apart<T: Send>(future: impl std::future::Future<Output = T> + Send) -> T 
 }
 
 /// A PostgreSQL database made for one test bed and dropped with it.
-struct PostgresDatabase {
+pub(crate) struct PostgresDatabase {
     /// The server's URL (any database on it), used to create and drop.
     server_url: String,
     /// The database's name.
     name: String,
     /// The URL of the database itself.
-    url: String,
+    pub(crate) url: String,
 }
 
 impl PostgresDatabase {
     /// Creates a fresh, empty database on the server at
     /// `LIANDONG_TEST_POSTGRES_URL`.
-    fn create() -> anyhow::Result<Self> {
+    pub(crate) fn create() -> anyhow::Result<Self> {
         use sqlx::Connection;
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let server_url =
