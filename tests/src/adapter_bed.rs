@@ -107,6 +107,9 @@ impl AdapterBed {
     /// A PKI and a gateway config on the backend `LIANDONG_TEST_BACKEND`
     /// chooses; the gateway is not started.
     pub fn new() -> Self {
+        // So that tests may open `database_url()` with
+        // `sqlx::AnyConnection::connect` on either backend.
+        sqlx::any::install_default_drivers();
         let dir = tempfile::tempdir().expect("temporary directory");
         let pki = Pki::create(dir.path()).expect("dev PKI");
         let postgres = match Backend::from_env() {
@@ -219,7 +222,6 @@ impl AdapterBed {
 
     /// A direct connection to the gateway's database, on either backend.
     pub async fn connect_database(&self) -> sqlx::AnyConnection {
-        sqlx::any::install_default_drivers();
         sqlx::AnyConnection::connect(&self.database_url)
             .await
             .unwrap_or_else(|e| panic!("open the gateway database {}: {e}", self.database_url))

@@ -476,6 +476,9 @@ impl Testbed {
         handshake_timeout_seconds: u64,
         extra: &str,
     ) -> anyhow::Result<Self> {
+        // So that tests may open `database_url()` with
+        // `sqlx::AnyConnection::connect` on either backend.
+        sqlx::any::install_default_drivers();
         let dir = tempfile::tempdir()?;
         let pki = Pki::create(dir.path())?;
         let config = dir.path().join("gateway.toml");
@@ -562,7 +565,6 @@ impl Testbed {
     /// A direct connection to the gateway's database, on either backend.
     pub async fn connect_database(&self) -> sqlx::AnyConnection {
         use sqlx::Connection;
-        sqlx::any::install_default_drivers();
         sqlx::AnyConnection::connect(&self.database_url)
             .await
             .unwrap_or_else(|e| panic!("open the database {}: {e}", self.database_url))
