@@ -1,5 +1,8 @@
 //! Attacks on identity, input and confidentiality, each asserting the
-//! refusal and that nothing was stored or disclosed.
+//! refusal and that nothing was stored or disclosed. A certificate refused
+//! in the TLS handshake is checked for the reason of the refusal (the one
+//! the gateway logs, and the alert the client reads), so a certificate
+//! refused for another flaw than the one under test fails the test.
 
 use std::time::Duration;
 
