@@ -15,7 +15,7 @@
 //! Nothing here fakes the gateway: tests drive the same binary operators
 //! run. The child is killed when the test bed is dropped.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -86,8 +86,10 @@ impl Backend {
 }
 
 /// For a test that can only run on SQLite (it edits the file, or uses a
-/// SQLite-only fault): on PostgreSQL prints that it is skipped and why, and
-/// returns true; the test then returns at once.
+/// SQLite-only fault): on PostgreSQL prints that it is skipped and why
+/// (visible in `cargo test`'s output, not captured), and returns true; the
+/// test then returns at once:
+/// `if skip_unless_sqlite("needs PRAGMA max_page_count") { return; }`.
 pub fn skip_unless_sqlite(why: &str) -> bool {
     if Backend::from_env() == Backend::Sqlite {
         return false;
@@ -96,7 +98,9 @@ pub fn skip_unless_sqlite(why: &str) -> bool {
         .name()
         .unwrap_or("this test")
         .to_owned();
-    eprintln!("SKIPPED on PostgreSQL: {test}: {why}");
+    // Written to the handle itself, not with `eprintln!`, which the test
+    // harness captures and shows only for failures: a skip must be seen.
+    let _ = writeln!(std::io::stderr(), "SKIPPED on PostgreSQL: {test}: {why}");
     true
 }
 
