@@ -104,6 +104,24 @@ pub fn skip_unless_sqlite(why: &str) -> bool {
     true
 }
 
+/// For a test of what only PostgreSQL offers (several gateway replicas on
+/// one database): on SQLite prints that it is skipped and why (visible,
+/// not captured), and returns true; the test then returns at once.
+pub fn skip_unless_postgres(why: &str) -> bool {
+    if Backend::from_env() == Backend::Postgres {
+        return false;
+    }
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("this test")
+        .to_owned();
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED on SQLite: {test}: {why} (runs with {BACKEND_VAR}=postgres)"
+    );
+    true
+}
+
 /// Runs `future` to completion on a runtime of its own in another thread,
 /// so synchronous code (constructors, `Drop`) can use async clients even
 /// when called from inside a test's runtime.
@@ -516,6 +534,37 @@ impl Testbed {
     /// The backend the gateway runs on.
     pub fn backend(&self) -> Backend {
         Backend::of_url(&self.database_url)
+    }
+
+    /// Starts another gateway replica on the same config and database (its
+    /// own port; its log in `gateway-<name>.log`), as several replicas
+    /// share one PostgreSQL in production. Only PostgreSQL supports that:
+    /// guard the test with [`skip_unless_postgres`].
+    pub fn start_replica(&self, name: &str) -> anyhow::Result<GatewayProcess> {
+        anyhow::ensure!(
+            self.backend() == Backend::Postgres,
+            "gateway replicas share a PostgreSQL database; this test bed runs on SQLite"
+        );
+        GatewayProcess::start(
+            &self.config,
+            &self.dir.path().join(format!("gateway-{name}.log")),
+        )
+    }
+
+    /// A client of a given gateway process (a replica) authenticated as a
+    /// registered agency.
+    pub async fn client_of(
+        &self,
+        gateway: &GatewayProcess,
+        agency: &str,
+    ) -> ExchangeClient<Channel> {
+        let channel = self
+            .pki
+            .credentials(agency)
+            .connect(&gateway.url(), None)
+            .await
+            .expect("connect to the gateway replica");
+        ExchangeClient::new(channel)
     }
 
     /// Restarts the gateway on the same database (after it exited).

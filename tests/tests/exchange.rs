@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use liandong_core::pb::{self, Confidentiality as Level, EventType as Event};
-use liandong_tests::{Subscriber, Testbed, notification, publish, publish_clues};
+use liandong_tests::{
+    Subscriber, Testbed, notification, publish, publish_clues, skip_unless_postgres,
+};
 use tokio_stream::StreamExt;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -478,4 +480,47 @@ async fn a_newer_connection_takes_over_a_subscription() {
     .await
     .unwrap();
     assert_eq!(new.take_acked(1, WAIT).await.len(), 1);
+}
+
+#[tokio::test]
+async fn replicas_on_one_database_give_distinct_gap_free_sequences_and_deliver_all() {
+    if skip_unless_postgres("several gateway replicas share one PostgreSQL database") {
+        return;
+    }
+    let bed = Testbed::start().unwrap();
+    let replica = bed.start_replica("b").unwrap();
+    let mut police = bed.client_of(&replica, "cz-psb").await;
+    let mut inbox = Subscriber::open(&mut police, "inbox").await.unwrap();
+
+    // Both replicas publish at once: the publish lock spans them.
+    let mut publishers = Vec::new();
+    for (name, client) in [
+        ("a", bed.client("cz-eeb").await),
+        ("b", bed.client_of(&replica, "cz-eeb").await),
+    ] {
+        let mut client = client;
+        publishers.push(tokio::spawn(async move {
+            publish_clues(&mut client, &format!("{name}-"), "C-REPLICAS", 0..20).await
+        }));
+    }
+    let mut sequences = Vec::new();
+    for publisher in publishers {
+        sequences.extend(publisher.await.unwrap().iter().map(|r| r.sequence));
+    }
+    sequences.sort_unstable();
+    assert_eq!(
+        sequences,
+        (1..=40).collect::<Vec<u64>>(),
+        "one sequence per receipt, none reused, none skipped"
+    );
+    assert_eq!(bed.stored_count().await, 40);
+
+    // A subscriber on one replica receives what both stored, in order.
+    let delivered: Vec<u64> = inbox
+        .take_acked(40, WAIT)
+        .await
+        .iter()
+        .map(|d| d.sequence)
+        .collect();
+    assert_eq!(delivered, (1..=40).collect::<Vec<u64>>());
 }
