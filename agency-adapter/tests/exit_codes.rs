@@ -55,9 +55,14 @@ fn credentials(dir: &Path) -> Vec<String> {
     ]
 }
 
-fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
+/// A loopback port nobody listens on, held (bound, never listening) as
+/// long as the socket lives, so no parallel test can be handed it and
+/// connections to it are refused.
+fn closed_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    (socket, port)
 }
 
 #[test]
@@ -117,7 +122,8 @@ fn unusable_credentials_exit_64() {
 #[test]
 fn bad_input_exits_65_before_connecting() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("https://127.0.0.1:{}", closed_port());
+    let (_held, port) = closed_port();
+    let url = format!("https://127.0.0.1:{port}");
     let mut args = vec!["send".to_owned(), "--gateway".into(), url];
     args.extend(credentials(dir.path()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -142,7 +148,8 @@ fn bad_input_exits_65_before_connecting() {
 #[test]
 fn an_unreachable_gateway_exits_69() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("https://127.0.0.1:{}", closed_port());
+    let (_held, port) = closed_port();
+    let url = format!("https://127.0.0.1:{port}");
     for command in [&["send", "-"][..], &["tail", "--subscription", "s"]] {
         let mut args: Vec<String> = command.iter().map(|s| s.to_string()).collect();
         args.extend(["--gateway".into(), url.clone()]);

@@ -22,12 +22,50 @@ use tonic::transport::Channel;
 
 use liandong_core::pb::exchange_client::ExchangeClient;
 
-use crate::{GatewayProcess, Pki, binary};
+use crate::{Backend, GatewayProcess, Pki, PostgresDatabase, binary};
 
-/// A free TCP port on 127.0.0.1 (bound, then released).
+/// A TCP port on 127.0.0.1 for a child process to listen on, which
+/// nothing else is handed while this process lives: it lies below the
+/// kernel's ephemeral range (so no bind to port 0 and no outgoing
+/// connection gets it), it is reserved by a lock file that every test
+/// process honours (`$TMPDIR/liandong-test-ports/<port>.lock`, released
+/// when the process exits, even by a crash), and it was free when chosen.
+/// (Binding port 0 and closing the listener instead lets a parallel test
+/// be handed the same number before the child binds it.)
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address").port()
+    use nix::fcntl::{Flock, FlockArg};
+    static RESERVED: Mutex<Vec<Flock<std::fs::File>>> = Mutex::new(Vec::new());
+    const FIRST: u16 = 20_000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    assert!(
+        ephemeral_low > FIRST + 1_000,
+        "the ephemeral port range starts at {ephemeral_low}: no room below it for test ports"
+    );
+    let span = u32::from(ephemeral_low - FIRST);
+    let locks = std::env::temp_dir().join("liandong-test-ports");
+    std::fs::create_dir_all(&locks).expect("create the port lock directory");
+    // Processes start at different places, so they rarely contend.
+    let start = std::process::id().wrapping_mul(7_919) % span;
+    for step in 0..span {
+        let port = FIRST + u16::try_from((start + step) % span).expect("below the range end");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(locks.join(format!("{port}.lock")))
+            .expect("open a port lock file");
+        let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
+            continue;
+        };
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            RESERVED.lock().expect("reserved ports").push(lock);
+            return port;
+        }
+    }
+    panic!("no free port between {FIRST} and {ephemeral_low}")
 }
 
 /// Polls `check` every 20 ms until it returns `Some`, for at most `limit`;
@@ -57,20 +95,41 @@ pub struct AdapterBed {
     pub port: u16,
     /// The running gateway, if any.
     pub gateway: Option<GatewayProcess>,
+    /// The gateway's database URL, as reached from outside the bed's
+    /// directory.
+    database_url: String,
+    /// The PostgreSQL database made for this bed, if the gateway runs on
+    /// PostgreSQL; dropped after the gateway (fields drop in order).
+    _postgres: Option<PostgresDatabase>,
 }
 
 impl AdapterBed {
-    /// A PKI and a gateway config; the gateway is not started.
+    /// A PKI and a gateway config on the backend `LIANDONG_TEST_BACKEND`
+    /// chooses; the gateway is not started.
     pub fn new() -> Self {
+        // So that tests may open `database_url()` with
+        // `sqlx::AnyConnection::connect` on either backend.
+        sqlx::any::install_default_drivers();
         let dir = tempfile::tempdir().expect("temporary directory");
         let pki = Pki::create(dir.path()).expect("dev PKI");
+        let postgres = match Backend::from_env() {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(PostgresDatabase::create().expect("a test database")),
+        };
+        let (config_url, database_url) = match &postgres {
+            None => (
+                "sqlite://data/liandong.db".to_owned(),
+                format!("sqlite://{}", dir.path().join("data/liandong.db").display()),
+            ),
+            Some(database) => (database.url.clone(), database.url.clone()),
+        };
         let port = free_port();
         std::fs::write(
             dir.path().join("gateway.toml"),
             format!(
                 "listen = \"127.0.0.1:{port}\"\nregistry = \"agencies.toml\"\n\n[tls]\nca = \"pki/ca.crt\"\n\
                  cert = \"pki/gateway.crt\"\nkey = \"pki/gateway.key\"\nhandshake_timeout_seconds = 2\n\n\
-                 [database]\nurl = \"sqlite://data/liandong.db\"\n\n[delivery]\npoll_interval_ms = 200\n\n\
+                 [database]\nurl = \"{config_url}\"\n\n[delivery]\npoll_interval_ms = 200\n\n\
                  [shutdown]\ngrace_seconds = 5\n"
             ),
         )
@@ -80,18 +139,39 @@ impl AdapterBed {
             pki,
             port,
             gateway: None,
+            database_url,
+            _postgres: postgres,
         }
     }
 
-    /// Starts the gateway (again) on its fixed port and database.
+    /// Starts the gateway (again) on its fixed port and database; panics
+    /// with the reason when it does not start.
     pub fn start_gateway(&mut self) {
         assert!(self.gateway.is_none(), "the gateway is already running");
         let config = self.dir.path().join("gateway.toml");
         let log = self.dir.path().join("gateway.log");
-        // The port was just released by the previous gateway: retry briefly.
-        let gateway = wait_for("the gateway starts", Duration::from_secs(60), || {
-            GatewayProcess::start(&config, &log).ok()
-        });
+        // The port is reserved for this bed (see `free_port`), so the only
+        // conflict left is the previous gateway's socket not yet released:
+        // that alone is retried, briefly; any other failure is reported.
+        let gateway = wait_for(
+            "the gateway's port is released",
+            Duration::from_secs(10),
+            || {
+                let before = std::fs::read_to_string(&log).map_or(0, |text| text.len());
+                match GatewayProcess::start(&config, &log) {
+                    Ok(gateway) => Some(gateway),
+                    Err(error) => {
+                        let text = std::fs::read_to_string(&log).unwrap_or_default();
+                        let attempt = &text[before.min(text.len())..];
+                        assert!(
+                            attempt.contains("cannot listen on") && attempt.contains("in use"),
+                            "the gateway did not start: {error:#}"
+                        );
+                        None
+                    }
+                }
+            },
+        );
         assert_eq!(gateway.addr.port(), self.port);
         self.gateway = Some(gateway);
     }
@@ -125,20 +205,26 @@ impl AdapterBed {
     /// The gateway's notifications from `sender`, in sequence order:
     /// `(notification_id, sequence, payload)`.
     pub async fn stored(&self, sender: &str) -> Vec<(String, i64, Vec<u8>)> {
-        let url = format!(
-            "sqlite://{}",
-            self.dir.path().join("data/liandong.db").display()
-        );
-        let mut conn = sqlx::SqliteConnection::connect(&url)
-            .await
-            .expect("open the gateway database");
+        let mut conn = self.connect_database().await;
         sqlx::query_as(
-            "SELECT notification_id, sequence, payload FROM notifications WHERE sender = ? ORDER BY sequence",
+            "SELECT notification_id, sequence, payload FROM notifications WHERE sender = $1 ORDER BY sequence",
         )
         .bind(sender)
         .fetch_all(&mut conn)
         .await
         .expect("read notifications")
+    }
+
+    /// The gateway's database URL, on either backend.
+    pub fn database_url(&self) -> String {
+        self.database_url.clone()
+    }
+
+    /// A direct connection to the gateway's database, on either backend.
+    pub async fn connect_database(&self) -> sqlx::AnyConnection {
+        sqlx::AnyConnection::connect(&self.database_url)
+            .await
+            .unwrap_or_else(|e| panic!("open the gateway database {}: {e}", self.database_url))
     }
 
     /// The ids of [`stored`](Self::stored).
@@ -152,14 +238,8 @@ impl AdapterBed {
 
     /// The gateway's acknowledged cursor of a subscription (0 when none).
     pub async fn acked_through(&self, owner: &str, name: &str) -> i64 {
-        let url = format!(
-            "sqlite://{}",
-            self.dir.path().join("data/liandong.db").display()
-        );
-        let mut conn = sqlx::SqliteConnection::connect(&url)
-            .await
-            .expect("open the gateway database");
-        sqlx::query_scalar("SELECT acked_through FROM subscriptions WHERE owner = ? AND name = ?")
+        let mut conn = self.connect_database().await;
+        sqlx::query_scalar("SELECT acked_through FROM subscriptions WHERE owner = $1 AND name = $2")
             .bind(owner)
             .bind(name)
             .fetch_optional(&mut conn)

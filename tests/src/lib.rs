@@ -1,16 +1,26 @@
 //! Test bed for end-to-end tests: a throwaway directory with a dev PKI made
 //! by `liandong-certs` (the dev registry of `deploy/dev/agencies.toml`), a
-//! SQLite database, and the real `liandong-gateway` binary running as a
-//! child process on a loopback port. Clients connect over real mutual TLS.
+//! database, and the real `liandong-gateway` binary running as a child
+//! process on a loopback port. Clients connect over real mutual TLS.
+//!
+//! The database is SQLite in the test bed's directory unless
+//! `LIANDONG_TEST_BACKEND=postgres`: then every test bed gets a fresh
+//! PostgreSQL database of its own on the server at
+//! `LIANDONG_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`), dropped with the test bed.
+//! Tests stay the same on both; direct reads go through
+//! [`Testbed::connect_database`] with portable SQL. A test that can only
+//! run on SQLite says so with [`skip_unless_sqlite`].
 //!
 //! Nothing here fakes the gateway: tests drive the same binary operators
 //! run. The child is killed when the test bed is dropped.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -29,6 +39,198 @@ pub mod demo_story;
 
 /// The dev registry: the agencies of the Changzhi mechanism.
 pub const REGISTRY: &str = include_str!("../../deploy/dev/agencies.toml");
+
+/// Chooses the backend of every test bed: `sqlite` (the default) or
+/// `postgres`.
+pub const BACKEND_VAR: &str = "LIANDONG_TEST_BACKEND";
+
+/// The PostgreSQL server test beds make their databases on.
+pub const POSTGRES_URL_VAR: &str = "LIANDONG_TEST_POSTGRES_URL";
+
+/// The PostgreSQL server used when [`POSTGRES_URL_VAR`] is not set.
+pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// The prefix of the databases test beds make (`ld_bed_<unix
+/// seconds>_<process>_<counter>`); `scripts/test` drops old ones a crashed
+/// run left behind.
+pub const POSTGRES_DATABASE_PREFIX: &str = "ld_bed_";
+
+/// The database backend a gateway runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file in the test bed's directory.
+    Sqlite,
+    /// A PostgreSQL database of the test bed's own.
+    Postgres,
+}
+
+impl Backend {
+    /// The backend chosen by `LIANDONG_TEST_BACKEND`; panics on a value
+    /// that names neither, so a typo cannot silently test SQLite twice.
+    pub fn from_env() -> Self {
+        match std::env::var(BACKEND_VAR).as_deref() {
+            Err(_) | Ok("" | "sqlite") => Self::Sqlite,
+            Ok("postgres" | "postgresql") => Self::Postgres,
+            Ok(other) => panic!("{BACKEND_VAR}={other:?}: expected \"sqlite\" or \"postgres\""),
+        }
+    }
+
+    /// The backend a database URL names.
+    pub fn of_url(url: &str) -> Self {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Self::Postgres
+        } else {
+            Self::Sqlite
+        }
+    }
+}
+
+/// For a test that can only run on SQLite (it edits the file, or uses a
+/// SQLite-only fault): on PostgreSQL prints that it is skipped and why
+/// (visible in `cargo test`'s output, not captured), and returns true; the
+/// test then returns at once:
+/// `if skip_unless_sqlite("needs PRAGMA max_page_count") { return; }`.
+pub fn skip_unless_sqlite(why: &str) -> bool {
+    if Backend::from_env() == Backend::Sqlite {
+        return false;
+    }
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("this test")
+        .to_owned();
+    // Written to the handle itself, not with `eprintln!`, which the test
+    // harness captures and shows only for failures: a skip must be seen.
+    let _ = writeln!(std::io::stderr(), "SKIPPED on PostgreSQL: {test}: {why}");
+    true
+}
+
+/// For a test of what only PostgreSQL offers (several gateway replicas on
+/// one database): on SQLite prints that it is skipped and why (visible,
+/// not captured), and returns true; the test then returns at once.
+pub fn skip_unless_postgres(why: &str) -> bool {
+    if Backend::from_env() == Backend::Postgres {
+        return false;
+    }
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("this test")
+        .to_owned();
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED on SQLite: {test}: {why} (runs with {BACKEND_VAR}=postgres)"
+    );
+    true
+}
+
+/// Runs `future` to completion on a runtime of its own in another thread,
+/// so synchronous code (constructors, `Drop`) can use async clients even
+/// when called from inside a test's runtime.
+fn run_apart<T: Send>(future: impl std::future::Future<Output = T> + Send) -> T {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime for database set-up")
+                    .block_on(future)
+            })
+            .join()
+            .expect("database set-up does not panic")
+    })
+}
+
+/// A PostgreSQL database made for one test bed and dropped with it.
+pub(crate) struct PostgresDatabase {
+    /// The server's URL (any database on it), used to create and drop.
+    server_url: String,
+    /// The database's name.
+    name: String,
+    /// The URL of the database itself.
+    pub(crate) url: String,
+}
+
+impl PostgresDatabase {
+    /// Creates a fresh, empty database on the server at
+    /// `LIANDONG_TEST_POSTGRES_URL`.
+    pub(crate) fn create() -> anyhow::Result<Self> {
+        use sqlx::Connection;
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let server_url =
+            std::env::var(POSTGRES_URL_VAR).unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let name = format!(
+            "{POSTGRES_DATABASE_PREFIX}{}_{}_{}",
+            since_epoch.as_secs(),
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        run_apart(async {
+            let mut conn = sqlx::PgConnection::connect(&server_url)
+                .await
+                .with_context(|| {
+                    format!(
+                        "{BACKEND_VAR}=postgres but PostgreSQL at {server_url} \
+                         ({POSTGRES_URL_VAR}) is not reachable"
+                    )
+                })?;
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut conn)
+                .await
+                .with_context(|| format!("creating database {name}"))?;
+            conn.close().await?;
+            anyhow::Ok(())
+        })?;
+        let url = with_database(&server_url, &name)?;
+        Ok(Self {
+            server_url,
+            name,
+            url,
+        })
+    }
+}
+
+impl Drop for PostgresDatabase {
+    fn drop(&mut self) {
+        use sqlx::Connection;
+        let dropped = run_apart(async {
+            let mut conn = sqlx::PgConnection::connect(&self.server_url).await?;
+            sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut conn)
+            .await?;
+            conn.close().await
+        });
+        if let Err(error) = dropped {
+            eprintln!("could not drop test database {}: {error}", self.name);
+        }
+    }
+}
+
+/// `server_url` with its database replaced by `name` (query kept).
+fn with_database(server_url: &str, name: &str) -> anyhow::Result<String> {
+    let (base, query) = match server_url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (server_url, None),
+    };
+    let authority_at = base
+        .find("://")
+        .with_context(|| format!("{POSTGRES_URL_VAR} is not a URL: {server_url}"))?
+        + 3;
+    let host_end = base[authority_at..]
+        .find('/')
+        .map_or(base.len(), |at| authority_at + at);
+    let mut url = format!("{}/{name}", &base[..host_end]);
+    if let Some(query) = query {
+        url.push('?');
+        url.push_str(query);
+    }
+    Ok(url)
+}
 
 /// Path of a workspace binary, built once per test process.
 pub fn binary(package: &str, bin: &str) -> PathBuf {
@@ -233,6 +435,10 @@ impl Drop for GatewayProcess {
     }
 }
 
+/// The gateway's TLS handshake timeout in a test bed unless a test sets
+/// another.
+const DEFAULT_HANDSHAKE_TIMEOUT_SECONDS: u64 = 2;
+
 /// A directory with a PKI, a config and a running gateway.
 pub struct Testbed {
     /// The throwaway directory (removed on drop).
@@ -243,23 +449,58 @@ pub struct Testbed {
     pub config: PathBuf,
     /// The running gateway.
     pub gateway: GatewayProcess,
+    /// The database URL the gateway uses, as a client outside the test
+    /// bed's directory reaches it.
+    database_url: String,
+    /// The PostgreSQL database made for this test bed, dropped after the
+    /// gateway (fields drop in order).
+    _postgres: Option<PostgresDatabase>,
 }
 
 impl Testbed {
-    /// A fresh test bed with the default configuration.
+    /// A fresh test bed with the default configuration, on the backend
+    /// `LIANDONG_TEST_BACKEND` chooses.
     pub fn start() -> anyhow::Result<Self> {
         Self::start_with("")
     }
 
-    /// A fresh test bed; `extra` is appended to the generated config (extra
-    /// TOML tables such as `[limits]`).
+    /// A fresh test bed on the backend `LIANDONG_TEST_BACKEND` chooses;
+    /// `extra` is appended to the generated config (extra TOML tables such
+    /// as `[limits]`).
     pub fn start_with(extra: &str) -> anyhow::Result<Self> {
-        Self::start_on("sqlite://data/liandong.db", extra)
+        Self::start_with_handshake_timeout(DEFAULT_HANDSHAKE_TIMEOUT_SECONDS, extra)
     }
 
     /// A fresh test bed on the given database URL (SQLite paths relative to
-    /// the test bed's directory, or a PostgreSQL URL).
+    /// the test bed's directory, or a PostgreSQL URL the caller owns),
+    /// whatever `LIANDONG_TEST_BACKEND` says.
     pub fn start_on(database_url: &str, extra: &str) -> anyhow::Result<Self> {
+        Self::start_configured(database_url, DEFAULT_HANDSHAKE_TIMEOUT_SECONDS, extra)
+    }
+
+    /// Like [`start_with`](Self::start_with), with the gateway's TLS
+    /// handshake timeout (`[tls] handshake_timeout_seconds`, otherwise 2)
+    /// set to `seconds`.
+    pub fn start_with_handshake_timeout(seconds: u64, extra: &str) -> anyhow::Result<Self> {
+        match Backend::from_env() {
+            Backend::Sqlite => Self::start_configured("sqlite://data/liandong.db", seconds, extra),
+            Backend::Postgres => {
+                let database = PostgresDatabase::create()?;
+                let mut bed = Self::start_configured(&database.url, seconds, extra)?;
+                bed._postgres = Some(database);
+                Ok(bed)
+            }
+        }
+    }
+
+    fn start_configured(
+        database_url: &str,
+        handshake_timeout_seconds: u64,
+        extra: &str,
+    ) -> anyhow::Result<Self> {
+        // So that tests may open `database_url()` with
+        // `sqlx::AnyConnection::connect` on either backend.
+        sqlx::any::install_default_drivers();
         let dir = tempfile::tempdir()?;
         let pki = Pki::create(dir.path())?;
         let config = dir.path().join("gateway.toml");
@@ -267,18 +508,63 @@ impl Testbed {
             &config,
             format!(
                 "listen = \"127.0.0.1:0\"\nregistry = \"agencies.toml\"\n\n[tls]\nca = \"pki/ca.crt\"\n\
-                 cert = \"pki/gateway.crt\"\nkey = \"pki/gateway.key\"\nhandshake_timeout_seconds = 2\n\n\
+                 cert = \"pki/gateway.crt\"\nkey = \"pki/gateway.key\"\n\
+                 handshake_timeout_seconds = {handshake_timeout_seconds}\n\n\
                  [database]\nurl = \"{database_url}\"\n\n[delivery]\npoll_interval_ms = 200\n\n\
                  [shutdown]\ngrace_seconds = 5\n{extra}"
             ),
         )?;
         let gateway = GatewayProcess::start(&config, &dir.path().join("gateway.log"))?;
+        let database_url = match database_url.strip_prefix("sqlite://") {
+            Some(path) if !path.starts_with('/') => {
+                format!("sqlite://{}", dir.path().join(path).display())
+            }
+            _ => database_url.to_owned(),
+        };
         Ok(Self {
             dir,
             pki,
             config,
             gateway,
+            database_url,
+            _postgres: None,
         })
+    }
+
+    /// The backend the gateway runs on.
+    pub fn backend(&self) -> Backend {
+        Backend::of_url(&self.database_url)
+    }
+
+    /// Starts another gateway replica on the same config and database (its
+    /// own port; its log in `gateway-<name>.log`), as several replicas
+    /// share one PostgreSQL in production. Only PostgreSQL supports that:
+    /// guard the test with [`skip_unless_postgres`].
+    pub fn start_replica(&self, name: &str) -> anyhow::Result<GatewayProcess> {
+        anyhow::ensure!(
+            self.backend() == Backend::Postgres,
+            "gateway replicas share a PostgreSQL database; this test bed runs on SQLite"
+        );
+        GatewayProcess::start(
+            &self.config,
+            &self.dir.path().join(format!("gateway-{name}.log")),
+        )
+    }
+
+    /// A client of a given gateway process (a replica) authenticated as a
+    /// registered agency.
+    pub async fn client_of(
+        &self,
+        gateway: &GatewayProcess,
+        agency: &str,
+    ) -> ExchangeClient<Channel> {
+        let channel = self
+            .pki
+            .credentials(agency)
+            .connect(&gateway.url(), None)
+            .await
+            .expect("connect to the gateway replica");
+        ExchangeClient::new(channel)
     }
 
     /// Restarts the gateway on the same database (after it exited).
@@ -295,7 +581,14 @@ impl Testbed {
     /// Waits up to ten seconds for `needle` to appear in the gateway's log;
     /// panics with `what` and the log otherwise.
     pub async fn wait_for_log(&self, needle: &str, what: &str) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        self.wait_for_log_within(needle, what, Duration::from_secs(10))
+            .await;
+    }
+
+    /// Waits up to `limit` for `needle` to appear in the gateway's log;
+    /// panics with `what` and the log otherwise.
+    pub async fn wait_for_log_within(&self, needle: &str, what: &str, limit: Duration) {
+        let deadline = std::time::Instant::now() + limit;
         while !self.log().contains(needle) {
             assert!(
                 std::time::Instant::now() < deadline,
@@ -314,20 +607,25 @@ impl Testbed {
             .await;
     }
 
-    /// The SQLite database URL.
+    /// The URL of the gateway's database, on either backend
+    /// (`sqlite:///abs/path` or `postgres://…/ld_bed_…`). Open it with
+    /// [`connect_database`](Self::connect_database) or
+    /// `sqlx::AnyConnection::connect` and portable SQL (`$1` parameters).
     pub fn database_url(&self) -> String {
-        format!(
-            "sqlite://{}",
-            self.dir.path().join("data/liandong.db").display()
-        )
+        self.database_url.clone()
+    }
+
+    /// A direct connection to the gateway's database, on either backend.
+    pub async fn connect_database(&self) -> sqlx::AnyConnection {
+        use sqlx::Connection;
+        sqlx::AnyConnection::connect(&self.database_url)
+            .await
+            .unwrap_or_else(|e| panic!("open the database {}: {e}", self.database_url))
     }
 
     /// Rows in the notifications table, read straight from the database.
     pub async fn stored_count(&self) -> i64 {
-        use sqlx::Connection;
-        let mut conn = sqlx::SqliteConnection::connect(&self.database_url())
-            .await
-            .expect("open the database");
+        let mut conn = self.connect_database().await;
         sqlx::query_scalar("SELECT COUNT(*) FROM notifications")
             .fetch_one(&mut conn)
             .await
@@ -422,6 +720,34 @@ pub async fn publish_clues(
     receipts
 }
 
+/// What a subscription stream did next ([`Subscriber::next_event`]).
+#[derive(Debug)]
+pub enum Next {
+    /// A delivery arrived.
+    Delivery(Box<pb::Delivery>),
+    /// Nothing arrived within the wait; the stream is still open.
+    Silent,
+    /// The gateway ended the stream cleanly, without a status.
+    Ended,
+    /// The stream ended with an error status.
+    Failed(Status),
+}
+
+impl std::fmt::Display for Next {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Delivery(delivery) => write!(
+                f,
+                "delivered sequence {} (attempt {})",
+                delivery.sequence, delivery.attempt
+            ),
+            Self::Silent => f.write_str("stayed silent"),
+            Self::Ended => f.write_str("was ended cleanly by the gateway"),
+            Self::Failed(status) => write!(f, "failed: {status:?}"),
+        }
+    }
+}
+
 /// An open subscription stream and its request side.
 pub struct Subscriber {
     requests: mpsc::Sender<pb::SubscribeRequest>,
@@ -467,11 +793,56 @@ impl Subscriber {
     }
 
     /// The next delivery, or None when none arrives within `wait` or the
-    /// stream ends. A stream error is returned as Err.
+    /// stream ends. A stream error is returned as Err. Use
+    /// [`next_event`](Self::next_event) where silence and a closed stream
+    /// must be told apart.
     pub async fn next(&mut self, wait: Duration) -> Result<Option<pb::Delivery>, Status> {
+        match self.next_event(wait).await {
+            Next::Delivery(delivery) => Ok(Some(*delivery)),
+            Next::Silent | Next::Ended => Ok(None),
+            Next::Failed(status) => Err(status),
+        }
+    }
+
+    /// What the stream does within `wait`: a delivery, silence (still
+    /// open), a clean end, or a failure status.
+    pub async fn next_event(&mut self, wait: Duration) -> Next {
         match tokio::time::timeout(wait, self.deliveries.message()).await {
-            Ok(result) => result,
-            Err(_) => Ok(None),
+            Err(_) => Next::Silent,
+            Ok(Ok(Some(delivery))) => Next::Delivery(Box::new(delivery)),
+            Ok(Ok(None)) => Next::Ended,
+            Ok(Err(status)) => Next::Failed(status),
+        }
+    }
+
+    /// The next delivery within `wait`; panics naming `what` when the
+    /// stream stays silent, ends or fails instead.
+    pub async fn expect_delivery(&mut self, wait: Duration, what: &str) -> pb::Delivery {
+        match self.next_event(wait).await {
+            Next::Delivery(delivery) => *delivery,
+            other => panic!("expected {what}, but the stream {other}"),
+        }
+    }
+
+    /// Asserts that nothing arrives within `wait` *and* that the stream is
+    /// still open: a delivery, a clean end or a failure each fail the test,
+    /// so a gateway that closes streams early cannot pass for a quiet one.
+    /// Prefer a positive signal (a marker published after) where one
+    /// exists; this is for what only time can show (no redelivery before a
+    /// timeout).
+    pub async fn expect_silence(&mut self, wait: Duration, why: &str) {
+        match self.next_event(wait).await {
+            Next::Silent => {}
+            other => panic!("expected silence ({why}), but the stream {other}"),
+        }
+    }
+
+    /// The status the stream fails with within `wait`; panics when it
+    /// delivers, stays silent or ends cleanly instead.
+    pub async fn expect_failure(&mut self, wait: Duration, what: &str) -> Status {
+        match self.next_event(wait).await {
+            Next::Failed(status) => status,
+            other => panic!("expected the stream to fail ({what}), but it {other}"),
         }
     }
 
@@ -507,17 +878,13 @@ impl Subscriber {
     pub async fn take_acked(&mut self, count: usize, wait: Duration) -> Vec<pb::Delivery> {
         let mut taken = Vec::with_capacity(count);
         while taken.len() < count {
-            match self.next(wait).await {
-                Ok(Some(delivery)) => {
+            match self.next_event(wait).await {
+                Next::Delivery(delivery) => {
                     self.ack(&[delivery.sequence]).await;
-                    taken.push(delivery);
+                    taken.push(*delivery);
                 }
-                Ok(None) => panic!(
-                    "expected {count} deliveries, got {} before silence",
-                    taken.len()
-                ),
-                Err(status) => panic!(
-                    "subscription failed after {} deliveries: {status:?}",
+                other => panic!(
+                    "expected {count} deliveries, got {}, then the stream {other}",
                     taken.len()
                 ),
             }

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use liandong_core::pb::{self, Confidentiality as Level, EventType as Event};
-use liandong_tests::{Subscriber, Testbed, notification, publish, publish_clues};
+use liandong_tests::{
+    Subscriber, Testbed, notification, publish, publish_clues, skip_unless_postgres,
+};
 use tokio_stream::StreamExt;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -49,7 +51,7 @@ async fn subscriber_resumes_after_disconnect_without_loss_or_reorder() {
     let mut first = Subscriber::open(&mut police, "resume").await.unwrap();
     let got = first.take_acked(4, WAIT).await;
     // Received but not acknowledged: it must come again after the resume.
-    let unacked = first.next(WAIT).await.unwrap().unwrap();
+    let unacked = first.expect_delivery(WAIT, "sequence 5").await;
     assert_eq!(unacked.sequence, 5);
     first.close().await.unwrap();
     // Published while the subscriber is away.
@@ -59,13 +61,16 @@ async fn subscriber_resumes_after_disconnect_without_loss_or_reorder() {
     let rest = second.take_acked(11, WAIT).await;
     let sequences: Vec<u64> = got.iter().chain(&rest).map(|d| d.sequence).collect();
     assert_eq!(sequences, (1..=15).collect::<Vec<_>>());
-    assert!(
-        second
-            .next(Duration::from_millis(500))
-            .await
-            .unwrap()
-            .is_none(),
-        "nothing beyond the 15"
+    // Nothing beyond the 15, and the stream still open: a marker published
+    // now is the very next delivery.
+    publish_clues(&mut eeb, "marker", "C-1", 0..1).await;
+    let next = second.expect_delivery(WAIT, "the marker").await;
+    assert_eq!(
+        (
+            next.sequence,
+            next.notification.unwrap().notification_id.as_str()
+        ),
+        (16, "marker0")
     );
 }
 
@@ -82,7 +87,9 @@ async fn abrupt_disconnect_redelivers_from_the_oldest_unconfirmed_in_order() {
     drop(first);
     let mut police = bed.client("cz-psb").await;
     let mut second = Subscriber::open(&mut police, "abrupt").await.unwrap();
-    let first_again = second.next(WAIT).await.unwrap().unwrap();
+    let first_again = second
+        .expect_delivery(WAIT, "the oldest unconfirmed delivery")
+        .await;
     assert!(
         first_again.sequence <= 7,
         "resumed at {}",
@@ -119,18 +126,15 @@ async fn unacknowledged_delivery_is_redelivered_after_the_ack_timeout() {
     )
     .await
     .unwrap();
-    let first = sub.next(WAIT).await.unwrap().unwrap();
+    let first = sub.expect_delivery(WAIT, "the first attempt").await;
     assert_eq!(first.attempt, 1);
-    let again = sub.next(WAIT).await.unwrap().unwrap();
+    let again = sub.expect_delivery(WAIT, "the redelivery").await;
     assert_eq!((again.sequence, again.attempt), (first.sequence, 2));
     sub.ack(&[again.sequence]).await;
-    assert!(
-        sub.next(Duration::from_millis(1500))
-            .await
-            .unwrap()
-            .is_none(),
-        "acked: no third attempt"
-    );
+    // Only time shows that no third attempt comes: wait past the ack
+    // timeout, the stream staying open.
+    sub.expect_silence(Duration::from_millis(1500), "acked: no third attempt")
+        .await;
 }
 
 #[tokio::test]
@@ -302,12 +306,16 @@ async fn filters_select_by_event_case_prefix_sender_and_region() {
         .map(|d| d.notification.unwrap().notification_id)
         .collect();
     assert_eq!(got, vec!["b", "c"]);
-    assert!(
-        sub.next(Duration::from_millis(500))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    // "d" (another case prefix) is not delivered: a matching marker
+    // published now is the very next delivery.
+    publish(
+        &mut eeb,
+        notification("e", "XY-4", Event::PenaltyDecided, Level::Internal, &[]),
+    )
+    .await
+    .unwrap();
+    let next = sub.expect_delivery(WAIT, "the marker").await;
+    assert_eq!(next.notification.unwrap().notification_id, "e");
     drop(sub);
 
     // The same name with another filter is refused; with its own it resumes.
@@ -462,7 +470,7 @@ async fn a_newer_connection_takes_over_a_subscription() {
     let mut old = Subscriber::open(&mut police, "inbox").await.unwrap();
     let mut police2 = bed.client("cz-psb").await;
     let mut new = Subscriber::open(&mut police2, "inbox").await.unwrap();
-    let ended = old.next(WAIT).await.unwrap_err();
+    let ended = old.expect_failure(WAIT, "taken over").await;
     assert_eq!(ended.code(), tonic::Code::Aborted);
     let mut eeb = bed.client("cz-eeb").await;
     publish(
@@ -472,4 +480,47 @@ async fn a_newer_connection_takes_over_a_subscription() {
     .await
     .unwrap();
     assert_eq!(new.take_acked(1, WAIT).await.len(), 1);
+}
+
+#[tokio::test]
+async fn replicas_on_one_database_give_distinct_gap_free_sequences_and_deliver_all() {
+    if skip_unless_postgres("several gateway replicas share one PostgreSQL database") {
+        return;
+    }
+    let bed = Testbed::start().unwrap();
+    let replica = bed.start_replica("b").unwrap();
+    let mut police = bed.client_of(&replica, "cz-psb").await;
+    let mut inbox = Subscriber::open(&mut police, "inbox").await.unwrap();
+
+    // Both replicas publish at once: the publish lock spans them.
+    let mut publishers = Vec::new();
+    for (name, client) in [
+        ("a", bed.client("cz-eeb").await),
+        ("b", bed.client_of(&replica, "cz-eeb").await),
+    ] {
+        let mut client = client;
+        publishers.push(tokio::spawn(async move {
+            publish_clues(&mut client, &format!("{name}-"), "C-REPLICAS", 0..20).await
+        }));
+    }
+    let mut sequences = Vec::new();
+    for publisher in publishers {
+        sequences.extend(publisher.await.unwrap().iter().map(|r| r.sequence));
+    }
+    sequences.sort_unstable();
+    assert_eq!(
+        sequences,
+        (1..=40).collect::<Vec<u64>>(),
+        "one sequence per receipt, none reused, none skipped"
+    );
+    assert_eq!(bed.stored_count().await, 40);
+
+    // A subscriber on one replica receives what both stored, in order.
+    let delivered: Vec<u64> = inbox
+        .take_acked(40, WAIT)
+        .await
+        .iter()
+        .map(|d| d.sequence)
+        .collect();
+    assert_eq!(delivered, (1..=40).collect::<Vec<u64>>());
 }

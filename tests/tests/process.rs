@@ -50,7 +50,7 @@ async fn publish_until_refused(
 
 /// Every receipt names a stored row with that sequence.
 async fn assert_all_stored(bed: &Testbed, receipts: &HashMap<String, u64>) {
-    let mut conn = sqlx::SqliteConnection::connect(&bed.database_url())
+    let mut conn = sqlx::AnyConnection::connect(&bed.database_url())
         .await
         .unwrap();
     let rows: Vec<(String, i64)> = sqlx::query_as(
@@ -142,7 +142,7 @@ async fn subscription_stream_ends_cleanly_on_sigterm_and_resumes_after_restart()
         .unwrap();
     sub.take_acked(1, Duration::from_secs(10)).await;
     // Acks travel asynchronously: wait until this one is persisted.
-    let mut conn = sqlx::SqliteConnection::connect(&bed.database_url())
+    let mut conn = sqlx::AnyConnection::connect(&bed.database_url())
         .await
         .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

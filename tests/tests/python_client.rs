@@ -3,11 +3,16 @@
 //!
 //! Starts a test bed, generates the Python stubs into a temporary directory
 //! with `grpc_tools.protoc`, and runs `examples/python/test_client.py`,
-//! streaming its output. Without `python3` or its `grpc`/`grpc_tools`
-//! modules the test skips with a message, unless `LIANDONG_REQUIRE_PYTHON=1`
-//! makes that a failure.
+//! streaming its output.
+//!
+//! The interpreter is a project-local virtual environment, never the
+//! system's Python: `LIANDONG_PYTHON` when set (`scripts/test` sets it to
+//! `target/py-venv/bin/python` after installing
+//! `examples/python/requirements.txt` there), else `target/py-venv` when it
+//! exists. Without a usable one the test skips with a message saying how to
+//! make it, unless `LIANDONG_REQUIRE_PYTHON=1` makes that a failure.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,8 +29,21 @@ fn workspace() -> PathBuf {
         .to_owned()
 }
 
+/// Names the interpreter to use.
+const PYTHON_VAR: &str = "LIANDONG_PYTHON";
+
+/// The project-local virtual environment's interpreter.
+fn venv_python() -> PathBuf {
+    workspace().join("target/py-venv/bin/python")
+}
+
+/// The interpreter: `LIANDONG_PYTHON`, else the project-local venv's.
+fn interpreter() -> PathBuf {
+    std::env::var_os(PYTHON_VAR).map_or_else(venv_python, PathBuf::from)
+}
+
 fn python() -> Command {
-    let mut command = Command::new("python3");
+    let mut command = Command::new(interpreter());
     command
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env("PYTHONUNBUFFERED", "1")
@@ -35,13 +53,20 @@ fn python() -> Command {
 
 /// Why the Python side cannot run here, if it cannot.
 fn missing_python() -> Option<String> {
+    let make_it = "scripts/test makes it; by hand: python3 -m venv target/py-venv && \
+                   target/py-venv/bin/python -m pip install -r examples/python/requirements.txt";
+    let interpreter = interpreter();
     match python()
         .args(["-c", "import grpc, grpc_tools, google.protobuf"])
         .output()
     {
-        Err(error) => Some(format!("python3 cannot be run: {error}")),
+        Err(error) => Some(format!(
+            "the Python interpreter {} cannot be run ({error}); {make_it}",
+            interpreter.display()
+        )),
         Ok(out) if !out.status.success() => Some(format!(
-            "python3 lacks grpcio/grpcio-tools/protobuf ({}); install examples/python/requirements.txt",
+            "{} lacks grpcio/grpcio-tools/protobuf ({}); {make_it}",
+            interpreter.display(),
             String::from_utf8_lossy(&out.stderr)
                 .lines()
                 .last()
@@ -73,7 +98,10 @@ fn python_client_kit_against_the_real_gateway() {
         if std::env::var("LIANDONG_REQUIRE_PYTHON").as_deref() == Ok("1") {
             panic!("LIANDONG_REQUIRE_PYTHON=1 but {reason}");
         }
-        eprintln!(
+        // Written to the handle itself: `eprintln!` is captured by the test
+        // harness and shown only for failures, and a skip must be seen.
+        let _ = writeln!(
+            std::io::stderr(),
             "SKIPPED python_client: {reason} (set LIANDONG_REQUIRE_PYTHON=1 to make this fail)"
         );
         return;
@@ -110,18 +138,18 @@ fn python_client_kit_against_the_real_gateway() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start python3");
+        .expect("start the Python interpreter");
     let out = forward(child.stdout.take().expect("piped"), "[python] ");
     let err = forward(child.stderr.take().expect("piped"), "[python] ");
 
     let deadline = Instant::now() + SUITE_TIMEOUT;
     let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for python3") {
+        if let Some(status) = child.try_wait().expect("wait for the Python suite") {
             break Some(status);
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
+            child.kill().expect("stop the Python suite");
+            child.wait().expect("reap the Python suite");
             break None;
         }
         std::thread::sleep(Duration::from_millis(50));

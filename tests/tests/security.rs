@@ -1,5 +1,8 @@
 //! Attacks on identity, input and confidentiality, each asserting the
-//! refusal and that nothing was stored or disclosed.
+//! refusal and that nothing was stored or disclosed. A certificate refused
+//! in the TLS handshake is checked for the reason of the refusal (the one
+//! the gateway logs, and the alert the client reads), so a certificate
+//! refused for another flaw than the one under test fails the test.
 
 use std::time::Duration;
 
@@ -11,25 +14,75 @@ use tonic::Code;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// Publishing with these credentials must fail before anything is stored.
-async fn assert_refused_at_tls(bed: &Testbed, credentials: &ClientCredentials) {
-    let outcome = match bed.client_with(credentials).await {
-        Err(connect_error) => Err(connect_error),
-        Ok(mut client) => {
-            let n = notification("x-1", "C-1", Event::ClueShared, Level::Internal, &[]);
-            publish(&mut client, n)
-                .await
-                .map_err(|status| format!("{status:?}"))
-        }
-    };
-    assert!(
-        outcome.is_err(),
-        "a publish over these credentials succeeded"
-    );
-    assert_eq!(bed.stored_count().await, 0);
-    // The gateway logs the refused handshake.
+/// Why the gateway refuses a client's certificate in the TLS handshake:
+/// what its log says and the TLS alert it sends.
+struct Refusal {
+    /// Part of the reason the gateway logs with "TLS handshake refused".
+    logged: &'static str,
+    /// The TLS alert the client receives, when it reads it before the
+    /// connection closes.
+    alert: &'static str,
+}
+
+/// The certificate was not issued by the gateway's CA.
+const UNKNOWN_ISSUER: Refusal = Refusal {
+    logged: "invalid peer certificate: UnknownIssuer",
+    alert: "UnknownCA",
+};
+
+/// The certificate's validity has ended.
+const EXPIRED: Refusal = Refusal {
+    logged: "invalid peer certificate: certificate expired",
+    alert: "CertificateExpired",
+};
+
+/// The certificate may not be used to authenticate a client.
+const NOT_FOR_CLIENTS: Refusal = Refusal {
+    logged: "certificate does not allow extended key usage for client authentication",
+    alert: "UnsupportedCertificate",
+};
+
+/// The client presented no certificate.
+const NO_CERTIFICATE: Refusal = Refusal {
+    logged: "peer sent no certificates",
+    alert: "CertificateRequired",
+};
+
+/// Asserts that `outcome` (a connection attempt and a publish over it)
+/// failed for `reason` alone: every handshake refusal the gateway logged
+/// names it, at least one was logged, a TLS alert the client read (if any)
+/// is the one for it, and nothing was stored.
+async fn assert_refused_for(bed: &Testbed, outcome: Result<(), String>, reason: &Refusal) {
+    let error = outcome.expect_err("a publish over these credentials succeeded");
+    if let Some((_, alert)) = error.split_once("received fatal alert: ") {
+        assert!(
+            alert.starts_with(reason.alert),
+            "the client was refused with another alert than {}: {error}",
+            reason.alert
+        );
+    }
     bed.wait_for_log("TLS handshake refused", "refusal not logged")
         .await;
+    let log = bed.log();
+    for refusal in log.lines().filter(|l| l.contains("TLS handshake refused")) {
+        assert!(
+            refusal.contains(reason.logged),
+            "refused for another reason than {:?}: {refusal}",
+            reason.logged
+        );
+    }
+    assert_eq!(bed.stored_count().await, 0);
+}
+
+/// Connects with `credentials` and publishes: the outcome, with the whole
+/// error chain on failure.
+async fn try_publish(bed: &Testbed, credentials: &ClientCredentials) -> Result<(), String> {
+    let mut client = bed.client_with(credentials).await?;
+    let n = notification("x-1", "C-1", Event::ClueShared, Level::Internal, &[]);
+    publish(&mut client, n)
+        .await
+        .map(|_| ())
+        .map_err(|status| format!("{status:?}"))
 }
 
 async fn assert_unauthenticated(bed: &Testbed, credentials: &ClientCredentials) {
@@ -63,7 +116,7 @@ async fn no_client_cert_is_refused() {
         .tls_config(tls)
         .unwrap();
     let outcome = match channel.connect().await {
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(liandong_core::tls::error_chain(&e)),
         Ok(channel) => {
             let mut client = pb::exchange_client::ExchangeClient::new(channel);
             publish(
@@ -71,13 +124,11 @@ async fn no_client_cert_is_refused() {
                 notification("x", "C", Event::ClueShared, Level::Internal, &[]),
             )
             .await
+            .map(|_| ())
             .map_err(|s| format!("{s:?}"))
         }
     };
-    assert!(outcome.is_err());
-    assert_eq!(bed.stored_count().await, 0);
-    bed.wait_for_log("TLS handshake refused", "refusal not logged")
-        .await;
+    assert_refused_for(&bed, outcome, &NO_CERTIFICATE).await;
 }
 
 #[tokio::test]
@@ -90,7 +141,8 @@ async fn cert_from_other_ca_is_refused() {
         cert_pem: forged.cert_pem,
         key_pem: forged.key_pem,
     };
-    assert_refused_at_tls(&bed, &credentials).await;
+    let outcome = try_publish(&bed, &credentials).await;
+    assert_refused_for(&bed, outcome, &UNKNOWN_ISSUER).await;
 }
 
 #[tokio::test]
@@ -101,7 +153,8 @@ async fn expired_client_cert_is_refused() {
         .authority
         .client(&ClientSpec::agency("cz-psb").expired())
         .unwrap();
-    assert_refused_at_tls(&bed, &bed.pki.credentials_with(&expired)).await;
+    let outcome = try_publish(&bed, &bed.pki.credentials_with(&expired)).await;
+    assert_refused_for(&bed, outcome, &EXPIRED).await;
 }
 
 #[tokio::test]
@@ -110,7 +163,8 @@ async fn server_only_certificate_is_refused_as_a_client() {
     let mut spec = ClientSpec::agency("cz-psb");
     spec.usage = KeyUsage::ServerOnly;
     let cert = bed.pki.authority.client(&spec).unwrap();
-    assert_refused_at_tls(&bed, &bed.pki.credentials_with(&cert)).await;
+    let outcome = try_publish(&bed, &bed.pki.credentials_with(&cert)).await;
+    assert_refused_for(&bed, outcome, &NOT_FOR_CLIENTS).await;
 }
 
 #[tokio::test]
@@ -398,15 +452,14 @@ async fn oversized_request_is_refused_and_stores_nothing() {
 
 #[tokio::test]
 async fn stalled_handshake_does_not_block_other_clients() {
-    let bed = Testbed::start().unwrap();
+    // Long enough that a well-behaved client finishes well inside it.
+    let bed = Testbed::start_with_handshake_timeout(5, "").unwrap();
     // Connections that never send a ClientHello.
     let mut stalled = Vec::new();
     for _ in 0..5 {
-        stalled.push(
-            tokio::net::TcpStream::connect(bed.gateway.addr)
-                .await
-                .unwrap(),
-        );
+        let connection = std::net::TcpStream::connect(bed.gateway.addr).unwrap();
+        connection.set_nonblocking(true).unwrap();
+        stalled.push(connection);
     }
     let mut eeb = bed.client("cz-eeb").await;
     publish(
@@ -415,12 +468,46 @@ async fn stalled_handshake_does_not_block_other_clients() {
     )
     .await
     .unwrap();
-    bed.wait_for_log(
+    // Handshakes taken one at a time would have had to give up on every
+    // stalled connection (closing it) before reaching the good client.
+    assert!(
+        !bed.log().contains("TLS handshake timed out"),
+        "a stalled handshake timed out before the good client was served:\n{}",
+        bed.log()
+    );
+    for (i, connection) in stalled.iter().enumerate() {
+        assert!(
+            still_open(connection),
+            "stalled connection {i} was closed before the good client was served"
+        );
+    }
+    // Then each stalled handshake is timed out and its connection closed.
+    bed.wait_for_log_within(
         "TLS handshake timed out",
         "stalled handshakes are never timed out",
+        Duration::from_secs(30),
     )
     .await;
-    drop(stalled);
+    for (i, mut connection) in stalled.into_iter().enumerate() {
+        connection.set_nonblocking(false).unwrap();
+        connection
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        let read = std::io::Read::read(&mut connection, &mut byte);
+        assert!(
+            matches!(&read, Ok(0))
+                || matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+            "stalled connection {i} was not closed by the gateway: {read:?}"
+        );
+    }
+}
+
+/// Whether the gateway has neither closed `connection` nor written to it
+/// (a non-blocking socket).
+fn still_open(connection: &std::net::TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(connection.peek(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 mod raw {

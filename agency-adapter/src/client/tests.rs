@@ -43,9 +43,11 @@ async fn unreadable_credentials_are_a_configuration_error() {
 #[tokio::test]
 async fn a_gateway_that_is_not_listening_is_unreachable() {
     let pki = Pki::new();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
+    // Bound, never listening: connections are refused, and no parallel
+    // test can be handed the port while it is held.
+    let closed = tokio::net::TcpSocket::new_v4().unwrap();
+    closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = closed.local_addr().unwrap().port();
     let settings = pki.settings(&format!("https://127.0.0.1:{port}"));
     let err = GatewayClient::connect(&settings).await.unwrap_err();
     assert!(matches!(err, ClientError::Unreachable(_)), "{err:?}");

@@ -230,9 +230,11 @@ async fn refusals_that_may_pass_later_are_retried_not_dead_lettered() {
 
 #[tokio::test]
 async fn an_unreachable_gateway_keeps_everything_pending() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
+    // Bound, never listening: connections are refused, and no parallel
+    // test can be handed the port while it is held.
+    let closed = tokio::net::TcpSocket::new_v4().unwrap();
+    closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = closed.local_addr().unwrap().port();
     let pki = testing::Pki::new();
     let bed = start(
         &pki.settings(&format!("https://127.0.0.1:{port}")),
