@@ -10,7 +10,8 @@ use crate::store::{LogThrottle, StoreError};
 
 /// Repeated identical store failures are logged once per interval, with
 /// how often they happened since.
-static STORE_ERRORS: std::sync::LazyLock<LogThrottle> = std::sync::LazyLock::new(LogThrottle::default);
+static STORE_ERRORS: std::sync::LazyLock<LogThrottle> =
+    std::sync::LazyLock::new(LogThrottle::default);
 
 /// Why a request was refused or failed.
 #[derive(Debug, thiserror::Error)]

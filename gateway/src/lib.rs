@@ -329,9 +329,7 @@ async fn follow_store_health(
             } else {
                 tonic_health::ServingStatus::NotServing
             };
-            reporter
-                .set_service_status("", status)
-                .await;
+            reporter.set_service_status("", status).await;
             if now {
                 reporter
                     .set_serving::<ExchangeServer<api::ExchangeService>>()

@@ -200,9 +200,9 @@ async fn verify_store(config: GatewayConfig, json: bool) -> ExitCode {
         }
     };
     let bar = indicatif::ProgressBar::hidden();
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "verifying {bar:40} {pos}/{len} rows ({eta} left)",
-    ) {
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("verifying {bar:40} {pos}/{len} rows ({eta} left)")
+    {
         bar.set_style(style);
     }
     let result = if json {
@@ -232,13 +232,19 @@ async fn verify_store(config: GatewayConfig, json: bool) -> ExitCode {
     } else {
         println!("{}", report.summary());
         for problem in &report.changed {
-            println!("changed       {:>12}  {}", problem.sequence, problem.problem);
+            println!(
+                "changed       {:>12}  {}",
+                problem.sequence, problem.problem
+            );
         }
         for range in &report.missing {
             println!("missing       {:>12}  through {}", range.first, range.last);
         }
         for problem in &report.out_of_order {
-            println!("out of order  {:>12}  {}", problem.sequence, problem.problem);
+            println!(
+                "out of order  {:>12}  {}",
+                problem.sequence, problem.problem
+            );
         }
         if let Some(state) = &report.state {
             println!("state         {state}");

@@ -351,7 +351,9 @@ impl Store {
     async fn write<T, F>(&self, what: &'static str, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut AnyConnection) -> futures::future::BoxFuture<'c, Result<T, StoreError>>
+        F: for<'c> FnOnce(
+                &'c mut AnyConnection,
+            ) -> futures::future::BoxFuture<'c, Result<T, StoreError>>
             + Send
             + 'static,
     {
@@ -525,11 +527,7 @@ impl Store {
         self.shared
             .integrity_failures
             .fetch_add(1, Ordering::Relaxed);
-        if let Some(count) = self
-            .shared
-            .integrity_log
-            .occurrence(&format!("{sequence}"))
-        {
+        if let Some(count) = self.shared.integrity_log.occurrence(&format!("{sequence}")) {
             tracing::error!(
                 notification.sequence = sequence,
                 %violation,
@@ -718,7 +716,10 @@ impl Store {
     /// Scans every stored notification in sequence order and reports what
     /// was changed, is missing or is out of order. `progress` is told the
     /// number of rows to scan, then each row scanned.
-    pub async fn verify(&self, progress: &dyn verify::Progress) -> Result<VerifyReport, StoreError> {
+    pub async fn verify(
+        &self,
+        progress: &dyn verify::Progress,
+    ) -> Result<VerifyReport, StoreError> {
         verify::scan(self, 0, progress).await
     }
 

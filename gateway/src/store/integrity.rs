@@ -116,8 +116,8 @@ pub(crate) fn verify_content(row: &RawRow) -> Result<Verified, Violation> {
     if Sha256::digest(&row.payload).as_slice() != row.content_hash.as_slice() {
         return Err(Violation::ContentHash);
     }
-    let decoded = pb::Notification::decode(row.payload.as_slice())
-        .map_err(|_| Violation::Undecodable)?;
+    let decoded =
+        pb::Notification::decode(row.payload.as_slice()).map_err(|_| Violation::Undecodable)?;
     let recipients: Vec<String> = row
         .recipients
         .split_whitespace()

@@ -368,7 +368,11 @@ fn stored(outcome: PublishOutcome) -> Receipt {
 async fn fail_commits_of_case(store: &Store) {
     match store.backend() {
         Backend::Sqlite => {
-            exec(store, "CREATE TABLE commit_guard_parent (id INTEGER PRIMARY KEY)").await;
+            exec(
+                store,
+                "CREATE TABLE commit_guard_parent (id INTEGER PRIMARY KEY)",
+            )
+            .await;
             exec(
                 store,
                 "CREATE TABLE commit_guard (parent INTEGER REFERENCES commit_guard_parent (id) \
@@ -446,9 +450,15 @@ async fn failed_commit_writes_nothing_and_the_next_write_commits() {
             decision: "FULL".into(),
             reason: "recipient".into(),
         };
-        store.append_audit(std::slice::from_ref(&audit)).await.unwrap();
+        store
+            .append_audit(std::slice::from_ref(&audit))
+            .await
+            .unwrap();
         let url = match &guard {
-            Some(dir) => Some(format!("sqlite://{}", dir.path().join("store.db").display())),
+            Some(dir) => Some(format!(
+                "sqlite://{}",
+                dir.path().join("store.db").display()
+            )),
             None => None,
         };
         // What a fresh process sees after a restart.
@@ -493,7 +503,12 @@ async fn sqlite_full_disk_gives_no_receipt_and_writes_resume_when_space_returns(
     let big = "x".repeat(64 * 1024);
     for i in 0..5 {
         let refused = store
-            .publish(&new_notification("cz-eeb", &format!("big-{i}"), "C-1", &big))
+            .publish(&new_notification(
+                "cz-eeb",
+                &format!("big-{i}"),
+                "C-1",
+                &big,
+            ))
             .await;
         assert!(
             matches!(refused, Err(StoreError::Database(_))),
@@ -540,7 +555,12 @@ async fn sequences_are_never_reused_after_rows_are_deleted() {
         );
         assert_eq!(next.sequence, 5, "{:?}", store.backend());
         let batch = store.read_after(4, 10).await.unwrap();
-        assert_eq!(batch.rows.len(), 1, "{:?}: the new row is served", store.backend());
+        assert_eq!(
+            batch.rows.len(),
+            1,
+            "{:?}: the new row is served",
+            store.backend()
+        );
         let report = store.verify(&verify::NoProgress).await.unwrap();
         assert_eq!(report.missing, vec![SequenceRange { first: 3, last: 4 }]);
         assert!(report.changed.is_empty(), "{report:?}");
@@ -575,7 +595,11 @@ async fn tampered_rows_are_never_returned() {
             .execute(&store.pool)
             .await
             .unwrap();
-        exec(&store, "UPDATE notifications SET confidentiality = 1 WHERE sequence = 3").await;
+        exec(
+            &store,
+            "UPDATE notifications SET confidentiality = 1 WHERE sequence = 3",
+        )
+        .await;
         let forged = new_notification("cz-eeb", "n4", "C-1", "forged");
         sqlx::query("UPDATE notifications SET payload = $1, content_hash = $2 WHERE sequence = 4")
             .bind(&forged.payload)
@@ -629,7 +653,10 @@ async fn locked_database_refuses_writes_then_recovers() {
         let mut other = sqlx::AnyConnection::connect(&url).await.unwrap();
         match store.backend() {
             Backend::Sqlite => {
-                sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await.unwrap();
+                sqlx::query("BEGIN IMMEDIATE")
+                    .execute(&mut other)
+                    .await
+                    .unwrap();
             }
             Backend::Postgres => {
                 sqlx::query("SELECT pg_advisory_lock($1)")
@@ -679,11 +706,9 @@ async fn abandoned_publishes_are_stored_once_or_not_at_all() {
         for i in 0..60u64 {
             let abandoned = new_notification("cz-eeb", &format!("a{i}"), "C-1", "a");
             // Dropped at once, or after a few microseconds: mid-way.
-            let _ = tokio::time::timeout(
-                Duration::from_micros(i % 7 * 50),
-                store.publish(&abandoned),
-            )
-            .await;
+            let _ =
+                tokio::time::timeout(Duration::from_micros(i % 7 * 50), store.publish(&abandoned))
+                    .await;
         }
         steady.await.unwrap();
         // Wait for the abandoned writes still running: the writer is free
@@ -697,7 +722,11 @@ async fn abandoned_publishes_are_stored_once_or_not_at_all() {
             .fetch_one(&store.pool)
             .await
             .unwrap();
-            assert!(count <= 1, "{:?}: a{i} stored {count} times", store.backend());
+            assert!(
+                count <= 1,
+                "{:?}: a{i} stored {count} times",
+                store.backend()
+            );
         }
         let report = store.verify(&verify::NoProgress).await.unwrap();
         assert!(report.is_clean(), "{:?}: {report:?}", store.backend());
@@ -727,7 +756,11 @@ async fn rows_from_before_the_chain_are_linked_once_at_start() {
     assert!(store.verify(&verify::NoProgress).await.unwrap().is_clean());
     assert_eq!(store.read_after(0, 10).await.unwrap().rows.len(), 3);
     // Once linked, a link removed later is reported, never repaired.
-    exec(&store, "UPDATE notifications SET chain = NULL WHERE sequence = 2").await;
+    exec(
+        &store,
+        "UPDATE notifications SET chain = NULL WHERE sequence = 2",
+    )
+    .await;
     store.close().await;
     let store = Store::connect(&url, 2).await.unwrap();
     let report = store.verify(&verify::NoProgress).await.unwrap();

@@ -160,9 +160,8 @@ pub(crate) async fn scan(
         ..VerifyReport::default()
     };
     if high_water.is_none() {
-        report.state = Some(
-            "the high-water mark (store_state) is missing: sequences could be reused".into(),
-        );
+        report.state =
+            Some("the high-water mark (store_state) is missing: sequences could be reused".into());
     }
     let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM notifications WHERE sequence > $1")
         .bind(to_i64(from))
@@ -220,7 +219,9 @@ pub(crate) async fn scan(
             };
             let problem = if let Err(violation) = integrity::verify_content(&raw) {
                 Some((true, violation.to_string()))
-            } else if let Some(p) = previous.as_ref().filter(|p| raw.received_at < p.received_at)
+            } else if let Some(p) = previous
+                .as_ref()
+                .filter(|p| raw.received_at < p.received_at)
             {
                 Some((
                     false,
@@ -229,7 +230,9 @@ pub(crate) async fn scan(
             } else {
                 match integrity::verify_link(&raw, link_to) {
                     Ok(()) => None,
-                    Err(Violation::ChainBroken) => Some((false, Violation::ChainBroken.to_string())),
+                    Err(Violation::ChainBroken) => {
+                        Some((false, Violation::ChainBroken.to_string()))
+                    }
                     Err(violation) => Some((true, violation.to_string())),
                 }
             };
@@ -265,7 +268,10 @@ pub(crate) async fn scan(
     // only those above the mark read now were never assigned.
     if !above_mark.is_empty() {
         let (now, _) = state(store).await?;
-        for sequence in above_mark.into_iter().filter(|s| now.is_none_or(|m| *s > m)) {
+        for sequence in above_mark
+            .into_iter()
+            .filter(|s| now.is_none_or(|m| *s > m))
+        {
             report.changed.push(RowProblem {
                 sequence,
                 problem: Violation::AboveHighWater.to_string(),

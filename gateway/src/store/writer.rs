@@ -78,7 +78,11 @@ impl std::fmt::Debug for Writer {
 }
 
 impl Writer {
-    pub(crate) fn new(options: AnyConnectOptions, backend: Backend, lock_timeout: Duration) -> Self {
+    pub(crate) fn new(
+        options: AnyConnectOptions,
+        backend: Backend,
+        lock_timeout: Duration,
+    ) -> Self {
         Self {
             options,
             backend,
