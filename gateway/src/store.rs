@@ -315,7 +315,7 @@ impl Store {
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(move |conn, _meta| {
-                Box::pin(async move { writer::configure(conn, backend, lock_timeout).await })
+                Box::pin(async move { writer::configure(conn, backend, lock_timeout, false).await })
             })
             .connect_with(connect_options.clone())
             .await?;

@@ -454,13 +454,9 @@ async fn failed_commit_writes_nothing_and_the_next_write_commits() {
             .append_audit(std::slice::from_ref(&audit))
             .await
             .unwrap();
-        let url = match &guard {
-            Some(dir) => Some(format!(
-                "sqlite://{}",
-                dir.path().join("store.db").display()
-            )),
-            None => None,
-        };
+        let url = guard
+            .as_ref()
+            .map(|dir| format!("sqlite://{}", dir.path().join("store.db").display()));
         // What a fresh process sees after a restart.
         if let Some(url) = url {
             store.close().await;

@@ -26,11 +26,14 @@ use super::{Backend, StoreError};
 /// How long closing a failed connection may take before it is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Session settings of every connection (pool and writer).
+/// Session settings of every connection. `writer` is true for the writer
+/// connection: on PostgreSQL only it gets the lock timeout (the pool's
+/// connections take no locks but the migration lock, which may wait).
 pub(crate) async fn configure(
     conn: &mut AnyConnection,
     backend: Backend,
     lock_timeout: Duration,
+    writer: bool,
 ) -> Result<(), sqlx::Error> {
     let millis = lock_timeout.as_millis();
     match backend {
@@ -43,10 +46,11 @@ pub(crate) async fn configure(
                 .await?;
             conn.execute("PRAGMA foreign_keys = ON").await?;
         }
-        Backend::Postgres => {
+        Backend::Postgres if writer => {
             conn.execute(format!("SET lock_timeout = {millis}").as_str())
                 .await?;
         }
+        Backend::Postgres => {}
     }
     Ok(())
 }
@@ -115,10 +119,10 @@ impl Writer {
             return Err(StoreError::Interrupted);
         };
         let result = run(conn, self.backend, op).await;
-        if result.is_err() {
-            if let Some(conn) = state.conn.take() {
-                discard(conn).await;
-            }
+        if result.is_err()
+            && let Some(conn) = state.conn.take()
+        {
+            discard(conn).await;
         }
         result
     }
@@ -126,7 +130,7 @@ impl Writer {
     /// A new writer connection; `setup` is empty outside tests.
     async fn connect(&self, setup: Vec<String>) -> Result<AnyConnection, StoreError> {
         let mut conn = self.options.connect().await?;
-        configure(&mut conn, self.backend, self.lock_timeout).await?;
+        configure(&mut conn, self.backend, self.lock_timeout, true).await?;
         for statement in &setup {
             conn.execute(statement.as_str()).await?;
         }
