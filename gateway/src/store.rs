@@ -88,14 +88,9 @@ pub enum StoreError {
     /// down); whether it committed is unknown.
     #[error("the write was interrupted")]
     Interrupted,
-}
-
-impl StoreError {
-    /// True when the database itself failed (as opposed to holding
-    /// unexpected data): the store is then reported unhealthy.
-    pub fn is_outage(&self) -> bool {
-        matches!(self, Self::Database(_) | Self::Interrupted)
-    }
+    /// The store was closed (the gateway is stopping); nothing was written.
+    #[error("the store is closed")]
+    Closed,
 }
 
 /// Which database the store runs on.
@@ -379,7 +374,8 @@ impl Store {
                     tracing::warn!(store.write = what, "store writes work again");
                 }
             }
-            Err(error) if error.is_outage() => {
+            Err(StoreError::Closed) => {}
+            Err(error) => {
                 let failed = self.shared.healthy.send_if_modified(|healthy| {
                     let changed = *healthy;
                     *healthy = false;
@@ -390,9 +386,6 @@ impl Store {
                 } else if let Some(count) = self.shared.write_log.occurrence(&error.to_string()) {
                     tracing::error!(store.write = what, %error, occurrences = count, "store write failed");
                 }
-            }
-            Err(error) => {
-                tracing::error!(store.write = what, %error, "store write refused");
             }
         }
     }
@@ -414,10 +407,16 @@ impl Store {
     pub async fn probe(&self) -> Result<(), StoreError> {
         self.write("probe", |conn| {
             Box::pin(async move {
-                sqlx::query("UPDATE store_state SET probed_at = $1 WHERE id = 1")
+                let stamped = sqlx::query("UPDATE store_state SET probed_at = $1 WHERE id = 1")
                     .bind(Instant::now().unix_micros())
                     .execute(&mut *conn)
-                    .await?;
+                    .await?
+                    .rows_affected();
+                if stamped != 1 {
+                    return Err(StoreError::Corrupt(
+                        "store_state has no row: the high-water mark is lost".into(),
+                    ));
+                }
                 Ok(())
             })
         })

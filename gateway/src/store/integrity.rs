@@ -123,6 +123,14 @@ pub(crate) fn verify_content(row: &RawRow) -> Result<Verified, Violation> {
         .split_whitespace()
         .map(str::to_owned)
         .collect();
+    // The gateway stores the need-to-know list as validated: repeats
+    // dropped, first occurrences in order.
+    let mut listed: Vec<String> = Vec::with_capacity(decoded.recipients.len());
+    for recipient in &decoded.recipients {
+        if !listed.contains(recipient) {
+            listed.push(recipient.clone());
+        }
+    }
     let checks: [(&'static str, bool); 7] = [
         ("sender", decoded.sender == row.sender),
         (
@@ -136,7 +144,7 @@ pub(crate) fn verify_content(row: &RawRow) -> Result<Verified, Violation> {
             i64::from(decoded.confidentiality) == row.confidentiality,
         ),
         ("region", decoded.region == row.region),
-        ("recipients", decoded.recipients == recipients),
+        ("recipients", listed == recipients),
     ];
     if let Some((column, _)) = checks.iter().find(|(_, equal)| !equal) {
         return Err(Violation::Column(column));
@@ -148,7 +156,7 @@ pub(crate) fn verify_content(row: &RawRow) -> Result<Verified, Violation> {
         event: decoded.event,
         confidentiality: decoded.confidentiality,
         region: decoded.region,
-        recipients: decoded.recipients,
+        recipients: listed,
     })
 }
 

@@ -763,3 +763,18 @@ async fn rows_from_before_the_chain_are_linked_once_at_start() {
     assert_eq!(report.changed.len(), 1, "{report:?}");
     assert_eq!(report.changed[0].sequence, 2);
 }
+
+#[tokio::test]
+async fn repeated_recipients_in_the_payload_match_the_validated_column() {
+    for (store, _guard) in backends().await {
+        let mut new = new_notification("cz-eeb", "n1", "C-1", "x");
+        let mut wire = pb::Notification::decode(new.payload.as_slice()).unwrap();
+        wire.recipients = vec!["cz-psb".into(), "cz-psb".into(), "cz-procuratorate".into()];
+        new.payload = wire.encode_to_vec();
+        new.content_hash = sha2::Sha256::digest(&new.payload).to_vec();
+        store.publish(&new).await.unwrap();
+        let rows = store.read_after(0, 10).await.unwrap().rows;
+        assert_eq!(rows.len(), 1, "{:?}", store.backend());
+        assert_eq!(rows[0].recipients, ["cz-psb", "cz-procuratorate"]);
+    }
+}

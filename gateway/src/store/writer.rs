@@ -67,6 +67,8 @@ pub(crate) struct Writer {
 
 struct State {
     conn: Option<AnyConnection>,
+    /// Set by `close`: no write connects again.
+    closed: bool,
     /// Test-only: statements run on each new writer connection.
     #[cfg(test)]
     setup: Vec<String>,
@@ -93,6 +95,7 @@ impl Writer {
             lock_timeout,
             state: Mutex::new(State {
                 conn: None,
+                closed: false,
                 #[cfg(test)]
                 setup: Vec::new(),
             }),
@@ -107,6 +110,9 @@ impl Writer {
         F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<T, StoreError>>,
     {
         let mut state = self.state.lock().await;
+        if state.closed {
+            return Err(StoreError::Closed);
+        }
         if state.conn.is_none() {
             #[cfg(test)]
             let setup = state.setup.clone();
@@ -140,6 +146,7 @@ impl Writer {
     /// Closes the writer after the write in progress.
     pub(crate) async fn close(&self) {
         let mut state = self.state.lock().await;
+        state.closed = true;
         if let Some(conn) = state.conn.take() {
             discard(conn).await;
         }
