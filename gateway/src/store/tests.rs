@@ -778,3 +778,178 @@ async fn repeated_recipients_in_the_payload_match_the_validated_column() {
         assert_eq!(rows[0].recipients, ["cz-psb", "cz-procuratorate"]);
     }
 }
+
+/// A tablespace on a small tmpfs, for PostgreSQL's "disk full": mounted,
+/// owned by `postgres`, dropped and unmounted on `cleanup`.
+struct FullTablespace {
+    mount: tempfile::TempDir,
+    name: String,
+    base: String,
+}
+
+impl FullTablespace {
+    /// None when PostgreSQL is not reachable (and not required), or when
+    /// mounting is impossible and `LIANDONG_SKIP_TMPFS_TESTS=1`.
+    async fn create() -> Option<Self> {
+        let base = std::env::var("LIANDONG_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
+        let mut conn = match sqlx::PgConnection::connect(&base).await {
+            Ok(conn) => conn,
+            Err(error) if std::env::var("LIANDONG_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") => {
+                panic!("PostgreSQL at {base} is required but unreachable: {error}")
+            }
+            Err(_) => return None,
+        };
+        let mount = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs"])
+            .arg(mount.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            if std::env::var("LIANDONG_SKIP_TMPFS_TESTS").is_ok_and(|v| v == "1") {
+                return None;
+            }
+            panic!(
+                "mounting a tmpfs for the tablespace needs root; run as root or set \
+                 LIANDONG_SKIP_TMPFS_TESTS=1 to skip"
+            );
+        }
+        let location = mount.path().join("ts");
+        std::fs::create_dir(&location).unwrap();
+        let owned = std::process::Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(&location)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(owned, "chown the tablespace directory to postgres");
+        let name = format!(
+            "ld_full_{}_{}",
+            std::process::id(),
+            Instant::now().unix_micros()
+        );
+        sqlx::query(&format!(
+            "CREATE TABLESPACE {name} LOCATION '{}'",
+            location.display()
+        ))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        Some(Self { mount, name, base })
+    }
+
+    fn fill(&self) {
+        use std::io::Write;
+        let mut file = std::fs::File::create(self.mount.path().join("filler")).unwrap();
+        let chunk = vec![0u8; 16 * 1024];
+        while file
+            .write_all(&chunk)
+            .and_then(|()| file.sync_all())
+            .is_ok()
+        {}
+        let _ = file.write_all(&[0u8; 1]);
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.mount.path().join("filler")).unwrap();
+    }
+
+    async fn cleanup(self, schema_url: &str) {
+        let schema = schema_url
+            .rsplit("search_path%3D")
+            .next()
+            .and_then(|rest| rest.split("%20").next())
+            .unwrap()
+            .to_owned();
+        let mut conn = sqlx::PgConnection::connect(&self.base).await.unwrap();
+        sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::query(&format!("DROP TABLESPACE {}", self.name))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.mount.path())
+            .status();
+    }
+}
+
+/// Content that does not compress (PostgreSQL compresses large values).
+fn incompressible(len: usize, seed: u64) -> String {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(b'a' + (state % 26) as u8)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn postgres_full_tablespace_gives_no_receipt_and_writes_resume() {
+    let Some(space) = FullTablespace::create().await else {
+        eprintln!("PostgreSQL or tmpfs unavailable; skipping");
+        return;
+    };
+    let url = format!(
+        "{}%20-c%20default_tablespace%3D{}",
+        postgres_schema_url().await.unwrap(),
+        space.name
+    );
+    let store = Store::connect(&url, 2).await.unwrap();
+    let first = stored(
+        store
+            .publish(&new_notification("cz-eeb", "n1", "C-1", "fits"))
+            .await
+            .unwrap(),
+    );
+    space.fill();
+    let mut refused = 0;
+    for i in 0..5 {
+        let big = incompressible(256 * 1024, i + 7);
+        match store
+            .publish(&new_notification(
+                "cz-eeb",
+                &format!("big-{i}"),
+                "C-1",
+                &big,
+            ))
+            .await
+        {
+            Err(StoreError::Database(error)) => {
+                assert!(
+                    error.to_string().contains("No space left on device"),
+                    "{error}"
+                );
+                refused += 1;
+            }
+            Err(other) => panic!("unexpected error {other:?}"),
+            Ok(outcome) => panic!("a receipt on a full tablespace: {outcome:?}"),
+        }
+    }
+    assert_eq!(refused, 5);
+    assert!(!store.is_healthy());
+    assert_eq!(store.count_notifications().await.unwrap(), 1);
+    space.free();
+    let next = stored(
+        store
+            .publish(&new_notification(
+                "cz-eeb",
+                "big-0",
+                "C-1",
+                &incompressible(256 * 1024, 7),
+            ))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(next.sequence, first.sequence + 1);
+    assert!(store.is_healthy());
+    assert!(store.verify(&verify::NoProgress).await.unwrap().is_clean());
+    store.close().await;
+    space.cleanup(&url).await;
+}
