@@ -401,12 +401,22 @@ impl Store {
         *self.shared.healthy.borrow()
     }
 
-    /// A real, small write transaction (it stamps `store_state.probed_at`):
-    /// succeeds only when the store can commit, which reads alone do not
-    /// show (a full disk still serves reads).
+    /// A real write transaction the size of a notification: it writes
+    /// [`PROBE_BYTES`] of incompressible bytes to `store_probe`, deletes
+    /// them and stamps `store_state.probed_at`. It succeeds only when the
+    /// store can commit new data, which reads alone do not show (a full
+    /// disk still serves reads).
     pub async fn probe(&self) -> Result<(), StoreError> {
-        self.write("probe", |conn| {
+        let filler = probe_filler();
+        self.write("probe", move |conn| {
             Box::pin(async move {
+                sqlx::query("INSERT INTO store_probe (id, filler) VALUES (1, $1)")
+                    .bind(&filler)
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::query("DELETE FROM store_probe WHERE id = 1")
+                    .execute(&mut *conn)
+                    .await?;
                 let stamped = sqlx::query("UPDATE store_state SET probed_at = $1 WHERE id = 1")
                     .bind(Instant::now().unix_micros())
                     .execute(&mut *conn)
@@ -802,6 +812,22 @@ impl Store {
     pub(crate) async fn set_writer_setup(&self, statements: Vec<String>) {
         self.shared.writer.set_setup(statements).await;
     }
+}
+
+/// Bytes a health probe writes: as much as a typical large notification.
+pub const PROBE_BYTES: usize = 32 * 1024;
+
+/// Bytes that neither SQLite nor PostgreSQL can store in less space than
+/// their length (a SHA-256 chain, seeded by the clock).
+fn probe_filler() -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut block = Sha256::digest(Instant::now().unix_micros().to_be_bytes());
+    let mut filler = Vec::with_capacity(PROBE_BYTES);
+    while filler.len() < PROBE_BYTES {
+        filler.extend_from_slice(&block);
+        block = Sha256::digest(block);
+    }
+    filler
 }
 
 /// The publish transaction's body: idempotency check, next sequence above

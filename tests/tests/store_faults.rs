@@ -2,10 +2,13 @@
 //! and reordered behind the gateway's back, and `verify-store`.
 //!
 //! Every test drives the real `liandong-gateway` binary over mutual TLS and
-//! induces the fault for real: the SQLite file on a small tmpfs that is
-//! filled up (mounting needs root: without it these tests fail with a
-//! message, unless `LIANDONG_SKIP_TMPFS_TESTS=1`), and rows changed with
-//! SQL while the gateway is stopped.
+//! induces the fault for real: the SQLite file, or a PostgreSQL tablespace,
+//! on a small tmpfs that is filled up (mounting needs root: without it
+//! these tests fail with a message, unless `LIANDONG_SKIP_TMPFS_TESTS=1`;
+//! the PostgreSQL half runs when `LIANDONG_TEST_POSTGRES_URL`, by default
+//! `postgres://postgres@127.0.0.1:5432/test`, answers, and must when
+//! `LIANDONG_REQUIRE_POSTGRES=1`), and rows changed with SQL while the
+//! gateway is stopped (through `database_url()`, on either backend).
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -217,22 +220,35 @@ async fn receive_through(
 // A full disk
 // ---------------------------------------------------------------------------
 
-/// A small tmpfs holding the gateway's SQLite database; unmounted on drop.
+const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// A small tmpfs that holds the gateway's data and can be filled up: the
+/// SQLite file itself, or a PostgreSQL tablespace (owned by `postgres`)
+/// that a fresh schema's tables are created in. Undone on drop.
 struct SmallDisk {
     mount: tempfile::TempDir,
+    url: String,
+    /// PostgreSQL: the server URL, the tablespace and the schema to drop.
+    postgres: Option<(String, String, String)>,
 }
 
 impl SmallDisk {
-    /// Mounts a tmpfs of `size` (e.g. "2m"), or None when the test is to be
+    /// Mounts a tmpfs of `size` (e.g. "3m"), or None when the test is to be
     /// skipped (not root, and `LIANDONG_SKIP_TMPFS_TESTS=1`).
-    fn mount(size: &str) -> Option<Self> {
+    fn mount_tmpfs(size: &str) -> Option<tempfile::TempDir> {
         let mount = tempfile::tempdir().expect("a mount point");
         let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
             .arg(mount.path())
             .status();
         if status.as_ref().is_ok_and(|s| s.success()) {
-            return Some(Self { mount });
+            return Some(mount);
         }
         if std::env::var("LIANDONG_SKIP_TMPFS_TESTS").is_ok_and(|v| v == "1") {
             eprintln!("cannot mount a tmpfs (not root?); skipped as LIANDONG_SKIP_TMPFS_TESTS=1");
@@ -244,27 +260,88 @@ impl SmallDisk {
         );
     }
 
+    /// The SQLite database on a small tmpfs.
+    fn sqlite(size: &str) -> Option<Self> {
+        let mount = Self::mount_tmpfs(size)?;
+        let url = format!("sqlite://{}", mount.path().join("liandong.db").display());
+        Some(Self {
+            mount,
+            url,
+            postgres: None,
+        })
+    }
+
+    /// A fresh PostgreSQL schema whose tables live in a tablespace on a
+    /// small tmpfs; None when PostgreSQL is unreachable and not required
+    /// (`LIANDONG_REQUIRE_POSTGRES=1`).
+    async fn postgres(size: &str) -> Option<Self> {
+        let base = std::env::var("LIANDONG_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
+        let mut db = match sqlx::PgConnection::connect(&base).await {
+            Ok(db) => db,
+            Err(error) if std::env::var("LIANDONG_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") => {
+                panic!("PostgreSQL at {base} is required but unreachable: {error}")
+            }
+            Err(error) => {
+                eprintln!("PostgreSQL at {base} unreachable ({error}); skipping its half");
+                return None;
+            }
+        };
+        let mount = Self::mount_tmpfs(size)?;
+        let location = mount.path().join("ts");
+        std::fs::create_dir(&location).unwrap();
+        let owned = Command::new("chown")
+            .arg("postgres:postgres")
+            .arg(&location)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(owned, "chown the tablespace directory to postgres");
+        let unique = format!(
+            "{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_micros()
+        );
+        let (tablespace, schema) = (format!("ld_full_{unique}"), format!("ld_full_{unique}"));
+        for sql in [
+            format!(
+                "CREATE TABLESPACE {tablespace} LOCATION '{}'",
+                location.display()
+            ),
+            format!("CREATE SCHEMA {schema}"),
+        ] {
+            sqlx::query(&sql).execute(&mut db).await.unwrap();
+        }
+        let separator = if base.contains('?') { '&' } else { '?' };
+        let url = format!(
+            "{base}{separator}options=-c%20search_path%3D{schema}%20-c%20default_tablespace%3D{tablespace}"
+        );
+        Some(Self {
+            mount,
+            url,
+            postgres: Some((base, tablespace, schema)),
+        })
+    }
+
     fn path(&self) -> &Path {
         self.mount.path()
     }
 
     fn database_url(&self) -> String {
-        format!("sqlite://{}", self.path().join("liandong.db").display())
+        self.url.clone()
     }
 
     /// Writes `filler` until the file system refuses: the disk is full.
     fn fill(&self) {
         let mut file = std::fs::File::create(self.path().join("filler")).expect("create filler");
         let chunk = vec![0u8; 16 * 1024];
-        loop {
-            if file
-                .write_all(&chunk)
-                .and_then(|()| file.sync_all())
-                .is_err()
-            {
-                break;
-            }
-        }
+        while file
+            .write_all(&chunk)
+            .and_then(|()| file.sync_all())
+            .is_ok()
+        {}
         // Whatever a partial chunk left: fill the last bytes too.
         let _ = file.write_all(&[0u8; 1]);
     }
@@ -277,6 +354,17 @@ impl SmallDisk {
 
 impl Drop for SmallDisk {
     fn drop(&mut self) {
+        if let Some((base, tablespace, schema)) = &self.postgres {
+            let _ = Command::new("psql")
+                .arg(base)
+                .args([
+                    "-q",
+                    "-c",
+                    &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+                ])
+                .args(["-c", &format!("DROP TABLESPACE IF EXISTS {tablespace}")])
+                .status();
+        }
         let _ = Command::new("umount")
             .arg("-l")
             .arg(self.mount.path())
@@ -284,11 +372,31 @@ impl Drop for SmallDisk {
     }
 }
 
-/// A clue with a large body, so that each one needs new pages.
+/// The disks a test runs on: SQLite, and PostgreSQL when reachable.
+async fn small_disks() -> Vec<SmallDisk> {
+    let mut disks = Vec::new();
+    disks.extend(SmallDisk::sqlite("3m"));
+    disks.extend(SmallDisk::postgres("3m").await);
+    disks
+}
+
+/// A clue with a large body of text that does not compress (PostgreSQL
+/// compresses large values), so that each one needs new space.
 fn large_clue(id: &str) -> pb::Notification {
     let mut n = notification(id, "C-FULL", Event::ClueShared, Level::Internal, &[]);
+    let mut state: u64 = id.bytes().fold(0x9e37_79b9_7f4a_7c15, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    }) | 1;
+    let description = (0..36 * 1024)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(b'a' + (state % 26) as u8)
+        })
+        .collect();
     n.body = Some(pb::CaseBody {
-        description: "废".repeat(12 * 1024),
+        description,
         ..Default::default()
     });
     n
@@ -337,9 +445,12 @@ use tonic_health::pb::health_check_response::ServingStatus;
 
 #[tokio::test]
 async fn disk_full_never_gives_a_receipt() {
-    let Some(disk) = SmallDisk::mount("3m") else {
-        return;
-    };
+    for disk in small_disks().await {
+        disk_full_never_gives_a_receipt_on(&disk).await;
+    }
+}
+
+async fn disk_full_never_gives_a_receipt_on(disk: &SmallDisk) {
     let mut bed = Testbed::start_on(&disk.database_url(), "").unwrap();
     // Leave room for a few notifications, then none: the disk fills while
     // publishers are busy.
@@ -426,9 +537,12 @@ async fn disk_full_never_gives_a_receipt() {
 
 #[tokio::test]
 async fn store_recovers_after_disk_full() {
-    let Some(disk) = SmallDisk::mount("3m") else {
-        return;
-    };
+    for disk in small_disks().await {
+        store_recovers_after_disk_full_on(&disk).await;
+    }
+}
+
+async fn store_recovers_after_disk_full_on(disk: &SmallDisk) {
     let bed = Testbed::start_on(&disk.database_url(), "").unwrap();
     let pid = bed.gateway.pid();
     let mut client = bed.client("cz-eeb").await;

@@ -22,3 +22,11 @@ CREATE TABLE store_state (
 
 INSERT INTO store_state (id, high_water, last_chain)
     SELECT 1, COALESCE(MAX(sequence), 0), NULL FROM notifications;
+
+-- Scratch space of the health probe: a row of incompressible bytes
+-- written and deleted in one transaction, so a probe needs as much new
+-- space as a real notification does. Always empty between probes.
+CREATE TABLE store_probe (
+    id      BIGINT  PRIMARY KEY,
+    filler  BYTEA  NOT NULL
+);

@@ -512,7 +512,10 @@ async fn sqlite_full_disk_gives_no_receipt_and_writes_resume_when_space_returns(
         );
     }
     assert!(!store.is_healthy());
-    assert!(store.probe().await.is_ok() || !store.is_healthy());
+    // The health probe needs new pages too: it fails while the disk is
+    // full, and the store stays unhealthy.
+    assert!(store.probe().await.is_err());
+    assert!(!store.is_healthy());
     // Space returns.
     store.set_writer_setup(Vec::new()).await;
     store.probe().await.unwrap();
@@ -934,8 +937,15 @@ async fn postgres_full_tablespace_gives_no_receipt_and_writes_resume() {
     }
     assert_eq!(refused, 5);
     assert!(!store.is_healthy());
+    assert!(
+        store.probe().await.is_err(),
+        "the probe needs new space too"
+    );
+    assert!(!store.is_healthy());
     assert_eq!(store.count_notifications().await.unwrap(), 1);
     space.free();
+    store.probe().await.unwrap();
+    assert!(store.is_healthy());
     let next = stored(
         store
             .publish(&new_notification(
