@@ -963,3 +963,26 @@ async fn postgres_full_tablespace_gives_no_receipt_and_writes_resume() {
     store.close().await;
     space.cleanup(&url).await;
 }
+
+#[test]
+fn repeated_failures_are_logged_once_per_interval_with_their_count() {
+    let throttle = LogThrottle::new(Duration::from_secs(3600));
+    assert_eq!(throttle.occurrence("disk full"), Some(1));
+    for _ in 0..5 {
+        assert_eq!(throttle.occurrence("disk full"), None);
+    }
+    // Another failure is not held back by the first.
+    assert_eq!(throttle.occurrence("locked"), Some(1));
+    // Once the interval has passed, the next occurrence is logged with the
+    // count of everything since the last line.
+    let throttle = LogThrottle::new(Duration::from_secs(10));
+    let start = std::time::Instant::now();
+    assert_eq!(throttle.occurrence_at("disk full", start), Some(1));
+    for second in 1..=3 {
+        let at = start + Duration::from_secs(second);
+        assert_eq!(throttle.occurrence_at("disk full", at), None);
+    }
+    let later = start + Duration::from_secs(11);
+    assert_eq!(throttle.occurrence_at("disk full", later), Some(4));
+    assert_eq!(throttle.occurrence_at("disk full", later), None);
+}

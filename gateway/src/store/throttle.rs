@@ -39,7 +39,11 @@ impl LogThrottle {
     /// logged now, `n` being the occurrences (this one included) since it
     /// was last logged; `None` when it is counted silently.
     pub fn occurrence(&self, key: &str) -> Option<u64> {
-        let now = Instant::now();
+        self.occurrence_at(key, Instant::now())
+    }
+
+    /// [`LogThrottle::occurrence`] at a given moment.
+    pub(crate) fn occurrence_at(&self, key: &str, now: Instant) -> Option<u64> {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if seen.len() > MAX_KEYS {
             let interval = self.interval;
