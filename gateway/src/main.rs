@@ -221,40 +221,56 @@ async fn verify_store(config: GatewayConfig, json: bool) -> ExitCode {
             return ExitCode::from(EX_UNAVAILABLE);
         }
     };
-    if json {
-        match serde_json::to_string_pretty(&report) {
-            Ok(text) => println!("{text}"),
-            Err(error) => {
-                eprintln!("liandong-gateway: cannot write the report: {error}");
-                return ExitCode::FAILURE;
-            }
-        }
-    } else {
-        println!("{}", report.summary());
-        for problem in &report.changed {
-            println!(
-                "changed       {:>12}  {}",
-                problem.sequence, problem.problem
-            );
-        }
-        for range in &report.missing {
-            println!("missing       {:>12}  through {}", range.first, range.last);
-        }
-        for problem in &report.out_of_order {
-            println!(
-                "out of order  {:>12}  {}",
-                problem.sequence, problem.problem
-            );
-        }
-        if let Some(state) = &report.state {
-            println!("state         {state}");
-        }
+    // A reader that stops early (`| head`) is not an error of the check.
+    if let Err(error) = print_report(&report, json)
+        && error.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("liandong-gateway: cannot write the report: {error}");
+        return ExitCode::FAILURE;
     }
     if report.is_clean() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EX_DATAERR)
     }
+}
+
+/// Writes the report to stdout: JSON, or a summary line and one line per
+/// problem.
+fn print_report(report: &liandong_gateway::store::VerifyReport, json: bool) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, report)?;
+        writeln!(out)?;
+    } else {
+        writeln!(out, "{}", report.summary())?;
+        for problem in &report.changed {
+            writeln!(
+                out,
+                "changed       {:>12}  {}",
+                problem.sequence, problem.problem
+            )?;
+        }
+        for range in &report.missing {
+            writeln!(
+                out,
+                "missing       {:>12}  through {}",
+                range.first, range.last
+            )?;
+        }
+        for problem in &report.out_of_order {
+            writeln!(
+                out,
+                "out of order  {:>12}  {}",
+                problem.sequence, problem.problem
+            )?;
+        }
+        if let Some(state) = &report.state {
+            writeln!(out, "state         {state}")?;
+        }
+    }
+    out.flush()
 }
 
 /// On SIGHUP, loads the registry and policy again; a broken file keeps the
