@@ -84,6 +84,8 @@ struct DatabaseSection {
     url: String,
     #[serde(default = "default_max_connections")]
     max_connections: u32,
+    #[serde(default = "default_startup_check_rows")]
+    startup_check_rows: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,6 +114,9 @@ fn default_handshake_timeout() -> u64 {
 }
 fn default_max_connections() -> u32 {
     8
+}
+fn default_startup_check_rows() -> u64 {
+    1000
 }
 fn default_max_message_bytes() -> usize {
     256 * 1024
@@ -174,6 +179,9 @@ pub struct GatewayConfig {
     pub database_url: String,
     /// Size of the database connection pool.
     pub max_connections: u32,
+    /// How many of the newest notifications the start-up integrity check
+    /// verifies (0: none).
+    pub startup_check_rows: u64,
     /// Largest encoded request accepted; larger is `RESOURCE_EXHAUSTED`.
     pub max_message_bytes: usize,
     /// How often subscriptions look for new notifications when nothing wakes
@@ -271,6 +279,7 @@ impl GatewayConfig {
             handshake_timeout: Duration::from_secs(file.tls.handshake_timeout_seconds),
             database_url,
             max_connections: file.database.max_connections,
+            startup_check_rows: file.database.startup_check_rows,
             max_message_bytes: file.limits.max_message_bytes,
             poll_interval: Duration::from_millis(file.delivery.poll_interval_ms),
             shutdown_grace: Duration::from_secs(file.shutdown.grace_seconds),

@@ -6,7 +6,12 @@
 use liandong_core::domain::FieldError;
 use tonic::Status;
 
-use crate::store::StoreError;
+use crate::store::{LogThrottle, StoreError};
+
+/// Repeated identical store failures are logged once per interval, with
+/// how often they happened since.
+static STORE_ERRORS: std::sync::LazyLock<LogThrottle> =
+    std::sync::LazyLock::new(LogThrottle::default);
 
 /// Why a request was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +64,9 @@ impl From<ApiError> for Status {
             ApiError::NotFound(message) => Status::not_found(message),
             ApiError::Unavailable(message) => Status::unavailable(message),
             ApiError::Store(cause) => {
-                tracing::error!(error = %cause, "store operation failed");
+                if let Some(count) = STORE_ERRORS.occurrence(&cause.to_string()) {
+                    tracing::error!(error = %cause, occurrences = count, "store operation failed; answered UNAVAILABLE");
+                }
                 Status::unavailable(
                     "the gateway's store is unavailable; nothing was written, retry later",
                 )

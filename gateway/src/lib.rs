@@ -111,6 +111,10 @@ pub enum StartError {
     /// The database cannot be reached or migrated.
     #[error("database: {0}")]
     Store(#[from] StoreError),
+    /// The start-up integrity check found stored notifications changed,
+    /// missing or out of order.
+    #[error("store integrity check failed: {0}")]
+    Integrity(String),
     /// The gRPC server failed.
     #[error("server: {0}")]
     Server(String),
@@ -149,11 +153,49 @@ impl Prepared {
     }
 }
 
-/// Loads the registry and TLS files and connects (and migrates) the store.
+/// How a gateway starts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StartOptions {
+    /// Serve even when the start-up integrity check finds a problem (the
+    /// problem is logged at error level; affected rows are still never
+    /// served).
+    pub allow_integrity_failures: bool,
+}
+
+/// Loads the registry and TLS files, connects (and migrates) the store and
+/// checks the newest notifications' integrity; refuses to start on a
+/// problem.
 pub async fn prepare(config: GatewayConfig) -> Result<Prepared, StartError> {
+    prepare_with(config, StartOptions::default()).await
+}
+
+/// [`prepare`] with start options.
+pub async fn prepare_with(
+    config: GatewayConfig,
+    options: StartOptions,
+) -> Result<Prepared, StartError> {
     let rules = load_rules(&config)?;
     let tls = identity::server_config(&config.tls)?;
     let store = Store::connect(&config.database_url, config.max_connections).await?;
+    if config.startup_check_rows > 0 {
+        let report = store.verify_tail(config.startup_check_rows).await?;
+        if !report.is_clean() {
+            if !options.allow_integrity_failures {
+                store.close().await;
+                return Err(StartError::Integrity(report.summary()));
+            }
+            tracing::error!(
+                report = %report.summary(),
+                "STARTING DESPITE STORE INTEGRITY FAILURES (--allow-integrity-failures): \
+                 affected rows are withheld from every reader; run verify-store"
+            );
+        } else {
+            tracing::info!(
+                rows = report.rows_scanned,
+                "start-up integrity check passed"
+            );
+        }
+    }
     let latest = store.latest_sequence().await?;
     let gateway = Arc::new(Gateway {
         store,
@@ -189,6 +231,12 @@ pub async fn serve(
     health
         .set_serving::<ExchangeServer<api::ExchangeService>>()
         .await;
+    let health_stop = CancellationToken::new();
+    let health_task = tokio::spawn(follow_store_health(
+        gateway.store.clone(),
+        health.clone(),
+        health_stop.clone(),
+    ));
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(liandong_proto::FILE_DESCRIPTOR_SET)
@@ -222,6 +270,7 @@ pub async fn serve(
     tokio::select! {
         () = shutdown => {}
         result = &mut server => {
+            health_stop.cancel();
             gateway.store.close().await;
             return match result {
                 Ok(Ok(())) => Ok(()),
@@ -234,6 +283,8 @@ pub async fn serve(
         grace_ms = config.shutdown_grace.as_millis() as u64,
         "shutting down: no new connections, finishing in-flight work"
     );
+    health_stop.cancel();
+    let _ = health_task.await;
     health
         .set_not_serving::<ExchangeServer<api::ExchangeService>>()
         .await;
@@ -254,4 +305,56 @@ pub async fn serve(
     gateway.store.close().await;
     tracing::info!("stopped");
     result
+}
+
+/// How often an unhealthy store is probed with a small write.
+const STORE_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Keeps the health service in step with the store: `NOT_SERVING` (overall
+/// and `liandong.v1.Exchange`) while writes fail, probing with a real write
+/// every second, and `SERVING` again as soon as one succeeds.
+async fn follow_store_health(
+    store: Store,
+    reporter: tonic_health::server::HealthReporter,
+    stop: CancellationToken,
+) {
+    let mut healthy = store.health();
+    let mut serving = true;
+    loop {
+        let now = *healthy.borrow_and_update();
+        if now != serving {
+            serving = now;
+            let status = if now {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            };
+            reporter.set_service_status("", status).await;
+            if now {
+                reporter
+                    .set_serving::<ExchangeServer<api::ExchangeService>>()
+                    .await;
+                tracing::warn!("store writes work again: health SERVING");
+            } else {
+                reporter
+                    .set_not_serving::<ExchangeServer<api::ExchangeService>>()
+                    .await;
+                tracing::error!("store writes fail: health NOT_SERVING until a write succeeds");
+            }
+        }
+        if now {
+            tokio::select! {
+                changed = healthy.changed() => if changed.is_err() { return },
+                () = stop.cancelled() => return,
+            }
+        } else {
+            tokio::select! {
+                () = tokio::time::sleep(STORE_PROBE_INTERVAL) => {
+                    // A failure is logged (throttled) by the store.
+                    let _ = store.probe().await;
+                }
+                () = stop.cancelled() => return,
+            }
+        }
+    }
 }

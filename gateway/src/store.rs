@@ -6,33 +6,65 @@
 //! (pragmas, the cross-replica publish lock) are chosen by [`Backend`].
 //!
 //! Guarantees this module owns:
-//! - a publish returns only after its transaction committed (SQLite runs in
-//!   WAL mode with `synchronous=FULL`);
-//! - sequences are assigned inside the writing transaction as `max + 1`
-//!   while holding the publish lock, so they are gap-free and become visible
-//!   in order: a reader that has seen sequence `n` can never later find a
-//!   new row below `n`;
+//! - a write returns success only after its transaction committed (SQLite
+//!   runs in WAL mode with `synchronous=FULL`); every write runs on one
+//!   dedicated writer connection, in an explicit transaction (`BEGIN
+//!   IMMEDIATE` on SQLite), and that connection is closed after any error,
+//!   so a failed commit can never leave it inside a transaction that
+//!   swallows later writes (see `writer`);
+//! - writes are detached from their caller: each runs as a task of its own,
+//!   so a caller that is cancelled (an expired deadline, a dropped stream)
+//!   never cuts a transaction short or releases the write lock while the
+//!   database still holds its own;
+//! - sequences are assigned inside the writing transaction as one above
+//!   both the persisted high-water mark and every stored row, while holding
+//!   the publish lock: they are never reused, and become visible in order
+//!   (a reader that has seen sequence `n` never later finds a new row below
+//!   `n`);
+//! - every row read is checked (`integrity`): its content against its hash,
+//!   its routing columns against the decoded payload, its chain link against
+//!   the row before; a row that fails is never returned, it is logged,
+//!   counted and passed over;
+//! - a failing store is reported through [`Store::health`], and a small
+//!   write ([`Store::probe`]) tells when it works again;
 //! - a refused publish writes nothing.
 //!
-//! It never interprets content: payloads are opaque bytes here.
+//! It never interprets content beyond the routing fields it verifies.
 
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor, Row};
-use tokio::sync::Mutex;
+use sqlx::{AnyConnection, AnyPool, Row};
+use tokio::sync::watch;
 
 use liandong_core::domain::Instant;
+
+pub mod integrity;
+pub mod throttle;
+pub mod verify;
+mod writer;
 
 #[cfg(test)]
 mod tests;
 
+pub use integrity::Violation;
+pub use throttle::LogThrottle;
+pub use verify::{RowProblem, SequenceRange, VerifyReport};
+
+use integrity::RawRow;
+use writer::Writer;
+
 /// Key of the PostgreSQL advisory lock that serialises publishers across
 /// replicas (an arbitrary constant: "LD" in ASCII).
 const PUBLISH_LOCK_KEY: i64 = 0x4c44;
+
+/// How long a writer waits for a lock held by another connection before
+/// the write fails (SQLite `busy_timeout`, PostgreSQL `lock_timeout`).
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The store failed; the operation had no effect.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +84,13 @@ pub enum StoreError {
     /// A stored row does not hold what this version expects.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The write task ended without an answer (the runtime is shutting
+    /// down); whether it committed is unknown.
+    #[error("the write was interrupted")]
+    Interrupted,
+    /// The store was closed (the gateway is stopping); nothing was written.
+    #[error("the store is closed")]
+    Closed,
 }
 
 /// Which database the store runs on.
@@ -72,6 +111,25 @@ impl Backend {
             Ok(Self::Postgres)
         } else {
             Err(StoreError::UnsupportedUrl)
+        }
+    }
+}
+
+/// How to connect.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Size of the read pool.
+    pub max_connections: u32,
+    /// How long a write waits for a lock another connection holds.
+    pub lock_timeout: Duration,
+}
+
+impl StoreOptions {
+    /// Defaults with a read pool of `max_connections`.
+    pub fn with_pool(max_connections: u32) -> Self {
+        Self {
+            max_connections,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
         }
     }
 }
@@ -119,7 +177,8 @@ pub enum PublishOutcome {
     Conflict,
 }
 
-/// A notification as stored.
+/// A notification as stored, its routing fields taken from the verified
+/// payload.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredNotification {
     /// Its sequence.
@@ -174,15 +233,28 @@ pub struct AuditEntry {
     pub reason: String,
 }
 
-/// The gateway's database. Cloning is cheap: clones share the pool and
-/// the write lock.
+/// The gateway's database. Cloning is cheap: clones share the read pool,
+/// the writer and the health state.
 #[derive(Debug, Clone)]
 pub struct Store {
+    /// Connections for reads; never used for writes after migration.
     pool: AnyPool,
     backend: Backend,
-    /// Serialises this process's writers (SQLite allows one writer; on
-    /// PostgreSQL it keeps replicas' advisory lock uncontended locally).
-    write_lock: Arc<Mutex<()>>,
+    /// The one connection that writes, behind this process's write lock.
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    writer: Writer,
+    /// True while the last write (or probe) succeeded.
+    healthy: watch::Sender<bool>,
+    /// Rows withheld from readers because they failed their checks.
+    integrity_failures: AtomicU64,
+    /// Throttles the log lines of integrity failures, per sequence.
+    integrity_log: LogThrottle,
+    /// Throttles the log lines of failed writes, per cause.
+    write_log: LogThrottle,
 }
 
 /// Notifications read in sequence order, and how far the read got.
@@ -197,14 +269,18 @@ pub struct ReadBatch {
     pub through: Option<u64>,
 }
 
-const NOTIFICATION_COLUMNS: &str = "sequence, sender, notification_id, case_ref, event, \
-     confidentiality, region, recipients, received_at, payload";
+/// Columns of a notification row, with the chain of the row just before
+/// it (`prev_chain`, `prev_sequence`; NULL when that row is absent).
+const CHECKED_SELECT: &str = "SELECT n.sequence, n.sender, n.notification_id, n.case_ref, n.event, \
+     n.confidentiality, n.region, n.recipients, n.received_at, n.content_hash, n.payload, n.chain, \
+     p.sequence AS prev_sequence, p.chain AS prev_chain \
+     FROM notifications n LEFT JOIN notifications p ON p.sequence = n.sequence - 1";
 
-fn to_i64(value: u64) -> i64 {
+pub(crate) fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-fn to_u64(value: i64, what: &str) -> Result<u64, StoreError> {
+pub(crate) fn to_u64(value: i64, what: &str) -> Result<u64, StoreError> {
     u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("negative {what}")))
 }
 
@@ -217,40 +293,44 @@ impl Store {
     /// Connects, applies pending migrations and returns the store. For
     /// SQLite, the file (and its directory) is created when missing.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        Self::connect_with(url, StoreOptions::with_pool(max_connections)).await
+    }
+
+    /// [`Store::connect`] with every option.
+    pub async fn connect_with(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = Backend::of_url(url)?;
         let url = match backend {
             Backend::Sqlite => prepare_sqlite_url(url)?,
             Backend::Postgres => url.to_owned(),
         };
-        let options = AnyConnectOptions::from_str(&url)?;
+        let connect_options = AnyConnectOptions::from_str(&url)?;
+        let lock_timeout = options.lock_timeout;
         let pool = AnyPoolOptions::new()
-            .max_connections(max_connections.max(1))
+            .max_connections(options.max_connections.max(1))
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // sqlx leaves the journal mode alone: a durable ack
-                        // needs WAL with a full sync on every commit.
-                        conn.execute("PRAGMA journal_mode = WAL").await?;
-                        conn.execute("PRAGMA synchronous = FULL").await?;
-                        conn.execute("PRAGMA busy_timeout = 10000").await?;
-                        conn.execute("PRAGMA foreign_keys = ON").await?;
-                    }
-                    Ok(())
-                })
+                Box::pin(async move { writer::configure(conn, backend, lock_timeout, false).await })
             })
-            .connect_with(options)
+            .connect_with(connect_options.clone())
             .await?;
         match backend {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
             Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
         }
-        Ok(Self {
+        let store = Self {
             pool,
             backend,
-            write_lock: Arc::new(Mutex::new(())),
-        })
+            shared: Arc::new(Shared {
+                writer: Writer::new(connect_options, backend, lock_timeout),
+                healthy: watch::Sender::new(true),
+                integrity_failures: AtomicU64::new(0),
+                integrity_log: LogThrottle::default(),
+                write_log: LogThrottle::default(),
+            }),
+        };
+        store.chain_unchained_rows().await?;
+        Ok(store)
     }
 
     /// The backend in use.
@@ -258,107 +338,232 @@ impl Store {
         self.backend
     }
 
+    /// Runs `op` inside one write transaction on the writer connection, as
+    /// a task of its own: dropping the returned future does not cancel it.
+    /// Commits when `op` succeeds; on any error the writer connection is
+    /// closed (rolling back whatever it held) and a new one is made for
+    /// the next write.
+    async fn write<T, F>(&self, what: &'static str, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(
+                &'c mut AnyConnection,
+            ) -> futures::future::BoxFuture<'c, Result<T, StoreError>>
+            + Send
+            + 'static,
+    {
+        let store = self.clone();
+        let task = tokio::spawn(async move {
+            let result = store.shared.writer.transaction(op).await;
+            store.after_write(what, &result);
+            result
+        });
+        task.await.map_err(|_| StoreError::Interrupted)?
+    }
+
+    /// Updates health and logs (throttled) after a write.
+    fn after_write<T>(&self, what: &'static str, result: &Result<T, StoreError>) {
+        match result {
+            Ok(_) => {
+                let recovered = self.shared.healthy.send_if_modified(|healthy| {
+                    let changed = !*healthy;
+                    *healthy = true;
+                    changed
+                });
+                if recovered {
+                    tracing::warn!(store.write = what, "store writes work again");
+                }
+            }
+            Err(StoreError::Closed) => {}
+            Err(error) => {
+                let failed = self.shared.healthy.send_if_modified(|healthy| {
+                    let changed = *healthy;
+                    *healthy = false;
+                    changed
+                });
+                if failed {
+                    tracing::error!(store.write = what, %error, "store write failed; the store is unhealthy until a write succeeds");
+                } else if let Some(count) = self.shared.write_log.occurrence(&error.to_string()) {
+                    tracing::error!(store.write = what, %error, occurrences = count, "store write failed");
+                }
+            }
+        }
+    }
+
+    /// True while the last write succeeded; changes when writes start
+    /// failing and when they work again.
+    pub fn health(&self) -> watch::Receiver<bool> {
+        self.shared.healthy.subscribe()
+    }
+
+    /// Whether the last write succeeded.
+    pub fn is_healthy(&self) -> bool {
+        *self.shared.healthy.borrow()
+    }
+
+    /// A real write transaction the size of a notification: it writes
+    /// [`PROBE_BYTES`] of incompressible bytes to `store_probe`, deletes
+    /// them and stamps `store_state.probed_at`. It succeeds only when the
+    /// store can commit new data, which reads alone do not show (a full
+    /// disk still serves reads).
+    pub async fn probe(&self) -> Result<(), StoreError> {
+        let filler = probe_filler();
+        self.write("probe", move |conn| {
+            Box::pin(async move {
+                sqlx::query("INSERT INTO store_probe (id, filler) VALUES (1, $1)")
+                    .bind(&filler)
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::query("DELETE FROM store_probe WHERE id = 1")
+                    .execute(&mut *conn)
+                    .await?;
+                let stamped = sqlx::query("UPDATE store_state SET probed_at = $1 WHERE id = 1")
+                    .bind(Instant::now().unix_micros())
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected();
+                if stamped != 1 {
+                    return Err(StoreError::Corrupt(
+                        "store_state has no row: the high-water mark is lost".into(),
+                    ));
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// How many times a row was withheld from a reader because it failed
+    /// its integrity check, since this process started.
+    pub fn integrity_failures(&self) -> u64 {
+        self.shared.integrity_failures.load(Ordering::Relaxed)
+    }
+
     /// Stores a notification unless the sender already used its id: then the
     /// original receipt (same content) or a conflict (other content).
     pub async fn publish(&self, new: &NewNotification) -> Result<PublishOutcome, StoreError> {
-        let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin().await?;
-        if self.backend == Backend::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(PUBLISH_LOCK_KEY)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let existing = sqlx::query(
-            "SELECT sequence, received_at, content_hash FROM notifications \
-             WHERE sender = $1 AND notification_id = $2",
-        )
-        .bind(&new.sender)
-        .bind(&new.notification_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(row) = existing {
-            tx.rollback().await?;
-            let hash: Vec<u8> = row.try_get("content_hash")?;
-            if hash != new.content_hash {
-                return Ok(PublishOutcome::Conflict);
-            }
-            return Ok(PublishOutcome::Duplicate(Receipt {
-                sequence: to_u64(row.try_get("sequence")?, "sequence")?,
-                received_at: instant(row.try_get("received_at")?)?,
-            }));
-        }
-        let next: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(sequence), 0) + 1 FROM notifications")
-                .fetch_one(&mut *tx)
-                .await?;
-        let received_at = Instant::now();
-        sqlx::query(
-            "INSERT INTO notifications (sequence, sender, notification_id, case_ref, event, \
-             confidentiality, region, recipients, received_at, content_hash, payload) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(next)
-        .bind(&new.sender)
-        .bind(&new.notification_id)
-        .bind(&new.case_ref)
-        .bind(i64::from(new.event))
-        .bind(i64::from(new.confidentiality))
-        .bind(&new.region)
-        .bind(new.recipients.join(" "))
-        .bind(received_at.unix_micros())
-        .bind(&new.content_hash)
-        .bind(&new.payload)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(PublishOutcome::Stored(Receipt {
-            sequence: to_u64(next, "sequence")?,
-            received_at,
-        }))
+        let new = new.clone();
+        let backend = self.backend;
+        self.write("publish", move |conn| {
+            Box::pin(async move { publish_in(conn, backend, &new).await })
+        })
+        .await
     }
 
-    /// Up to `limit` notifications with a sequence above `after`, in order.
+    /// Up to `limit` notifications with a sequence above `after`, in order,
+    /// each checked; rows that fail are left out but covered by `through`.
     pub async fn read_after(&self, after: u64, limit: u32) -> Result<ReadBatch, StoreError> {
-        let sql = format!(
-            "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE sequence > $1 \
-             ORDER BY sequence LIMIT $2"
-        );
+        let sql = format!("{CHECKED_SELECT} WHERE n.sequence > $1 ORDER BY n.sequence LIMIT $2");
         let rows = sqlx::query(&sql)
             .bind(to_i64(after))
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-        let rows = rows
-            .iter()
-            .map(stored_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        let through = rows.last().map(|row| row.sequence);
+        let through = match rows.last() {
+            Some(row) => Some(to_u64(row.try_get("sequence")?, "sequence")?),
+            None => None,
+        };
+        let rows = self.checked_rows(&rows).await?;
         Ok(ReadBatch { rows, through })
     }
 
-    /// Every notification of a case, in order.
+    /// Every notification of a case that passes its checks, in order.
     pub async fn case_timeline(
         &self,
         case_ref: &str,
     ) -> Result<Vec<StoredNotification>, StoreError> {
-        let sql = format!(
-            "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE case_ref = $1 ORDER BY sequence"
-        );
+        let sql = format!("{CHECKED_SELECT} WHERE n.case_ref = $1 ORDER BY n.sequence");
         let rows = sqlx::query(&sql)
             .bind(case_ref)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(stored_from_row).collect()
+        self.checked_rows(&rows).await
     }
 
-    /// The highest sequence stored, 0 when empty.
+    /// The rows that pass their checks; each failure is logged (throttled
+    /// per sequence) and counted.
+    async fn checked_rows(
+        &self,
+        rows: &[sqlx::any::AnyRow],
+    ) -> Result<Vec<StoredNotification>, StoreError> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Read after the rows: a committed row is never above the mark
+        // (both change in one transaction), so a row above it was put
+        // there behind the gateway's back.
+        let high_water = self.high_water().await?;
+        let mut served = Vec::with_capacity(rows.len());
+        for row in rows {
+            let raw = raw_row(row)?;
+            let prev_sequence: Option<i64> = row.try_get("prev_sequence")?;
+            let prev_chain: Option<Vec<u8>> = row.try_get("prev_chain")?;
+            let previous = if raw.sequence == 1 {
+                Some(None)
+            } else if prev_sequence.is_some() && prev_chain.is_some() {
+                Some(prev_chain.as_deref())
+            } else {
+                None
+            };
+            let checked = if high_water.is_some_and(|mark| raw.sequence > mark) {
+                Err(Violation::AboveHighWater)
+            } else {
+                integrity::verify_content(&raw).and_then(|verified| {
+                    integrity::verify_link(&raw, previous)?;
+                    Ok(verified)
+                })
+            };
+            match checked {
+                Ok(verified) => served.push(StoredNotification {
+                    sequence: raw.sequence,
+                    sender: verified.sender,
+                    notification_id: verified.notification_id,
+                    case_ref: verified.case_ref,
+                    event: verified.event,
+                    confidentiality: verified.confidentiality,
+                    region: verified.region,
+                    recipients: verified.recipients,
+                    received_at: instant(raw.received_at)?,
+                    payload: raw.payload,
+                }),
+                Err(violation) => self.withheld(raw.sequence, &violation),
+            }
+        }
+        Ok(served)
+    }
+
+    fn withheld(&self, sequence: u64, violation: &Violation) {
+        self.shared
+            .integrity_failures
+            .fetch_add(1, Ordering::Relaxed);
+        if let Some(count) = self.shared.integrity_log.occurrence(&format!("{sequence}")) {
+            tracing::error!(
+                notification.sequence = sequence,
+                %violation,
+                occurrences = count,
+                "stored notification failed its integrity check; not served (run verify-store)"
+            );
+        }
+    }
+
+    /// The persisted high-water mark, `None` when its row is missing.
+    async fn high_water(&self) -> Result<Option<u64>, StoreError> {
+        let mark: Option<i64> =
+            sqlx::query_scalar("SELECT high_water FROM store_state WHERE id = 1")
+                .fetch_optional(&self.pool)
+                .await?;
+        mark.map(|m| to_u64(m, "high_water")).transpose()
+    }
+
+    /// The highest sequence ever assigned (the high-water mark, or a higher
+    /// stored row), 0 when none was.
     pub async fn latest_sequence(&self) -> Result<u64, StoreError> {
         let latest: i64 =
             sqlx::query_scalar("SELECT COALESCE(MAX(sequence), 0) FROM notifications")
                 .fetch_one(&self.pool)
                 .await?;
-        to_u64(latest, "sequence")
+        let latest = to_u64(latest, "sequence")?;
+        Ok(latest.max(self.high_water().await?.unwrap_or(0)))
     }
 
     /// How many notifications are stored.
@@ -378,32 +583,37 @@ impl Store {
         filter: &[u8],
         start_after: u64,
     ) -> Result<SubscriptionRecord, StoreError> {
-        let _guard = self.write_lock.lock().await;
-        let now = Instant::now().unix_micros();
-        let inserted = sqlx::query(
-            "INSERT INTO subscriptions (owner, name, filter, acked_through, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (owner, name) DO NOTHING",
-        )
-        .bind(owner)
-        .bind(name)
-        .bind(filter)
-        .bind(to_i64(start_after))
-        .bind(now)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        let row = sqlx::query(
-            "SELECT filter, acked_through FROM subscriptions WHERE owner = $1 AND name = $2",
-        )
-        .bind(owner)
-        .bind(name)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(SubscriptionRecord {
-            filter: row.try_get("filter")?,
-            acked_through: to_u64(row.try_get("acked_through")?, "acked_through")?,
-            created: inserted == 1,
+        let (owner, name, filter) = (owner.to_owned(), name.to_owned(), filter.to_vec());
+        self.write("open_subscription", move |conn| {
+            Box::pin(async move {
+                let now = Instant::now().unix_micros();
+                let inserted = sqlx::query(
+                    "INSERT INTO subscriptions (owner, name, filter, acked_through, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (owner, name) DO NOTHING",
+                )
+                .bind(&owner)
+                .bind(&name)
+                .bind(&filter)
+                .bind(to_i64(start_after))
+                .bind(now)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+                let row = sqlx::query(
+                    "SELECT filter, acked_through FROM subscriptions WHERE owner = $1 AND name = $2",
+                )
+                .bind(&owner)
+                .bind(&name)
+                .fetch_one(&mut *conn)
+                .await?;
+                Ok(SubscriptionRecord {
+                    filter: row.try_get("filter")?,
+                    acked_through: to_u64(row.try_get("acked_through")?, "acked_through")?,
+                    created: inserted == 1,
+                })
+            })
         })
+        .await
     }
 
     /// Moves a subscription's cursor forward to `acked_through` (never back).
@@ -413,18 +623,23 @@ impl Store {
         name: &str,
         acked_through: u64,
     ) -> Result<(), StoreError> {
-        let _guard = self.write_lock.lock().await;
-        sqlx::query(
-            "UPDATE subscriptions SET acked_through = $1, updated_at = $2 \
-             WHERE owner = $3 AND name = $4 AND acked_through < $1",
-        )
-        .bind(to_i64(acked_through))
-        .bind(Instant::now().unix_micros())
-        .bind(owner)
-        .bind(name)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let (owner, name) = (owner.to_owned(), name.to_owned());
+        self.write("advance_subscription", move |conn| {
+            Box::pin(async move {
+                sqlx::query(
+                    "UPDATE subscriptions SET acked_through = $1, updated_at = $2 \
+                     WHERE owner = $3 AND name = $4 AND acked_through < $1",
+                )
+                .bind(to_i64(acked_through))
+                .bind(Instant::now().unix_micros())
+                .bind(&owner)
+                .bind(&name)
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     /// A subscription's cursor, if it exists.
@@ -448,27 +663,30 @@ impl Store {
         if entries.is_empty() {
             return Ok(());
         }
-        let _guard = self.write_lock.lock().await;
-        let at = Instant::now().unix_micros();
-        let mut tx = self.pool.begin().await?;
-        for entry in entries {
-            sqlx::query(
-                "INSERT INTO audit_log (at, agency, action, sequence, sender, notification_id, decision, reason) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(at)
-            .bind(&entry.agency)
-            .bind(entry.action)
-            .bind(entry.sequence.map(to_i64))
-            .bind(&entry.sender)
-            .bind(&entry.notification_id)
-            .bind(&entry.decision)
-            .bind(&entry.reason)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let entries = entries.to_vec();
+        self.write("append_audit", move |conn| {
+            Box::pin(async move {
+                let at = Instant::now().unix_micros();
+                for entry in &entries {
+                    sqlx::query(
+                        "INSERT INTO audit_log (at, agency, action, sequence, sender, notification_id, decision, reason) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    )
+                    .bind(at)
+                    .bind(&entry.agency)
+                    .bind(entry.action)
+                    .bind(entry.sequence.map(to_i64))
+                    .bind(&entry.sender)
+                    .bind(&entry.notification_id)
+                    .bind(&entry.decision)
+                    .bind(&entry.reason)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                Ok(())
+            })
+        })
+        .await
     }
 
     /// The audit log, oldest first.
@@ -504,28 +722,210 @@ impl Store {
             .collect()
     }
 
-    /// Closes the pool, waiting for connections to finish.
+    /// Scans every stored notification in sequence order and reports what
+    /// was changed, is missing or is out of order. `progress` is told the
+    /// number of rows to scan, then each row scanned.
+    pub async fn verify(
+        &self,
+        progress: &dyn verify::Progress,
+    ) -> Result<VerifyReport, StoreError> {
+        verify::scan(self, 0, progress).await
+    }
+
+    /// [`Store::verify`] of the last `rows` sequences below the high-water
+    /// mark only: the start-up check.
+    pub async fn verify_tail(&self, rows: u64) -> Result<VerifyReport, StoreError> {
+        let from = self.latest_sequence().await?.saturating_sub(rows);
+        verify::scan(self, from, &verify::NoProgress).await
+    }
+
+    /// Gives rows stored before chain links existed their link, once: only
+    /// while no row has a link and the chain head is unset (the first start
+    /// after the migration that added them). Later, a row without a link
+    /// is reported, never silently repaired.
+    async fn chain_unchained_rows(&self) -> Result<(), StoreError> {
+        let unchained: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM notifications WHERE chain IS NULL \
+             AND NOT EXISTS (SELECT 1 FROM notifications WHERE chain IS NOT NULL) \
+             AND EXISTS (SELECT 1 FROM store_state WHERE id = 1 AND last_chain IS NULL)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        if unchained == 0 {
+            return Ok(());
+        }
+        tracing::warn!(
+            rows = unchained,
+            "linking notifications stored before the hash chain existed"
+        );
+        self.write("chain_unchained_rows", |conn| {
+            Box::pin(async move {
+                let rows = sqlx::query(
+                    "SELECT sequence, received_at, content_hash FROM notifications ORDER BY sequence",
+                )
+                .fetch_all(&mut *conn)
+                .await?;
+                let mut previous: Option<Vec<u8>> = None;
+                let mut last_sequence = 0;
+                for row in &rows {
+                    let sequence: i64 = row.try_get("sequence")?;
+                    let received_at: i64 = row.try_get("received_at")?;
+                    let hash: Vec<u8> = row.try_get("content_hash")?;
+                    let link = integrity::chain_link(
+                        previous.as_deref(),
+                        to_u64(sequence, "sequence")?,
+                        received_at,
+                        &hash,
+                    );
+                    sqlx::query("UPDATE notifications SET chain = $1 WHERE sequence = $2")
+                        .bind(&link)
+                        .bind(sequence)
+                        .execute(&mut *conn)
+                        .await?;
+                    previous = Some(link);
+                    last_sequence = sequence;
+                }
+                sqlx::query(
+                    "UPDATE store_state SET last_chain = $1 WHERE id = 1 AND high_water = $2",
+                )
+                .bind(previous)
+                .bind(last_sequence)
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// Closes the pool and the writer, after the write in progress.
     pub async fn close(&self) {
+        self.shared.writer.close().await;
         self.pool.close().await;
+    }
+
+    /// Test-only hook: statements run on every new writer connection (for
+    /// instance `PRAGMA max_page_count`, to make SQLite's disk "full" for
+    /// the writer alone). Closes the current writer so the next write
+    /// connects with them.
+    #[cfg(test)]
+    pub(crate) async fn set_writer_setup(&self, statements: Vec<String>) {
+        self.shared.writer.set_setup(statements).await;
     }
 }
 
-fn stored_from_row(row: &sqlx::any::AnyRow) -> Result<StoredNotification, StoreError> {
-    let recipients: String = row.try_get("recipients")?;
-    let narrow = |value: i64, what: &str| {
-        i32::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} out of range")))
-    };
-    Ok(StoredNotification {
+/// Bytes a health probe writes: as much as a typical large notification.
+pub const PROBE_BYTES: usize = 32 * 1024;
+
+/// Bytes that neither SQLite nor PostgreSQL can store in less space than
+/// their length (a SHA-256 chain, seeded by the clock).
+fn probe_filler() -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut block = Sha256::digest(Instant::now().unix_micros().to_be_bytes());
+    let mut filler = Vec::with_capacity(PROBE_BYTES);
+    while filler.len() < PROBE_BYTES {
+        filler.extend_from_slice(&block);
+        block = Sha256::digest(block);
+    }
+    filler
+}
+
+/// The publish transaction's body: idempotency check, next sequence above
+/// the high-water mark, chain link, insert, new mark.
+async fn publish_in(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    new: &NewNotification,
+) -> Result<PublishOutcome, StoreError> {
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(PUBLISH_LOCK_KEY)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let existing = sqlx::query(
+        "SELECT sequence, received_at, content_hash FROM notifications \
+         WHERE sender = $1 AND notification_id = $2",
+    )
+    .bind(&new.sender)
+    .bind(&new.notification_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(row) = existing {
+        let hash: Vec<u8> = row.try_get("content_hash")?;
+        if hash != new.content_hash {
+            return Ok(PublishOutcome::Conflict);
+        }
+        return Ok(PublishOutcome::Duplicate(Receipt {
+            sequence: to_u64(row.try_get("sequence")?, "sequence")?,
+            received_at: instant(row.try_get("received_at")?)?,
+        }));
+    }
+    let state = sqlx::query("SELECT high_water, last_chain FROM store_state WHERE id = 1")
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| {
+            StoreError::Corrupt("store_state has no row: the high-water mark is lost".into())
+        })?;
+    let high_water: i64 = state.try_get("high_water")?;
+    let last_chain: Option<Vec<u8>> = state.try_get("last_chain")?;
+    let max: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(sequence), 0) FROM notifications")
+        .fetch_one(&mut *conn)
+        .await?;
+    let next = high_water.max(max) + 1;
+    let sequence = to_u64(next, "sequence")?;
+    let received_at = Instant::now();
+    let chain = integrity::chain_link(
+        last_chain.as_deref(),
+        sequence,
+        received_at.unix_micros(),
+        &new.content_hash,
+    );
+    sqlx::query(
+        "INSERT INTO notifications (sequence, sender, notification_id, case_ref, event, \
+         confidentiality, region, recipients, received_at, content_hash, payload, chain) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(next)
+    .bind(&new.sender)
+    .bind(&new.notification_id)
+    .bind(&new.case_ref)
+    .bind(i64::from(new.event))
+    .bind(i64::from(new.confidentiality))
+    .bind(&new.region)
+    .bind(new.recipients.join(" "))
+    .bind(received_at.unix_micros())
+    .bind(&new.content_hash)
+    .bind(&new.payload)
+    .bind(&chain)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("UPDATE store_state SET high_water = $1, last_chain = $2 WHERE id = 1")
+        .bind(next)
+        .bind(&chain)
+        .execute(&mut *conn)
+        .await?;
+    Ok(PublishOutcome::Stored(Receipt {
+        sequence,
+        received_at,
+    }))
+}
+
+/// The columns of a notification row, unchecked.
+pub(crate) fn raw_row(row: &sqlx::any::AnyRow) -> Result<RawRow, StoreError> {
+    Ok(RawRow {
         sequence: to_u64(row.try_get("sequence")?, "sequence")?,
         sender: row.try_get("sender")?,
         notification_id: row.try_get("notification_id")?,
         case_ref: row.try_get("case_ref")?,
-        event: narrow(row.try_get("event")?, "event")?,
-        confidentiality: narrow(row.try_get("confidentiality")?, "confidentiality")?,
+        event: row.try_get("event")?,
+        confidentiality: row.try_get("confidentiality")?,
         region: row.try_get("region")?,
-        recipients: recipients.split_whitespace().map(str::to_owned).collect(),
-        received_at: instant(row.try_get("received_at")?)?,
+        recipients: row.try_get("recipients")?,
+        received_at: row.try_get("received_at")?,
+        content_hash: row.try_get("content_hash")?,
         payload: row.try_get("payload")?,
+        chain: row.try_get("chain")?,
     })
 }
 

@@ -6,6 +6,7 @@
 //! message, unless `LIANDONG_REQUIRE_POSTGRES=1` (as in CI), where that fails.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::Connection;
 
@@ -57,21 +58,44 @@ async fn postgres_schema_url() -> Option<String> {
     ))
 }
 
+/// A notification as `api` builds it: the encoded wire message (with
+/// `content` as its summary) and the routing columns taken from it.
 fn new_notification(sender: &str, id: &str, case_ref: &str, content: &str) -> NewNotification {
-    let payload = content.as_bytes().to_vec();
-    NewNotification {
-        sender: sender.into(),
+    let wire = pb::Notification {
         notification_id: id.into(),
         case_ref: case_ref.into(),
         event: 3,
         confidentiality: 3,
-        region: "140423".into(),
         recipients: vec!["cz-psb".into(), "cz-procuratorate".into()],
+        confidentiality_note: "reason".into(),
+        region: "140423".into(),
+        summary: content.into(),
+        sender: sender.into(),
+        ..Default::default()
+    };
+    let payload = wire.encode_to_vec();
+    NewNotification {
+        sender: sender.into(),
+        notification_id: id.into(),
+        case_ref: case_ref.into(),
+        event: wire.event,
+        confidentiality: wire.confidentiality,
+        region: wire.region.clone(),
+        recipients: wire.recipients.clone(),
         content_hash: sha2::Sha256::digest(&payload).to_vec(),
         payload,
     }
 }
 
+/// The summary (test content) of a stored notification.
+fn content(stored: &StoredNotification) -> String {
+    pb::Notification::decode(stored.payload.as_slice())
+        .unwrap()
+        .summary
+}
+
+use liandong_core::pb;
+use prost::Message;
 use sha2::Digest;
 
 #[tokio::test]
@@ -92,7 +116,7 @@ async fn publish_assigns_increasing_sequences_and_reads_back_in_order() {
         let rows = store.read_after(0, 10).await.unwrap().rows;
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].recipients, vec!["cz-psb", "cz-procuratorate"]);
-        assert_eq!(rows[1].payload, b"two");
+        assert_eq!(content(&rows[1]), "two");
         assert_eq!(rows[0].received_at, a.received_at);
         assert_eq!(store.read_after(1, 10).await.unwrap().rows[0].sequence, 2);
         assert_eq!(store.read_after(0, 1).await.unwrap().rows.len(), 1);
@@ -133,8 +157,8 @@ async fn changed_republish_is_a_conflict_and_stores_nothing() {
         assert_eq!(changed, PublishOutcome::Conflict);
         assert_eq!(store.count_notifications().await.unwrap(), 1);
         assert_eq!(
-            store.read_after(0, 10).await.unwrap().rows[0].payload,
-            b"original"
+            content(&store.read_after(0, 10).await.unwrap().rows[0]),
+            "original"
         );
         // The same id from another sender is another notification.
         let other = store
@@ -321,4 +345,644 @@ async fn audit_log_appends_and_refuses_changes() {
         );
         assert_eq!(store.audit_entries().await.unwrap().len(), 2);
     }
+}
+
+async fn exec(store: &Store, sql: &str) {
+    sqlx::query(sql)
+        .execute(&store.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{:?}: {sql}: {e}", store.backend()));
+}
+
+fn stored(outcome: PublishOutcome) -> Receipt {
+    match outcome {
+        PublishOutcome::Stored(receipt) => receipt,
+        other => panic!("must be stored, got {other:?}"),
+    }
+}
+
+/// Makes the database refuse, at COMMIT, any transaction that stored a
+/// notification of case `FAIL-AT-COMMIT`: a deferred foreign key on SQLite
+/// (COMMIT fails and SQLite keeps the transaction open), a deferred
+/// constraint trigger on PostgreSQL (COMMIT fails and ends it).
+async fn fail_commits_of_case(store: &Store) {
+    match store.backend() {
+        Backend::Sqlite => {
+            exec(
+                store,
+                "CREATE TABLE commit_guard_parent (id INTEGER PRIMARY KEY)",
+            )
+            .await;
+            exec(
+                store,
+                "CREATE TABLE commit_guard (parent INTEGER REFERENCES commit_guard_parent (id) \
+                 DEFERRABLE INITIALLY DEFERRED)",
+            )
+            .await;
+            exec(
+                store,
+                "CREATE TRIGGER fail_at_commit AFTER INSERT ON notifications \
+                 WHEN NEW.case_ref = 'FAIL-AT-COMMIT' \
+                 BEGIN INSERT INTO commit_guard (parent) VALUES (42); END",
+            )
+            .await;
+        }
+        Backend::Postgres => {
+            exec(
+                store,
+                "CREATE FUNCTION fail_at_commit() RETURNS trigger AS $$ BEGIN \
+                 IF NEW.case_ref = 'FAIL-AT-COMMIT' THEN RAISE EXCEPTION 'refused at commit'; END IF; \
+                 RETURN NULL; END; $$ LANGUAGE plpgsql",
+            )
+            .await;
+            exec(
+                store,
+                "CREATE CONSTRAINT TRIGGER fail_at_commit AFTER INSERT ON notifications \
+                 DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION fail_at_commit()",
+            )
+            .await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn failed_commit_writes_nothing_and_the_next_write_commits() {
+    for (store, guard) in backends().await {
+        let first = stored(
+            store
+                .publish(&new_notification("cz-eeb", "n1", "C-1", "before"))
+                .await
+                .unwrap(),
+        );
+        fail_commits_of_case(&store).await;
+        for attempt in 0..3 {
+            let refused = store
+                .publish(&new_notification(
+                    "cz-eeb",
+                    &format!("doomed-{attempt}"),
+                    "FAIL-AT-COMMIT",
+                    "never stored",
+                ))
+                .await;
+            assert!(
+                matches!(refused, Err(StoreError::Database(_))),
+                "{:?}: a failed commit must be an error, got {refused:?}",
+                store.backend()
+            );
+            assert!(!store.is_healthy(), "{:?}", store.backend());
+        }
+        // The writer is usable again, and nothing of the failed
+        // transactions survived: not the row, not the high-water mark.
+        let next = stored(
+            store
+                .publish(&new_notification("cz-eeb", "n2", "C-1", "after"))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(next.sequence, first.sequence + 1, "{:?}", store.backend());
+        assert!(store.is_healthy());
+        let audit = AuditEntry {
+            agency: "cz-psb".into(),
+            action: "CASE_READ",
+            sequence: Some(next.sequence),
+            sender: "cz-eeb".into(),
+            notification_id: "n2".into(),
+            decision: "FULL".into(),
+            reason: "recipient".into(),
+        };
+        store
+            .append_audit(std::slice::from_ref(&audit))
+            .await
+            .unwrap();
+        let url = guard
+            .as_ref()
+            .map(|dir| format!("sqlite://{}", dir.path().join("store.db").display()));
+        // What a fresh process sees after a restart.
+        if let Some(url) = url {
+            store.close().await;
+            let store = Store::connect(&url, 2).await.unwrap();
+            check_after_failed_commits(&store, &audit).await;
+        } else {
+            check_after_failed_commits(&store, &audit).await;
+        }
+    }
+}
+
+async fn check_after_failed_commits(store: &Store, audit: &AuditEntry) {
+    let rows = store.read_after(0, 10).await.unwrap().rows;
+    let ids: Vec<&str> = rows.iter().map(|r| r.notification_id.as_str()).collect();
+    assert_eq!(ids, ["n1", "n2"], "{:?}", store.backend());
+    assert_eq!(store.audit_entries().await.unwrap(), vec![audit.clone()]);
+    assert!(store.verify(&verify::NoProgress).await.unwrap().is_clean());
+}
+
+#[tokio::test]
+async fn sqlite_full_disk_gives_no_receipt_and_writes_resume_when_space_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    let store = Store::connect(&url, 2).await.unwrap();
+    let first = stored(
+        store
+            .publish(&new_notification("cz-eeb", "n1", "C-1", "fits"))
+            .await
+            .unwrap(),
+    );
+    let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    // The writer's database may not grow: SQLITE_FULL for anything that
+    // needs a new page. A 64 KiB summary always does.
+    store
+        .set_writer_setup(vec![format!("PRAGMA max_page_count = {pages}")])
+        .await;
+    let big = "x".repeat(64 * 1024);
+    for i in 0..5 {
+        let refused = store
+            .publish(&new_notification(
+                "cz-eeb",
+                &format!("big-{i}"),
+                "C-1",
+                &big,
+            ))
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::Database(_))),
+            "a full disk must refuse, got {refused:?}"
+        );
+    }
+    assert!(!store.is_healthy());
+    // The health probe needs new pages too: it fails while the disk is
+    // full, and the store stays unhealthy.
+    assert!(store.probe().await.is_err());
+    assert!(!store.is_healthy());
+    // Space returns.
+    store.set_writer_setup(Vec::new()).await;
+    store.probe().await.unwrap();
+    assert!(store.is_healthy());
+    let next = stored(
+        store
+            .publish(&new_notification("cz-eeb", "big-0", "C-1", &big))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(next.sequence, first.sequence + 1);
+    store.close().await;
+    let store = Store::connect(&url, 2).await.unwrap();
+    let rows = store.read_after(0, 10).await.unwrap().rows;
+    assert_eq!(rows.len(), 2);
+    assert_eq!(content(&rows[1]), big);
+    assert!(store.verify(&verify::NoProgress).await.unwrap().is_clean());
+}
+
+#[tokio::test]
+async fn sequences_are_never_reused_after_rows_are_deleted() {
+    for (store, _guard) in backends().await {
+        for i in 1..=4 {
+            store
+                .publish(&new_notification("cz-eeb", &format!("n{i}"), "C-1", "x"))
+                .await
+                .unwrap();
+        }
+        exec(&store, "DELETE FROM notifications WHERE sequence >= 3").await;
+        assert_eq!(store.latest_sequence().await.unwrap(), 4);
+        let next = stored(
+            store
+                .publish(&new_notification("cz-eeb", "n5", "C-1", "x"))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(next.sequence, 5, "{:?}", store.backend());
+        let batch = store.read_after(4, 10).await.unwrap();
+        assert_eq!(
+            batch.rows.len(),
+            1,
+            "{:?}: the new row is served",
+            store.backend()
+        );
+        let report = store.verify(&verify::NoProgress).await.unwrap();
+        assert_eq!(report.missing, vec![SequenceRange { first: 3, last: 4 }]);
+        assert!(report.changed.is_empty(), "{report:?}");
+        // A deleted id published again is stored again, under a new
+        // sequence; the deletion stays visible to verify-store.
+        let again = stored(
+            store
+                .publish(&new_notification("cz-eeb", "n3", "C-1", "x"))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(again.sequence, 6);
+        let report = store.verify(&verify::NoProgress).await.unwrap();
+        assert_eq!(report.missing, vec![SequenceRange { first: 3, last: 4 }]);
+    }
+}
+
+#[tokio::test]
+async fn tampered_rows_are_never_returned() {
+    for (store, _guard) in backends().await {
+        for i in 1..=5 {
+            store
+                .publish(&new_notification("cz-eeb", &format!("n{i}"), "C-1", "x"))
+                .await
+                .unwrap();
+        }
+        // 2: content edited; 3: a routing column set to PUBLIC; 4: content
+        // and its hash edited together (only the chain tells).
+        let edited = new_notification("cz-eeb", "n2", "C-1", "forged").payload;
+        sqlx::query("UPDATE notifications SET payload = $1 WHERE sequence = 2")
+            .bind(&edited)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        exec(
+            &store,
+            "UPDATE notifications SET confidentiality = 1 WHERE sequence = 3",
+        )
+        .await;
+        let forged = new_notification("cz-eeb", "n4", "C-1", "forged");
+        sqlx::query("UPDATE notifications SET payload = $1, content_hash = $2 WHERE sequence = 4")
+            .bind(&forged.payload)
+            .bind(&forged.content_hash)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let before = store.integrity_failures();
+        let batch = store.read_after(0, 10).await.unwrap();
+        let served: Vec<u64> = batch.rows.iter().map(|r| r.sequence).collect();
+        assert_eq!(served, [1, 5], "{:?}", store.backend());
+        assert_eq!(batch.through, Some(5));
+        assert_eq!(store.integrity_failures() - before, 3);
+        let timeline: Vec<u64> = store
+            .case_timeline("C-1")
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.sequence)
+            .collect();
+        assert_eq!(timeline, [1, 5]);
+        let report = store.verify(&verify::NoProgress).await.unwrap();
+        let changed: Vec<u64> = report.changed.iter().map(|p| p.sequence).collect();
+        assert_eq!(changed, [2, 3], "{report:?}");
+        let moved: Vec<u64> = report.out_of_order.iter().map(|p| p.sequence).collect();
+        assert_eq!(moved, [4], "{report:?}");
+        assert!(report.missing.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn locked_database_refuses_writes_then_recovers() {
+    for (_, guard) in backends().await {
+        let url = match &guard {
+            Some(dir) => format!("sqlite://{}", dir.path().join("store.db").display()),
+            None => match postgres_schema_url().await {
+                Some(url) => url,
+                None => continue,
+            },
+        };
+        let store = Store::connect_with(
+            &url,
+            StoreOptions {
+                max_connections: 2,
+                lock_timeout: Duration::from_millis(300),
+            },
+        )
+        .await
+        .unwrap();
+        // Another writer holds the lock longer than the lock timeout.
+        let mut other = sqlx::AnyConnection::connect(&url).await.unwrap();
+        match store.backend() {
+            Backend::Sqlite => {
+                sqlx::query("BEGIN IMMEDIATE")
+                    .execute(&mut other)
+                    .await
+                    .unwrap();
+            }
+            Backend::Postgres => {
+                sqlx::query("SELECT pg_advisory_lock($1)")
+                    .bind(PUBLISH_LOCK_KEY)
+                    .execute(&mut other)
+                    .await
+                    .unwrap();
+            }
+        }
+        let refused = store
+            .publish(&new_notification("cz-eeb", "n1", "C-1", "x"))
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::Database(_))),
+            "{:?}: {refused:?}",
+            store.backend()
+        );
+        assert!(!store.is_healthy());
+        assert_eq!(store.count_notifications().await.unwrap(), 0);
+        other.close().await.unwrap();
+        store.probe().await.unwrap();
+        assert!(store.is_healthy());
+        let receipt = stored(
+            store
+                .publish(&new_notification("cz-eeb", "n1", "C-1", "x"))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(receipt.sequence, 1);
+    }
+}
+
+#[tokio::test]
+async fn abandoned_publishes_are_stored_once_or_not_at_all() {
+    for (store, _guard) in backends().await {
+        let steady = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..60 {
+                    store
+                        .publish(&new_notification("cz-psb", &format!("s{i}"), "C-2", "s"))
+                        .await
+                        .expect("a publish beside abandoned ones succeeds");
+                }
+            })
+        };
+        for i in 0..60u64 {
+            let abandoned = new_notification("cz-eeb", &format!("a{i}"), "C-1", "a");
+            // Dropped at once, or after a few microseconds: mid-way.
+            let _ =
+                tokio::time::timeout(Duration::from_micros(i % 7 * 50), store.publish(&abandoned))
+                    .await;
+        }
+        steady.await.unwrap();
+        // Wait for the abandoned writes still running: the writer is free
+        // once a probe gets through.
+        store.probe().await.unwrap();
+        for i in 0..60 {
+            let count: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM notifications WHERE sender = 'cz-eeb' AND notification_id = $1",
+            )
+            .bind(format!("a{i}"))
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+            assert!(
+                count <= 1,
+                "{:?}: a{i} stored {count} times",
+                store.backend()
+            );
+        }
+        let report = store.verify(&verify::NoProgress).await.unwrap();
+        assert!(report.is_clean(), "{:?}: {report:?}", store.backend());
+        assert_eq!(
+            store.latest_sequence().await.unwrap(),
+            store.count_notifications().await.unwrap()
+        );
+    }
+}
+
+#[tokio::test]
+async fn rows_from_before_the_chain_are_linked_once_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    let store = Store::connect(&url, 2).await.unwrap();
+    for i in 1..=3 {
+        store
+            .publish(&new_notification("cz-eeb", &format!("n{i}"), "C-1", "x"))
+            .await
+            .unwrap();
+    }
+    // As the migration leaves a store that had rows.
+    exec(&store, "UPDATE notifications SET chain = NULL").await;
+    exec(&store, "UPDATE store_state SET last_chain = NULL").await;
+    store.close().await;
+    let store = Store::connect(&url, 2).await.unwrap();
+    assert!(store.verify(&verify::NoProgress).await.unwrap().is_clean());
+    assert_eq!(store.read_after(0, 10).await.unwrap().rows.len(), 3);
+    // Once linked, a link removed later is reported, never repaired.
+    exec(
+        &store,
+        "UPDATE notifications SET chain = NULL WHERE sequence = 2",
+    )
+    .await;
+    store.close().await;
+    let store = Store::connect(&url, 2).await.unwrap();
+    let report = store.verify(&verify::NoProgress).await.unwrap();
+    assert_eq!(report.changed.len(), 1, "{report:?}");
+    assert_eq!(report.changed[0].sequence, 2);
+}
+
+#[tokio::test]
+async fn repeated_recipients_in_the_payload_match_the_validated_column() {
+    for (store, _guard) in backends().await {
+        let mut new = new_notification("cz-eeb", "n1", "C-1", "x");
+        let mut wire = pb::Notification::decode(new.payload.as_slice()).unwrap();
+        wire.recipients = vec!["cz-psb".into(), "cz-psb".into(), "cz-procuratorate".into()];
+        new.payload = wire.encode_to_vec();
+        new.content_hash = sha2::Sha256::digest(&new.payload).to_vec();
+        store.publish(&new).await.unwrap();
+        let rows = store.read_after(0, 10).await.unwrap().rows;
+        assert_eq!(rows.len(), 1, "{:?}", store.backend());
+        assert_eq!(rows[0].recipients, ["cz-psb", "cz-procuratorate"]);
+    }
+}
+
+/// A tablespace on a small tmpfs, for PostgreSQL's "disk full": mounted,
+/// owned by `postgres`, dropped and unmounted on `cleanup`.
+struct FullTablespace {
+    mount: tempfile::TempDir,
+    name: String,
+    base: String,
+}
+
+impl FullTablespace {
+    /// None when PostgreSQL is not reachable (and not required), or when
+    /// mounting is impossible and `LIANDONG_SKIP_TMPFS_TESTS=1`.
+    async fn create() -> Option<Self> {
+        let base = std::env::var("LIANDONG_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
+        let mut conn = match sqlx::PgConnection::connect(&base).await {
+            Ok(conn) => conn,
+            Err(error) if std::env::var("LIANDONG_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") => {
+                panic!("PostgreSQL at {base} is required but unreachable: {error}")
+            }
+            Err(_) => return None,
+        };
+        let mount = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs"])
+            .arg(mount.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            if std::env::var("LIANDONG_SKIP_TMPFS_TESTS").is_ok_and(|v| v == "1") {
+                return None;
+            }
+            panic!(
+                "mounting a tmpfs for the tablespace needs root; run as root or set \
+                 LIANDONG_SKIP_TMPFS_TESTS=1 to skip"
+            );
+        }
+        let location = mount.path().join("ts");
+        std::fs::create_dir(&location).unwrap();
+        let owned = std::process::Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(&location)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(owned, "chown the tablespace directory to postgres");
+        let name = format!(
+            "ld_full_{}_{}",
+            std::process::id(),
+            Instant::now().unix_micros()
+        );
+        sqlx::query(&format!(
+            "CREATE TABLESPACE {name} LOCATION '{}'",
+            location.display()
+        ))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        Some(Self { mount, name, base })
+    }
+
+    fn fill(&self) {
+        use std::io::Write;
+        let mut file = std::fs::File::create(self.mount.path().join("filler")).unwrap();
+        let chunk = vec![0u8; 16 * 1024];
+        while file
+            .write_all(&chunk)
+            .and_then(|()| file.sync_all())
+            .is_ok()
+        {}
+        let _ = file.write_all(&[0u8; 1]);
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.mount.path().join("filler")).unwrap();
+    }
+
+    async fn cleanup(self, schema_url: &str) {
+        let schema = schema_url
+            .rsplit("search_path%3D")
+            .next()
+            .and_then(|rest| rest.split("%20").next())
+            .unwrap()
+            .to_owned();
+        let mut conn = sqlx::PgConnection::connect(&self.base).await.unwrap();
+        sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::query(&format!("DROP TABLESPACE {}", self.name))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.mount.path())
+            .status();
+    }
+}
+
+/// Content that does not compress (PostgreSQL compresses large values).
+fn incompressible(len: usize, seed: u64) -> String {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(b'a' + (state % 26) as u8)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn postgres_full_tablespace_gives_no_receipt_and_writes_resume() {
+    let Some(space) = FullTablespace::create().await else {
+        eprintln!("PostgreSQL or tmpfs unavailable; skipping");
+        return;
+    };
+    let url = format!(
+        "{}%20-c%20default_tablespace%3D{}",
+        postgres_schema_url().await.unwrap(),
+        space.name
+    );
+    let store = Store::connect(&url, 2).await.unwrap();
+    let first = stored(
+        store
+            .publish(&new_notification("cz-eeb", "n1", "C-1", "fits"))
+            .await
+            .unwrap(),
+    );
+    space.fill();
+    let mut refused = 0;
+    for i in 0..5 {
+        let big = incompressible(256 * 1024, i + 7);
+        match store
+            .publish(&new_notification(
+                "cz-eeb",
+                &format!("big-{i}"),
+                "C-1",
+                &big,
+            ))
+            .await
+        {
+            Err(StoreError::Database(error)) => {
+                assert!(
+                    error.to_string().contains("No space left on device"),
+                    "{error}"
+                );
+                refused += 1;
+            }
+            Err(other) => panic!("unexpected error {other:?}"),
+            Ok(outcome) => panic!("a receipt on a full tablespace: {outcome:?}"),
+        }
+    }
+    assert_eq!(refused, 5);
+    assert!(!store.is_healthy());
+    assert!(
+        store.probe().await.is_err(),
+        "the probe needs new space too"
+    );
+    assert!(!store.is_healthy());
+    assert_eq!(store.count_notifications().await.unwrap(), 1);
+    space.free();
+    store.probe().await.unwrap();
+    assert!(store.is_healthy());
+    let next = stored(
+        store
+            .publish(&new_notification(
+                "cz-eeb",
+                "big-0",
+                "C-1",
+                &incompressible(256 * 1024, 7),
+            ))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(next.sequence, first.sequence + 1);
+    assert!(store.is_healthy());
+    assert!(store.verify(&verify::NoProgress).await.unwrap().is_clean());
+    store.close().await;
+    space.cleanup(&url).await;
+}
+
+#[test]
+fn repeated_failures_are_logged_once_per_interval_with_their_count() {
+    let throttle = LogThrottle::new(Duration::from_secs(3600));
+    assert_eq!(throttle.occurrence("disk full"), Some(1));
+    for _ in 0..5 {
+        assert_eq!(throttle.occurrence("disk full"), None);
+    }
+    // Another failure is not held back by the first.
+    assert_eq!(throttle.occurrence("locked"), Some(1));
+    // Once the interval has passed, the next occurrence is logged with the
+    // count of everything since the last line.
+    let throttle = LogThrottle::new(Duration::from_secs(10));
+    let start = std::time::Instant::now();
+    assert_eq!(throttle.occurrence_at("disk full", start), Some(1));
+    for second in 1..=3 {
+        let at = start + Duration::from_secs(second);
+        assert_eq!(throttle.occurrence_at("disk full", at), None);
+    }
+    let later = start + Duration::from_secs(11);
+    assert_eq!(throttle.occurrence_at("disk full", later), Some(4));
+    assert_eq!(throttle.occurrence_at("disk full", later), None);
 }

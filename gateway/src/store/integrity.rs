@@ -1,0 +1,177 @@
+//! What makes a stored row trustworthy: its content hash, the routing
+//! columns the policy uses, and its link in the hash chain.
+//!
+//! A row is served only when its payload hashes to its `content_hash`, the
+//! payload decodes, and every routing field the policy reads (sender, id,
+//! case, event, confidentiality, recipients, region) equals its column; the
+//! row handed on is built from the decoded payload. When the row before it
+//! is at hand, its `chain` must also follow from that row's chain. Nothing
+//! here trusts a column on its own.
+//!
+//! This module never logs content: a failure names the sequence and the
+//! field that disagrees, not the values.
+
+use prost::Message;
+use sha2::{Digest, Sha256};
+
+use liandong_core::pb;
+
+/// Length of a SHA-256 digest, the size of a chain link.
+pub(crate) const CHAIN_LEN: usize = 32;
+
+/// The chain link of a row: SHA-256 over the previous row's link (32 zero
+/// bytes for the first row), the sequence and `received_at` as 8-byte
+/// big-endian integers, and the content hash.
+pub fn chain_link(
+    previous: Option<&[u8]>,
+    sequence: u64,
+    received_at_micros: i64,
+    content_hash: &[u8],
+) -> Vec<u8> {
+    let mut hasher = Sha256::new();
+    match previous {
+        Some(previous) => hasher.update(previous),
+        None => hasher.update([0u8; CHAIN_LEN]),
+    }
+    hasher.update(sequence.to_be_bytes());
+    hasher.update(received_at_micros.to_be_bytes());
+    hasher.update(content_hash);
+    hasher.finalize().to_vec()
+}
+
+/// The columns of a stored row, as read, before anything is trusted.
+#[derive(Debug, Clone)]
+pub(crate) struct RawRow {
+    pub(crate) sequence: u64,
+    pub(crate) sender: String,
+    pub(crate) notification_id: String,
+    pub(crate) case_ref: String,
+    pub(crate) event: i64,
+    pub(crate) confidentiality: i64,
+    pub(crate) region: String,
+    pub(crate) recipients: String,
+    pub(crate) received_at: i64,
+    pub(crate) content_hash: Vec<u8>,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) chain: Option<Vec<u8>>,
+}
+
+/// Why a row may not be served. The text names fields, never values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    /// The payload does not hash to the stored content hash.
+    #[error("payload does not match its content hash")]
+    ContentHash,
+    /// The payload is not an encoded notification.
+    #[error("payload does not decode")]
+    Undecodable,
+    /// A routing column disagrees with the payload.
+    #[error("column {0} disagrees with the payload")]
+    Column(&'static str),
+    /// The row has no chain link.
+    #[error("chain link is missing")]
+    ChainMissing,
+    /// The chain link does not follow from the previous row.
+    #[error("chain link does not follow from the previous row")]
+    ChainBroken,
+    /// `received_at` is outside the representable range.
+    #[error("received_at is out of range")]
+    ReceivedAt,
+    /// The row's sequence is above the highest ever assigned: it was not
+    /// stored by a gateway.
+    #[error("sequence is above the high-water mark")]
+    AboveHighWater,
+}
+
+impl Violation {
+    /// True when the row's own content or columns were changed (as opposed
+    /// to its place in the chain).
+    pub fn is_content(&self) -> bool {
+        matches!(
+            self,
+            Self::ContentHash
+                | Self::Undecodable
+                | Self::Column(_)
+                | Self::ReceivedAt
+                | Self::AboveHighWater
+        )
+    }
+}
+
+/// The routing fields of a notification, taken from its verified payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Verified {
+    pub(crate) sender: String,
+    pub(crate) notification_id: String,
+    pub(crate) case_ref: String,
+    pub(crate) event: i32,
+    pub(crate) confidentiality: i32,
+    pub(crate) region: String,
+    pub(crate) recipients: Vec<String>,
+}
+
+/// Checks a row's content against its hash and its routing columns against
+/// the decoded payload; returns the routing fields from the payload.
+pub(crate) fn verify_content(row: &RawRow) -> Result<Verified, Violation> {
+    if Sha256::digest(&row.payload).as_slice() != row.content_hash.as_slice() {
+        return Err(Violation::ContentHash);
+    }
+    let decoded =
+        pb::Notification::decode(row.payload.as_slice()).map_err(|_| Violation::Undecodable)?;
+    let recipients: Vec<String> = row
+        .recipients
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    // The gateway stores the need-to-know list as validated: repeats
+    // dropped, first occurrences in order.
+    let mut listed: Vec<String> = Vec::with_capacity(decoded.recipients.len());
+    for recipient in &decoded.recipients {
+        if !listed.contains(recipient) {
+            listed.push(recipient.clone());
+        }
+    }
+    let checks: [(&'static str, bool); 7] = [
+        ("sender", decoded.sender == row.sender),
+        (
+            "notification_id",
+            decoded.notification_id == row.notification_id,
+        ),
+        ("case_ref", decoded.case_ref == row.case_ref),
+        ("event", i64::from(decoded.event) == row.event),
+        (
+            "confidentiality",
+            i64::from(decoded.confidentiality) == row.confidentiality,
+        ),
+        ("region", decoded.region == row.region),
+        ("recipients", listed == recipients),
+    ];
+    if let Some((column, _)) = checks.iter().find(|(_, equal)| !equal) {
+        return Err(Violation::Column(column));
+    }
+    Ok(Verified {
+        sender: decoded.sender,
+        notification_id: decoded.notification_id,
+        case_ref: decoded.case_ref,
+        event: decoded.event,
+        confidentiality: decoded.confidentiality,
+        region: decoded.region,
+        recipients: listed,
+    })
+}
+
+/// Checks a row's chain link against the previous row's link. `previous`
+/// is `None` when the row before is not at hand (the first row, or a gap):
+/// then only the presence of a link is checked.
+pub(crate) fn verify_link(row: &RawRow, previous: Option<Option<&[u8]>>) -> Result<(), Violation> {
+    let Some(chain) = &row.chain else {
+        return Err(Violation::ChainMissing);
+    };
+    if let Some(previous) = previous {
+        let expected = chain_link(previous, row.sequence, row.received_at, &row.content_hash);
+        if expected != *chain {
+            return Err(Violation::ChainBroken);
+        }
+    }
+    Ok(())
+}
