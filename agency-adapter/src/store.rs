@@ -660,10 +660,9 @@ impl Store {
         let lock = match DaemonLock::take(&self.path)? {
             Some(lock) => lock,
             None => {
-                let other: Option<i64> =
-                    sqlx::query_scalar("SELECT pid FROM daemon WHERE id = 1")
-                        .fetch_optional(&self.pool)
-                        .await?;
+                let other: Option<i64> = sqlx::query_scalar("SELECT pid FROM daemon WHERE id = 1")
+                    .fetch_optional(&self.pool)
+                    .await?;
                 return Err(StoreError::AlreadyRunning {
                     path: self.path.clone(),
                     pid: other.unwrap_or(0),

@@ -119,8 +119,7 @@ impl Call {
 
     fn record(&self, status: &Status) {
         let rules = self.gateway.rules();
-        let (agency, sender) = match identity::authenticate(self.peer.as_ref(), &rules.registry)
-        {
+        let (agency, sender) = match identity::authenticate(self.peer.as_ref(), &rules.registry) {
             Ok(principal) => {
                 let id = principal.agency.id.to_string();
                 (id.clone(), id)

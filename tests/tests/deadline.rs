@@ -87,9 +87,10 @@ async fn bare_channel(bed: &Testbed, agency: &str) -> BareChannel {
         .connect(name, tcp)
         .await
         .unwrap();
-    let (send, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-        .await
-        .unwrap();
+    let (send, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
     tokio::spawn(connection);
     BareChannel(send)
 }
@@ -167,7 +168,8 @@ async fn expired_deadline_is_deadline_exceeded() {
     // Over while the request is still arriving: the message is sent after
     // the deadline, and the gateway answers when the deadline passes.
     let n = notification("late-2", "C-1", Event::ClueShared, Level::Internal, &[]);
-    let mut grpc = tonic::client::Grpc::with_origin(bare_channel(&bed, "cz-eeb").await, origin(&bed));
+    let mut grpc =
+        tonic::client::Grpc::with_origin(bare_channel(&bed, "cz-eeb").await, origin(&bed));
     grpc.ready().await.unwrap();
     let slow = futures::stream::once({
         let n = n.clone();
@@ -190,7 +192,9 @@ async fn expired_deadline_is_deadline_exceeded() {
         .unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     assert!(
-        status.message().contains("republish the same notification id"),
+        status
+            .message()
+            .contains("republish the same notification id"),
         "{}",
         status.message()
     );
@@ -249,7 +253,10 @@ async fn abandoned_publish_does_not_disturb_others() {
     let mut patient = bare_client(&bed, "cz-eeb-xiangyuan").await;
     let limit = std::time::Instant::now() + Duration::from_secs(30);
     while calls.load(Ordering::Relaxed) < 10 {
-        assert!(std::time::Instant::now() < limit, "the abandoning calls never began");
+        assert!(
+            std::time::Instant::now() < limit,
+            "the abandoning calls never began"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     for i in 0..45 {

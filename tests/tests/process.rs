@@ -241,7 +241,13 @@ async fn sigterm_completes_or_refuses_every_inflight_publish() {
     for attempt in &unresolved {
         let receipt = publish(
             &mut client,
-            notification(&attempt.id, "C-BURST", Event::ClueShared, Level::Internal, &[]),
+            notification(
+                &attempt.id,
+                "C-BURST",
+                Event::ClueShared,
+                Level::Internal,
+                &[],
+            ),
         )
         .await
         .unwrap();

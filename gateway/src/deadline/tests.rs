@@ -18,14 +18,26 @@ fn timeout_header_is_read_as_tonic_reads_it() {
         client_timeout(&headers("3H")),
         Some(Duration::from_secs(10_800))
     );
-    assert_eq!(client_timeout(&headers("1M")), Some(Duration::from_secs(60)));
-    assert_eq!(client_timeout(&headers("42S")), Some(Duration::from_secs(42)));
+    assert_eq!(
+        client_timeout(&headers("1M")),
+        Some(Duration::from_secs(60))
+    );
+    assert_eq!(
+        client_timeout(&headers("42S")),
+        Some(Duration::from_secs(42))
+    );
     assert_eq!(
         client_timeout(&headers("13m")),
         Some(Duration::from_millis(13))
     );
-    assert_eq!(client_timeout(&headers("2u")), Some(Duration::from_micros(2)));
-    assert_eq!(client_timeout(&headers("82n")), Some(Duration::from_nanos(82)));
+    assert_eq!(
+        client_timeout(&headers("2u")),
+        Some(Duration::from_micros(2))
+    );
+    assert_eq!(
+        client_timeout(&headers("82n")),
+        Some(Duration::from_nanos(82))
+    );
     assert_eq!(client_timeout(&HeaderMap::new()), None);
     for ignored in ["82f", "123456789H", "oneH", "S", ""] {
         assert_eq!(client_timeout(&headers(ignored)), None, "{ignored:?}");
@@ -70,11 +82,7 @@ async fn expired_deadline_answers_deadline_exceeded() {
 
 #[tokio::test(start_paused = true)]
 async fn answer_within_the_deadline_passes_through() {
-    let response = call_with(
-        Some("5S"),
-        tokio::time::sleep(Duration::from_millis(10)),
-    )
-    .await;
+    let response = call_with(Some("5S"), tokio::time::sleep(Duration::from_millis(10))).await;
     assert_eq!(response.body(), "answered");
     assert_eq!(code(&response), None);
 }
