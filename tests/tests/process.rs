@@ -195,8 +195,15 @@ async fn sigterm_completes_or_refuses_every_inflight_publish() {
         .iter()
         .filter(|a| matches!(a.outcome, Outcome::Receipt(_)))
         .count();
+    let refusals: Vec<&str> = attempts
+        .iter()
+        .filter_map(|a| match &a.outcome {
+            Outcome::Refused(message) => Some(message.as_str()),
+            _ => None,
+        })
+        .collect();
     eprintln!(
-        "{} publishes, {} in flight at the signal ({completed} completed with a receipt)",
+        "{} publishes, {} in flight at the signal ({completed} completed with a receipt); refusals: {refusals:?}",
         attempts.len(),
         in_flight.len()
     );

@@ -537,6 +537,9 @@ async fn undecodable_request_refusal_is_audited() {
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     let status = undecodable::call(&bed, "cz-eeb", "Publish", vec![0x0a; 300_000]).await;
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    // Midway through a stream: the refusal ends it in its trailers.
+    let status = undecodable::call(&bed, "cz-eeb", "PublishStream", vec![0x0a, 100, 1]).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     // The other RPCs, each under its own action.
     let status = undecodable::call(&bed, "cz-psb", "Subscribe", vec![0x0a, 50, 1]).await;
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
@@ -571,6 +574,7 @@ async fn undecodable_request_refusal_is_audited() {
         ("cz-eeb", "PUBLISH_REFUSED", "INVALID_ARGUMENT"),
         ("cz-eeb", "PUBLISH_REFUSED", "RESOURCE_EXHAUSTED"),
         ("cz-eeb", "PUBLISH_REFUSED", "OUT_OF_RANGE"),
+        ("cz-eeb", "PUBLISH_REFUSED", "INVALID_ARGUMENT"),
         ("cz-psb", "SUBSCRIBE_REFUSED", "INVALID_ARGUMENT"),
         ("cz-psb", "CASE_READ_REFUSED", "INVALID_ARGUMENT"),
         (
