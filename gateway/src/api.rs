@@ -268,8 +268,11 @@ impl Exchange for ExchangeService {
         &self,
         request: Request<pb::PublishRequest>,
     ) -> Result<Response<pb::PublishReceipt>, Status> {
-        let refused_stopping =
-            || Status::unavailable("the gateway is shutting down; resend what has no receipt");
+        let refused_stopping = || {
+            Status::from(ApiError::Unavailable(
+                "the gateway is shutting down; resend what has no receipt".into(),
+            ))
+        };
         if self.gateway.stop.is_cancelled() {
             return Err(refused_stopping());
         }
@@ -377,7 +380,15 @@ impl Exchange for ExchangeService {
     ) -> Result<Response<pb::CaseView>, Status> {
         let principal = self.authenticate(&request).await?;
         let pb::GetCaseRequest { case_ref } = request.into_inner();
-        let case_ref = CaseRef::parse_field("case_ref", &case_ref).map_err(ApiError::from)?;
+        let case_ref = match CaseRef::parse_field("case_ref", &case_ref) {
+            Ok(case_ref) => case_ref,
+            Err(error) => {
+                let error = ApiError::from(error);
+                let agency = principal.agency.id.to_string();
+                audit_refusal(&self.gateway, "CASE_READ_REFUSED", agency, "", "", &error).await;
+                return Err(error.into());
+            }
+        };
         let rows = self
             .gateway
             .store

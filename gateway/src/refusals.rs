@@ -17,10 +17,11 @@
 //! The layer also puts the [`Rpc`] in the request's extensions, so a
 //! handler refusing the caller audits under the RPC's action.
 //!
-//! The audit write runs as a task of its own: the refusal is answered at
-//! once, and a caller that goes away cannot cut the write short. It never
-//! records message content: only the status code and its message, which
-//! name fields and sizes.
+//! The audit write runs as a task of its own, so a caller that goes away
+//! cannot cut it short; a refusal answered outright waits for it, as the
+//! handlers' refusals do, so a caller sending undecodable requests is held
+//! back by its own audit. It never records message content: only the
+//! status code and its message, which name fields and sizes.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -30,6 +31,7 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
+use tokio::task::JoinHandle;
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::{Code, Status};
@@ -107,17 +109,14 @@ struct Call {
 impl Call {
     /// Audits the status in `headers` (response headers or trailers) when
     /// it is a refusal made before the handler, and strips the marker.
-    fn inspect(&self, headers: &mut HeaderMap) {
+    /// Returns the audit write, when there is one.
+    fn inspect(&self, headers: &mut HeaderMap) -> Option<JoinHandle<()>> {
         let marked = headers.remove(codec::DECODE_REFUSAL).is_some();
-        let Some(status) = Status::from_header_map(headers) else {
-            return;
-        };
-        if marked || status.code() == Code::OutOfRange {
-            self.record(&status);
-        }
+        let status = Status::from_header_map(headers)?;
+        (marked || status.code() == Code::OutOfRange).then(|| self.record(&status))
     }
 
-    fn record(&self, status: &Status) {
+    fn record(&self, status: &Status) -> JoinHandle<()> {
         let rules = self.gateway.rules();
         let (agency, sender) = match identity::authenticate(self.peer.as_ref(), &rules.registry) {
             Ok(principal) => {
@@ -149,7 +148,7 @@ impl Call {
             if let Err(cause) = gateway.store.append_audit(&[entry]).await {
                 tracing::error!(error = %cause, "could not record a refusal in the audit log");
             }
-        });
+        })
     }
 }
 
@@ -190,7 +189,13 @@ where
         Box::pin(async move {
             let response = answer.await?;
             let (mut parts, body) = response.into_parts();
-            call.inspect(&mut parts.headers);
+            // A refusal answered at once is sent after its record is
+            // written: a caller sending undecodable requests waits for the
+            // audit as any refused caller does. (A stream's refusal in its
+            // trailers cannot wait; its write runs on.)
+            if let Some(write) = call.inspect(&mut parts.headers) {
+                let _ = write.await;
+            }
             let body = Body::new(Watched {
                 inner: body,
                 call: Some(call),
@@ -220,7 +225,8 @@ impl HttpBody for Watched {
             && let Some(trailers) = frame.trailers_mut()
             && let Some(call) = self.call.take()
         {
-            call.inspect(trailers);
+            // Its write runs on its own: see `call`.
+            let _write = call.inspect(trailers);
         }
         Poll::Ready(frame)
     }
@@ -233,3 +239,6 @@ impl HttpBody for Watched {
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -561,6 +561,16 @@ async fn undecodable_request_refusal_is_audited() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
+    // A malformed case reference is refused by the handler, under the
+    // same action.
+    let mut psb = bed.client("cz-psb").await;
+    let status = psb
+        .get_case(pb::GetCaseRequest {
+            case_ref: "no spaces allowed".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     // A well-formed refusal is audited once, by its handler.
     let mut eeb = bed.client("cz-eeb").await;
     let mut unspecified = notification("u-1", "C-1", Event::ClueShared, Level::Internal, &[]);
@@ -576,6 +586,7 @@ async fn undecodable_request_refusal_is_audited() {
         ("cz-eeb", "PUBLISH_REFUSED", "OUT_OF_RANGE"),
         ("cz-eeb", "PUBLISH_REFUSED", "INVALID_ARGUMENT"),
         ("cz-psb", "SUBSCRIBE_REFUSED", "INVALID_ARGUMENT"),
+        ("cz-psb", "CASE_READ_REFUSED", "INVALID_ARGUMENT"),
         ("cz-psb", "CASE_READ_REFUSED", "INVALID_ARGUMENT"),
         (
             "urn:liandong:agency:cz-stranger",
@@ -618,7 +629,8 @@ async fn undecodable_request_refusal_is_audited() {
         if decision != "UNAUTHENTICATED" {
             assert!(
                 reason.starts_with("undecodable request: ")
-                    || reason.starts_with("notification.confidentiality"),
+                    || reason.starts_with("notification.confidentiality")
+                    || reason.starts_with("case_ref"),
                 "{reason}"
             );
         }
