@@ -13,7 +13,8 @@
 //! for the next request. Those tasks are bounded in number
 //! ([`MAX_PUBLISHES_IN_FLIGHT`]) and tracked, so shutdown waits for them
 //! before it closes the store. A publish arriving after shutdown began is
-//! refused with `UNAVAILABLE`.
+//! refused with `UNAVAILABLE`. Audit writes (refusals, `GetCase`
+//! disclosures) run as awaited tasks of their own for the same reason.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -37,7 +38,7 @@ use crate::identity::{self, PeerIdentity, Principal};
 use crate::policy::{self, PublishRefusal};
 use crate::refusals::Rpc;
 use crate::routing::{self, OpenRequest, Session};
-use crate::store::{AuditEntry, NewNotification, PublishOutcome};
+use crate::store::{AuditEntry, NewNotification, PublishOutcome, Store};
 
 /// Unary publishes running at once; more wait (until their deadline) for
 /// one to finish. Bounds the work a client can leave behind by abandoning
@@ -115,8 +116,24 @@ async fn audit_refusal(
         decision: code.to_owned(),
         reason: error.to_string(),
     };
-    if let Err(cause) = gateway.store.append_audit(&[entry]).await {
+    if let Err(cause) = append_audit_detached(&gateway.store, vec![entry]).await {
         tracing::error!(error = %cause, "could not record a refusal in the audit log");
+    }
+}
+
+/// Appends `entries` to the audit log in a task of its own, which the
+/// caller awaits: a caller dropped meanwhile (an expired deadline, a
+/// dropped connection) never cuts the write short.
+async fn append_audit_detached(store: &Store, entries: Vec<AuditEntry>) -> Result<(), ApiError> {
+    let store = store.clone();
+    match tokio::spawn(async move { store.append_audit(&entries).await }).await {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(failure) => match failure.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_) => Err(ApiError::Unavailable(
+                "the gateway is shutting down; nothing was recorded".into(),
+            )),
+        },
     }
 }
 
@@ -410,11 +427,7 @@ impl Exchange for ExchangeService {
             }
         }
         // Nothing is disclosed unless its disclosure is recorded first.
-        self.gateway
-            .store
-            .append_audit(&audit)
-            .await
-            .map_err(ApiError::from)?;
+        append_audit_detached(&self.gateway.store, audit).await?;
         if timeline.is_empty() {
             return Err(ApiError::NotFound(format!(
                 "no case {case_ref} that {} may see",
