@@ -6,7 +6,8 @@
 //! all when the shutdown future completes (SIGTERM/SIGINT in `main`):
 //! sources stop taking notifications, the pusher waits briefly for its
 //! last receipts, subscriptions close after their last acknowledgements,
-//! the lease is released and the state file closed.
+//! the lease is released and the state file closed, and last the daemon
+//! lock is let go.
 //!
 //! Whatever is cut short is safe: accepted rows stay in the outbox and are
 //! sent at the next start. This module must never log content.
@@ -31,7 +32,7 @@ use crate::signer::{Signer, SignerError};
 use crate::sink::{Sink, SinkError, report_dead_letters};
 use crate::source::{folder, http};
 use crate::status::Limits;
-use crate::store::{Store, StoreError};
+use crate::store::{DaemonLock, Store, StoreError};
 
 #[cfg(test)]
 mod tests;
@@ -105,6 +106,8 @@ impl DaemonError {
 pub struct Daemon {
     config: DaemonConfig,
     store: Store,
+    /// Keeps any other daemon off the state file until this one ends.
+    lock: DaemonLock,
     signer: Arc<Signer>,
     http: Option<tokio::net::TcpListener>,
     sinks: Vec<Arc<Sink>>,
@@ -148,7 +151,7 @@ impl Daemon {
             }
         }
         let store = Store::open(&config.outbox.path).await?;
-        store.claim_daemon(std::process::id()).await?;
+        let lock = store.claim_daemon(std::process::id()).await?;
         let http = match config.http_listen() {
             Some(addr) => match tokio::net::TcpListener::bind(addr).await {
                 Ok(listener) => Some(listener),
@@ -162,6 +165,7 @@ impl Daemon {
         Ok(Self {
             config,
             store,
+            lock,
             signer,
             http,
             sinks,
@@ -184,6 +188,7 @@ impl Daemon {
         let Self {
             config,
             store,
+            lock,
             signer,
             http,
             sinks,
@@ -262,6 +267,7 @@ impl Daemon {
             tracing::error!(error = %error, "cannot record the stop");
         }
         store.close().await;
+        drop(lock);
         tracing::info!("stopped");
     }
 }

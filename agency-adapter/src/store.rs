@@ -3,6 +3,14 @@
 //! subscription's progress and the deliveries already handed to its sink,
 //! the pusher's health and the running daemon's lease.
 //!
+//! One daemon per state file: the running daemon holds an exclusive
+//! `flock` on `<state file>.lock` ([`DaemonLock`]). The kernel releases it
+//! when the process ends, however it ends, so a daemon killed with
+//! SIGKILL — even one not yet reaped by its parent, whose `/proc/<pid>`
+//! still exists — never keeps the next one from starting, and a live one
+//! always keeps a second out. The `daemon` row (pid, heartbeat, clean stop)
+//! only reports to `status`; it decides nothing.
+//!
 //! Durability: WAL journal with `synchronous=FULL`, set explicitly on every
 //! connection (sqlx sets neither), so a committed row survives a power cut;
 //! sources answer "accepted" only after [`Store::accept`] has committed.
@@ -13,10 +21,13 @@
 //! This module is the only one that speaks SQL. It must never interpret a
 //! payload nor log one: it stores and returns bytes and ids.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use liandong_core::domain::Instant;
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
@@ -24,7 +35,7 @@ use sqlx::{Row, SqlitePool};
 #[cfg(test)]
 mod tests;
 
-/// How long without a heartbeat before a daemon is taken as gone.
+/// How long without a heartbeat before `status` reports a daemon as gone.
 pub const DAEMON_STALE_AFTER: Duration = Duration::from_secs(15);
 
 /// The state file could not be opened or used.
@@ -57,8 +68,16 @@ pub enum StoreError {
     AlreadyRunning {
         /// The SQLite file.
         path: PathBuf,
-        /// Its process id.
+        /// Its process id, as its lease row records it (0 when unknown).
         pid: i64,
+    },
+    /// The lock file beside the state file cannot be opened or locked.
+    #[error("{path}: cannot take the daemon lock: {source}")]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
     },
     /// A statement failed.
     #[error("adapter state: {0}")]
@@ -634,29 +653,23 @@ impl Store {
         Ok(())
     }
 
-    /// Takes the daemon lease for process `pid`, unless another live
-    /// daemon holds it: one that has not stopped cleanly, beat within
-    /// [`DAEMON_STALE_AFTER`], and whose process exists. A lease held under
-    /// the same pid is an earlier run of this process (a container's pid 1
-    /// after a kill), never a second daemon.
-    pub async fn claim_daemon(&self, pid: u32) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let at = now();
-        let row = sqlx::query("SELECT pid, heartbeat_at, stopped_at FROM daemon WHERE id = 1")
-            .fetch_optional(&mut *tx)
-            .await?;
-        if let Some(row) = row {
-            let other: i64 = row.get(0);
-            let heartbeat: i64 = row.get(1);
-            let stopped: Option<i64> = row.get(2);
-            let fresh = at - heartbeat < DAEMON_STALE_AFTER.as_micros() as i64;
-            if stopped.is_none() && fresh && other != i64::from(pid) && process_alive(other) {
+    /// Takes the daemon lock and records the lease for process `pid`;
+    /// refuses while another live daemon holds the lock. The daemon keeps
+    /// the returned lock for as long as it runs.
+    pub async fn claim_daemon(&self, pid: u32) -> Result<DaemonLock, StoreError> {
+        let lock = match DaemonLock::take(&self.path)? {
+            Some(lock) => lock,
+            None => {
+                let other: Option<i64> = sqlx::query_scalar("SELECT pid FROM daemon WHERE id = 1")
+                    .fetch_optional(&self.pool)
+                    .await?;
                 return Err(StoreError::AlreadyRunning {
                     path: self.path.clone(),
-                    pid: other,
+                    pid: other.unwrap_or(0),
                 });
             }
-        }
+        };
+        let at = now();
         sqlx::query(
             "INSERT INTO daemon (id, pid, started_at, heartbeat_at, stopped_at)
              VALUES (1, ?, ?, ?, NULL)
@@ -666,10 +679,9 @@ impl Store {
         .bind(i64::from(pid))
         .bind(at)
         .bind(at)
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await?;
-        tx.commit().await?;
-        Ok(())
+        Ok(lock)
     }
 
     /// The daemon's sign of life.
@@ -802,12 +814,42 @@ async fn find(
     Ok(None)
 }
 
-/// True unless the process is known to be gone (Linux: no `/proc/<pid>`;
-/// elsewhere the heartbeat alone decides).
-fn process_alive(pid: i64) -> bool {
-    let proc_dir = Path::new("/proc");
-    if !proc_dir.join("self").exists() {
-        return true;
+/// The running daemon's exclusive lock on `<state file>.lock`; released
+/// when dropped or when the process ends.
+#[derive(Debug)]
+pub struct DaemonLock {
+    /// The locked file; closing it releases the lock.
+    _file: Flock<File>,
+}
+
+impl DaemonLock {
+    /// The lock file of the state file at `state`.
+    pub fn path_for(state: &Path) -> PathBuf {
+        let mut name = state.as_os_str().to_owned();
+        name.push(".lock");
+        PathBuf::from(name)
     }
-    proc_dir.join(pid.to_string()).exists()
+
+    /// Takes the lock without waiting; `None` while another process (or
+    /// another open of it) holds it.
+    pub fn take(state: &Path) -> Result<Option<Self>, StoreError> {
+        let path = Self::path_for(state);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| StoreError::Lock {
+                path: path.clone(),
+                source,
+            })?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(file) => Ok(Some(Self { _file: file })),
+            Err((_, Errno::EWOULDBLOCK)) => Ok(None),
+            Err((_, errno)) => Err(StoreError::Lock {
+                path,
+                source: errno.into(),
+            }),
+        }
+    }
 }

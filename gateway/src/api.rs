@@ -5,6 +5,16 @@
 //! Handlers validate, ask `policy`, and hand over to `store` and `routing`.
 //! Errors leave through `error::ApiError`, the one place mapping to status
 //! codes.
+//!
+//! A unary publish runs as a task of its own, which the handler awaits: an
+//! expired deadline or a dropped connection drops only the waiting, never
+//! the work, so the publish completes (and is answered to a republish of
+//! the same id) or leaves nothing, and nothing it holds is left half done
+//! for the next request. Those tasks are bounded in number
+//! ([`MAX_PUBLISHES_IN_FLIGHT`]) and tracked, so shutdown waits for them
+//! before it closes the store. A publish arriving after shutdown began is
+//! refused with `UNAVAILABLE`. Audit writes (refusals, `GetCase`
+//! disclosures) run as awaited tasks of their own for the same reason.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,8 +22,9 @@ use std::sync::Arc;
 use futures::Stream;
 use prost::Message;
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 
 use liandong_core::domain::{CaseRef, FieldError, Notification};
@@ -25,22 +36,43 @@ use crate::Gateway;
 use crate::error::ApiError;
 use crate::identity::{self, PeerIdentity, Principal};
 use crate::policy::{self, PublishRefusal};
+use crate::refusals::Rpc;
 use crate::routing::{self, OpenRequest, Session};
-use crate::store::{AuditEntry, NewNotification, PublishOutcome};
+use crate::store::{AuditEntry, NewNotification, PublishOutcome, Store};
+
+/// Unary publishes running at once; more wait (until their deadline) for
+/// one to finish. Bounds the work a client can leave behind by abandoning
+/// calls.
+pub const MAX_PUBLISHES_IN_FLIGHT: usize = 256;
 
 /// The Exchange service over a running gateway.
 #[derive(Debug, Clone)]
 pub struct ExchangeService {
     gateway: Arc<Gateway>,
+    /// The unary publishes running as tasks of their own.
+    publishes: TaskTracker,
+    /// Bounds [`publishes`](Self::publishes).
+    publish_slots: Arc<Semaphore>,
 }
 
 impl ExchangeService {
     /// The service for `gateway`.
     pub fn new(gateway: Arc<Gateway>) -> Self {
-        Self { gateway }
+        Self {
+            gateway,
+            publishes: TaskTracker::new(),
+            publish_slots: Arc::new(Semaphore::new(MAX_PUBLISHES_IN_FLIGHT)),
+        }
     }
 
-    /// The registered agency behind the request; a refusal is audited.
+    /// The unary publishes still running, including those whose caller
+    /// went away: shutdown waits for them before closing the store.
+    pub fn publishes(&self) -> TaskTracker {
+        self.publishes.clone()
+    }
+
+    /// The registered agency behind the request; a refusal is audited
+    /// under the refusal action of the RPC called.
     async fn authenticate<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
         let peer = request.extensions().get::<PeerIdentity>();
         let rules = self.gateway.rules();
@@ -51,17 +83,22 @@ impl ExchangeService {
                     .map(|p| p.uris.join(" "))
                     .filter(|uris| !uris.is_empty())
                     .unwrap_or_else(|| "<no identity>".into());
-                audit_refusal(&self.gateway, who, "", "", &error).await;
+                let action = request
+                    .extensions()
+                    .get::<Rpc>()
+                    .map_or("PUBLISH_REFUSED", |rpc| rpc.refused_action());
+                audit_refusal(&self.gateway, action, who, "", "", &error).await;
                 Err(error.into())
             }
         }
     }
 }
 
-/// Records a refused request in the audit log. A failure to record is
-/// logged; the request stays refused.
+/// Records a refused request in the audit log under `action`. A failure to
+/// record is logged; the request stays refused.
 async fn audit_refusal(
     gateway: &Gateway,
+    action: &'static str,
     agency: String,
     sender: &str,
     notification_id: &str,
@@ -72,15 +109,31 @@ async fn audit_refusal(
     };
     let entry = AuditEntry {
         agency: truncate(&agency, 256),
-        action: "PUBLISH_REFUSED",
+        action,
         sequence: None,
         sender: sender.to_owned(),
         notification_id: truncate(notification_id, 128),
         decision: code.to_owned(),
         reason: error.to_string(),
     };
-    if let Err(cause) = gateway.store.append_audit(&[entry]).await {
+    if let Err(cause) = append_audit_detached(&gateway.store, vec![entry]).await {
         tracing::error!(error = %cause, "could not record a refusal in the audit log");
+    }
+}
+
+/// Appends `entries` to the audit log in a task of its own, which the
+/// caller awaits: a caller dropped meanwhile (an expired deadline, a
+/// dropped connection) never cuts the write short.
+async fn append_audit_detached(store: &Store, entries: Vec<AuditEntry>) -> Result<(), ApiError> {
+    let store = store.clone();
+    match tokio::spawn(async move { store.append_audit(&entries).await }).await {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(failure) => match failure.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_) => Err(ApiError::Unavailable(
+                "the gateway is shutting down; nothing was recorded".into(),
+            )),
+        },
     }
 }
 
@@ -103,7 +156,15 @@ pub async fn publish_one(
     let result = publish_checked(gateway, principal, request).await;
     if let Err(error) = &result {
         let sender = principal.agency.id.to_string();
-        audit_refusal(gateway, sender.clone(), &sender, &notification_id, error).await;
+        audit_refusal(
+            gateway,
+            "PUBLISH_REFUSED",
+            sender.clone(),
+            &sender,
+            &notification_id,
+            error,
+        )
+        .await;
     }
     result
 }
@@ -224,9 +285,38 @@ impl Exchange for ExchangeService {
         &self,
         request: Request<pb::PublishRequest>,
     ) -> Result<Response<pb::PublishReceipt>, Status> {
-        let principal = self.authenticate(&request).await?;
-        let receipt = publish_one(&self.gateway, &principal, request.into_inner()).await?;
-        Ok(Response::new(receipt))
+        let refused_stopping = || {
+            Status::from(ApiError::Unavailable(
+                "the gateway is shutting down; resend what has no receipt".into(),
+            ))
+        };
+        if self.gateway.stop.is_cancelled() {
+            return Err(refused_stopping());
+        }
+        // Waiting for a slot holds nothing: a caller gone meanwhile leaves
+        // nothing behind.
+        let slot = self
+            .publish_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| refused_stopping())?;
+        let gateway = self.gateway.clone();
+        let service = self.clone();
+        // From here on the work is the task's: dropping this future (an
+        // expired deadline, a dropped connection) only stops the waiting.
+        let work = self.publishes.spawn(async move {
+            let _slot = slot;
+            let principal = service.authenticate(&request).await?;
+            publish_one(&gateway, &principal, request.into_inner())
+                .await
+                .map_err(Status::from)
+        });
+        match work.await {
+            Ok(result) => result.map(Response::new),
+            Err(failure) if failure.is_panic() => std::panic::resume_unwind(failure.into_panic()),
+            Err(_) => Err(refused_stopping()),
+        }
     }
 
     type PublishStreamStream = BoxStream<pb::PublishReceipt>;
@@ -307,7 +397,15 @@ impl Exchange for ExchangeService {
     ) -> Result<Response<pb::CaseView>, Status> {
         let principal = self.authenticate(&request).await?;
         let pb::GetCaseRequest { case_ref } = request.into_inner();
-        let case_ref = CaseRef::parse_field("case_ref", &case_ref).map_err(ApiError::from)?;
+        let case_ref = match CaseRef::parse_field("case_ref", &case_ref) {
+            Ok(case_ref) => case_ref,
+            Err(error) => {
+                let error = ApiError::from(error);
+                let agency = principal.agency.id.to_string();
+                audit_refusal(&self.gateway, "CASE_READ_REFUSED", agency, "", "", &error).await;
+                return Err(error.into());
+            }
+        };
         let rows = self
             .gateway
             .store
@@ -329,11 +427,7 @@ impl Exchange for ExchangeService {
             }
         }
         // Nothing is disclosed unless its disclosure is recorded first.
-        self.gateway
-            .store
-            .append_audit(&audit)
-            .await
-            .map_err(ApiError::from)?;
+        append_audit_detached(&self.gateway.store, audit).await?;
         if timeline.is_empty() {
             return Err(ApiError::NotFound(format!(
                 "no case {case_ref} that {} may see",

@@ -7,6 +7,9 @@
 //! - [`identity`]: TLS settings, the accept loop with per-connection
 //!   handshake timeouts, and certificate → registered agency.
 //! - [`api`]: the `liandong.v1.Exchange` service handlers.
+//! - [`deadline`]: expired client deadlines answered `DEADLINE_EXCEEDED`.
+//! - [`refusals`]: refusals made before any handler (undecodable or
+//!   oversized requests) recorded in the audit log.
 //! - [`policy`]: who may see what of a notification.
 //! - [`routing`]: durable subscriptions: filters, windows, acks, redelivery.
 //! - [`store`]: SQLite/PostgreSQL persistence and migrations.
@@ -18,9 +21,11 @@
 
 pub mod api;
 pub mod config;
+pub mod deadline;
 pub mod error;
 pub mod identity;
 pub mod policy;
+pub mod refusals;
 pub mod routing;
 pub mod store;
 
@@ -253,13 +258,19 @@ pub async fn serve(
     // length prefix, before buffering, and bounds memory per request (its
     // status is OUT_OF_RANGE).
     liandong_proto::codec::set_max_message_bytes(config.max_message_bytes);
-    let exchange = ExchangeServer::new(api::ExchangeService::new(gateway.clone()))
-        .max_decoding_message_size(config.max_message_bytes.saturating_mul(4));
+    let service = api::ExchangeService::new(gateway.clone());
+    let publishes = service.publishes();
+    let exchange = refusals::RefusalAudit::new(
+        ExchangeServer::new(service)
+            .max_decoding_message_size(config.max_message_bytes.saturating_mul(4)),
+        gateway.clone(),
+    );
 
     let incoming = identity::incoming(listener, tls, config.handshake_timeout, stop.clone());
     let router = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .layer(deadline::DeadlineLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -271,6 +282,8 @@ pub async fn serve(
         () = shutdown => {}
         result = &mut server => {
             health_stop.cancel();
+            publishes.close();
+            publishes.wait().await;
             gateway.store.close().await;
             return match result {
                 Ok(Ok(())) => Ok(()),
@@ -292,7 +305,8 @@ pub async fn serve(
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
     stop.cancel();
-    let result = match tokio::time::timeout(config.shutdown_grace, &mut server).await {
+    let grace_ends = tokio::time::Instant::now() + config.shutdown_grace;
+    let result = match tokio::time::timeout_at(grace_ends, &mut server).await {
         Ok(Ok(Ok(()))) => Ok(()),
         Ok(Ok(Err(e))) => Err(StartError::Server(liandong_core::tls::error_chain(&e))),
         Ok(Err(e)) => Err(StartError::Server(e.to_string())),
@@ -302,6 +316,18 @@ pub async fn serve(
             Ok(())
         }
     };
+    // Publishes whose caller went away still run: let them finish within
+    // the grace period, so none is cut off by the store closing.
+    publishes.close();
+    if tokio::time::timeout_at(grace_ends, publishes.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            running = publishes.len(),
+            "grace period over with publishes still running; each completes or leaves nothing"
+        );
+    }
     gateway.store.close().await;
     tracing::info!("stopped");
     result

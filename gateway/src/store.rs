@@ -706,6 +706,8 @@ impl Store {
                         "DELIVERY" => "DELIVERY",
                         "CASE_READ" => "CASE_READ",
                         "PUBLISH_REFUSED" => "PUBLISH_REFUSED",
+                        "SUBSCRIBE_REFUSED" => "SUBSCRIBE_REFUSED",
+                        "CASE_READ_REFUSED" => "CASE_READ_REFUSED",
                         _ => {
                             return Err(StoreError::Corrupt(format!(
                                 "unknown audit action {action:?}"

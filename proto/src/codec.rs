@@ -4,6 +4,10 @@
 //! `INTERNAL`), and a message over the size limit is `RESOURCE_EXHAUSTED`
 //! (tonic's own limit says `OUT_OF_RANGE`).
 //!
+//! Every refusal made here carries the [`DECODE_REFUSAL`] metadata key, so
+//! a server layer can tell it from a handler's answer (to audit it) and
+//! strip it before the status leaves the process.
+//!
 //! The size limit is process-wide ([`set_max_message_bytes`]): a gateway
 //! process sets it once from its configuration and sets tonic's own limit
 //! above it, so this check is the one that answers.
@@ -15,8 +19,25 @@ use bytes::Buf;
 
 use prost::Message;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
+use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
+
+/// The metadata key marking a status as this codec's refusal of a message
+/// it could not accept (malformed or over the limit).
+pub const DECODE_REFUSAL: &str = "liandong-decode-refusal";
+
+/// True when `status` is this codec's refusal of an incoming message.
+pub fn is_decode_refusal(status: &Status) -> bool {
+    status.metadata().contains_key(DECODE_REFUSAL)
+}
+
+fn decode_refusal(mut status: Status) -> Status {
+    status
+        .metadata_mut()
+        .insert(DECODE_REFUSAL, MetadataValue::from_static("1"));
+    status
+}
 
 /// Largest message decoded when nothing else is set: 4 MiB, tonic's default.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -82,20 +103,20 @@ impl<U: Message + Default> Decoder for StrictDecoder<U> {
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
         let limit = max_message_bytes();
         if buf.remaining() > limit {
-            return Err(Status::resource_exhausted(format!(
+            return Err(decode_refusal(Status::resource_exhausted(format!(
                 "message of {} bytes exceeds the limit of {limit} bytes",
                 buf.remaining()
-            )));
+            ))));
         }
         self.inner.decode(buf).map_err(|status| {
-            if status.code() == Code::Internal {
+            decode_refusal(if status.code() == Code::Internal {
                 Status::invalid_argument(format!(
                     "malformed protobuf message: {}",
                     status.message()
                 ))
             } else {
                 status
-            }
+            })
         })
     }
 

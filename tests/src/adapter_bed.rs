@@ -390,6 +390,27 @@ impl AdapterProcess {
         }
     }
 
+    /// Sends SIGKILL and hands over the child without reaping it: until
+    /// the caller waits for it, the dead daemon stays a zombie whose
+    /// `/proc/<pid>` still exists. Returns once the kernel shows it dead.
+    pub fn kill_unreaped(&mut self) -> Child {
+        let child = self.child.take().expect("the adapter is running");
+        let pid = child.id();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL)
+            .expect("signal the adapter");
+        wait_for(
+            "the killed adapter is a zombie",
+            Duration::from_secs(30),
+            || {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                // The state follows the parenthesised command name.
+                let state = stat.rsplit_once(") ")?.1.chars().next()?;
+                (state == 'Z').then_some(())
+            },
+        );
+        child
+    }
+
     /// The log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

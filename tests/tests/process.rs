@@ -3,96 +3,219 @@
 
 use std::collections::HashMap;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use sqlx::Connection;
 
-use liandong_core::pb::{self, Confidentiality as Level, EventType as Event};
+use liandong_core::pb::{Confidentiality as Level, EventType as Event};
 use liandong_tests::{Testbed, binary, notification, publish};
 
-/// Publishers that keep publishing until the gateway stops answering;
-/// returns every receipt they got, by notification id.
-async fn publish_until_refused(
+/// How one publish of [`publish_through_signal`] ended.
+#[derive(Debug)]
+enum Outcome {
+    /// A receipt with this sequence.
+    Receipt(u64),
+    /// `UNAVAILABLE`: refused, nothing stored (checked).
+    Refused(String),
+    /// Anything else: the outcome is unknown until republished.
+    Unknown(tonic::Status),
+}
+
+/// One publish: its id, when it was sent and answered, and how it ended.
+#[derive(Debug)]
+struct Attempt {
+    id: String,
+    sent: Instant,
+    answered: Instant,
+    outcome: Outcome,
+}
+
+/// Publishers with unique ids publish until one of their calls fails;
+/// `signal` is sent once `receipts_before` receipts were given. Returns
+/// every attempt and the instants just before and just after the signal.
+async fn publish_through_signal(
     bed: &Testbed,
-    stop_after: Duration,
-    stop: impl FnOnce(),
-) -> HashMap<String, u64> {
-    let receipts = Arc::new(Mutex::new(HashMap::new()));
+    receipts_before: usize,
+    signal: impl FnOnce(),
+) -> (Vec<Attempt>, Instant, Instant) {
+    let receipts = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
-    for worker in 0..4 {
+    for worker in 0..8 {
         let mut client = bed.client("cz-eeb").await;
         let receipts = receipts.clone();
         tasks.push(tokio::spawn(async move {
+            let mut attempts = Vec::new();
             for i in 0.. {
                 let id = format!("w{worker}-{i}");
                 let n = notification(&id, "C-BURST", Event::ClueShared, Level::Internal, &[]);
-                match publish(&mut client, n).await {
+                let sent = Instant::now();
+                let result = publish(&mut client, n).await;
+                let answered = Instant::now();
+                let outcome = match result {
                     Ok(receipt) => {
-                        receipts.lock().unwrap().insert(id, receipt.sequence);
+                        receipts.fetch_add(1, Ordering::Relaxed);
+                        Outcome::Receipt(receipt.sequence)
                     }
-                    Err(_) => break,
+                    Err(status) if status.code() == tonic::Code::Unavailable => {
+                        Outcome::Refused(status.message().to_owned())
+                    }
+                    Err(status) => Outcome::Unknown(status),
+                };
+                let last = !matches!(outcome, Outcome::Receipt(_));
+                attempts.push(Attempt {
+                    id,
+                    sent,
+                    answered,
+                    outcome,
+                });
+                if last {
+                    return attempts;
                 }
             }
+            unreachable!()
         }));
     }
-    tokio::time::sleep(stop_after).await;
-    stop();
-    for task in tasks {
-        tokio::time::timeout(Duration::from_secs(30), task)
-            .await
-            .expect("publishers end")
-            .unwrap();
+    let limit = Instant::now() + Duration::from_secs(60);
+    while receipts.load(Ordering::Relaxed) < receipts_before {
+        assert!(Instant::now() < limit, "the publishers never got going");
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    Arc::try_unwrap(receipts).unwrap().into_inner().unwrap()
-}
-
-/// Every receipt names a stored row with that sequence.
-async fn assert_all_stored(bed: &Testbed, receipts: &HashMap<String, u64>) {
-    let mut conn = sqlx::AnyConnection::connect(&bed.database_url())
-        .await
-        .unwrap();
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT notification_id, sequence FROM notifications WHERE sender = 'cz-eeb'",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .unwrap();
-    let stored: HashMap<String, u64> = rows.into_iter().map(|(id, seq)| (id, seq as u64)).collect();
-    for (id, sequence) in receipts {
-        assert_eq!(
-            stored.get(id),
-            Some(sequence),
-            "acknowledged {id} lost or moved"
+    let before = Instant::now();
+    signal();
+    let after = Instant::now();
+    let mut attempts = Vec::new();
+    for task in tasks {
+        attempts.extend(
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("every publisher gets an answer")
+                .unwrap(),
         );
     }
+    (attempts, before, after)
+}
+
+/// The gateway's database, whichever the backend.
+async fn database(bed: &Testbed) -> sqlx::AnyConnection {
+    sqlx::any::install_default_drivers();
+    sqlx::AnyConnection::connect(&bed.database_url())
+        .await
+        .expect("open the gateway's database")
+}
+
+/// Every stored `(notification_id, sequence)` of cz-eeb.
+async fn stored_of_eeb(conn: &mut sqlx::AnyConnection) -> Vec<(String, i64)> {
+    sqlx::query_as("SELECT notification_id, sequence FROM notifications WHERE sender = $1")
+        .bind("cz-eeb")
+        .fetch_all(conn)
+        .await
+        .expect("read the notifications")
 }
 
 #[tokio::test]
-async fn sigterm_with_publishes_in_flight_loses_no_acknowledged_message() {
+async fn sigterm_completes_or_refuses_every_inflight_publish() {
     let mut bed = Testbed::start().unwrap();
-    let pid_gateway = &bed.gateway;
-    let receipts = publish_until_refused(&bed, Duration::from_millis(800), || {
-        pid_gateway.signal(Signal::SIGTERM)
-    })
-    .await;
-    assert!(
-        !receipts.is_empty(),
-        "publishers got no receipt before the signal"
-    );
+    let gateway = &bed.gateway;
+    let (attempts, before, after) =
+        publish_through_signal(&bed, 100, || gateway.signal(Signal::SIGTERM)).await;
     let status = bed.gateway.wait(Duration::from_secs(15)).unwrap();
     assert!(
         status.success(),
         "SIGTERM must end the gateway with exit 0, got {status}"
     );
     assert!(bed.log().contains("SIGTERM received") && bed.log().contains("stopped"));
-    assert_all_stored(&bed, &receipts).await;
 
-    // After a restart the same ids are answered as duplicates, not stored again.
+    // Publishes were in flight when the signal landed: sent before it,
+    // answered after it.
+    let in_flight: Vec<&Attempt> = attempts
+        .iter()
+        .filter(|a| a.sent < before && a.answered > after)
+        .collect();
+    assert!(
+        !in_flight.is_empty(),
+        "no publish was in flight when SIGTERM landed"
+    );
+    let completed = in_flight
+        .iter()
+        .filter(|a| matches!(a.outcome, Outcome::Receipt(_)))
+        .count();
+    let refusals: Vec<&str> = attempts
+        .iter()
+        .filter_map(|a| match &a.outcome {
+            Outcome::Refused(message) => Some(message.as_str()),
+            _ => None,
+        })
+        .collect();
+    eprintln!(
+        "{} publishes, {} in flight at the signal ({completed} completed with a receipt); refusals: {refusals:?}",
+        attempts.len(),
+        in_flight.len()
+    );
+
+    // Every receipt is stored under its sequence; nothing refused is.
+    let mut conn = database(&bed).await;
+    let stored: HashMap<String, i64> = stored_of_eeb(&mut conn).await.into_iter().collect();
+    let mut unresolved = Vec::new();
+    for attempt in &attempts {
+        match &attempt.outcome {
+            Outcome::Receipt(sequence) => assert_eq!(
+                stored.get(&attempt.id),
+                Some(&(*sequence as i64)),
+                "acknowledged {} lost or moved",
+                attempt.id
+            ),
+            Outcome::Refused(message) => {
+                assert!(
+                    !stored.contains_key(&attempt.id),
+                    "{} was refused with UNAVAILABLE ({message}) but stored",
+                    attempt.id
+                );
+                unresolved.push(attempt);
+            }
+            Outcome::Unknown(status) => {
+                eprintln!("{}: outcome unknown ({status:?})", attempt.id);
+                unresolved.push(attempt);
+            }
+        }
+    }
+    assert_eq!(
+        unresolved.len(),
+        8,
+        "each publisher ends with exactly one publish without a receipt"
+    );
+    drop(conn);
+
+    // After a restart, republishing resolves every publish without a
+    // receipt; a receipted one is answered with its original receipt.
     bed.restart().unwrap();
     let mut client = bed.client("cz-eeb").await;
-    let (id, sequence) = receipts.iter().next().unwrap();
+    for attempt in &unresolved {
+        let receipt = publish(
+            &mut client,
+            notification(
+                &attempt.id,
+                "C-BURST",
+                Event::ClueShared,
+                Level::Internal,
+                &[],
+            ),
+        )
+        .await
+        .unwrap();
+        if matches!(attempt.outcome, Outcome::Refused(_)) {
+            assert!(!receipt.duplicate, "{} was refused, yet stored", attempt.id);
+        }
+    }
+    let (id, sequence) = attempts
+        .iter()
+        .find_map(|a| match a.outcome {
+            Outcome::Receipt(sequence) => Some((&a.id, sequence)),
+            _ => None,
+        })
+        .unwrap();
     let again = publish(
         &mut client,
         notification(id, "C-BURST", Event::ClueShared, Level::Internal, &[]),
@@ -100,30 +223,71 @@ async fn sigterm_with_publishes_in_flight_loses_no_acknowledged_message() {
     .await
     .unwrap();
     assert!(again.duplicate);
-    assert_eq!(again.sequence, *sequence);
+    assert_eq!(again.sequence, sequence);
+
+    // Each publish is stored exactly once.
+    let mut conn = database(&bed).await;
+    let stored = stored_of_eeb(&mut conn).await;
+    let mut ids: Vec<&str> = stored.iter().map(|(id, _)| id.as_str()).collect();
+    ids.sort_unstable();
+    let mut expected: Vec<&str> = attempts.iter().map(|a| a.id.as_str()).collect();
+    expected.sort_unstable();
+    assert_eq!(ids, expected, "every publish stored exactly once");
 }
 
 #[tokio::test]
 async fn killed_gateway_keeps_every_acknowledged_publish() {
     let mut bed = Testbed::start().unwrap();
     let gateway = &bed.gateway;
-    let receipts = publish_until_refused(&bed, Duration::from_millis(800), || {
-        gateway.signal(Signal::SIGKILL)
-    })
-    .await;
-    assert!(!receipts.is_empty());
+    let (attempts, _, _) =
+        publish_through_signal(&bed, 100, || gateway.signal(Signal::SIGKILL)).await;
     bed.gateway.wait(Duration::from_secs(10)).unwrap();
-    assert_all_stored(&bed, &receipts).await;
+
+    // Every receipt is stored under its sequence.
+    let mut conn = database(&bed).await;
+    let stored: HashMap<String, i64> = stored_of_eeb(&mut conn).await.into_iter().collect();
+    for attempt in &attempts {
+        if let Outcome::Receipt(sequence) = attempt.outcome {
+            assert_eq!(
+                stored.get(&attempt.id),
+                Some(&(sequence as i64)),
+                "acknowledged {} lost or moved",
+                attempt.id
+            );
+        }
+    }
+    drop(conn);
+
+    // A kill leaves the last publish of each publisher unknown, whatever
+    // its status says: republishing after a restart resolves each.
     bed.restart().unwrap();
     let mut client = bed.client("cz-eeb").await;
-    let view = client
-        .get_case(pb::GetCaseRequest {
-            case_ref: "C-BURST".into(),
-        })
+    for attempt in &attempts {
+        if !matches!(attempt.outcome, Outcome::Receipt(_)) {
+            publish(
+                &mut client,
+                notification(
+                    &attempt.id,
+                    "C-BURST",
+                    Event::ClueShared,
+                    Level::Internal,
+                    &[],
+                ),
+            )
+            .await
+            .unwrap();
+        }
+    }
+    let mut conn = database(&bed).await;
+    let mut ids: Vec<String> = stored_of_eeb(&mut conn)
         .await
-        .unwrap()
-        .into_inner();
-    assert!(view.timeline.len() >= receipts.len());
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    ids.sort_unstable();
+    let mut expected: Vec<String> = attempts.iter().map(|a| a.id.clone()).collect();
+    expected.sort_unstable();
+    assert_eq!(ids, expected, "every publish stored exactly once");
 }
 
 #[tokio::test]
@@ -142,9 +306,7 @@ async fn subscription_stream_ends_cleanly_on_sigterm_and_resumes_after_restart()
         .unwrap();
     sub.take_acked(1, Duration::from_secs(10)).await;
     // Acks travel asynchronously: wait until this one is persisted.
-    let mut conn = sqlx::AnyConnection::connect(&bed.database_url())
-        .await
-        .unwrap();
+    let mut conn = database(&bed).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let cursor: i64 =

@@ -610,3 +610,198 @@ async fn signature_is_required_and_checked_once_a_key_is_registered() {
     assert!(!receipt.duplicate);
     assert_eq!(bed.stored_count().await, 2);
 }
+
+#[tokio::test]
+async fn undecodable_request_refusal_is_audited() {
+    use sqlx::Connection;
+    let bed = Testbed::start_with("\n[limits]\nmax_message_bytes = 65536\n").unwrap();
+
+    // Publish: malformed (the codec), over the limit (the codec), and far
+    // over it (tonic's length check, before anything is buffered).
+    let status = undecodable::call(&bed, "cz-eeb", "Publish", vec![0x0a, 100, 1, 2, 3]).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let status = undecodable::call(&bed, "cz-eeb", "Publish", vec![0x0a; 70_000]).await;
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let status = undecodable::call(&bed, "cz-eeb", "Publish", vec![0x0a; 300_000]).await;
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    // Midway through a stream: the refusal ends it in its trailers.
+    let status = undecodable::call(&bed, "cz-eeb", "PublishStream", vec![0x0a, 100, 1]).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    // The other RPCs, each under its own action.
+    let status = undecodable::call(&bed, "cz-psb", "Subscribe", vec![0x0a, 50, 1]).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let status = undecodable::call(&bed, "cz-psb", "GetCase", vec![0x0a, 50, 1]).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    // A refused caller of Subscribe and GetCase is audited under those
+    // actions too, not as a refused publish.
+    let stranger = bed.pki.authority.agency("cz-stranger").unwrap();
+    let mut client = bed
+        .client_with(&bed.pki.credentials_with(&stranger))
+        .await
+        .unwrap();
+    let status = Subscriber::open(&mut client, "inbox").await.err().unwrap();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let status = client
+        .get_case(pb::GetCaseRequest {
+            case_ref: "C-1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    // A malformed case reference is refused by the handler, under the
+    // same action.
+    let mut psb = bed.client("cz-psb").await;
+    let status = psb
+        .get_case(pb::GetCaseRequest {
+            case_ref: "no spaces allowed".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    // A well-formed refusal is audited once, by its handler.
+    let mut eeb = bed.client("cz-eeb").await;
+    let mut unspecified = notification("u-1", "C-1", Event::ClueShared, Level::Internal, &[]);
+    unspecified.confidentiality = 0;
+    assert_eq!(
+        publish(&mut eeb, unspecified).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+
+    let expected: Vec<(&str, &str, &str)> = vec![
+        ("cz-eeb", "PUBLISH_REFUSED", "INVALID_ARGUMENT"),
+        ("cz-eeb", "PUBLISH_REFUSED", "RESOURCE_EXHAUSTED"),
+        ("cz-eeb", "PUBLISH_REFUSED", "OUT_OF_RANGE"),
+        ("cz-eeb", "PUBLISH_REFUSED", "INVALID_ARGUMENT"),
+        ("cz-psb", "SUBSCRIBE_REFUSED", "INVALID_ARGUMENT"),
+        ("cz-psb", "CASE_READ_REFUSED", "INVALID_ARGUMENT"),
+        ("cz-psb", "CASE_READ_REFUSED", "INVALID_ARGUMENT"),
+        (
+            "urn:liandong:agency:cz-stranger",
+            "SUBSCRIBE_REFUSED",
+            "UNAUTHENTICATED",
+        ),
+        (
+            "urn:liandong:agency:cz-stranger",
+            "CASE_READ_REFUSED",
+            "UNAUTHENTICATED",
+        ),
+        ("cz-eeb", "PUBLISH_REFUSED", "INVALID_ARGUMENT"),
+    ];
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&bed.database_url())
+        .await
+        .unwrap();
+    // Refusals made before a handler are recorded by a task of their own.
+    let deadline = std::time::Instant::now() + WAIT;
+    let rows: Vec<(String, String, String, String)> = loop {
+        let rows: Vec<(String, String, String, String)> =
+            sqlx::query_as("SELECT agency, action, decision, reason FROM audit_log ORDER BY id")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        if rows.len() >= expected.len() || std::time::Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut got: Vec<(&str, &str, &str)> = rows
+        .iter()
+        .map(|(agency, action, decision, _)| (agency.as_str(), action.as_str(), decision.as_str()))
+        .collect();
+    let mut want = expected.clone();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "audit rows: {rows:#?}");
+    for (_, _, decision, reason) in &rows {
+        if decision != "UNAUTHENTICATED" {
+            assert!(
+                reason.starts_with("undecodable request: ")
+                    || reason.starts_with("notification.confidentiality")
+                    || reason.starts_with("case_ref"),
+                "{reason}"
+            );
+        }
+    }
+    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM notifications")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0);
+}
+
+mod undecodable {
+    //! Raw request bytes to any Exchange RPC, and the status it ends with.
+    use bytes::{Buf, BufMut};
+    use liandong_tests::Testbed;
+    use tonic::Status;
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+    /// Sends `body` as the only request message of `rpc` as `agency`; the
+    /// call must fail, and its status never carries the codec's marker.
+    pub(crate) async fn call(bed: &Testbed, agency: &str, rpc: &str, body: Vec<u8>) -> Status {
+        let channel = bed
+            .pki
+            .credentials(agency)
+            .connect(&bed.gateway.url(), None)
+            .await
+            .unwrap();
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.unwrap();
+        let path: http::uri::PathAndQuery = format!("/liandong.v1.Exchange/{rpc}").parse().unwrap();
+        let request = tonic::Request::new(tokio_stream::iter(vec![body]));
+        let status = match grpc.streaming(request, path, Bytes).await {
+            Err(status) => status,
+            Ok(response) => {
+                let mut stream = response.into_inner();
+                loop {
+                    match stream.message().await {
+                        Err(status) => break status,
+                        Ok(Some(_)) => {}
+                        Ok(None) => panic!("{rpc} accepted undecodable bytes"),
+                    }
+                }
+            }
+        };
+        assert!(
+            status
+                .metadata()
+                .get(liandong_proto::codec::DECODE_REFUSAL)
+                .is_none(),
+            "the refusal marker left the gateway: {status:?}"
+        );
+        status
+    }
+
+    /// Passes bytes through untouched.
+    struct Bytes;
+
+    impl Codec for Bytes {
+        type Encode = Vec<u8>;
+        type Decode = Vec<u8>;
+        type Encoder = Bytes;
+        type Decoder = Bytes;
+        fn encoder(&mut self) -> Bytes {
+            Bytes
+        }
+        fn decoder(&mut self) -> Bytes {
+            Bytes
+        }
+    }
+
+    impl Encoder for Bytes {
+        type Item = Vec<u8>;
+        type Error = Status;
+        fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+            dst.put_slice(&item);
+            Ok(())
+        }
+    }
+
+    impl Decoder for Bytes {
+        type Item = Vec<u8>;
+        type Error = Status;
+        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
+            Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+        }
+    }
+}

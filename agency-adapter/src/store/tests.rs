@@ -224,38 +224,29 @@ async fn handed_deliveries_are_recognised_by_sequence_or_by_id() {
 }
 
 #[tokio::test]
-async fn a_live_daemon_holds_the_lease() {
+async fn a_live_daemon_holds_the_lock() {
     let (_dir, store) = testing::store().await;
     let me = std::process::id();
-    store.claim_daemon(me).await.unwrap();
-    // The same pid is an earlier run of this process (e.g. pid 1 in a
-    // container restarted after a kill): not another daemon.
-    store.claim_daemon(me).await.unwrap();
-    // Another live process with a fresh heartbeat holds it (pid 1 lives).
-    sqlx::query("UPDATE daemon SET pid = 1")
+    let lock = store.claim_daemon(me).await.unwrap();
+    // A second claim is refused while the lock is held, whatever the
+    // lease row says: a stopped or stale row does not free it.
+    sqlx::query("UPDATE daemon SET stopped_at = 1, heartbeat_at = 0")
         .execute(&store.pool)
         .await
         .unwrap();
     let err = store.claim_daemon(me).await.unwrap_err();
     assert!(
-        matches!(err, StoreError::AlreadyRunning { pid: 1, .. }),
+        matches!(err, StoreError::AlreadyRunning { pid, .. } if pid == i64::from(me)),
         "{err:?}"
     );
-    // ...until it stops cleanly,
-    store.release_daemon().await.unwrap();
-    store.claim_daemon(me).await.unwrap();
-    // or dies (no such process),
-    sqlx::query("UPDATE daemon SET pid = 999999999")
+    // Released, it is free at once, whatever the lease row says (a row of
+    // a process that was killed and never stopped cleanly).
+    drop(lock);
+    sqlx::query("UPDATE daemon SET pid = 1, stopped_at = NULL")
         .execute(&store.pool)
         .await
         .unwrap();
-    store.claim_daemon(me).await.unwrap();
-    // or stops beating.
-    sqlx::query("UPDATE daemon SET pid = 1, heartbeat_at = heartbeat_at - 60000000")
-        .execute(&store.pool)
-        .await
-        .unwrap();
-    store.claim_daemon(me).await.unwrap();
+    let _lock = store.claim_daemon(me).await.unwrap();
     let lease = store.snapshot().await.unwrap().daemon.unwrap();
     assert_eq!((lease.pid, lease.stopped_at), (i64::from(me), None));
 }

@@ -1,0 +1,244 @@
+//! Refusals made before any handler runs are audited like the others.
+//!
+//! A request whose message does not decode, or is over the size limit, is
+//! refused by the codec (`liandong_proto::codec`) or by tonic's own length
+//! check before the handler ever sees it, so the handler's audit cannot
+//! record it. [`RefusalAudit`] wraps the Exchange service: it notes which
+//! RPC is called and by whom (the [`PeerIdentity`] the TLS layer put in the
+//! request's extensions), and watches the status the call ends with — in
+//! the response headers (a call refused outright) or in the trailers (a
+//! stream refused midway). A status marked as the codec's refusal
+//! ([`codec::DECODE_REFUSAL`], stripped here so it never leaves the
+//! process), or `OUT_OF_RANGE` (which only tonic's length check answers in
+//! this gateway), is recorded in the audit log with the caller's identity
+//! and the RPC's own refusal action. Every other status passes untouched:
+//! handlers audit their own refusals.
+//!
+//! The layer also puts the [`Rpc`] in the request's extensions, so a
+//! handler refusing the caller audits under the RPC's action.
+//!
+//! The audit write runs as a task of its own, so a caller that goes away
+//! cannot cut it short; a refusal answered outright waits for it, as the
+//! handlers' refusals do, so a caller sending undecodable requests is held
+//! back by its own audit. It never records message content: only the
+//! status code and its message, which name fields and sizes.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use tokio::task::JoinHandle;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::{Code, Status};
+use tower::Service;
+
+use liandong_proto::codec;
+
+use crate::Gateway;
+use crate::identity::{self, PeerIdentity};
+use crate::store::AuditEntry;
+
+/// The Exchange RPC a request calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rpc {
+    /// `Publish`.
+    Publish,
+    /// `PublishStream`.
+    PublishStream,
+    /// `Subscribe`.
+    Subscribe,
+    /// `GetCase`.
+    GetCase,
+}
+
+impl Rpc {
+    /// The RPC named by a request path, if it is one of the Exchange's.
+    pub fn from_path(path: &str) -> Option<Self> {
+        match path.strip_prefix("/liandong.v1.Exchange/")? {
+            "Publish" => Some(Self::Publish),
+            "PublishStream" => Some(Self::PublishStream),
+            "Subscribe" => Some(Self::Subscribe),
+            "GetCase" => Some(Self::GetCase),
+            _ => None,
+        }
+    }
+
+    /// The audit action recording a refusal of this RPC.
+    pub fn refused_action(self) -> &'static str {
+        match self {
+            Self::Publish | Self::PublishStream => "PUBLISH_REFUSED",
+            Self::Subscribe => "SUBSCRIBE_REFUSED",
+            Self::GetCase => "CASE_READ_REFUSED",
+        }
+    }
+}
+
+/// The Exchange service, with refusals made before its handlers audited.
+#[derive(Debug, Clone)]
+pub struct RefusalAudit<S> {
+    /// The Exchange service.
+    inner: S,
+    /// Where the audit log is, and the registry naming the caller.
+    gateway: Arc<Gateway>,
+}
+
+impl<S> RefusalAudit<S> {
+    /// Wraps `inner` (the Exchange server) for `gateway`.
+    pub fn new(inner: S, gateway: Arc<Gateway>) -> Self {
+        Self { inner, gateway }
+    }
+}
+
+impl<S: NamedService> NamedService for RefusalAudit<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+/// Who made a call, and which: what a refusal's audit entry needs.
+#[derive(Debug, Clone)]
+struct Call {
+    gateway: Arc<Gateway>,
+    rpc: Option<Rpc>,
+    peer: Option<PeerIdentity>,
+}
+
+impl Call {
+    /// Audits the status in `headers` (response headers or trailers) when
+    /// it is a refusal made before the handler, and strips the marker.
+    /// Returns the audit write, when there is one.
+    fn inspect(&self, headers: &mut HeaderMap) -> Option<JoinHandle<()>> {
+        let marked = headers.remove(codec::DECODE_REFUSAL).is_some();
+        let status = Status::from_header_map(headers)?;
+        (marked || status.code() == Code::OutOfRange).then(|| self.record(&status))
+    }
+
+    fn record(&self, status: &Status) -> JoinHandle<()> {
+        let rules = self.gateway.rules();
+        let (agency, sender) = match identity::authenticate(self.peer.as_ref(), &rules.registry) {
+            Ok(principal) => {
+                let id = principal.agency.id.to_string();
+                (id.clone(), id)
+            }
+            Err(_) => (
+                self.peer
+                    .as_ref()
+                    .map(|peer| peer.uris.join(" "))
+                    .filter(|uris| !uris.is_empty())
+                    .unwrap_or_else(|| "<no identity>".into()),
+                String::new(),
+            ),
+        };
+        let action = self.rpc.map_or("PUBLISH_REFUSED", Rpc::refused_action);
+        tracing::info!(agency.id = %agency, audit.action = action, code = ?status.code(), "request refused before its handler: undecodable or too large");
+        let entry = AuditEntry {
+            agency: agency.chars().take(256).collect(),
+            action,
+            sequence: None,
+            sender,
+            notification_id: String::new(),
+            decision: code_name(status.code()).to_owned(),
+            reason: format!("undecodable request: {}", status.message()),
+        };
+        let gateway = self.gateway.clone();
+        tokio::spawn(async move {
+            if let Err(cause) = gateway.store.append_audit(&[entry]).await {
+                tracing::error!(error = %cause, "could not record a refusal in the audit log");
+            }
+        })
+    }
+}
+
+/// The status code as the audit log spells it.
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        _ => "REFUSED",
+    }
+}
+
+impl<S> Service<Request<Body>> for RefusalAudit<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        let rpc = Rpc::from_path(request.uri().path());
+        if let Some(rpc) = rpc {
+            request.extensions_mut().insert(rpc);
+        }
+        let call = Call {
+            gateway: self.gateway.clone(),
+            rpc,
+            peer: request.extensions().get::<PeerIdentity>().cloned(),
+        };
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            let response = answer.await?;
+            let (mut parts, body) = response.into_parts();
+            // A refusal answered at once is sent after its record is
+            // written: a caller sending undecodable requests waits for the
+            // audit as any refused caller does. (A stream's refusal in its
+            // trailers cannot wait; its write runs on.)
+            if let Some(write) = call.inspect(&mut parts.headers) {
+                let _ = write.await;
+            }
+            let body = Body::new(Watched {
+                inner: body,
+                call: Some(call),
+            });
+            Ok(Response::from_parts(parts, body))
+        })
+    }
+}
+
+/// A response body whose trailers are inspected like the headers.
+struct Watched {
+    inner: Body,
+    /// Taken when the trailers are seen.
+    call: Option<Call>,
+}
+
+impl HttpBody for Watched {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let mut frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if let Some(Ok(frame)) = &mut frame
+            && let Some(trailers) = frame.trailers_mut()
+            && let Some(call) = self.call.take()
+        {
+            // Its write runs on its own: see `call`.
+            let _write = call.inspect(trailers);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests;
