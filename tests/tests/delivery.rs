@@ -382,9 +382,17 @@ async fn stalled_reader_is_cut_and_resumes() {
     bed.restart().unwrap();
 
     let mut stalled_client = narrow_client(&bed, "cz-psb").await;
-    let mut stalled = Subscriber::open(&mut stalled_client, "stalled")
-        .await
-        .unwrap();
+    // A window far larger than what the client's HTTP/2 window holds: the
+    // gateway always has frames to send.
+    let mut stalled = Subscriber::open_with(
+        &mut stalled_client,
+        pb::SubscriptionOpen {
+            max_in_flight: 1024,
+            ..open_request("stalled")
+        },
+    )
+    .await
+    .unwrap();
     let mut procuratorate = bed.client("cz-procuratorate").await;
     let mut other = Subscriber::open(&mut procuratorate, "other").await.unwrap();
 

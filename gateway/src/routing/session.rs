@@ -17,8 +17,9 @@
 //! is not stuck behind frames nobody reads.
 //!
 //! The cursor is written only when it moved, at most every
-//! `delivery.cursor_flush_ms` and once at the end: a session that delivers
-//! nothing writes nothing.
+//! `delivery.cursor_flush_ms` and once at the end (before the stream ends),
+//! and never by a session that sent nothing: an idle session writes
+//! nothing.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -154,6 +155,10 @@ pub struct Session {
     more: bool,
     /// Changes when the rules are reloaded.
     rules_version: watch::Receiver<u64>,
+    /// True once a frame was handed to the stream: a session that sent
+    /// nothing never writes its cursor (what it passed over is passed over
+    /// again, read-only, after a reconnect).
+    delivered: bool,
 }
 
 impl Session {
@@ -273,6 +278,7 @@ impl Session {
             last_flush: Instant::now(),
             more: true,
             rules_version,
+            delivered: false,
         })
     }
 
@@ -284,20 +290,23 @@ impl Session {
     {
         let OutboundSink { frames, end } = sink;
         let halt = self.pump(&mut inbound, &frames).await;
-        drop(frames);
-        let owner = self.principal.agency.id.to_string();
-        match halt {
-            Halt::Left => {
-                tracing::info!(agency.id = %owner, subscription.name = %self.request.name, "subscription closed")
-            }
-            Halt::Ended(status) => {
-                tracing::info!(agency.id = %owner, subscription.name = %self.request.name, code = ?status.code(), reason = %status.message(), "subscription ended");
-                let _ = end.send(status);
-            }
-        }
+        // Written before the stream ends: a subscriber that closed after
+        // acknowledging finds its cursor stored once the stream is over.
         if let Err(error) = self.flush_cursor(true).await {
             tracing::warn!(%error, "could not write the subscription cursor at session end");
         }
+        let owner = self.principal.agency.id.to_string();
+        match halt {
+            Halt::Left => {
+                tracing::info!(agency.id = %owner, subscription.name = %self.request.name, in_flight = self.window.len(), subscription.acked_through = self.persisted, "subscription closed")
+            }
+            Halt::Ended(status) => {
+                tracing::info!(agency.id = %owner, subscription.name = %self.request.name, in_flight = self.window.len(), subscription.acked_through = self.persisted, code = ?status.code(), reason = %status.message(), "subscription ended");
+                // Before the frames end, so the stream cannot end without it.
+                let _ = end.send(status);
+            }
+        }
+        drop(frames);
         self.gateway
             .sessions
             .unregister(self.request.name.as_str(), &self.live);
@@ -513,6 +522,7 @@ impl Session {
                     None => out.try_send(frame).map_err(|_| Halt::Left)?,
                 }
                 self.window.sent(sequence, now);
+                self.delivered = true;
             }
         }
         Ok(())
@@ -559,7 +569,7 @@ impl Session {
 
     /// When the moved cursor is next due to be written.
     fn flush_due(&self) -> Option<Instant> {
-        (self.window.cursor() > self.persisted)
+        (self.delivered && self.window.cursor() > self.persisted)
             .then(|| self.last_flush + self.gateway.delivery.cursor_flush)
     }
 
