@@ -217,12 +217,10 @@ async fn removed_agency_stream_closed_after_reload() {
 
     remove_agency(&bed, "cz-psb-xiangyuan");
     bed.reload_rules().await;
-    let ended = loop {
-        match inbox.next(WAIT).await {
-            Ok(Some(frame)) => panic!("a frame after the agency was removed: {frame:?}"),
-            Ok(None) => panic!("the stream was not ended after the reload"),
-            Err(status) => break status,
-        }
+    let ended = match inbox.next(WAIT).await {
+        Ok(Some(frame)) => panic!("a frame after the agency was removed: {frame:?}"),
+        Ok(None) => panic!("the stream was not ended after the reload"),
+        Err(status) => status,
     };
     assert_eq!(ended.code(), tonic::Code::PermissionDenied, "{ended:?}");
     assert!(

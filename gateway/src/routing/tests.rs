@@ -231,3 +231,109 @@ async fn a_redelivery_is_rendered_and_audited_under_the_rules_in_force() {
         "never acknowledged: the cursor stays before it"
     );
 }
+
+fn filter(case_ref_prefix: &str, senders: &[&str]) -> Filter {
+    Filter::from_wire(Some(pb::SubscriptionFilter {
+        case_ref_prefix: case_ref_prefix.into(),
+        senders: senders.iter().map(|s| (*s).to_owned()).collect(),
+        ..Default::default()
+    }))
+    .unwrap()
+}
+
+fn woken(live: &wake::Live) -> bool {
+    use futures::FutureExt;
+    live.notify.notified().now_or_never().is_some()
+}
+
+#[tokio::test]
+async fn a_publish_wakes_only_the_sessions_that_may_want_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = gateway(&dir).await;
+    let register = |owner: &str, name: &str, filter: Filter| {
+        let owner = AgencyId::parse("owner", owner).unwrap();
+        gateway
+            .sessions
+            .register(&gateway.stop, &owner, name, filter, 100)
+            .unwrap()
+            .0
+    };
+    let recipient = register("cz-psb-xiangyuan", "all", Filter::default());
+    let other_case = register("cz-psb-xiangyuan", "other-case", filter("CZ-OTHER", &[]));
+    let other_sender = register("cz-psb-xiangyuan", "other-sender", filter("", &["cz-eeb"]));
+    // Not a recipient of the restricted transfer, and no oversight of it.
+    let outsider = register("cz-eeb-luzhou", "all", Filter::default());
+    // Oversight: the procuratorate gets a stub of transfers.
+    let supervisor = register("cz-procuratorate", "all", Filter::default());
+
+    let sequence = store_transfer(&gateway, "t-1").await;
+    let receipt = crate::store::Receipt {
+        sequence,
+        received_at: liandong_core::domain::Instant::now(),
+    };
+    let new = NewNotification {
+        sender: "cz-eeb-xiangyuan".into(),
+        notification_id: "t-1".into(),
+        case_ref: "CZ-2026-HW-0042".into(),
+        event: pb::EventType::CaseTransferred as i32,
+        confidentiality: pb::Confidentiality::Restricted as i32,
+        region: "140423".into(),
+        recipients: vec!["cz-psb-xiangyuan".into()],
+        content_hash: Vec::new(),
+        payload: Vec::new(),
+    };
+    wake::stored(&gateway, &receipt, &new);
+    assert!(woken(&recipient));
+    assert!(woken(&supervisor));
+    assert!(!woken(&other_case), "filter on another case");
+    assert!(!woken(&other_sender), "filter on another sender");
+    assert!(!woken(&outsider), "the policy gives it nothing");
+
+    // Dispatched locally: the poll task finds nothing to do.
+    wake::poll_once(&gateway).await.unwrap();
+    assert!(!woken(&recipient), "woken twice for one row");
+}
+
+#[tokio::test]
+async fn rows_of_another_replica_are_dispatched_by_the_poll_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = gateway(&dir).await;
+    let owner = AgencyId::parse("owner", "cz-psb-xiangyuan").unwrap();
+    let (live, _) = gateway
+        .sessions
+        .register(&gateway.stop, &owner, "inbox", Filter::default(), 100)
+        .unwrap();
+    let (idle, _) = gateway
+        .sessions
+        .register(&gateway.stop, &owner, "idle", filter("CZ-OTHER", &[]), 100)
+        .unwrap();
+    // Stored without a local publisher: as another replica would.
+    store_transfer(&gateway, "t-1").await;
+    store_transfer(&gateway, "t-2").await;
+    assert!(!woken(&live));
+    wake::poll_once(&gateway).await.unwrap();
+    assert!(woken(&live));
+    assert!(!woken(&idle));
+    wake::poll_once(&gateway).await.unwrap();
+    assert!(!woken(&live), "each row is dispatched once");
+}
+
+#[tokio::test]
+async fn the_stream_cap_counts_other_subscriptions_of_the_same_agency() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = gateway(&dir).await;
+    let owner = AgencyId::parse("owner", "cz-psb").unwrap();
+    let register = |name: &str| {
+        gateway
+            .sessions
+            .register(&gateway.stop, &owner, name, Filter::default(), 2)
+    };
+    let (a, _) = register("a").unwrap();
+    register("b").unwrap();
+    let refused = register("c").unwrap_err();
+    assert_eq!((refused.open, refused.cap), (2, 2));
+    // Taking over "a" replaces it: not one more stream.
+    let (_, previous) = register("a").unwrap();
+    assert!(a.cancel.is_cancelled(), "the older session is told to end");
+    assert!(previous.is_some());
+}

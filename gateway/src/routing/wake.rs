@@ -326,7 +326,7 @@ pub(super) fn ensure_poller(gateway: &Arc<Gateway>) {
 
 /// Dispatches rows stored since the last look that no local publish
 /// dispatched (another replica's).
-async fn poll_once(gateway: &Gateway) -> Result<(), crate::store::StoreError> {
+pub(super) async fn poll_once(gateway: &Gateway) -> Result<(), crate::store::StoreError> {
     let latest = gateway.store.latest_sequence().await?;
     let mut after = gateway.sessions.dispatched();
     if latest <= after {
