@@ -11,7 +11,7 @@ use tonic::transport::Channel;
 
 use liandong_core::pb::exchange_client::ExchangeClient;
 use liandong_core::pb::{self, Confidentiality as Level, EventType as Event};
-use liandong_tests::{Subscriber, Testbed, notification, publish, publish_clues};
+use liandong_tests::{GatewayProcess, Subscriber, Testbed, notification, publish, publish_clues};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -490,4 +490,74 @@ async fn stream_cap_refuses_with_resource_exhausted() {
     // Another agency has its own cap.
     let mut procuratorate = bed.client("cz-procuratorate").await;
     Subscriber::open(&mut procuratorate, "c").await.unwrap();
+}
+
+/// A PostgreSQL URL whose search_path is a new, empty schema, or None when
+/// PostgreSQL is unreachable and not required (`LIANDONG_REQUIRE_POSTGRES`).
+async fn postgres_schema_url() -> Option<String> {
+    let base = std::env::var("LIANDONG_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let required = std::env::var("LIANDONG_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
+    let mut conn = match sqlx::PgConnection::connect(&base).await {
+        Ok(conn) => conn,
+        Err(error) if !required => {
+            eprintln!("PostgreSQL at {base} unreachable ({error}); skipping");
+            return None;
+        }
+        Err(error) => panic!("PostgreSQL at {base} is required but unreachable: {error}"),
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let schema = format!("ld_delivery_{}_{nanos}", std::process::id());
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let separator = if base.contains('?') { '&' } else { '?' };
+    Some(format!(
+        "{base}{separator}options=-c%20search_path%3D{schema}"
+    ))
+}
+
+#[tokio::test]
+async fn publishes_on_another_replica_reach_open_streams() {
+    let Some(url) = postgres_schema_url().await else {
+        return;
+    };
+    let bed = Testbed::start_on(&url, "").unwrap();
+    // A second replica on the same database: its subscribers learn of the
+    // first one's publishes only through its poll task.
+    let replica = GatewayProcess::start(&bed.config, &bed.dir.path().join("replica.log")).unwrap();
+    let channel = bed
+        .pki
+        .credentials("cz-psb")
+        .connect(&replica.url(), None)
+        .await
+        .unwrap();
+    let mut police = ExchangeClient::new(channel);
+    let mut inbox = Subscriber::open(&mut police, "inbox").await.unwrap();
+    let idle = Subscriber::open_with(
+        &mut police,
+        pb::SubscriptionOpen {
+            filter: Some(pb::SubscriptionFilter {
+                case_ref_prefix: "IDLE-NOTHING".into(),
+                ..Default::default()
+            }),
+            ..open_request("idle")
+        },
+    )
+    .await
+    .unwrap();
+
+    let mut eeb = bed.client("cz-eeb").await;
+    let receipts = publish_clues(&mut eeb, "n", "C-1", 0..20).await;
+    let got = inbox.take_acked(20, WAIT).await;
+    assert_eq!(
+        got.iter().map(|d| d.sequence).collect::<Vec<_>>(),
+        receipts.iter().map(|r| r.sequence).collect::<Vec<_>>()
+    );
+    assert!(inbox.close().await.unwrap().is_empty());
+    assert!(idle.close().await.unwrap().is_empty());
 }

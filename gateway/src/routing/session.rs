@@ -77,8 +77,10 @@ fn store_status(error: crate::store::StoreError) -> Halt {
 /// status.
 #[derive(Debug)]
 pub struct OutboundSink {
-    frames: mpsc::Sender<pb::Delivery>,
-    end: oneshot::Sender<Status>,
+    /// Frames, in order.
+    pub(super) frames: mpsc::Sender<pb::Delivery>,
+    /// The status the stream ends with, if not a clean end.
+    pub(super) end: oneshot::Sender<Status>,
 }
 
 /// The response stream of a subscription: frames from the session, ended

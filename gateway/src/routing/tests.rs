@@ -337,3 +337,40 @@ async fn the_stream_cap_counts_other_subscriptions_of_the_same_agency() {
     assert!(a.cancel.is_cancelled(), "the older session is told to end");
     assert!(previous.is_some());
 }
+
+fn frame(sequence: u64) -> pb::Delivery {
+    pb::Delivery {
+        sequence,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn the_ending_status_overtakes_frames_nobody_read() {
+    let (sink, mut stream) = outbound();
+    for sequence in 1..=3 {
+        sink.frames.try_send(frame(sequence)).unwrap();
+    }
+    sink.end
+        .send(tonic::Status::unavailable("stalled"))
+        .unwrap();
+    let first = stream.next().await.unwrap().unwrap_err();
+    assert_eq!(first.code(), tonic::Code::Unavailable);
+    assert!(stream.next().await.is_none(), "buffered frames are dropped");
+    // The session sees that the stream is gone.
+    assert!(sink.frames.is_closed());
+}
+
+#[tokio::test]
+async fn a_clean_end_delivers_what_is_buffered() {
+    let (sink, mut stream) = outbound();
+    for sequence in 1..=3 {
+        sink.frames.try_send(frame(sequence)).unwrap();
+    }
+    drop(sink);
+    let mut got = Vec::new();
+    while let Some(item) = stream.next().await {
+        got.push(item.unwrap().sequence);
+    }
+    assert_eq!(got, [1, 2, 3]);
+}
