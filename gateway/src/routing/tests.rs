@@ -260,6 +260,9 @@ async fn a_publish_wakes_only_the_sessions_that_may_want_it() {
     };
     let recipient = register("cz-psb-xiangyuan", "all", Filter::default());
     let other_case = register("cz-psb-xiangyuan", "other-case", filter("CZ-OTHER", &[]));
+    let this_case = register("cz-psb-xiangyuan", "this-case", filter("CZ-2026-HW", &[]));
+    let replaced = register("cz-psb-xiangyuan", "replaced", filter("CZ-2026", &[]));
+    let replacing = register("cz-psb-xiangyuan", "replaced", filter("CZ-2026", &[]));
     let other_sender = register("cz-psb-xiangyuan", "other-sender", filter("", &["cz-eeb"]));
     // Not a recipient of the restricted transfer, and no oversight of it.
     let outsider = register("cz-eeb-luzhou", "all", Filter::default());
@@ -285,6 +288,9 @@ async fn a_publish_wakes_only_the_sessions_that_may_want_it() {
     wake::stored(&gateway, &receipt, &new);
     assert!(woken(&recipient));
     assert!(woken(&supervisor));
+    assert!(woken(&this_case), "filter on this case's prefix");
+    assert!(woken(&replacing));
+    assert!(!woken(&replaced), "a replaced session is no longer woken");
     assert!(!woken(&other_case), "filter on another case");
     assert!(!woken(&other_sender), "filter on another sender");
     assert!(!woken(&outsider), "the policy gives it nothing");

@@ -4,8 +4,11 @@
 //! Every open session is registered here with its filter and a `Notify`.
 //! A publish hands over the new row's routing fields; only the sessions
 //! whose filter matches it and whose agency may see something of it under
-//! the rules in force are woken. An idle session therefore costs a filter
-//! check per publish, and nothing else: no task wake-up, no read, no write.
+//! the rules in force are woken. Sessions are indexed by the case-reference
+//! prefix of their filter, so a publish looks only at those whose prefix
+//! its case reference starts with (and those without one); an idle
+//! session costs at most a filter check per publish, and nothing else: no
+//! task wake-up, no read, no write.
 //!
 //! Rows written by another gateway replica reach no local publisher: one
 //! poll task per process looks for sequences above what it has seen every
@@ -93,6 +96,10 @@ pub struct Sessions {
 struct Inner {
     next_generation: u64,
     live: HashMap<(String, String), Arc<Live>>,
+    /// The same sessions by the case-reference prefix of their filter (""
+    /// when it has none) and generation: a publish looks only at those
+    /// whose prefix its case reference starts with.
+    by_prefix: HashMap<String, HashMap<u64, Arc<Live>>>,
     /// Every sequence at or below it was dispatched.
     dispatched: u64,
     /// Local publishes dispatched above `dispatched`.
@@ -100,6 +107,23 @@ struct Inner {
 }
 
 impl Inner {
+    fn index(&mut self, live: &Arc<Live>) {
+        self.by_prefix
+            .entry(live.filter.case_ref_prefix.clone())
+            .or_default()
+            .insert(live.generation, live.clone());
+    }
+
+    fn unindex(&mut self, live: &Live) {
+        let prefix = live.filter.case_ref_prefix.as_str();
+        if let Some(group) = self.by_prefix.get_mut(prefix) {
+            group.remove(&live.generation);
+            if group.is_empty() {
+                self.by_prefix.remove(prefix);
+            }
+        }
+    }
+
     /// Open sessions of `owner` other than the one named `name` (which a
     /// new session of that name replaces).
     fn others_of(&self, owner: &AgencyId, name: &str) -> usize {
@@ -189,7 +213,9 @@ impl Sessions {
             finished: CancellationToken::new(),
             notify: Notify::new(),
         });
+        inner.index(&live);
         let previous = inner.live.insert(key, live.clone()).map(|previous| {
+            inner.unindex(&previous);
             previous.cancel.cancel();
             previous.finished.clone()
         });
@@ -208,6 +234,7 @@ impl Sessions {
         {
             inner.live.remove(&key);
         }
+        inner.unindex(live);
         drop(inner);
         live.finished.cancel();
     }
@@ -215,11 +242,19 @@ impl Sessions {
     /// Wakes the sessions that may want `row`.
     fn wake(&self, rules: &Rules, row: &StoredNotification) -> usize {
         let inner = self.lock();
+        let case_ref = row.case_ref.as_str();
+        let prefix_ends =
+            std::iter::once(0).chain(case_ref.char_indices().map(|(at, c)| at + c.len_utf8()));
         let mut woken = 0;
-        for live in inner.live.values() {
-            if live.wants(rules, row) {
-                live.notify.notify_one();
-                woken += 1;
+        for end in prefix_ends {
+            let Some(group) = inner.by_prefix.get(&case_ref[..end]) else {
+                continue;
+            };
+            for live in group.values() {
+                if live.wants(rules, row) {
+                    live.notify.notify_one();
+                    woken += 1;
+                }
             }
         }
         woken
