@@ -29,6 +29,7 @@ use futures::{Stream, StreamExt};
 use prost::Message;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use liandong_core::domain::FieldError;
@@ -242,46 +243,61 @@ impl Session {
             )
             .map_err(|cap| stream_cap_status(owner, &cap))?;
         wake::ensure_poller(&gateway);
-        let mut acked_through = record.acked_through;
-        if let Some(previous) = previous {
-            // The replaced session writes its cursor as it ends; start
-            // from there, not from what was read before it ended.
-            if tokio::time::timeout(TAKEOVER_WAIT, previous.cancelled())
-                .await
-                .is_err()
-            {
-                tracing::warn!(agency.id = %owner, subscription.name = %name, "the replaced session did not end in time; resuming from the cursor as stored");
-            }
-            match gateway.store.subscription_cursor(owner, name).await {
-                Ok(Some(cursor)) => acked_through = acked_through.max(cursor),
-                Ok(None) => {}
-                Err(error) => {
-                    gateway.sessions.unregister(name, &live);
-                    return Err(store_error(error));
-                }
-            }
-        }
-        tracing::info!(
-            agency.id = %owner,
-            subscription.name = %name,
-            subscription.created = record.created,
-            subscription.acked_through = acked_through,
-            "subscription opened"
-        );
-        let window = Window::new(acked_through, request.max_in_flight, request.ack_timeout);
         let rules_version = gateway.rules_version.subscribe();
-        Ok(Self {
+        let window = Window::new(
+            record.acked_through,
+            request.max_in_flight,
+            request.ack_timeout,
+        );
+        // From here on, dropping the session (an early return, or the
+        // request being cancelled) takes it out of the registry.
+        let mut session = Self {
             gateway,
             principal,
             request,
             live,
             window,
-            persisted: acked_through,
+            persisted: record.acked_through,
             last_flush: Instant::now(),
             more: true,
             rules_version,
             delivered: false,
-        })
+        };
+        if let Some(previous) = previous {
+            session.resume_after(previous).await?;
+        }
+        tracing::info!(
+            agency.id = %session.principal.agency.id,
+            subscription.name = %session.request.name,
+            subscription.created = record.created,
+            subscription.acked_through = session.persisted,
+            "subscription opened"
+        );
+        Ok(session)
+    }
+
+    /// Waits for the session this one replaces to end and write its
+    /// cursor, then starts from that cursor rather than from the one read
+    /// before it ended.
+    async fn resume_after(&mut self, previous: CancellationToken) -> Result<(), Status> {
+        let owner = self.principal.agency.id.as_str();
+        let name = self.request.name.as_str();
+        if tokio::time::timeout(TAKEOVER_WAIT, previous.cancelled())
+            .await
+            .is_err()
+        {
+            tracing::warn!(agency.id = %owner, subscription.name = %name, "the replaced session did not end in time; resuming from the cursor as stored");
+        }
+        let stored = self
+            .gateway
+            .store
+            .subscription_cursor(owner, name)
+            .await
+            .map_err(|error| Status::from(ApiError::from(error)))?;
+        let cursor = stored.unwrap_or(0).max(self.persisted);
+        self.window = Window::new(cursor, self.request.max_in_flight, self.request.ack_timeout);
+        self.persisted = cursor;
+        Ok(())
     }
 
     /// Serves the session until the subscriber leaves, fails, stalls, is
@@ -596,6 +612,16 @@ impl Session {
         self.persisted = cursor;
         self.last_flush = Instant::now();
         Ok(())
+    }
+}
+
+impl Drop for Session {
+    /// A session that ends any way at all leaves the registry (a no-op
+    /// after `run` has already taken it out).
+    fn drop(&mut self) {
+        self.gateway
+            .sessions
+            .unregister(self.request.name.as_str(), &self.live);
     }
 }
 
