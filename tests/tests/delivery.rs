@@ -561,3 +561,47 @@ async fn publishes_on_another_replica_reach_open_streams() {
     assert!(inbox.close().await.unwrap().is_empty());
     assert!(idle.close().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn reload_reaches_a_stream_waiting_to_send() {
+    let bed = Testbed::start().unwrap();
+    let mut eeb = bed.client("cz-eeb").await;
+    publish_clues(&mut eeb, "n", "C-1", 0..200).await;
+    // A reader that stops reading with a backlog: the gateway waits for
+    // room to send (the stall threshold is the default 30 s).
+    let mut police = narrow_client(&bed, "cz-psb-xiangyuan").await;
+    let mut inbox = Subscriber::open_with(
+        &mut police,
+        pb::SubscriptionOpen {
+            max_in_flight: 1024,
+            ..open_request("inbox")
+        },
+    )
+    .await
+    .unwrap();
+    bed.wait_for_log("subscription opened", "the stream opened")
+        .await;
+
+    remove_agency(&bed, "cz-psb-xiangyuan");
+    bed.reload_rules().await;
+    bed.wait_for_log(
+        "is no longer a registered agency",
+        "the waiting session did not end",
+    )
+    .await;
+    // Reading again: what was already on the wire, then the status — well
+    // before the stall threshold, and not all 200.
+    let mut frames = 0;
+    let ended = loop {
+        match inbox.next(WAIT).await {
+            Ok(Some(_)) => frames += 1,
+            Ok(None) => panic!("the stream ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(ended.code(), tonic::Code::PermissionDenied, "{ended:?}");
+    assert!(
+        frames < 200,
+        "the backlog was not cut short: {frames} frames"
+    );
+}
