@@ -241,13 +241,7 @@ async fn publish_checked(
     };
     let (receipt, duplicate) = match gateway.store.publish(&new).await? {
         PublishOutcome::Stored(receipt) => {
-            gateway.latest.send_if_modified(|latest| {
-                let newer = receipt.sequence > *latest;
-                if newer {
-                    *latest = receipt.sequence;
-                }
-                newer
-            });
+            routing::wake::stored(gateway, &receipt, &new);
             tracing::info!(
                 notification.sequence = receipt.sequence,
                 "notification stored"
@@ -386,9 +380,9 @@ impl Exchange for ExchangeService {
         };
         let open = OpenRequest::try_from(open).map_err(ApiError::from)?;
         let session = Session::open(self.gateway.clone(), principal, open).await?;
-        let (tx, rx) = mpsc::channel(routing::OUTBOUND_CAPACITY);
-        tokio::spawn(session.run(inbound, tx));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let (sink, stream) = routing::outbound();
+        tokio::spawn(session.run(inbound, sink));
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn get_case(

@@ -93,6 +93,10 @@ struct DatabaseSection {
 struct LimitsSection {
     #[serde(default = "default_max_message_bytes")]
     max_message_bytes: usize,
+    #[serde(default = "default_max_subscriptions_per_agency")]
+    max_subscriptions_per_agency: u32,
+    #[serde(default = "default_max_streams_per_agency")]
+    max_streams_per_agency: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,6 +104,10 @@ struct LimitsSection {
 struct DeliverySection {
     #[serde(default = "default_poll_interval_ms")]
     poll_interval_ms: u64,
+    #[serde(default = "default_stall_timeout_seconds")]
+    stall_timeout_seconds: u64,
+    #[serde(default = "default_cursor_flush_ms")]
+    cursor_flush_ms: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,6 +132,18 @@ fn default_max_message_bytes() -> usize {
 fn default_poll_interval_ms() -> u64 {
     1000
 }
+fn default_stall_timeout_seconds() -> u64 {
+    30
+}
+fn default_cursor_flush_ms() -> u64 {
+    1000
+}
+fn default_max_subscriptions_per_agency() -> u32 {
+    100
+}
+fn default_max_streams_per_agency() -> u32 {
+    100
+}
 fn default_grace_seconds() -> u64 {
     10
 }
@@ -132,6 +152,8 @@ impl Default for LimitsSection {
     fn default() -> Self {
         Self {
             max_message_bytes: default_max_message_bytes(),
+            max_subscriptions_per_agency: default_max_subscriptions_per_agency(),
+            max_streams_per_agency: default_max_streams_per_agency(),
         }
     }
 }
@@ -139,6 +161,8 @@ impl Default for DeliverySection {
     fn default() -> Self {
         Self {
             poll_interval_ms: default_poll_interval_ms(),
+            stall_timeout_seconds: default_stall_timeout_seconds(),
+            cursor_flush_ms: default_cursor_flush_ms(),
         }
     }
 }
@@ -184,9 +208,22 @@ pub struct GatewayConfig {
     pub startup_check_rows: u64,
     /// Largest encoded request accepted; larger is `RESOURCE_EXHAUSTED`.
     pub max_message_bytes: usize,
-    /// How often subscriptions look for new notifications when nothing wakes
-    /// them (new rows from another replica).
+    /// How often the gateway looks for notifications stored by another
+    /// replica (one look per process, not per subscription).
     pub poll_interval: Duration,
+    /// A subscription stream none of whose frames could be sent for this
+    /// long (the subscriber stopped reading) is cut; it resumes on
+    /// reconnect.
+    pub stall_timeout: Duration,
+    /// Subscription cursors are written at most this often while a stream
+    /// is open (and once at its end), only when they moved.
+    pub cursor_flush: Duration,
+    /// Stored subscriptions one agency may have; a new one beyond is
+    /// `RESOURCE_EXHAUSTED`.
+    pub max_subscriptions_per_agency: u32,
+    /// Subscribe streams one agency may have open at once; one more is
+    /// `RESOURCE_EXHAUSTED`.
+    pub max_streams_per_agency: u32,
     /// How long shutdown waits for in-flight work.
     pub shutdown_grace: Duration,
 }
@@ -267,6 +304,30 @@ impl GatewayConfig {
                 "must be between 10 and 60000".into(),
             ));
         }
+        if !(1..=3600).contains(&file.delivery.stall_timeout_seconds) {
+            return Err(field(
+                "delivery.stall_timeout_seconds",
+                "must be between 1 and 3600".into(),
+            ));
+        }
+        if !(10..=60_000).contains(&file.delivery.cursor_flush_ms) {
+            return Err(field(
+                "delivery.cursor_flush_ms",
+                "must be between 10 and 60000".into(),
+            ));
+        }
+        if !(1..=100_000).contains(&file.limits.max_subscriptions_per_agency) {
+            return Err(field(
+                "limits.max_subscriptions_per_agency",
+                "must be between 1 and 100000".into(),
+            ));
+        }
+        if !(1..=100_000).contains(&file.limits.max_streams_per_agency) {
+            return Err(field(
+                "limits.max_streams_per_agency",
+                "must be between 1 and 100000".into(),
+            ));
+        }
         Ok(Self {
             listen,
             registry: resolve(&file.registry),
@@ -282,6 +343,10 @@ impl GatewayConfig {
             startup_check_rows: file.database.startup_check_rows,
             max_message_bytes: file.limits.max_message_bytes,
             poll_interval: Duration::from_millis(file.delivery.poll_interval_ms),
+            stall_timeout: Duration::from_secs(file.delivery.stall_timeout_seconds),
+            cursor_flush: Duration::from_millis(file.delivery.cursor_flush_ms),
+            max_subscriptions_per_agency: file.limits.max_subscriptions_per_agency,
+            max_streams_per_agency: file.limits.max_streams_per_agency,
             shutdown_grace: Duration::from_secs(file.shutdown.grace_seconds),
         })
     }

@@ -47,7 +47,7 @@ use liandong_core::registry::{Registry, RegistryError};
 use crate::config::GatewayConfig;
 use crate::identity::TlsSetupError;
 use crate::policy::{Policy, PolicyError, Rules};
-use crate::routing::Sessions;
+use crate::routing::{DeliverySettings, Sessions};
 use crate::store::{Store, StoreError};
 
 /// The shared state of a running gateway.
@@ -57,17 +57,31 @@ pub struct Gateway {
     pub store: Store,
     /// Registry and policy in force; replaced whole on reload.
     pub rules: ArcSwap<Rules>,
-    /// Highest sequence stored by this process: wakes subscriptions.
-    pub latest: watch::Sender<u64>,
-    /// Live subscription sessions.
+    /// Bumped each time new rules are put in force, so that open
+    /// subscription streams re-check their agency at once.
+    pub rules_version: watch::Sender<u64>,
+    /// Live subscription sessions, with what each wants.
     pub sessions: Sessions,
     /// Cancelled when the gateway shuts down.
     pub stop: CancellationToken,
-    /// How often idle subscriptions look at the store anyway.
-    pub poll_interval: Duration,
+    /// Subscription timing and per-agency caps.
+    pub delivery: DeliverySettings,
 }
 
 impl Gateway {
+    /// A gateway over `store` with `rules` in force; `latest` is the
+    /// highest sequence already stored.
+    pub fn new(store: Store, rules: Rules, latest: u64, delivery: DeliverySettings) -> Self {
+        Self {
+            store,
+            rules: ArcSwap::from_pointee(rules),
+            rules_version: watch::Sender::new(0),
+            sessions: Sessions::new(latest),
+            stop: CancellationToken::new(),
+            delivery,
+        }
+    }
+
     /// The registry and policy in force now.
     pub fn rules(&self) -> Arc<Rules> {
         self.rules.load_full()
@@ -75,10 +89,14 @@ impl Gateway {
 
     /// Loads the registry and policy files again and, when both are valid,
     /// puts them in force; otherwise keeps the current ones and says why.
-    /// Later deliveries are decided by the new rules.
+    /// Every frame sent from then on, redeliveries included, is decided by
+    /// the new rules; open subscription streams re-check their agency at
+    /// once and end if it is no longer registered.
     pub fn reload(&self, config: &GatewayConfig) -> Result<(), StartError> {
         let rules = load_rules(config)?;
         self.rules.store(Arc::new(rules));
+        self.rules_version.send_modify(|version| *version += 1);
+        self.sessions.wake_all();
         tracing::info!("registry and policy reloaded");
         Ok(())
     }
@@ -202,14 +220,12 @@ pub async fn prepare_with(
         }
     }
     let latest = store.latest_sequence().await?;
-    let gateway = Arc::new(Gateway {
+    let gateway = Arc::new(Gateway::new(
         store,
-        rules: ArcSwap::from_pointee(rules),
-        latest: watch::Sender::new(latest),
-        sessions: Sessions::default(),
-        stop: CancellationToken::new(),
-        poll_interval: config.poll_interval,
-    });
+        rules,
+        latest,
+        DeliverySettings::from_config(&config),
+    ));
     Ok(Prepared {
         gateway,
         tls,

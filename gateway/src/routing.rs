@@ -1,37 +1,41 @@
 //! Delivery of stored notifications to durable subscriptions.
 //!
 //! A subscription is named and owned by the agency that opened it; it keeps
-//! a cursor (`acked_through`) in the store. A session reads the store after
-//! the cursor in sequence order, keeps what the filter wants and the policy
-//! allows, and sends it with at most `max_in_flight` unacknowledged. An
-//! acknowledgement removes a delivery from the window; one not acknowledged
-//! within the ack timeout is sent again with a higher `attempt`. The cursor
-//! advances to just below the oldest unacknowledged delivery and is
-//! persisted, so a reconnecting subscriber resumes without loss or reorder.
+//! a cursor (`acked_through`) in the store. A session ([`session`]) reads
+//! the store after the cursor in sequence order, keeps what the filter wants
+//! and the policy allows, and sends it with at most `max_in_flight`
+//! unacknowledged ([`window`]). An acknowledgement removes a delivery from
+//! the window; one not acknowledged within the ack timeout is sent again
+//! with a higher `attempt`. The cursor only ever passes what was
+//! acknowledged (or what the policy gives the reader nothing of), so a
+//! reconnecting subscriber resumes without loss or reorder.
+//!
+//! Every frame, redeliveries included, is rendered with the rules in force
+//! when it is sent, and every disclosure frame is audited. A reload reaches
+//! open streams at once: an agency no longer registered loses its stream
+//! (`PERMISSION_DENIED`). A publish wakes only the sessions it concerns
+//! ([`wake`]); idle sessions neither read nor write.
 //!
 //! One session per subscription: opening it again (a reconnect while the
-//! old connection is not yet known dead) ends the older session.
+//! old connection is not yet known dead) ends the older session. Per-agency
+//! caps bound stored subscriptions and open streams.
 //!
 //! This module never decides visibility itself: it asks `policy`, with the
 //! registry and policy in force at the moment of each delivery.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+pub mod session;
+pub mod wake;
+pub mod window;
+
 use std::time::Duration;
 
 use prost::Message;
-use tokio::sync::mpsc;
-use tokio::time::Instant as Clock;
-use tokio_util::sync::CancellationToken;
-use tonic::{Status, Streaming};
 
 use liandong_core::domain::{AgencyId, CaseRef, Event, FieldError, Region, SubscriptionName};
 use liandong_core::pb;
 use liandong_core::registry::Agency;
 
-use crate::Gateway;
-use crate::error::ApiError;
-use crate::identity::Principal;
+use crate::config::GatewayConfig;
 use crate::policy::{self, Decision, Rules, redact};
 use crate::store::{AuditEntry, StoredNotification};
 
@@ -44,11 +48,50 @@ const LIMIT_MAX_IN_FLIGHT: u32 = 1024;
 /// Default and largest ack timeout, in seconds.
 const DEFAULT_ACK_TIMEOUT_SECONDS: u32 = 30;
 const LIMIT_ACK_TIMEOUT_SECONDS: u32 = 3600;
-/// Rows read from the store at a time.
-const READ_BATCH: u32 = 256;
-/// Capacity of the channel towards the subscriber: larger than any window,
-/// so sending never waits while acknowledgements are pending.
-pub(crate) const OUTBOUND_CAPACITY: usize = LIMIT_MAX_IN_FLIGHT as usize + 16;
+
+pub use session::{Outbound, OutboundSink, Session, outbound};
+pub use wake::Sessions;
+
+/// How delivery behaves, from the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliverySettings {
+    /// How often the process looks for rows stored by another replica.
+    pub poll_interval: Duration,
+    /// A stream none of whose frames could be sent for this long is cut.
+    pub stall_timeout: Duration,
+    /// Cursors are written at most this often while a stream is open.
+    pub cursor_flush: Duration,
+    /// Stored subscriptions per agency.
+    pub max_subscriptions_per_agency: u32,
+    /// Open subscription streams per agency.
+    pub max_streams_per_agency: u32,
+}
+
+impl DeliverySettings {
+    /// The settings a configuration asks for.
+    pub fn from_config(config: &GatewayConfig) -> Self {
+        Self {
+            poll_interval: config.poll_interval,
+            stall_timeout: config.stall_timeout,
+            cursor_flush: config.cursor_flush,
+            max_subscriptions_per_agency: config.max_subscriptions_per_agency,
+            max_streams_per_agency: config.max_streams_per_agency,
+        }
+    }
+}
+
+impl Default for DeliverySettings {
+    /// The configuration's defaults.
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_secs(1),
+            stall_timeout: Duration::from_secs(30),
+            cursor_flush: Duration::from_secs(1),
+            max_subscriptions_per_agency: 100,
+            max_streams_per_agency: 100,
+        }
+    }
+}
 
 /// What a subscription wants: every non-empty criterion must match.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -287,319 +330,4 @@ pub fn audit_entry(
         decision: decision.name().to_owned(),
         reason,
     })
-}
-
-struct InFlight {
-    delivery: pb::Delivery,
-    sent_at: Clock,
-}
-
-/// One connected subscriber of one durable subscription.
-pub struct Session {
-    gateway: Arc<Gateway>,
-    principal: Principal,
-    request: OpenRequest,
-    cancel: CancellationToken,
-    generation: u64,
-    /// Last sequence examined (delivered or skipped).
-    scan_pos: u64,
-    /// Cursor as last persisted.
-    persisted: u64,
-    in_flight: BTreeMap<u64, InFlight>,
-}
-
-impl Session {
-    /// Opens (creating if new) the subscription and ends any older session
-    /// of it.
-    pub async fn open(
-        gateway: Arc<Gateway>,
-        principal: Principal,
-        request: OpenRequest,
-    ) -> Result<Self, ApiError> {
-        let owner = principal.agency.id.as_str();
-        let name = request.name.as_str();
-        let filter = request.filter.to_wire().encode_to_vec();
-        let start_after = match request.start {
-            Start::Beginning => 0,
-            Start::Now => gateway.store.latest_sequence().await?,
-            Start::After(n) => {
-                let latest = gateway.store.latest_sequence().await?;
-                if n > latest {
-                    return Err(ApiError::InvalidArgument(FieldError::new(
-                        "open.start.after_sequence",
-                        format!("is beyond the latest sequence {latest}"),
-                    )));
-                }
-                n
-            }
-        };
-        let record = gateway
-            .store
-            .open_subscription(owner, name, &filter, start_after)
-            .await?;
-        if record.filter != filter {
-            return Err(ApiError::FailedPrecondition(format!(
-                "subscription {name} exists with another filter; open it with its own filter or use a new name"
-            )));
-        }
-        let (cancel, generation) = gateway.sessions.register(&gateway.stop, owner, name);
-        tracing::info!(
-            agency.id = %owner,
-            subscription.name = %name,
-            subscription.created = record.created,
-            subscription.acked_through = record.acked_through,
-            "subscription opened"
-        );
-        Ok(Self {
-            gateway,
-            principal,
-            request,
-            cancel,
-            generation,
-            scan_pos: record.acked_through,
-            persisted: record.acked_through,
-            in_flight: BTreeMap::new(),
-        })
-    }
-
-    /// Serves the session until the subscriber leaves, fails, or is
-    /// replaced, or the gateway stops.
-    pub async fn run(
-        mut self,
-        mut inbound: Streaming<pb::SubscribeRequest>,
-        out: mpsc::Sender<Result<pb::Delivery, Status>>,
-    ) {
-        let outcome = self.pump(&mut inbound, &out).await;
-        if let Err(error) = self.persist_cursor().await {
-            tracing::warn!(%error, "could not persist subscription cursor at session end");
-        }
-        let owner = self.principal.agency.id.to_string();
-        self.gateway
-            .sessions
-            .unregister(&owner, self.request.name.as_str(), self.generation);
-        match outcome {
-            Ok(()) => {
-                tracing::info!(agency.id = %owner, subscription.name = %self.request.name, "subscription closed")
-            }
-            Err(status) => {
-                tracing::info!(agency.id = %owner, subscription.name = %self.request.name, code = ?status.code(), "subscription ended");
-                let _ = out.send(Err(status)).await;
-            }
-        }
-    }
-
-    async fn pump(
-        &mut self,
-        inbound: &mut Streaming<pb::SubscribeRequest>,
-        out: &mpsc::Sender<Result<pb::Delivery, Status>>,
-    ) -> Result<(), Status> {
-        let mut latest = self.gateway.latest.subscribe();
-        loop {
-            if !self.fill(out).await? || !self.redeliver_due(out).await {
-                return Ok(());
-            }
-            self.persist_cursor().await?;
-            let poll = Clock::now() + self.gateway.poll_interval;
-            let wake = self
-                .in_flight
-                .values()
-                .map(|f| f.sent_at + self.request.ack_timeout)
-                .min()
-                .map_or(poll, |due| due.min(poll));
-            tokio::select! {
-                _ = self.cancel.cancelled() => {
-                    return Err(if self.gateway.stop.is_cancelled() {
-                        Status::unavailable("the gateway is shutting down; reconnect to resume")
-                    } else {
-                        Status::aborted("the subscription was opened by a newer connection")
-                    });
-                }
-                message = inbound.message() => match message {
-                    Ok(Some(request)) => self.handle(request)?,
-                    Ok(None) => return Ok(()),
-                    Err(status) => return Err(status),
-                },
-                changed = latest.changed() => {
-                    if changed.is_err() {
-                        return Err(Status::unavailable("the gateway is shutting down; reconnect to resume"));
-                    }
-                }
-                _ = tokio::time::sleep_until(wake) => {}
-                _ = out.closed() => return Ok(()),
-            }
-        }
-    }
-
-    fn handle(&mut self, request: pb::SubscribeRequest) -> Result<(), Status> {
-        match request.kind {
-            Some(pb::subscribe_request::Kind::Ack(ack)) => {
-                for sequence in ack.sequences {
-                    self.in_flight.remove(&sequence);
-                }
-                Ok(())
-            }
-            Some(pb::subscribe_request::Kind::Open(_)) => Err(Status::invalid_argument(
-                "open: may only be sent once, as the first request",
-            )),
-            None => Err(Status::invalid_argument(
-                "request: carries neither open nor ack",
-            )),
-        }
-    }
-
-    /// Sends new deliveries until the window is full or the store has no
-    /// more. Disclosures are written to the audit log before anything is
-    /// sent; if that fails, nothing is sent. Returns false when the
-    /// subscriber is gone.
-    async fn fill(
-        &mut self,
-        out: &mpsc::Sender<Result<pb::Delivery, Status>>,
-    ) -> Result<bool, Status> {
-        while self.in_flight.len() < self.request.max_in_flight {
-            let batch = self
-                .gateway
-                .store
-                .read_after(self.scan_pos, READ_BATCH)
-                .await
-                .map_err(ApiError::from)?;
-            let Some(through) = batch.through else {
-                break;
-            };
-            let rows = batch.rows;
-            let rules = self.gateway.rules();
-            let reader = rules
-                .registry
-                .get(&self.principal.agency.id)
-                .cloned()
-                .ok_or_else(|| Status::permission_denied("your agency is no longer registered"))?;
-            let mut batch = Vec::new();
-            let mut audit = Vec::new();
-            // Rows refused for integrity are passed over with the rest.
-            let mut scanned = through;
-            for row in &rows {
-                if self.in_flight.len() + batch.len() >= self.request.max_in_flight {
-                    scanned = row.sequence - 1;
-                    break;
-                }
-                if !self.request.filter.matches(row) {
-                    continue;
-                }
-                let Some((delivery, decision)) = render(&rules, &reader, row, 1) else {
-                    continue;
-                };
-                audit.extend(audit_entry(&reader, "DELIVERY", row, &decision));
-                batch.push(delivery);
-            }
-            self.gateway
-                .store
-                .append_audit(&audit)
-                .await
-                .map_err(ApiError::from)?;
-            self.scan_pos = scanned;
-            for delivery in batch {
-                if out.send(Ok(delivery.clone())).await.is_err() {
-                    return Ok(false);
-                }
-                self.in_flight.insert(
-                    delivery.sequence,
-                    InFlight {
-                        delivery,
-                        sent_at: Clock::now(),
-                    },
-                );
-            }
-        }
-        Ok(true)
-    }
-
-    /// Sends again, in sequence order, every delivery whose ack timeout
-    /// passed. Returns false when the subscriber is gone.
-    async fn redeliver_due(&mut self, out: &mpsc::Sender<Result<pb::Delivery, Status>>) -> bool {
-        let now = Clock::now();
-        for entry in self.in_flight.values_mut() {
-            if entry.sent_at + self.request.ack_timeout > now {
-                continue;
-            }
-            entry.delivery.attempt += 1;
-            entry.sent_at = now;
-            tracing::debug!(
-                notification.sequence = entry.delivery.sequence,
-                attempt = entry.delivery.attempt,
-                "redelivering unacknowledged notification"
-            );
-            if out.send(Ok(entry.delivery.clone())).await.is_err() {
-                return false;
-            }
-        }
-        true
-    }
-
-    async fn persist_cursor(&mut self) -> Result<(), ApiError> {
-        let cursor = self
-            .in_flight
-            .keys()
-            .next()
-            .map_or(self.scan_pos, |oldest| oldest - 1);
-        if cursor > self.persisted {
-            self.gateway
-                .store
-                .advance_subscription(
-                    self.principal.agency.id.as_str(),
-                    self.request.name.as_str(),
-                    cursor,
-                )
-                .await?;
-            self.persisted = cursor;
-        }
-        Ok(())
-    }
-}
-
-/// The live sessions, so that a newer connection replaces an older one.
-#[derive(Debug, Default)]
-pub struct Sessions {
-    inner: std::sync::Mutex<SessionsInner>,
-}
-
-#[derive(Debug, Default)]
-struct SessionsInner {
-    next_generation: u64,
-    live: std::collections::HashMap<(String, String), (u64, CancellationToken)>,
-}
-
-impl Sessions {
-    /// Registers a new session of `(owner, name)`, cancelling the previous
-    /// one. Its token is a child of the gateway's stop token.
-    fn register(
-        &self,
-        parent: &CancellationToken,
-        owner: &str,
-        name: &str,
-    ) -> (CancellationToken, u64) {
-        let token = parent.child_token();
-        let mut inner = self
-            .inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        inner.next_generation += 1;
-        let generation = inner.next_generation;
-        if let Some((_, previous)) = inner.live.insert(
-            (owner.to_owned(), name.to_owned()),
-            (generation, token.clone()),
-        ) {
-            previous.cancel();
-        }
-        (token, generation)
-    }
-
-    fn unregister(&self, owner: &str, name: &str, generation: u64) {
-        let mut inner = self
-            .inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let key = (owner.to_owned(), name.to_owned());
-        if inner.live.get(&key).is_some_and(|(g, _)| *g == generation) {
-            inner.live.remove(&key);
-        }
-    }
 }

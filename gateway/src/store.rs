@@ -658,6 +658,15 @@ impl Store {
         cursor.map(|c| to_u64(c, "acked_through")).transpose()
     }
 
+    /// How many subscriptions `owner` has stored.
+    pub async fn count_subscriptions(&self, owner: &str) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM subscriptions WHERE owner = $1")
+            .bind(owner)
+            .fetch_one(&self.pool)
+            .await?;
+        to_u64(count, "count")
+    }
+
     /// Appends entries to the audit log in one transaction: all or none.
     pub async fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
         if entries.is_empty() {

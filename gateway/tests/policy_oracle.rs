@@ -18,9 +18,7 @@ use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use proptest::prelude::*;
 use proptest::sample::{select, subsequence};
 use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner};
@@ -34,7 +32,7 @@ use liandong_gateway::Gateway;
 use liandong_gateway::identity::Principal;
 use liandong_gateway::policy::rules::DEFAULT_POLICY;
 use liandong_gateway::policy::{self, Decision, Policy, Rules};
-use liandong_gateway::routing::{self, Sessions};
+use liandong_gateway::routing::{self, DeliverySettings};
 use liandong_gateway::store::{NewNotification, PublishOutcome, Store, StoredNotification};
 use liandong_gateway::{api, store::AuditEntry};
 
@@ -1145,17 +1143,15 @@ fn publish_refusals_follow_the_rules_and_leak_nothing() {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     let store = rt.block_on(Store::connect(&sqlite_url(&dir), 2)).unwrap();
-    let gateway = Gateway {
+    let gateway = Gateway::new(
         store,
-        rules: ArcSwap::from_pointee(Rules {
+        Rules {
             registry: Registry::default(),
             policy: Policy::default_policy(),
-        }),
-        latest: tokio::sync::watch::Sender::new(0),
-        sessions: Sessions::default(),
-        stop: tokio_util::sync::CancellationToken::new(),
-        poll_interval: Duration::from_secs(1),
-    };
+        },
+        0,
+        DeliverySettings::default(),
+    );
     let strategy = world_strategy().prop_flat_map(|world| {
         let n = world.agencies.len();
         (

@@ -71,3 +71,36 @@ fn unknown_keys_are_refused() {
         Err(ConfigError::Syntax { .. })
     ));
 }
+
+#[test]
+fn delivery_settings_and_caps_have_defaults_and_are_validated() {
+    let config = GatewayConfig::parse(GOOD, Path::new("g.toml"), no_env).unwrap();
+    assert_eq!(config.stall_timeout, Duration::from_secs(30));
+    assert_eq!(config.cursor_flush, Duration::from_secs(1));
+    assert_eq!(config.max_subscriptions_per_agency, 100);
+    assert_eq!(config.max_streams_per_agency, 100);
+    let set = format!(
+        "{GOOD}\n[limits]\nmax_subscriptions_per_agency = 3\nmax_streams_per_agency = 2\n\
+         [delivery]\nstall_timeout_seconds = 2\ncursor_flush_ms = 50\n"
+    );
+    let config = GatewayConfig::parse(&set, Path::new("g.toml"), no_env).unwrap();
+    assert_eq!(config.stall_timeout, Duration::from_secs(2));
+    assert_eq!(config.cursor_flush, Duration::from_millis(50));
+    assert_eq!(config.max_subscriptions_per_agency, 3);
+    assert_eq!(config.max_streams_per_agency, 2);
+    for (table, key, value) in [
+        ("limits", "max_subscriptions_per_agency", "0"),
+        ("limits", "max_streams_per_agency", "0"),
+        ("delivery", "stall_timeout_seconds", "0"),
+        ("delivery", "cursor_flush_ms", "1"),
+    ] {
+        let bad = format!("{GOOD}\n[{table}]\n{key} = {value}\n");
+        let err = GatewayConfig::parse(&bad, Path::new("g.toml"), no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!("g.toml: {table}.{key}: ")),
+            "{err}"
+        );
+    }
+}

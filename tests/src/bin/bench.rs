@@ -9,6 +9,10 @@
 //! 3. end-to-end delivery: latency from the publish call to the moment a
 //!    subscriber holds the delivery, one notification at a time.
 //!
+//! With `--idle-streams N`, N subscription streams whose filters match
+//! nothing stay open (over a few connections) during every phase: they
+//! must cost the publishers nothing.
+//!
 //! Numbers are printed, not asserted; `docs/PERFORMANCE.md` records runs.
 //! Build it in release: `cargo run --release -p liandong-tests --bin
 //! liandong-bench`.
@@ -37,6 +41,54 @@ struct Args {
     /// Run on PostgreSQL at this URL (a fresh schema is created).
     #[arg(long)]
     postgres: Option<String>,
+    /// Idle subscription streams (filters matching nothing) kept open
+    /// during the phases.
+    #[arg(long, default_value_t = 0)]
+    idle_streams: usize,
+    /// Connections the idle streams are spread over (default: one per 150
+    /// streams, within the server's concurrent-stream limit).
+    #[arg(long)]
+    idle_connections: Option<usize>,
+}
+
+/// Opens `count` streams whose filter matches nothing the bench publishes.
+async fn open_idle_streams(
+    bed: &Testbed,
+    count: usize,
+    connections: usize,
+) -> anyhow::Result<Vec<Subscriber>> {
+    let mut clients = Vec::with_capacity(connections);
+    for _ in 0..connections.max(1) {
+        clients.push(bed.client("cz-psb").await);
+    }
+    let started = Instant::now();
+    let mut streams = Vec::with_capacity(count);
+    let spread = clients.len();
+    for i in 0..count {
+        let client = &mut clients[i % spread];
+        let open = pb::SubscriptionOpen {
+            name: format!("idle-{i}"),
+            filter: Some(pb::SubscriptionFilter {
+                case_ref_prefix: "IDLE-NOTHING".into(),
+                ..Default::default()
+            }),
+            start: Some(pb::StartPosition {
+                position: Some(pb::start_position::Position::Now(true)),
+            }),
+            ..Default::default()
+        };
+        streams.push(
+            Subscriber::open_with(client, open)
+                .await
+                .with_context(|| format!("opening idle stream {i}"))?,
+        );
+    }
+    println!(
+        "{count} idle subscription streams open over {} connections ({:.1} s to open)",
+        clients.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(streams)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -89,18 +141,31 @@ async fn postgres_schema(base: &str) -> anyhow::Result<String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // The idle streams belong to one agency: lift its caps for the bench.
+    let limits = format!(
+        "\n[limits]\nmax_streams_per_agency = {0}\nmax_subscriptions_per_agency = {0}\n",
+        (args.idle_streams + 16).max(100)
+    );
     let (backend, bed) = match &args.postgres {
         Some(base) => (
             "PostgreSQL",
-            Testbed::start_on(&postgres_schema(base).await?, "")?,
+            Testbed::start_on(&postgres_schema(base).await?, &limits)?,
         ),
-        None => ("SQLite", Testbed::start()?),
+        None => ("SQLite", Testbed::start_with(&limits)?),
     };
     println!(
-        "liandong-bench: gateway on {backend}, {} cores, {} notifications per phase",
+        "liandong-bench: gateway on {backend}, {} cores, {} notifications per phase, {} idle streams",
         std::thread::available_parallelism().map_or(1, |n| n.get()),
-        args.notifications
+        args.notifications,
+        args.idle_streams
     );
+    let idle = open_idle_streams(
+        &bed,
+        args.idle_streams,
+        args.idle_connections
+            .unwrap_or_else(|| args.idle_streams.div_ceil(150)),
+    )
+    .await?;
 
     // 1. Unary publishes, concurrent publishers.
     let per_publisher = args.notifications.div_ceil(args.publishers);
@@ -207,5 +272,13 @@ async fn main() -> anyhow::Result<()> {
         latencies,
     );
     inbox.close().await?;
+    let mut idle_frames = 0;
+    for stream in idle {
+        idle_frames += stream.close().await?.len();
+    }
+    anyhow::ensure!(
+        idle_frames == 0,
+        "idle streams received {idle_frames} frames"
+    );
     Ok(())
 }
