@@ -93,12 +93,17 @@ impl Gateway {
     /// the new rules; open subscription streams re-check their agency at
     /// once and end if it is no longer registered.
     pub fn reload(&self, config: &GatewayConfig) -> Result<(), StartError> {
-        let rules = load_rules(config)?;
+        self.put_in_force(load_rules(config)?);
+        tracing::info!("registry and policy reloaded");
+        Ok(())
+    }
+
+    /// Puts `rules` in force: every frame sent from now on is decided by
+    /// them, and every open session is woken to re-check its agency.
+    pub fn put_in_force(&self, rules: Rules) {
         self.rules.store(Arc::new(rules));
         self.rules_version.send_modify(|version| *version += 1);
         self.sessions.wake_all();
-        tracing::info!("registry and policy reloaded");
-        Ok(())
     }
 }
 

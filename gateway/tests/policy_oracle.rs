@@ -6,6 +6,13 @@
 //! both subscriptions and `GetCase` deliver through — and its publish checks
 //! (`policy::check_publish`, `api::publish_one`) must agree with it.
 //!
+//! Redeliveries are checked the same way across a reload: real sessions
+//! over a real store send first frames under one registry and policy, the
+//! rules change, and every frame sent again must be what the oracle allows
+//! under the rules in force when it is sent (and audited once per frame).
+//! A failing case is written to `policy_oracle.proptest-regressions` and
+//! replayed first by later runs.
+//!
 //! A canary planted in every content field must never reach a frame the
 //! reader is not entitled to read in full, a withheld reason, a refusal, the
 //! audit log or the logs; a field stripped for clearance must not reach the
@@ -18,6 +25,7 @@ use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::sample::{select, subsequence};
@@ -1130,6 +1138,220 @@ fn case_timeline_is_exactly_what_the_oracle_allows_in_order() {
         "timeline of 3 entries",
         "Withheld(\"clearance\")",
         "Withheld(\"oversight\")",
+    ] {
+        assert!(
+            stats.get(wanted).copied().unwrap_or(0) > 0,
+            "no case exercised {wanted}: {stats:?}"
+        );
+    }
+}
+
+/// The frame a session sent, with the decision it shows, for
+/// `check_delivery`.
+fn as_rendered(frame: pb::Delivery) -> (pb::Delivery, Decision) {
+    let decision = if frame.withheld {
+        Decision::Withheld(frame.withheld_reason.clone())
+    } else {
+        Decision::Full("sent frame")
+    };
+    (frame, decision)
+}
+
+/// The next frame of a session's stream; `None` once it ends.
+async fn next_frame(stream: &mut routing::Outbound) -> Option<pb::Delivery> {
+    use futures::StreamExt;
+    match tokio::time::timeout(Duration::from_secs(20), stream.next()).await {
+        Ok(Some(Ok(frame))) => Some(frame),
+        Ok(Some(Err(status))) => panic!("the session ended with {status:?}"),
+        Ok(None) => None,
+        Err(_) => panic!("no frame within 20 s"),
+    }
+}
+
+#[test]
+fn redeliveries_across_a_reload_follow_the_rules_in_force_when_sent() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let store = rt.block_on(Store::connect(&sqlite_url(&dir), 4)).unwrap();
+    // Two worlds with the same agencies and parents: the second redraws
+    // every clearance and the policy's parent flag, as a reload may.
+    let strategy = world_strategy().prop_flat_map(|world| {
+        let n = world.agencies.len();
+        (
+            Just(world),
+            proptest::collection::vec(note_strategy(n), 1..=3),
+            proptest::collection::vec(level_strategy(), n),
+            any::<bool>(),
+        )
+    });
+    let stats = Stats::default();
+    let (logs, subscriber) = capture();
+    let result = tracing::subscriber::with_default(subscriber, || {
+        run(12, &strategy, |(world, notes, clearances, flag)| {
+            let mut reloaded = world.clone();
+            for (agency, clearance) in reloaded.agencies.iter_mut().zip(&clearances) {
+                agency.clearance = *clearance;
+            }
+            reloaded.policy.parent_sees_branch_restricted = flag;
+            let before = Case::new(&world);
+            let after = Case::new(&reloaded);
+            let k = unique();
+            let case_ref = format!("CZ-2026-RD-{k:05}");
+            let latest = rt.block_on(store.latest_sequence()).unwrap();
+            let gateway = Arc::new(Gateway::new(
+                store.clone(),
+                before.rules.clone(),
+                latest,
+                DeliverySettings::default(),
+            ));
+            let mut rows = Vec::new();
+            for (i, note) in notes.iter().enumerate() {
+                let id = format!("r{k}-{i}");
+                let mut wire = notification(note, &case_ref, &id);
+                wire.sender = agency_id(note.sender);
+                let payload = wire.encode_to_vec();
+                let new = NewNotification {
+                    sender: agency_id(note.sender),
+                    notification_id: id,
+                    case_ref: case_ref.clone(),
+                    event: wire.event,
+                    confidentiality: wire.confidentiality,
+                    region: wire.region.clone(),
+                    recipients: wire.recipients.clone(),
+                    content_hash: Sha256::digest(&payload).to_vec(),
+                    payload,
+                };
+                let PublishOutcome::Stored(receipt) = rt.block_on(store.publish(&new)).unwrap()
+                else {
+                    panic!("a new id is stored");
+                };
+                let mut row = stored(note, &wire, receipt.sequence);
+                row.received_at = receipt.received_at;
+                rows.push((note, wire, row));
+            }
+            // One session per reader, none acknowledging anything.
+            let opened = std::time::Instant::now();
+            let mut streams = Vec::new();
+            for reader in 0..world.agencies.len() {
+                let open = routing::OpenRequest::try_from(pb::SubscriptionOpen {
+                    name: format!("oracle-{k}"),
+                    filter: Some(pb::SubscriptionFilter {
+                        case_ref_prefix: case_ref.clone(),
+                        ..Default::default()
+                    }),
+                    start: Some(pb::StartPosition {
+                        position: Some(pb::start_position::Position::AfterSequence(latest)),
+                    }),
+                    ack_timeout_seconds: 1,
+                    ..Default::default()
+                })
+                .unwrap();
+                let principal = Principal {
+                    agency: before.agencies[reader].clone(),
+                };
+                let session = rt
+                    .block_on(routing::Session::open(gateway.clone(), principal, open))
+                    .unwrap();
+                let (requests, inbound) = tokio::sync::mpsc::channel(4);
+                let (sink, stream) = routing::outbound();
+                let task = rt
+                    .spawn(session.run(tokio_stream::wrappers::ReceiverStream::new(inbound), sink));
+                streams.push((requests, stream, task));
+            }
+            // First frames, under the rules before the reload.
+            for (reader, (_, stream, _)) in streams.iter_mut().enumerate() {
+                for (note, wire, row) in &rows {
+                    if before.expect(reader, note).class() == "NONE" {
+                        continue;
+                    }
+                    let frame = rt.block_on(next_frame(stream)).expect("a first frame");
+                    let got = as_rendered(frame);
+                    check_delivery(&before, reader, note, wire, row, 1, Some(&got), &stats)?;
+                }
+            }
+            if opened.elapsed() >= Duration::from_millis(900) {
+                // The ack timeout (1 s) may have passed before the reload,
+                // so a redelivery may rightly follow the old rules: this
+                // case proves nothing either way.
+                count(&stats, "inconclusive: slower than the ack timeout");
+                return Ok(());
+            }
+            gateway.put_in_force(after.rules.clone());
+            // Redeliveries, each decided under the rules in force when sent:
+            // what the new rules refuse is not sent again.
+            for (reader, (requests, mut stream, task)) in streams.into_iter().enumerate() {
+                for (note, wire, row) in &rows {
+                    let was_sent = before.expect(reader, note).class() != "NONE";
+                    let now = after.expect(reader, note).class();
+                    if !was_sent {
+                        continue;
+                    }
+                    if now == "NONE" {
+                        count(&stats, "redelivery: now nothing");
+                        continue;
+                    }
+                    let frame = rt.block_on(next_frame(&mut stream)).expect("a redelivery");
+                    prop_assert_eq!(frame.sequence, row.sequence, "redeliveries come in order");
+                    let got = as_rendered(frame);
+                    check_delivery(&after, reader, note, wire, row, 2, Some(&got), &stats)?;
+                    count(&stats, format!("redelivery: now {now}"));
+                }
+                drop(requests);
+                // The stream ends cleanly; anything before its end would be a
+                // frame the new rules do not allow.
+                let rest = rt.block_on(next_frame(&mut stream));
+                prop_assert!(
+                    rest.as_ref().is_none_or(|frame| frame.attempt > 2),
+                    "a frame the rules in force refuse: {:?}",
+                    rest
+                );
+                rt.block_on(task).unwrap();
+            }
+            // One audit row per disclosed frame.
+            let audit = rt.block_on(store.audit_entries()).unwrap();
+            for (reader, _) in world.agencies.iter().enumerate() {
+                for (note, _, row) in &rows {
+                    let audited = |class: &str| {
+                        class == "WITHHELD" || (class == "FULL" && note.level != Level::Public)
+                    };
+                    let first = before.expect(reader, note).class();
+                    let again = after.expect(reader, note).class();
+                    let frames = match (first, again) {
+                        ("NONE", _) => 0,
+                        (first, "NONE") => usize::from(audited(first)),
+                        (first, again) => usize::from(audited(first)) + usize::from(audited(again)),
+                    };
+                    let rows_audited = audit
+                        .iter()
+                        .filter(|entry| {
+                            entry.action == "DELIVERY"
+                                && entry.sequence == Some(row.sequence)
+                                && entry.agency == agency_id(reader)
+                        })
+                        .count();
+                    prop_assert_eq!(
+                        rows_audited,
+                        frames,
+                        "audit rows of {} for {}",
+                        agency_id(reader),
+                        row.sequence
+                    );
+                }
+            }
+            Ok(())
+        })
+    });
+    finish(result);
+    let logs = logged(&logs);
+    assert!(
+        !logs.contains(CANARY),
+        "notification content was logged:\n{logs}"
+    );
+    let stats = stats.into_inner();
+    for wanted in [
+        "redelivery: now FULL",
+        "redelivery: now WITHHELD",
+        "redelivery: now nothing",
     ] {
         assert!(
             stats.get(wanted).copied().unwrap_or(0) > 0,

@@ -152,8 +152,7 @@ async fn wait(stream: &mut Outbound) -> Option<Result<pb::Delivery, tonic::Statu
 }
 
 fn put_in_force(gateway: &Gateway, registry: &str) {
-    gateway.rules.store(Arc::new(rules(registry)));
-    gateway.rules_version.send_modify(|version| *version += 1);
+    gateway.put_in_force(rules(registry));
 }
 
 #[tokio::test]
