@@ -38,7 +38,7 @@ use crate::identity::{self, PeerIdentity, Principal};
 use crate::policy::{self, PublishRefusal};
 use crate::refusals::Rpc;
 use crate::routing::{self, OpenRequest, Session};
-use crate::store::{AuditEntry, NewNotification, PublishOutcome, Store};
+use crate::store::{AuditEntry, NewNotification, PublishOutcome};
 
 /// Unary publishes running at once; more wait (until their deadline) for
 /// one to finish. Bounds the work a client can leave behind by abandoning
@@ -116,24 +116,10 @@ async fn audit_refusal(
         decision: code.to_owned(),
         reason: error.to_string(),
     };
-    if let Err(cause) = append_audit_detached(&gateway.store, vec![entry]).await {
+    // The store runs the write as a task of its own: a caller dropped
+    // meanwhile never cuts it short.
+    if let Err(cause) = gateway.store.append_audit(&[entry]).await {
         tracing::error!(error = %cause, "could not record a refusal in the audit log");
-    }
-}
-
-/// Appends `entries` to the audit log in a task of its own, which the
-/// caller awaits: a caller dropped meanwhile (an expired deadline, a
-/// dropped connection) never cuts the write short.
-async fn append_audit_detached(store: &Store, entries: Vec<AuditEntry>) -> Result<(), ApiError> {
-    let store = store.clone();
-    match tokio::spawn(async move { store.append_audit(&entries).await }).await {
-        Ok(result) => result.map_err(ApiError::from),
-        Err(failure) => match failure.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(_) => Err(ApiError::Unavailable(
-                "the gateway is shutting down; nothing was recorded".into(),
-            )),
-        },
     }
 }
 
@@ -362,27 +348,19 @@ impl Exchange for ExchangeService {
         request: Request<Streaming<pb::SubscribeRequest>>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let principal = self.authenticate(&request).await?;
-        let mut inbound = request.into_inner();
-        let open = match inbound.message().await? {
-            Some(pb::SubscribeRequest {
-                kind: Some(pb::subscribe_request::Kind::Open(open)),
-            }) => open,
-            Some(_) => {
-                return Err(Status::invalid_argument(
-                    "open: the first request must open the subscription",
-                ));
+        let inbound = request.into_inner();
+        match open_session(&self.gateway, principal.clone(), inbound).await {
+            Ok(stream) => Ok(Response::new(Box::pin(stream))),
+            // Undecodable requests are recorded by `refusals`, with the rest
+            // of the refusals made before any handler.
+            Err(status) if liandong_proto::codec::is_decode_refusal(&status) => Err(status),
+            Err(status) => {
+                let error = ApiError::Status(status);
+                let agency = principal.agency.id.to_string();
+                audit_refusal(&self.gateway, "SUBSCRIBE_REFUSED", agency, "", "", &error).await;
+                Err(error.into())
             }
-            None => {
-                return Err(Status::invalid_argument(
-                    "open: the request stream ended before opening",
-                ));
-            }
-        };
-        let open = OpenRequest::try_from(open).map_err(ApiError::from)?;
-        let session = Session::open(self.gateway.clone(), principal, open).await?;
-        let (sink, stream) = routing::outbound();
-        tokio::spawn(session.run(inbound, sink));
-        Ok(Response::new(Box::pin(stream)))
+        }
     }
 
     async fn get_case(
@@ -421,7 +399,11 @@ impl Exchange for ExchangeService {
             }
         }
         // Nothing is disclosed unless its disclosure is recorded first.
-        append_audit_detached(&self.gateway.store, audit).await?;
+        self.gateway
+            .store
+            .append_audit(&audit)
+            .await
+            .map_err(ApiError::from)?;
         if timeline.is_empty() {
             return Err(ApiError::NotFound(format!(
                 "no case {case_ref} that {} may see",
@@ -434,4 +416,33 @@ impl Exchange for ExchangeService {
             timeline,
         }))
     }
+}
+
+/// Reads the opening request of a Subscribe stream, opens the session and
+/// starts it; the status says why a subscription could not be opened.
+async fn open_session(
+    gateway: &Arc<Gateway>,
+    principal: Principal,
+    mut inbound: Streaming<pb::SubscribeRequest>,
+) -> Result<routing::Outbound, Status> {
+    let open = match inbound.message().await? {
+        Some(pb::SubscribeRequest {
+            kind: Some(pb::subscribe_request::Kind::Open(open)),
+        }) => open,
+        Some(_) => {
+            return Err(Status::invalid_argument(
+                "open: the first request must open the subscription",
+            ));
+        }
+        None => {
+            return Err(Status::invalid_argument(
+                "open: the request stream ended before opening",
+            ));
+        }
+    };
+    let open = OpenRequest::try_from(open).map_err(ApiError::from)?;
+    let session = Session::open(gateway.clone(), principal, open).await?;
+    let (sink, stream) = routing::outbound();
+    tokio::spawn(session.run(inbound, sink));
+    Ok(stream)
 }

@@ -4,7 +4,7 @@
 //! the rule, never SQL text, file paths or notification content.
 
 use liandong_core::domain::FieldError;
-use tonic::Status;
+use tonic::{Code, Status};
 
 use crate::store::{LogThrottle, StoreError};
 
@@ -37,6 +37,10 @@ pub enum ApiError {
     /// The store failed; nothing was written.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A status routing already decided (a subscription that cannot be
+    /// opened); it leaves as it is.
+    #[error("{}", .0.message())]
+    Status(Status),
 }
 
 impl ApiError {
@@ -50,6 +54,15 @@ impl ApiError {
             Self::FailedPrecondition(_) => Some("FAILED_PRECONDITION"),
             Self::NotFound(_) => Some("NOT_FOUND"),
             Self::Unavailable(_) | Self::Store(_) => None,
+            Self::Status(status) => match status.code() {
+                Code::Unauthenticated => Some("UNAUTHENTICATED"),
+                Code::InvalidArgument => Some("INVALID_ARGUMENT"),
+                Code::PermissionDenied => Some("PERMISSION_DENIED"),
+                Code::FailedPrecondition => Some("FAILED_PRECONDITION"),
+                Code::NotFound => Some("NOT_FOUND"),
+                Code::ResourceExhausted => Some("RESOURCE_EXHAUSTED"),
+                _ => None,
+            },
         }
     }
 }
@@ -71,6 +84,7 @@ impl From<ApiError> for Status {
                     "the gateway's store is unavailable; nothing was written, retry later",
                 )
             }
+            ApiError::Status(status) => status,
         }
     }
 }

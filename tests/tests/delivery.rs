@@ -456,6 +456,18 @@ async fn subscription_cap_refuses_with_resource_exhausted() {
         .map(|row| row.0)
         .collect();
     assert_eq!(names, ["a", "b"], "the refused one was not created");
+    // The refusal is recorded under its RPC's action.
+    let mut db = bed.connect_database().await;
+    let refusals: Vec<(String, String)> =
+        sqlx::query_as("SELECT agency, decision FROM audit_log WHERE action = 'SUBSCRIBE_REFUSED'")
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(
+        refusals,
+        [("cz-psb".to_owned(), "RESOURCE_EXHAUSTED".to_owned())],
+        "one audited refusal"
+    );
     // Existing subscriptions still open; other agencies are unaffected.
     Subscriber::open(&mut police, "a").await.unwrap();
     let mut procuratorate = bed.client("cz-procuratorate").await;
