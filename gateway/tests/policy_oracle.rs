@@ -741,6 +741,26 @@ fn count(stats: &Stats, key: impl Into<String>) {
     *stats.borrow_mut().entry(key.into()).or_default() += 1;
 }
 
+/// The notification `note` describes as its sender publishes it, and as
+/// the gateway hands it to the store.
+fn to_store(note: &NoteSpec, case_ref: &str, id: &str) -> (pb::Notification, NewNotification) {
+    let mut wire = notification(note, case_ref, id);
+    wire.sender = agency_id(note.sender);
+    let payload = wire.encode_to_vec();
+    let new = NewNotification {
+        sender: wire.sender.clone(),
+        notification_id: id.to_owned(),
+        case_ref: case_ref.to_owned(),
+        event: wire.event,
+        confidentiality: wire.confidentiality,
+        region: wire.region.clone(),
+        recipients: wire.recipients.clone(),
+        content_hash: Sha256::digest(&payload).to_vec(),
+        payload,
+    };
+    (wire, new)
+}
+
 fn class_of(got: Option<&(pb::Delivery, Decision)>) -> &'static str {
     match got {
         None => "NONE",
@@ -1037,20 +1057,7 @@ fn case_timeline_is_exactly_what_the_oracle_allows_in_order() {
             let mut originals = BTreeMap::new();
             let mut publish = |note: &NoteSpec, case_ref: &str, i: usize| {
                 let id = format!("t{k}-{case_ref}-{i}");
-                let mut wire = notification(note, case_ref, &id);
-                wire.sender = agency_id(note.sender);
-                let payload = wire.encode_to_vec();
-                let new = NewNotification {
-                    sender: agency_id(note.sender),
-                    notification_id: id.clone(),
-                    case_ref: case_ref.to_owned(),
-                    event: wire.event,
-                    confidentiality: wire.confidentiality,
-                    region: wire.region.clone(),
-                    recipients: wire.recipients.clone(),
-                    content_hash: Sha256::digest(&payload).to_vec(),
-                    payload,
-                };
+                let (wire, new) = to_store(note, case_ref, &id);
                 let outcome = rt.block_on(store.publish(&new)).unwrap();
                 assert!(matches!(outcome, PublishOutcome::Stored(_)));
                 originals.insert(id.clone(), (note.clone(), wire));
@@ -1206,21 +1213,7 @@ fn redeliveries_across_a_reload_follow_the_rules_in_force_when_sent() {
             ));
             let mut rows = Vec::new();
             for (i, note) in notes.iter().enumerate() {
-                let id = format!("r{k}-{i}");
-                let mut wire = notification(note, &case_ref, &id);
-                wire.sender = agency_id(note.sender);
-                let payload = wire.encode_to_vec();
-                let new = NewNotification {
-                    sender: agency_id(note.sender),
-                    notification_id: id,
-                    case_ref: case_ref.clone(),
-                    event: wire.event,
-                    confidentiality: wire.confidentiality,
-                    region: wire.region.clone(),
-                    recipients: wire.recipients.clone(),
-                    content_hash: Sha256::digest(&payload).to_vec(),
-                    payload,
-                };
+                let (wire, new) = to_store(note, &case_ref, &format!("r{k}-{i}"));
                 let PublishOutcome::Stored(receipt) = rt.block_on(store.publish(&new)).unwrap()
                 else {
                     panic!("a new id is stored");

@@ -731,10 +731,8 @@ async fn undecodable_request_refusal_is_audited() {
 
 mod undecodable {
     //! Raw request bytes to any Exchange RPC, and the status it ends with.
-    use bytes::{Buf, BufMut};
     use liandong_tests::Testbed;
     use tonic::Status;
-    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
     /// Sends `body` as the only request message of `rpc` as `agency`; the
     /// call must fail, and its status never carries the codec's marker.
@@ -749,7 +747,7 @@ mod undecodable {
         grpc.ready().await.unwrap();
         let path: http::uri::PathAndQuery = format!("/liandong.v1.Exchange/{rpc}").parse().unwrap();
         let request = tonic::Request::new(tokio_stream::iter(vec![body]));
-        let status = match grpc.streaming(request, path, Bytes).await {
+        let status = match grpc.streaming(request, path, crate::raw::RawCodec).await {
             Err(status) => status,
             Ok(response) => {
                 let mut stream = response.into_inner();
@@ -770,38 +768,5 @@ mod undecodable {
             "the refusal marker left the gateway: {status:?}"
         );
         status
-    }
-
-    /// Passes bytes through untouched.
-    struct Bytes;
-
-    impl Codec for Bytes {
-        type Encode = Vec<u8>;
-        type Decode = Vec<u8>;
-        type Encoder = Bytes;
-        type Decoder = Bytes;
-        fn encoder(&mut self) -> Bytes {
-            Bytes
-        }
-        fn decoder(&mut self) -> Bytes {
-            Bytes
-        }
-    }
-
-    impl Encoder for Bytes {
-        type Item = Vec<u8>;
-        type Error = Status;
-        fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-            dst.put_slice(&item);
-            Ok(())
-        }
-    }
-
-    impl Decoder for Bytes {
-        type Item = Vec<u8>;
-        type Error = Status;
-        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
-            Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
-        }
     }
 }
