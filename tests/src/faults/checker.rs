@@ -14,8 +14,8 @@
 //!   policy entitles to it;
 //! - `order`: within a session, first deliveries come in sequence order and
 //!   skip nothing that was not acknowledged before;
-//! - `redelivery-after-ack`: nothing acknowledged on a session comes again
-//!   on it;
+//! - `redelivery-after-ack`: nothing acknowledged on a session (1.5 s or
+//!   more before) comes again on it;
 //! - `policy`: no frame carried more than the rules in force when it was
 //!   received allowed (full content, or any frame where nothing was due);
 //! - `tamper-served`: content changed behind the gateway's back was never
@@ -32,6 +32,10 @@ use liandong_core::pb::{self, Confidentiality as Level};
 use super::history::{History, Op, Outcome, Violation};
 use super::oracle::{Decision, Registry};
 use super::workload::{CANARY, RECIPIENT, SUBSCRIPTIONS, key};
+
+/// How long the gateway may take to read an acknowledgement before a
+/// redelivery of what it acknowledged counts as a violation.
+const ACK_READ_WITHIN: Duration = Duration::from_millis(1500);
 
 /// A row of the notifications table, read straight from the store.
 #[derive(Debug, Clone)]
@@ -333,13 +337,14 @@ pub fn check(history: &History, rows: &[Row]) -> Vec<Violation> {
         let mut seen = HashSet::new();
         let mut last_new: Option<u64> = None;
         for f in frames {
-            // On this session: acknowledged well before (an ack still on
-            // its way does not count); on any: sent before at all.
+            // On this session: acknowledged well before (an ack the gateway
+            // may not have read yet, under load, does not count); on any:
+            // sent before at all.
             let acked_before = |sequence: u64, same_session: bool| {
                 acks.iter().any(|a| {
                     a.sequence == sequence
                         && if same_session {
-                            a.session == *session && a.at + Duration::from_millis(500) < f.at
+                            a.session == *session && a.at + ACK_READ_WITHIN < f.at
                         } else {
                             a.at < f.at
                         }

@@ -97,7 +97,7 @@ impl Workload {
                 history.clone(),
                 stop_publishing.clone(),
                 agency,
-                Rng::new(seed ^ (i as u64 + 1) * 0x9E37_79B9),
+                Rng::new(seed ^ ((i as u64 + 1) * 0x9E37_79B9)),
             )));
         }
         publishers.push(tokio::spawn(adapter_publisher(
@@ -425,6 +425,7 @@ async fn open(
     client: &mut ExchangeClient<Channel>,
     name: &str,
     stalled: bool,
+    lazy: bool,
 ) -> Result<Stream, tonic::Status> {
     let (requests, rx) = mpsc::channel(256);
     let open = pb::SubscriptionOpen {
@@ -433,10 +434,14 @@ async fn open(
             position: Some(pb::start_position::Position::Beginning(true)),
         }),
         // The stalled one lets the gateway send as much as it may; the
-        // others keep a short ack timeout so that unacknowledged
-        // deliveries are sent again while the run goes on.
+        // recipient keeps a short ack timeout so that the deliveries it
+        // leaves unacknowledged are sent again while the run goes on.
         max_in_flight: if stalled { 1024 } else { 256 },
-        ack_timeout_seconds: if stalled { 30 } else { 1 },
+        ack_timeout_seconds: match (stalled, lazy) {
+            (true, _) => 30,
+            (false, true) => 2,
+            (false, false) => 5,
+        },
         ..Default::default()
     };
     requests
@@ -473,7 +478,7 @@ async fn subscriber(
         };
         let mut stream = match tokio::time::timeout(
             Duration::from_secs(5),
-            open(&mut client, name, stall.is_some()),
+            open(&mut client, name, stall.is_some(), lazy),
         )
         .await
         {
@@ -516,9 +521,9 @@ async fn subscriber(
                 at: Instant::now(),
             });
             // The recipient leaves full RESTRICTED deliveries unacknowledged
-            // until their fourth attempt, so some are always awaiting
-            // redelivery (the ack timeout is one second).
-            if lazy && restricted && !delivery.withheld && delivery.attempt < 4 {
+            // until their third attempt, so some are always awaiting
+            // redelivery (its ack timeout is two seconds).
+            if lazy && restricted && !delivery.withheld && delivery.attempt < 3 {
                 continue;
             }
             if acked.insert(delivery.sequence) {
@@ -563,7 +568,7 @@ pub async fn probe(target: &Target, history: &Shared, owner: &str, name: &str, p
         return;
     };
     let Ok(Ok(mut stream)) =
-        tokio::time::timeout(Duration::from_secs(3), open(&mut client, name, true)).await
+        tokio::time::timeout(Duration::from_secs(3), open(&mut client, name, true, false)).await
     else {
         return;
     };
