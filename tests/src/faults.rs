@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use futures::FutureExt;
 use nix::sys::signal::Signal;
 
 use self::bed::Bed;
@@ -284,12 +285,16 @@ impl fmt::Display for Report {
 /// Runs the harness; the environment is removed whatever happens.
 pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
     let mut bed = Bed::create(config.backend).await?;
-    let result = run_on(&mut bed, &config).await;
+    // A panic in the run must not leave mounts, schemas or a stopped
+    // PostgreSQL behind: tear down first, then let it go on.
+    let result = std::panic::AssertUnwindSafe(run_on(&mut bed, &config))
+        .catch_unwind()
+        .await;
     bed.teardown().await;
     if config.backend == Backend::Postgres {
         inject::ensure_postgres_running();
     }
-    result
+    result.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 async fn run_on(bed: &mut Bed, config: &RunConfig) -> anyhow::Result<Report> {
