@@ -36,6 +36,7 @@ use liandong_core::tls::ClientCredentials;
 pub mod adapter_bed;
 pub mod demo_adapters;
 pub mod demo_story;
+pub mod faults;
 
 /// The dev registry: the agencies of the Changzhi mechanism.
 pub const REGISTRY: &str = include_str!("../../deploy/dev/agencies.toml");
