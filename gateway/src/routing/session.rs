@@ -25,7 +25,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use prost::Message;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -335,7 +335,7 @@ impl Session {
         S: Stream<Item = Result<pb::SubscribeRequest, Status>> + Unpin,
     {
         loop {
-            if let Err(halt) = self.step(out).await {
+            if let Err(halt) = self.step(inbound, out).await {
                 return halt;
             }
             let wake_at = [self.window.next_due(), self.flush_due()]
@@ -372,10 +372,37 @@ impl Session {
     }
 
     /// Sends what is new, redelivers what is due, writes the cursor if due.
-    async fn step(&mut self, out: &mpsc::Sender<pb::Delivery>) -> Result<(), Halt> {
+    async fn step<S>(
+        &mut self,
+        inbound: &mut S,
+        out: &mpsc::Sender<pb::Delivery>,
+    ) -> Result<(), Halt>
+    where
+        S: Stream<Item = Result<pb::SubscribeRequest, Status>> + Unpin,
+    {
+        self.apply_received(inbound)?;
         self.fill(out).await?;
+        // Sending new frames may have taken a while (a slow store, a full
+        // channel): what was acknowledged meanwhile is not due.
+        self.apply_received(inbound)?;
         self.redeliver_due(out).await?;
         self.flush_cursor(false).await.map_err(store_status)
+    }
+
+    /// Applies every request that has already arrived, without waiting, so
+    /// that an acknowledged frame is never judged due and sent again.
+    fn apply_received<S>(&mut self, inbound: &mut S) -> Result<(), Halt>
+    where
+        S: Stream<Item = Result<pb::SubscribeRequest, Status>> + Unpin,
+    {
+        while let Some(message) = inbound.next().now_or_never() {
+            match message {
+                Some(Ok(request)) => self.handle(request)?,
+                None => return Err(Halt::Left),
+                Some(Err(status)) => return Err(status.into()),
+            }
+        }
+        Ok(())
     }
 
     fn handle(&mut self, request: pb::SubscribeRequest) -> Result<(), Status> {
