@@ -367,6 +367,9 @@ async fn follow_store_health(
 ) {
     let mut healthy = store.health();
     let mut serving = true;
+    // Health may flip often on a nearly full disk: each direction is
+    // logged once per interval, with how often it happened.
+    let log = store::LogThrottle::default();
     loop {
         let now = *healthy.borrow_and_update();
         if now != serving {
@@ -381,12 +384,22 @@ async fn follow_store_health(
                 reporter
                     .set_serving::<ExchangeServer<api::ExchangeService>>()
                     .await;
-                tracing::warn!("store writes work again: health SERVING");
+                if let Some(count) = log.occurrence("serving") {
+                    tracing::warn!(
+                        occurrences = count,
+                        "store writes work again: health SERVING"
+                    );
+                }
             } else {
                 reporter
                     .set_not_serving::<ExchangeServer<api::ExchangeService>>()
                     .await;
-                tracing::error!("store writes fail: health NOT_SERVING until a write succeeds");
+                if let Some(count) = log.occurrence("not serving") {
+                    tracing::error!(
+                        occurrences = count,
+                        "store writes fail: health NOT_SERVING until a write succeeds"
+                    );
+                }
             }
         }
         if now {

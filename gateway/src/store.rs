@@ -370,21 +370,28 @@ impl Store {
                     *healthy = true;
                     changed
                 });
-                if recovered {
-                    tracing::warn!(store.write = what, "store writes work again");
+                if recovered
+                    && let Some(count) = self.shared.write_log.occurrence("store writes work again")
+                {
+                    tracing::warn!(
+                        store.write = what,
+                        recoveries = count,
+                        "store writes work again"
+                    );
                 }
             }
             Err(StoreError::Closed) => {}
             Err(error) => {
-                let failed = self.shared.healthy.send_if_modified(|healthy| {
+                self.shared.healthy.send_if_modified(|healthy| {
                     let changed = *healthy;
                     *healthy = false;
                     changed
                 });
-                if failed {
-                    tracing::error!(store.write = what, %error, "store write failed; the store is unhealthy until a write succeeds");
-                } else if let Some(count) = self.shared.write_log.occurrence(&error.to_string()) {
-                    tracing::error!(store.write = what, %error, occurrences = count, "store write failed");
+                // A disk that is nearly full fails large writes and takes
+                // small ones, so health may flip often: the failure is
+                // logged once per interval, with its count, either way.
+                if let Some(count) = self.shared.write_log.occurrence(&error.to_string()) {
+                    tracing::error!(store.write = what, %error, occurrences = count, "store write failed; the store is unhealthy until a write succeeds");
                 }
             }
         }
