@@ -23,6 +23,10 @@ use crate::{GatewayProcess, Pki, REGISTRY, binary};
 use super::Backend;
 use super::history::Change;
 
+/// The gateway cuts a stream it could not send to for this long; the
+/// stall fault checks that it does.
+pub const STALL_TIMEOUT_SECONDS: u64 = 3;
+
 /// Size of the tmpfs that holds the store.
 const STORE_TMPFS: &str = "size=48m";
 
@@ -149,7 +153,7 @@ impl Bed {
             format!(
                 "listen = \"127.0.0.1:{port}\"\nregistry = \"agencies.toml\"\n\n[tls]\nca = \"pki/ca.crt\"\n\
                  cert = \"pki/gateway.crt\"\nkey = \"pki/gateway.key\"\nhandshake_timeout_seconds = 2\n\n\
-                 [database]\nurl = \"{config_url}\"\n\n[delivery]\npoll_interval_ms = 200\n\n\
+                 [database]\nurl = \"{config_url}\"\n\n[delivery]\npoll_interval_ms = 200\nstall_timeout_seconds = {STALL_TIMEOUT_SECONDS}\n\n\
                  [shutdown]\ngrace_seconds = 5\n"
             ),
         )?;

@@ -14,6 +14,7 @@ use sqlx::Row as _;
 use liandong_core::pb::{self, Confidentiality as Level};
 
 use super::bed::Bed;
+use super::bed::STALL_TIMEOUT_SECONDS;
 use super::history::{Change, Epoch, FaultEvent, Outcome, Shared, Via, Violation};
 use super::workload::{RECIPIENT, STALLED, Target, Workload, key, probe};
 use super::{Backend, Fault, Rng};
@@ -291,7 +292,22 @@ async fn stall(bed: &mut Bed, history: &Shared, workload: &Workload) -> String {
         .stall
         .store(false, std::sync::atomic::Ordering::SeqCst);
     let to = Instant::now();
-    let (others, owed, cut) = {
+    // The cut reaches the subscriber once it reads again: wait for it.
+    let cut_by = to + Duration::from_secs(10);
+    let ended = || {
+        history
+            .lock()
+            .expect("history")
+            .session_ends
+            .iter()
+            .find(|(s, _, _, at)| *s == stalled && *at >= from)
+            .map(|(_, _, status, at)| (status.clone(), *at))
+    };
+    while ended().is_none() && Instant::now() < cut_by {
+        pause(100).await;
+    }
+    let cut = ended();
+    let (others, owed) = {
         let history = history.lock().expect("history");
         let others = history
             .frames
@@ -308,14 +324,7 @@ async fn stall(bed: &mut Bed, history: &Shared, workload: &Workload) -> String {
                     && op.notification.confidentiality != Level::Restricted as i32
             })
             .count();
-        let cut = history
-            .session_ends
-            .iter()
-            .find(|(s, _, _, at)| *s == stalled && *at >= from && *at <= to)
-            .map(|(_, _, status, at)| {
-                format!("cut after {:.1} s ({status})", (*at - from).as_secs_f64())
-            });
-        (others, owed, cut)
+        (others, owed)
     };
     if owed > 0 && others == 0 {
         violation(
@@ -327,9 +336,24 @@ async fn stall(bed: &mut Bed, history: &Shared, workload: &Workload) -> String {
             ),
         );
     }
+    let cut = match cut {
+        Some((status, _)) if status.contains("stopped reading") => {
+            format!("cut ({status})")
+        }
+        other => {
+            violation(
+                history,
+                Fault::Stall,
+                "stall-cut",
+                format!(
+                    "{stalled} stopped reading for 8 s (threshold {STALL_TIMEOUT_SECONDS} s) and its stream was not cut: {other:?}"
+                ),
+            );
+            "not cut".to_owned()
+        }
+    };
     format!(
-        "stalled stream {}; {member} got {others} frames meanwhile; gateway RSS {rss_before}→{rss_after} KiB",
-        cut.unwrap_or_else(|| "not cut within 8 s".into())
+        "stalled stream {cut}; {member} got {others} frames meanwhile; gateway RSS {rss_before}→{rss_after} KiB"
     )
 }
 
@@ -347,12 +371,14 @@ struct FullRow {
     received_at: i64,
     content_hash: Vec<u8>,
     payload: Vec<u8>,
+    /// The row's link in the store's hash chain; restored with the row.
+    chain: Option<Vec<u8>>,
 }
 
 async fn full_rows(conn: &mut sqlx::AnyConnection) -> anyhow::Result<Vec<FullRow>> {
     let rows = sqlx::query(
         "SELECT sequence, sender, notification_id, case_ref, event, confidentiality, region, \
-         recipients, received_at, content_hash, payload FROM notifications ORDER BY sequence",
+         recipients, received_at, content_hash, payload, chain FROM notifications ORDER BY sequence",
     )
     .fetch_all(conn)
     .await?;
@@ -370,6 +396,7 @@ async fn full_rows(conn: &mut sqlx::AnyConnection) -> anyhow::Result<Vec<FullRow
                 received_at: r.try_get("received_at")?,
                 content_hash: r.try_get("content_hash")?,
                 payload: r.try_get("payload")?,
+                chain: r.try_get("chain")?,
             })
         })
         .collect()
@@ -614,8 +641,8 @@ async fn tamper(
             } else {
                 sqlx::query(
                     "INSERT INTO notifications (sequence, sender, notification_id, case_ref, event, \
-                     confidentiality, region, recipients, received_at, content_hash, payload) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                     confidentiality, region, recipients, received_at, content_hash, payload, chain) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                 )
                 .bind(last.sequence)
                 .bind(&last.sender)
@@ -628,6 +655,7 @@ async fn tamper(
                 .bind(last.received_at)
                 .bind(&last.content_hash)
                 .bind(&last.payload)
+                .bind(&last.chain)
                 .execute(&mut conn)
                 .await?;
             }

@@ -230,13 +230,27 @@ pub async fn publish_once(
 
 /// A client for `agency`, or None if the gateway cannot be reached now.
 pub async fn connect(target: &Target, agency: &str) -> Option<ExchangeClient<Channel>> {
+    connect_with_window(target, agency, None).await
+}
+
+/// HTTP/2 stream window of the subscriber that stops reading: small, so the
+/// gateway's frames back up into its own channel while it is stalled (with
+/// the default window of megabytes the client would buffer them all).
+const STALLED_STREAM_WINDOW: u32 = 4096;
+
+/// A client for `agency` whose streams may hold `window` bytes the client
+/// has not read, or None if the gateway cannot be reached now.
+async fn connect_with_window(
+    target: &Target,
+    agency: &str,
+    window: Option<u32>,
+) -> Option<ExchangeClient<Channel>> {
     let credentials = (target.credentials)(agency);
-    match tokio::time::timeout(
-        Duration::from_secs(3),
-        credentials.connect(&target.url, None),
-    )
-    .await
-    {
+    let endpoint = credentials
+        .endpoint(&target.url, None)
+        .ok()?
+        .initial_stream_window_size(window);
+    match tokio::time::timeout(Duration::from_secs(3), endpoint.connect()).await {
         Ok(Ok(channel)) => Some(ExchangeClient::new(channel)),
         _ => None,
     }
@@ -472,7 +486,8 @@ async fn subscriber(
     let lazy = owner == RECIPIENT;
     let mut session = 0;
     while !stop.is_cancelled() {
-        let Some(mut client) = connect(&target, owner).await else {
+        let window = stall.as_ref().map(|_| STALLED_STREAM_WINDOW);
+        let Some(mut client) = connect_with_window(&target, owner, window).await else {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
