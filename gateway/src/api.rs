@@ -306,10 +306,25 @@ impl Exchange for ExchangeService {
         request: Request<Streaming<pb::PublishRequest>>,
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
         let principal = self.authenticate(&request).await?;
+        let cap = self.gateway.delivery.max_streams_per_agency;
+        let slot = match self.gateway.publish_streams.open(&principal.agency.id, cap) {
+            Ok(slot) => slot,
+            Err(open) => {
+                let error = ApiError::ResourceExhausted(format!(
+                    "{} has {open} publishing streams open, the most limits.max_streams_per_agency ({cap}) allows; close one first",
+                    principal.agency.id
+                ));
+                let agency = principal.agency.id.to_string();
+                audit_refusal(&self.gateway, "PUBLISH_REFUSED", agency, "", "", &error).await;
+                return Err(error.into());
+            }
+        };
         let mut inbound = request.into_inner();
         let gateway = self.gateway.clone();
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
+            // The slot is given back however the stream ends.
+            let _slot = slot;
             loop {
                 let next = tokio::select! {
                     next = inbound.message() => next,

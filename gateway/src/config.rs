@@ -221,7 +221,8 @@ pub struct GatewayConfig {
     /// Stored subscriptions one agency may have; a new one beyond is
     /// `RESOURCE_EXHAUSTED`.
     pub max_subscriptions_per_agency: u32,
-    /// Subscribe streams one agency may have open at once; one more is
+    /// Subscribe streams one agency may have open at once, and, counted
+    /// separately, `PublishStream` calls; one more of either is
     /// `RESOURCE_EXHAUSTED`.
     pub max_streams_per_agency: u32,
     /// How long shutdown waits for in-flight work.

@@ -31,6 +31,9 @@ pub enum ApiError {
     /// Nothing the caller may see exists under that name.
     #[error("not found: {0}")]
     NotFound(String),
+    /// A per-agency cap is reached; the message names it.
+    #[error("resource exhausted: {0}")]
+    ResourceExhausted(String),
     /// The gateway is shutting down.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -53,6 +56,7 @@ impl ApiError {
             Self::PermissionDenied(_) => Some("PERMISSION_DENIED"),
             Self::FailedPrecondition(_) => Some("FAILED_PRECONDITION"),
             Self::NotFound(_) => Some("NOT_FOUND"),
+            Self::ResourceExhausted(_) => Some("RESOURCE_EXHAUSTED"),
             Self::Unavailable(_) | Self::Store(_) => None,
             Self::Status(status) => match status.code() {
                 Code::Unauthenticated => Some("UNAUTHENTICATED"),
@@ -75,6 +79,7 @@ impl From<ApiError> for Status {
             ApiError::PermissionDenied(message) => Status::permission_denied(message),
             ApiError::FailedPrecondition(message) => Status::failed_precondition(message),
             ApiError::NotFound(message) => Status::not_found(message),
+            ApiError::ResourceExhausted(message) => Status::resource_exhausted(message),
             ApiError::Unavailable(message) => Status::unavailable(message),
             ApiError::Store(cause) => {
                 if let Some(count) = STORE_ERRORS.occurrence(&cause.to_string()) {

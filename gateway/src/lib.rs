@@ -10,6 +10,7 @@
 //! - [`deadline`]: expired client deadlines answered `DEADLINE_EXCEEDED`.
 //! - [`refusals`]: refusals made before any handler (undecodable or
 //!   oversized requests) recorded in the audit log.
+//! - [`quota`]: open `PublishStream` calls per agency, against their cap.
 //! - [`policy`]: who may see what of a notification.
 //! - [`routing`]: durable subscriptions: filters, windows, acks, redelivery.
 //! - [`store`]: SQLite/PostgreSQL persistence and migrations.
@@ -25,6 +26,7 @@ pub mod deadline;
 pub mod error;
 pub mod identity;
 pub mod policy;
+pub mod quota;
 pub mod refusals;
 pub mod routing;
 pub mod store;
@@ -66,6 +68,9 @@ pub struct Gateway {
     pub stop: CancellationToken,
     /// Subscription timing and per-agency caps.
     pub delivery: DeliverySettings,
+    /// Open `PublishStream` calls per agency, held against
+    /// `limits.max_streams_per_agency`.
+    pub publish_streams: quota::OpenStreams,
 }
 
 impl Gateway {
@@ -79,6 +84,7 @@ impl Gateway {
             sessions: Sessions::new(latest),
             stop: CancellationToken::new(),
             delivery,
+            publish_streams: quota::OpenStreams::default(),
         }
     }
 

@@ -63,7 +63,8 @@ pub struct DeliverySettings {
     pub cursor_flush: Duration,
     /// Stored subscriptions per agency.
     pub max_subscriptions_per_agency: u32,
-    /// Open subscription streams per agency.
+    /// Open subscription streams per agency (and, counted separately by
+    /// `quota`, open `PublishStream` calls).
     pub max_streams_per_agency: u32,
 }
 

@@ -474,6 +474,89 @@ async fn subscription_cap_refuses_with_resource_exhausted() {
     Subscriber::open(&mut procuratorate, "c").await.unwrap();
 }
 
+/// Opens a PublishStream as `client` and publishes `id` on it; returns the
+/// request side (the stream stays open while it lives) or the refusal.
+async fn open_publish_stream(
+    client: &mut ExchangeClient<Channel>,
+    id: &str,
+) -> Result<tokio::sync::mpsc::Sender<pb::PublishRequest>, tonic::Status> {
+    let (requests, rx) = tokio::sync::mpsc::channel(4);
+    requests
+        .send(pb::PublishRequest {
+            notification: Some(notification(
+                id,
+                "C-PS",
+                Event::ClueShared,
+                Level::Internal,
+                &[],
+            )),
+        })
+        .await
+        .unwrap();
+    let mut receipts = client
+        .publish_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let receipt = receipts
+        .message()
+        .await?
+        .expect("a receipt for the first request");
+    assert_eq!(receipt.notification_id, id);
+    Ok(requests)
+}
+
+#[tokio::test]
+async fn publish_stream_cap_refuses_with_resource_exhausted() {
+    let bed = Testbed::start_with("\n[limits]\nmax_streams_per_agency = 1\n").unwrap();
+    let mut eeb = bed.client("cz-eeb").await;
+    let first = open_publish_stream(&mut eeb, "ps-1").await.unwrap();
+    let refused = open_publish_stream(&mut eeb, "ps-2").await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        refused
+            .message()
+            .contains("limits.max_streams_per_agency (1)"),
+        "{refused:?}"
+    );
+    // Another agency has its own count; a unary publish is not a stream.
+    let mut psb = bed.client("cz-psb").await;
+    let _other = open_publish_stream(&mut psb, "ps-3").await.unwrap();
+    publish(
+        &mut eeb,
+        notification("ps-4", "C-PS", Event::ClueShared, Level::Internal, &[]),
+    )
+    .await
+    .unwrap();
+    // Closing the first stream gives its slot back.
+    drop(first);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        match open_publish_stream(&mut eeb, "ps-5").await {
+            Ok(_) => break,
+            Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the closed stream's slot was never given back"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(status) => panic!("{status:?}"),
+        }
+    }
+    let mut db = bed.connect_database().await;
+    let refusals: Vec<(String, String)> = sqlx::query_as(
+        "SELECT agency, decision FROM audit_log WHERE action = 'PUBLISH_REFUSED' AND decision = 'RESOURCE_EXHAUSTED'",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    assert!(
+        !refusals.is_empty() && refusals.iter().all(|(agency, _)| agency == "cz-eeb"),
+        "refusals are audited: {refusals:?}"
+    );
+    assert_eq!(bed.stored_count().await, 4, "ps-2 was never stored");
+}
+
 #[tokio::test]
 async fn stream_cap_refuses_with_resource_exhausted() {
     let bed = Testbed::start_with("\n[limits]\nmax_streams_per_agency = 2\n").unwrap();
