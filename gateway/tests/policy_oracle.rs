@@ -917,6 +917,34 @@ fn finish(result: Result<(), String>) {
     }
 }
 
+/// Ends a property test: its result first, then that the logs were
+/// captured (`captured` appears in them, when given) and carry no content,
+/// then that every `wanted` kind of case was exercised.
+fn conclude(
+    result: Result<(), String>,
+    logs: &Arc<Mutex<Vec<u8>>>,
+    captured: Option<&str>,
+    stats: Stats,
+    wanted: &[&str],
+) {
+    finish(result);
+    let logs = logged(logs);
+    if let Some(marker) = captured {
+        assert!(logs.contains(marker), "logs are not captured");
+    }
+    assert!(
+        !logs.contains(CANARY),
+        "notification content was logged:\n{logs}"
+    );
+    let stats = stats.into_inner();
+    for wanted in wanted {
+        assert!(
+            stats.get(*wanted).copied().unwrap_or(0) > 0,
+            "no case exercised {wanted}: {stats:?}"
+        );
+    }
+}
+
 struct Sink(Arc<Mutex<Vec<u8>>>);
 
 impl io::Write for Sink {
@@ -1001,36 +1029,26 @@ fn delivery_matches_the_oracle_and_leaks_nothing() {
             Ok(())
         })
     });
-    finish(result);
-    let logs = logged(&logs);
-    assert!(
-        logs.contains("log capture is live"),
-        "logs are not captured"
+    conclude(
+        result,
+        &logs,
+        Some("log capture is live"),
+        stats,
+        &[
+            "Full(\"own\")",
+            "Full(\"public\")",
+            "Full(\"member\")",
+            "Full(\"listed\")",
+            "Full(\"ancestor\")",
+            "full, with fields stripped",
+            "full via ancestor at depth Some(2)",
+            "Withheld(\"clearance\")",
+            "Withheld(\"oversight\")",
+            "Nothing(\"not entitled\")",
+            "Nothing(\"internal-below-clearance\")",
+            "ancestor with the flag off: Nothing(\"not entitled\")",
+        ],
     );
-    assert!(
-        !logs.contains(CANARY),
-        "notification content was logged:\n{logs}"
-    );
-    let stats = stats.into_inner();
-    for wanted in [
-        "Full(\"own\")",
-        "Full(\"public\")",
-        "Full(\"member\")",
-        "Full(\"listed\")",
-        "Full(\"ancestor\")",
-        "full, with fields stripped",
-        "full via ancestor at depth Some(2)",
-        "Withheld(\"clearance\")",
-        "Withheld(\"oversight\")",
-        "Nothing(\"not entitled\")",
-        "Nothing(\"internal-below-clearance\")",
-        "ancestor with the flag off: Nothing(\"not entitled\")",
-    ] {
-        assert!(
-            stats.get(wanted).copied().unwrap_or(0) > 0,
-            "no case exercised {wanted}: {stats:?}"
-        );
-    }
 }
 
 #[test]
@@ -1133,24 +1151,18 @@ fn case_timeline_is_exactly_what_the_oracle_allows_in_order() {
             Ok(())
         })
     });
-    finish(result);
-    let logs = logged(&logs);
-    assert!(
-        !logs.contains(CANARY),
-        "notification content was logged:\n{logs}"
+    conclude(
+        result,
+        &logs,
+        None,
+        stats,
+        &[
+            "timeline of 0 entries",
+            "timeline of 3 entries",
+            "Withheld(\"clearance\")",
+            "Withheld(\"oversight\")",
+        ],
     );
-    let stats = stats.into_inner();
-    for wanted in [
-        "timeline of 0 entries",
-        "timeline of 3 entries",
-        "Withheld(\"clearance\")",
-        "Withheld(\"oversight\")",
-    ] {
-        assert!(
-            stats.get(wanted).copied().unwrap_or(0) > 0,
-            "no case exercised {wanted}: {stats:?}"
-        );
-    }
 }
 
 /// The frame a session sent, with the decision it shows, for
@@ -1334,23 +1346,17 @@ fn redeliveries_across_a_reload_follow_the_rules_in_force_when_sent() {
             Ok(())
         })
     });
-    finish(result);
-    let logs = logged(&logs);
-    assert!(
-        !logs.contains(CANARY),
-        "notification content was logged:\n{logs}"
+    conclude(
+        result,
+        &logs,
+        None,
+        stats,
+        &[
+            "redelivery: now FULL",
+            "redelivery: now WITHHELD",
+            "redelivery: now nothing",
+        ],
     );
-    let stats = stats.into_inner();
-    for wanted in [
-        "redelivery: now FULL",
-        "redelivery: now WITHHELD",
-        "redelivery: now nothing",
-    ] {
-        assert!(
-            stats.get(wanted).copied().unwrap_or(0) > 0,
-            "no case exercised {wanted}: {stats:?}"
-        );
-    }
 }
 
 #[test]
@@ -1453,36 +1459,26 @@ fn publish_refusals_follow_the_rules_and_leak_nothing() {
             Ok(())
         })
     });
-    finish(result);
+    conclude(
+        result,
+        &logs,
+        Some("publish refused"),
+        stats,
+        &[
+            "accepted",
+            "refused: event not granted",
+            "refused: a recipient below the level",
+            "refused: marked above the sender's clearance",
+            "refused: an unregistered recipient",
+            "invalid",
+        ],
+    );
     let audit = rt.block_on(gateway.store.audit_entries()).unwrap();
     assert!(audit.iter().any(|e| e.action == "PUBLISH_REFUSED"));
     for entry in &audit {
         assert!(
             !format!("{entry:?}").contains(CANARY),
             "canary in audit: {entry:?}"
-        );
-    }
-    let logs = logged(&logs);
-    assert!(
-        logs.contains("publish refused"),
-        "gateway logs are not captured"
-    );
-    assert!(
-        !logs.contains(CANARY),
-        "notification content was logged:\n{logs}"
-    );
-    let stats = stats.into_inner();
-    for wanted in [
-        "accepted",
-        "refused: event not granted",
-        "refused: a recipient below the level",
-        "refused: marked above the sender's clearance",
-        "refused: an unregistered recipient",
-        "invalid",
-    ] {
-        assert!(
-            stats.get(wanted).copied().unwrap_or(0) > 0,
-            "no case exercised {wanted}: {stats:?}"
         );
     }
 }
