@@ -86,6 +86,29 @@ async fn narrow_client(bed: &Testbed, agency: &str) -> ExchangeClient<Channel> {
     ExchangeClient::new(channel)
 }
 
+/// A subscriber of `agency` whose client holds little unread (a 4 KiB
+/// HTTP/2 stream window) and whose window of unacknowledged deliveries is
+/// the largest allowed: with a backlog, the gateway always has frames it
+/// cannot send yet. The client is returned so the caller decides when the
+/// connection goes.
+async fn backlogged(
+    bed: &Testbed,
+    agency: &str,
+    name: &str,
+) -> (ExchangeClient<Channel>, Subscriber) {
+    let mut client = narrow_client(bed, agency).await;
+    let subscriber = Subscriber::open_with(
+        &mut client,
+        pb::SubscriptionOpen {
+            max_in_flight: 1024,
+            ..open_request(name)
+        },
+    )
+    .await
+    .unwrap();
+    (client, subscriber)
+}
+
 fn open_request(name: &str) -> pb::SubscriptionOpen {
     pb::SubscriptionOpen {
         name: name.to_owned(),
@@ -334,16 +357,7 @@ async fn subscriber_dropping_mid_batch_loses_nothing() {
     let mut eeb = bed.client("cz-eeb").await;
     publish_clues(&mut eeb, "n", "C-1", 0..TOTAL).await;
 
-    let mut police = narrow_client(&bed, "cz-psb").await;
-    let mut first = Subscriber::open_with(
-        &mut police,
-        pb::SubscriptionOpen {
-            max_in_flight: 1024,
-            ..open_request("inbox")
-        },
-    )
-    .await
-    .unwrap();
+    let (police, mut first) = backlogged(&bed, "cz-psb", "inbox").await;
     let acked = first.take_acked(10, WAIT).await;
     // The gateway is now waiting to send the rest of its batch: the
     // client's window is full. Drop the whole client mid-batch; the
@@ -379,18 +393,9 @@ async fn stalled_reader_is_cut_and_resumes() {
     std::fs::write(&bed.config, config).unwrap();
     bed.restart().unwrap();
 
-    let mut stalled_client = narrow_client(&bed, "cz-psb").await;
     // A window far larger than what the client's HTTP/2 window holds: the
     // gateway always has frames to send.
-    let mut stalled = Subscriber::open_with(
-        &mut stalled_client,
-        pb::SubscriptionOpen {
-            max_in_flight: 1024,
-            ..open_request("stalled")
-        },
-    )
-    .await
-    .unwrap();
+    let (_stalled_client, mut stalled) = backlogged(&bed, "cz-psb", "stalled").await;
     let mut procuratorate = bed.client("cz-procuratorate").await;
     let mut other = Subscriber::open(&mut procuratorate, "other").await.unwrap();
 
@@ -664,16 +669,7 @@ async fn reload_reaches_a_stream_waiting_to_send() {
     publish_clues(&mut eeb, "n", "C-1", 0..200).await;
     // A reader that stops reading with a backlog: the gateway waits for
     // room to send (the stall threshold is the default 30 s).
-    let mut police = narrow_client(&bed, "cz-psb-xiangyuan").await;
-    let mut inbox = Subscriber::open_with(
-        &mut police,
-        pb::SubscriptionOpen {
-            max_in_flight: 1024,
-            ..open_request("inbox")
-        },
-    )
-    .await
-    .unwrap();
+    let (_police, mut inbox) = backlogged(&bed, "cz-psb-xiangyuan", "inbox").await;
     bed.wait_for_log("subscription opened", "the stream opened")
         .await;
 

@@ -347,6 +347,16 @@ async fn audit_log_appends_and_refuses_changes() {
     }
 }
 
+/// Publishes `n1` … `n{count}` from cz-eeb on case C-1.
+async fn publish_clues(store: &Store, count: usize) {
+    for i in 1..=count {
+        store
+            .publish(&new_notification("cz-eeb", &format!("n{i}"), "C-1", "x"))
+            .await
+            .unwrap();
+    }
+}
+
 async fn exec(store: &Store, sql: &str) {
     sqlx::query(sql)
         .execute(&store.pool)
@@ -538,12 +548,7 @@ async fn sqlite_full_disk_gives_no_receipt_and_writes_resume_when_space_returns(
 #[tokio::test]
 async fn sequences_are_never_reused_after_rows_are_deleted() {
     for (store, _guard) in backends().await {
-        for i in 1..=4 {
-            store
-                .publish(&new_notification("cz-eeb", &format!("n{i}"), "C-1", "x"))
-                .await
-                .unwrap();
-        }
+        publish_clues(&store, 4).await;
         exec(&store, "DELETE FROM notifications WHERE sequence >= 3").await;
         assert_eq!(store.latest_sequence().await.unwrap(), 4);
         let next = stored(
@@ -580,12 +585,7 @@ async fn sequences_are_never_reused_after_rows_are_deleted() {
 #[tokio::test]
 async fn tampered_rows_are_never_returned() {
     for (store, _guard) in backends().await {
-        for i in 1..=5 {
-            store
-                .publish(&new_notification("cz-eeb", &format!("n{i}"), "C-1", "x"))
-                .await
-                .unwrap();
-        }
+        publish_clues(&store, 5).await;
         // 2: content edited; 3: a routing column set to PUBLIC; 4: content
         // and its hash edited together (only the chain tells).
         let edited = new_notification("cz-eeb", "n2", "C-1", "forged").payload;
@@ -741,12 +741,7 @@ async fn rows_from_before_the_chain_are_linked_once_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("store.db").display());
     let store = Store::connect(&url, 2).await.unwrap();
-    for i in 1..=3 {
-        store
-            .publish(&new_notification("cz-eeb", &format!("n{i}"), "C-1", "x"))
-            .await
-            .unwrap();
-    }
+    publish_clues(&store, 3).await;
     // As the migration leaves a store that had rows.
     exec(&store, "UPDATE notifications SET chain = NULL").await;
     exec(&store, "UPDATE store_state SET last_chain = NULL").await;
