@@ -184,21 +184,69 @@ async fn run(dir: &Path) -> anyhow::Result<()> {
     }
 }
 
-/// The gateway, the daemons, the story, the report and the checks.
+/// The story's phases, in order: the gateway, the daemons, the story, the
+/// report, the checks and the shutdown, then the verdict.
 async fn play(
     dir: &Path,
     registry: &Registry,
     adapter: &Path,
     deadline: Instant,
 ) -> anyhow::Result<()> {
-    let display = |id: &str| -> String {
-        registry
+    let names = Names(registry);
+    let gateway = start_gateway(dir)?;
+    let daemons = start_daemons(dir, adapter, &gateway.url(), &names, deadline).await?;
+    let story = publish_story(&daemons, deadline).await?;
+    let inboxes = collect(&daemons, &story, deadline).await?;
+    report(&inboxes, &story, &names);
+    let mut checks = check_disclosure(&inboxes, &story, registry);
+    checks.extend(shut_down(daemons, gateway).await?);
+    verdict(&checks, deadline)
+}
+
+/// An agency's name as registered, for display.
+struct Names<'r>(&'r Registry);
+
+impl Names<'_> {
+    fn display(&self, id: &str) -> String {
+        self.0
             .agencies()
             .find(|a| a.id.as_str() == id)
             .map_or_else(|| id.to_owned(), |a| format!("{} ({id})", a.name))
-    };
+    }
+}
 
-    // --- The gateway ------------------------------------------------------
+/// What was published, in the order of its sequences, and the sequences of
+/// the notifications the checks look at.
+struct Story {
+    published: Vec<(pb::Notification, u64)>,
+    clue: u64,
+    transfer: u64,
+    announcement: u64,
+}
+
+/// What each subscriber's case system found in its folder sink.
+struct Inboxes<'a>(Vec<(&'a str, Vec<pb::Delivery>)>);
+
+impl Inboxes<'_> {
+    fn of(&self, agency: &str) -> &[pb::Delivery] {
+        self.0
+            .iter()
+            .find(|(a, _)| *a == agency)
+            .map_or(&[], |(_, d)| d.as_slice())
+    }
+
+    fn delivered(&self, agency: &str, sequence: u64) -> Option<&pb::Delivery> {
+        self.of(agency).iter().find(|d| d.sequence == sequence)
+    }
+}
+
+/// One closing check: whether it passed and the line that says what it
+/// found.
+type Check = (bool, String);
+
+/// The gateway on a loopback port, with the development PKI and every
+/// agency's signing key registered.
+fn start_gateway(dir: &Path) -> anyhow::Result<GatewayProcess> {
     println!("\nStarting the gateway");
     let pki = Pki::create(dir).context("creating the development PKI")?;
     // Every agency's public key is registered: the gateway then requires
@@ -211,27 +259,35 @@ async fn play(
     // In place rather than on a blocking thread: if the demo is interrupted,
     // a gateway that is starting must not outlive it (nor write into the
     // directory being removed).
-    let mut gateway = tokio::task::block_in_place(|| GatewayProcess::start(&config, &log))
+    let gateway = tokio::task::block_in_place(|| GatewayProcess::start(&config, &log))
         .context("starting liandong-gateway")?;
     println!(
         "  liandong-gateway listening on {} (pid {}), mutual TLS only",
         gateway.url(),
         gateway.pid()
     );
+    Ok(gateway)
+}
 
-    // --- 1. One adapter daemon per agency ---------------------------------
+/// One adapter daemon per agency, each subscribed from the beginning.
+async fn start_daemons(
+    dir: &Path,
+    adapter: &Path,
+    url: &str,
+    names: &Names<'_>,
+    deadline: Instant,
+) -> anyhow::Result<Vec<AdapterDaemon>> {
     println!(
         "\nStarting one liandong-adapter daemon per agency (config adapter-<id>.toml): \
          subscription \"{SUBSCRIPTION}\" from the beginning, delivered to a folder sink \
          (adapters/<id>/inbox/, one JSON file each)"
     );
-    let url = gateway.url();
-    let mut daemons = futures::future::try_join_all(SUBSCRIBERS.iter().map(|agency| {
+    let daemons = futures::future::try_join_all(SUBSCRIBERS.iter().map(|agency| {
         AdapterDaemon::start(
             adapter,
             dir,
             agency,
-            &url,
+            url,
             demo_story::source_of(agency),
             SUBSCRIPTION,
             deadline,
@@ -248,12 +304,17 @@ async fn play(
         };
         println!(
             "  {}: pid {}, {source}",
-            display(daemon.agency()),
+            names.display(daemon.agency()),
             daemon.pid()
         );
     }
+    Ok(daemons)
+}
 
-    // --- 2. The story, handed over one notification at a time --------------
+/// The story, handed over one notification at a time, each once the
+/// previous one is stored: the order of the story is the order of the
+/// sequences.
+async fn publish_story(daemons: &[AdapterDaemon], deadline: Instant) -> anyhow::Result<Story> {
     println!(
         "\nPublishing: sender → event (level) → sequence, as each case system hands the \
          notification to its adapter"
@@ -278,8 +339,6 @@ async fn play(
             event_name(n.event)
         );
         std::io::Write::flush(&mut std::io::stdout())?;
-        // The next is handed over only once this one is stored: the order
-        // of the story is the order of the sequences.
         match daemon.publish(&step.name, n, deadline).await {
             Ok((sequence, via)) => {
                 println!("#{sequence}  ({via})");
@@ -296,13 +355,24 @@ async fn play(
             .iter()
             .find(|(n, _)| n.event == event as i32)
             .map(|(_, sequence)| *sequence)
-            .expect("the story has this event")
+            .context("the story has this event")
     };
-    let clue = sequence_of(Event::ClueShared);
-    let transfer = sequence_of(Event::CaseTransferred);
-    let announcement = sequence_of(Event::JointAnnouncement);
+    Ok(Story {
+        clue: sequence_of(Event::ClueShared)?,
+        transfer: sequence_of(Event::CaseTransferred)?,
+        announcement: sequence_of(Event::JointAnnouncement)?,
+        published,
+    })
+}
 
-    // --- Every sink has written the announcement (the last one) ------------
+/// Waits until every sink has written the announcement (the last
+/// notification), or [`COLLECT_TIMEOUT`] passes, and reads every inbox.
+async fn collect(
+    daemons: &[AdapterDaemon],
+    story: &Story,
+    deadline: Instant,
+) -> anyhow::Result<Inboxes<'static>> {
+    let announcement = story.announcement;
     let collect_deadline = deadline.min(Instant::now() + COLLECT_TIMEOUT);
     loop {
         let waiting: Vec<&str> = daemons
@@ -323,22 +393,25 @@ async fn play(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut inboxes: Vec<(&str, Vec<pb::Delivery>)> = Vec::new();
-    for (agency, daemon) in SUBSCRIBERS.into_iter().zip(&daemons) {
+    let mut inboxes = Vec::new();
+    for (agency, daemon) in SUBSCRIBERS.into_iter().zip(daemons) {
         let deliveries = daemon
             .deliveries()
             .with_context(|| format!("reading {agency}'s deliveries"))?;
         inboxes.push((agency, deliveries));
     }
+    Ok(Inboxes(inboxes))
+}
 
-    // --- The report ---------------------------------------------------------
+/// What each agency received, as its case system found it.
+fn report(inboxes: &Inboxes<'_>, story: &Story, names: &Names<'_>) {
     println!("\nDeliveries, as each agency's case system found them in its folder sink");
-    for (agency, deliveries) in &inboxes {
+    for (agency, deliveries) in &inboxes.0 {
         println!(
             "\n  {}: {} of {} notifications",
-            display(agency),
+            names.display(agency),
             deliveries.len(),
-            published.len()
+            story.published.len()
         );
         for delivery in deliveries {
             println!("    {}", describe(delivery));
@@ -352,31 +425,37 @@ async fn play(
             if !delivery.redacted_fields.is_empty() {
                 println!("       redacted: {}", delivery.redacted_fields.join(", "));
             }
-            if delivery.sequence == clue && (*agency == PSB || *agency == BYSTANDER) {
+            if delivery.sequence == story.clue && (*agency == PSB || *agency == BYSTANDER) {
                 print_fields(delivery, &["parties", "informant"]);
             }
-            if *agency == PSB && delivery.sequence == transfer {
+            if *agency == PSB && delivery.sequence == story.transfer {
                 print_fields(delivery, &[]);
             }
         }
     }
+}
 
-    // --- The checks -----------------------------------------------------------
-    let inbox = |agency: &str| -> &[pb::Delivery] {
-        inboxes
-            .iter()
-            .find(|(a, _)| *a == agency)
-            .map_or(&[], |(_, d)| d.as_slice())
-    };
-    let delivered = |agency: &str, sequence: u64| -> Option<&pb::Delivery> {
-        inbox(agency).iter().find(|d| d.sequence == sequence)
-    };
-    let mut checks: Vec<(bool, String)> = Vec::new();
+/// The point of the mechanism, checked on what arrived.
+fn check_disclosure(inboxes: &Inboxes<'_>, story: &Story, registry: &Registry) -> Vec<Check> {
+    let mut checks = restricted_kept_from_outsiders(inboxes, story);
+    checks.push(supervisor_gets_a_stub(inboxes, story, registry));
+    checks.push(transfer_reaches_police_intact(inboxes, story));
+    checks.push(clue_stripped_for_restricted_clearance(inboxes, story));
+    checks.push(clue_whole_for_confidential_clearance(inboxes, story));
+    checks.push(announcement_reaches_everyone(inboxes, story));
+    checks
+}
+
+/// RESTRICTED content reaches only its need-to-know recipients.
+fn restricted_kept_from_outsiders(inboxes: &Inboxes<'_>, story: &Story) -> Vec<Check> {
+    let transfer = story.transfer;
+    let mut checks = Vec::new();
     for (agency, role) in [
         (BYSTANDER, "an environment bureau not party to the case"),
         (PRESS, "an observer"),
     ] {
-        let restricted: Vec<String> = inbox(agency)
+        let restricted: Vec<String> = inboxes
+            .of(agency)
             .iter()
             .filter(|d| level_of(d) >= Level::Restricted as i32)
             .map(describe)
@@ -390,13 +469,19 @@ async fn play(
         }
         checks.push((restricted.is_empty(), line));
     }
+    checks
+}
 
+/// The county procuratorate, not a recipient of the transfer but its
+/// supervisor, gets a withheld stub saying whom to ask.
+fn supervisor_gets_a_stub(inboxes: &Inboxes<'_>, story: &Story, registry: &Registry) -> Check {
+    let transfer = story.transfer;
     let registered_contact = registry
         .agencies()
         .find(|a| a.id.as_str() == EEB)
         .map(|a| a.contact.clone())
         .unwrap_or_default();
-    let (ok, detail) = match delivered(PROCURATORATE, transfer) {
+    let (ok, detail) = match inboxes.delivered(PROCURATORATE, transfer) {
         None => (false, "it was not delivered".to_owned()),
         Some(d) if !d.withheld => (false, "it was delivered in full".to_owned()),
         Some(d) if !d.withheld_reason.starts_with("oversight") => (
@@ -439,16 +524,20 @@ async fn play(
             }
         }
     };
-    checks.push((
+    (
         ok,
         format!(
             "{PROCURATORATE} (not a recipient; it supervises transfers in {REGION}) got the \
              transfer #{transfer} as a withheld stub ({detail})"
         ),
-    ));
+    )
+}
 
+/// The police, the transfer's recipient, get it whole.
+fn transfer_reaches_police_intact(inboxes: &Inboxes<'_>, story: &Story) -> Check {
+    let transfer = story.transfer;
     let sent_body = demo_story::transfer_body();
-    let (ok, detail) = match delivered(PSB, transfer) {
+    let (ok, detail) = match inboxes.delivered(PSB, transfer) {
         None => (false, "it was not delivered".to_owned()),
         Some(d) if d.withheld => (false, format!("it was withheld: {}", d.withheld_reason)),
         Some(d) => match d.notification.as_ref().and_then(|n| n.body.as_ref()) {
@@ -464,19 +553,23 @@ async fn play(
             None => (false, "it came without its body".to_owned()),
         },
     };
-    checks.push((
+    (
         ok,
         format!("{PSB} received the transfer #{transfer} with its body ({detail})"),
-    ));
+    )
+}
 
-    let sent_clue = demo_story::clue_body();
-    let mut stripped = sent_clue.clone();
+/// Fields marked CONFIDENTIAL in the contract are stripped for a bureau
+/// cleared only to RESTRICTED, and listed as redacted.
+fn clue_stripped_for_restricted_clearance(inboxes: &Inboxes<'_>, story: &Story) -> Check {
+    let clue = story.clue;
+    let mut stripped = demo_story::clue_body();
     stripped.informant = None;
     for party in &mut stripped.parties {
         party.identifier.clear();
         party.contact.clear();
     }
-    let (ok, detail) = match delivered(BYSTANDER, clue) {
+    let (ok, detail) = match inboxes.delivered(BYSTANDER, clue) {
         None => (false, "it was not delivered".to_owned()),
         Some(d) if d.withheld => (false, format!("it was withheld: {}", d.withheld_reason)),
         Some(d) => {
@@ -514,15 +607,20 @@ async fn play(
             }
         }
     };
-    checks.push((
+    (
         ok,
         format!(
             "{BYSTANDER} (cleared RESTRICTED) got the clue #{clue} with the informant and \
              the party identifier stripped ({detail})"
         ),
-    ));
+    )
+}
 
-    let (ok, detail) = match delivered(PSB, clue) {
+/// The police, cleared CONFIDENTIAL, get the clue as sent.
+fn clue_whole_for_confidential_clearance(inboxes: &Inboxes<'_>, story: &Story) -> Check {
+    let clue = story.clue;
+    let sent_clue = demo_story::clue_body();
+    let (ok, detail) = match inboxes.delivered(PSB, clue) {
         None => (false, "it was not delivered".to_owned()),
         Some(d) if d.withheld => (false, format!("it was withheld: {}", d.withheld_reason)),
         Some(d) => match d.notification.as_ref().and_then(|n| n.body.as_ref()) {
@@ -542,14 +640,22 @@ async fn play(
             ),
         },
     };
-    checks.push((
+    (
         ok,
         format!("{PSB} (cleared CONFIDENTIAL) got the clue #{clue} with the informant ({detail})"),
-    ));
+    )
+}
 
+/// What is meant for everyone reaches everyone.
+fn announcement_reaches_everyone(inboxes: &Inboxes<'_>, story: &Story) -> Check {
+    let announcement = story.announcement;
     let missing: Vec<&str> = SUBSCRIBERS
         .into_iter()
-        .filter(|agency| delivered(agency, announcement).is_none_or(|d| d.withheld))
+        .filter(|agency| {
+            inboxes
+                .delivered(agency, announcement)
+                .is_none_or(|d| d.withheld)
+        })
         .collect();
     let mut line = format!(
         "all {} subscribers received the PUBLIC joint announcement #{announcement}",
@@ -558,9 +664,15 @@ async fn play(
     if !missing.is_empty() {
         line.push_str(&format!("; missing at {}", missing.join(", ")));
     }
-    checks.push((missing.is_empty(), line));
+    (missing.is_empty(), line)
+}
 
-    // --- Shutdown: the daemons (closing their subscriptions), then the gateway
+/// The daemons (closing their subscriptions), then the gateway, each on
+/// SIGTERM and each expected to exit cleanly.
+async fn shut_down(
+    mut daemons: Vec<AdapterDaemon>,
+    mut gateway: GatewayProcess,
+) -> anyhow::Result<Vec<Check>> {
     let stopped =
         futures::future::join_all(daemons.iter_mut().map(|d| d.stop(ADAPTER_STOP_TIMEOUT))).await;
     let mut unclean = Vec::new();
@@ -572,6 +684,7 @@ async fn play(
             Err(error) => unclean.push(format!("{error:#}")),
         }
     }
+    // A daemon that did not stop is killed before the gateway stops.
     drop(daemons);
     statuses.dedup();
     let mut line = format!(
@@ -583,7 +696,7 @@ async fn play(
     } else {
         line.push_str(&format!("; not: {}", unclean.join("; ")));
     }
-    checks.push((unclean.is_empty(), line));
+    let mut checks = vec![(unclean.is_empty(), line)];
 
     gateway.signal(Signal::SIGTERM);
     let status = tokio::task::block_in_place(|| gateway.wait(STOP_TIMEOUT));
@@ -593,9 +706,14 @@ async fn play(
         status.success(),
         format!("the gateway stopped on SIGTERM and exited cleanly ({status})"),
     ));
+    Ok(checks)
+}
 
+/// Prints the checks; the demo passes only when every one passed within
+/// the deadline.
+fn verdict(checks: &[Check], deadline: Instant) -> anyhow::Result<()> {
     println!("\nChecks");
-    for (ok, line) in &checks {
+    for (ok, line) in checks {
         println!("  {} {line}", if *ok { "PASS" } else { "FAIL" });
     }
     let failed = checks.iter().filter(|(ok, _)| !ok).count();
