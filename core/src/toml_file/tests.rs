@@ -68,3 +68,27 @@ fn an_unreadable_file_says_what_it_is() {
         "{error}"
     );
 }
+
+#[test]
+fn location_counts_lines_columns_and_the_enclosing_table() {
+    let text = "a = 1\n[gateway] # main\nurl = 2\n  ca = 3\n";
+    let at = |needle: &str| Location::of(text, text.find(needle).unwrap());
+    assert_eq!(
+        at("a ="),
+        Location {
+            line: 1,
+            column: 1,
+            table: None
+        }
+    );
+    assert_eq!(at("[gateway]").table, None);
+    assert_eq!(
+        at("ca"),
+        Location {
+            line: 4,
+            column: 3,
+            table: Some("gateway".into())
+        }
+    );
+    assert_eq!(Location::of(text, 10_000).line, 5);
+}
