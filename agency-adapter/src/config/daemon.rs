@@ -536,17 +536,17 @@ fn filter(
         .iter()
         .enumerate()
         .map(|(j, event)| {
-            event.parse::<Event>().map_err(|e: FieldError| {
-                check.invalid(format!("{prefix}.events[{j}]"), e.reason)
-            })
+            event
+                .parse::<Event>()
+                .map_err(|e: FieldError| check.invalid(format!("{prefix}.events[{j}]"), e.reason))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let case_ref_prefix = match case_ref_prefix {
         None => None,
         Some(p) if p.is_empty() => None,
-        Some(p) => Some(
-            CaseRef::parse_field(&format!("{prefix}.case_ref_prefix"), &p).map_err(invalid)?,
-        ),
+        Some(p) => {
+            Some(CaseRef::parse_field(&format!("{prefix}.case_ref_prefix"), &p).map_err(invalid)?)
+        }
     };
     let senders = senders
         .iter()

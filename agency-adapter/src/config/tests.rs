@@ -115,7 +115,10 @@ fn values_of_the_wrong_type_and_bad_toml_are_refused() {
         "{err:?}"
     );
     let err = AdapterConfig::parse(Path::new("a.toml"), "[gateway\n").unwrap_err();
-    assert!(matches!(err, ConfigError::File(FileError::Syntax { .. })), "{err:?}");
+    assert!(
+        matches!(err, ConfigError::File(FileError::Syntax { .. })),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -283,7 +286,10 @@ fn flags_can_complete_a_partial_config_file() {
     // A lenient read is no less strict about unknown keys.
     let (_dir, path) = write_config("[gateway]\nurl = \"https://a:1\"\nkye = \"k\"\n");
     let err = GatewaySettings::resolve(Some(&path), PartialGateway::default()).unwrap_err();
-    assert!(matches!(err, ConfigError::File(FileError::Syntax { .. })), "{err:?}");
+    assert!(
+        matches!(err, ConfigError::File(FileError::Syntax { .. })),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -354,7 +360,10 @@ fn bad_flags_are_refused_naming_the_flag_before_the_file_is_read() {
     );
 
     let err = GatewaySettings::resolve(Some(absent), PartialGateway::default()).unwrap_err();
-    assert!(matches!(err, ConfigError::File(FileError::Read { .. })), "{err:?}");
+    assert!(
+        matches!(err, ConfigError::File(FileError::Read { .. })),
+        "{err:?}"
+    );
 }
 
 #[test]

@@ -19,7 +19,11 @@ fn case(reference: &str) -> CaseRef {
 #[test]
 fn the_same_filter_in_another_order_has_the_same_bytes() {
     let a = SubscriptionFilter::new(
-        [event("CASE_FILED"), event("CLUE_SHARED"), event("CASE_FILED")],
+        [
+            event("CASE_FILED"),
+            event("CLUE_SHARED"),
+            event("CASE_FILED"),
+        ],
         Some(case("CZ-")),
         [agency("cz-eeb"), agency("ay-eeb")],
         [region("140423")],

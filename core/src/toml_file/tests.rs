@@ -42,7 +42,10 @@ fn an_unknown_key_is_named_with_its_line_column_and_table() {
     let message = parse::<Shape>(Path::new("etc/x.toml"), text)
         .unwrap_err()
         .to_string();
-    assert!(message.starts_with("etc/x.toml:5:1: in [server]: "), "{message}");
+    assert!(
+        message.starts_with("etc/x.toml:5:1: in [server]: "),
+        "{message}"
+    );
     assert!(!message.contains('\n'), "one line: {message}");
 }
 
@@ -52,7 +55,10 @@ fn bad_toml_and_wrong_types_are_located() {
     assert_eq!((location.line, location.column), (3, 8));
     let (location, _) = refused("name = \"a\"\n[server\n");
     assert_eq!(location.line, 2);
-    assert_eq!(location.table, None, "an error on a header is not inside it");
+    assert_eq!(
+        location.table, None,
+        "an error on a header is not inside it"
+    );
 }
 
 #[test]

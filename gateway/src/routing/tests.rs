@@ -306,7 +306,13 @@ async fn rows_of_another_replica_are_dispatched_by_the_poll_task() {
     let owner = AgencyId::parse("owner", "cz-psb-xiangyuan").unwrap();
     let (live, _) = gateway
         .sessions
-        .register(&gateway.stop, &owner, "inbox", SubscriptionFilter::default(), 100)
+        .register(
+            &gateway.stop,
+            &owner,
+            "inbox",
+            SubscriptionFilter::default(),
+            100,
+        )
         .unwrap();
     let (idle, _) = gateway
         .sessions
@@ -329,9 +335,13 @@ async fn the_stream_cap_counts_other_subscriptions_of_the_same_agency() {
     let gateway = gateway(&dir).await;
     let owner = AgencyId::parse("owner", "cz-psb").unwrap();
     let register = |name: &str| {
-        gateway
-            .sessions
-            .register(&gateway.stop, &owner, name, SubscriptionFilter::default(), 2)
+        gateway.sessions.register(
+            &gateway.stop,
+            &owner,
+            name,
+            SubscriptionFilter::default(),
+            2,
+        )
     };
     let (a, _) = register("a").unwrap();
     register("b").unwrap();
