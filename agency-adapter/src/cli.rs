@@ -7,8 +7,6 @@
 //! This module must never perform I/O beyond reading the config file named
 //! by `--config`.
 
-use std::collections::BTreeSet;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -16,6 +14,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use liandong_core::domain::{AgencyId, CaseRef, Event, Region, SubscriptionName};
 use liandong_core::pb;
+use liandong_core::subscription::{Start, SubscriptionFilter};
 
 use crate::config::{ConfigError, GatewaySettings, PartialGateway};
 
@@ -177,22 +176,15 @@ pub struct TailArgs {
 }
 
 impl TailArgs {
-    /// The filter the flags describe. Lists are sorted and deduplicated so
-    /// the same flags in another order describe the same (fixed) filter.
-    pub fn filter(&self) -> pb::SubscriptionFilter {
-        let events: BTreeSet<Event> = self.events.iter().copied().collect();
-        let senders: BTreeSet<&str> = self.senders.iter().map(AgencyId::as_str).collect();
-        let regions: BTreeSet<&str> = self.regions.iter().map(Region::as_str).collect();
-        pb::SubscriptionFilter {
-            events: events.into_iter().map(|e| e.to_wire() as i32).collect(),
-            case_ref_prefix: self
-                .case_ref_prefix
-                .as_ref()
-                .map(|p| p.as_str().to_owned())
-                .unwrap_or_default(),
-            senders: senders.into_iter().map(str::to_owned).collect(),
-            regions: regions.into_iter().map(str::to_owned).collect(),
-        }
+    /// The filter the flags describe (normalised: the same flags in
+    /// another order describe the same fixed filter).
+    pub fn filter(&self) -> SubscriptionFilter {
+        SubscriptionFilter::new(
+            self.events.iter().copied(),
+            self.case_ref_prefix.clone(),
+            self.senders.iter().cloned(),
+            self.regions.iter().cloned(),
+        )
     }
 
     /// The first request of the subscription: name, filter, start and
@@ -200,67 +192,10 @@ impl TailArgs {
     pub fn subscription_open(&self) -> pb::SubscriptionOpen {
         pb::SubscriptionOpen {
             name: self.subscription.as_str().to_owned(),
-            filter: Some(self.filter()),
+            filter: Some(self.filter().to_wire()),
             start: Some(self.from.to_wire()),
             max_in_flight: self.max_in_flight.unwrap_or(0),
             ack_timeout_seconds: self.ack_timeout.unwrap_or(0),
-        }
-    }
-}
-
-/// Where a new subscription starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Start {
-    /// Everything stored so far, then new notifications.
-    Beginning,
-    /// Only notifications stored after the subscription is created.
-    Now,
-    /// Notifications with a sequence greater than this one.
-    After(u64),
-}
-
-impl Start {
-    /// The wire form.
-    pub fn to_wire(self) -> pb::StartPosition {
-        use pb::start_position::Position;
-        let position = match self {
-            Self::Beginning => Position::Beginning(true),
-            Self::Now => Position::Now(true),
-            Self::After(sequence) => Position::AfterSequence(sequence),
-        };
-        pb::StartPosition {
-            position: Some(position),
-        }
-    }
-}
-
-impl fmt::Display for Start {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Beginning => f.write_str("beginning"),
-            Self::Now => f.write_str("now"),
-            Self::After(sequence) => write!(f, "after:{sequence}"),
-        }
-    }
-}
-
-/// A `--from` value that is not `beginning`, `now` or `after:N`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("expected beginning, now or after:N (N a sequence number), not {0:?}")]
-pub struct StartError(String);
-
-impl FromStr for Start {
-    type Err = StartError;
-    fn from_str(s: &str) -> Result<Self, StartError> {
-        match s {
-            "beginning" => Ok(Self::Beginning),
-            "now" => Ok(Self::Now),
-            _ => s
-                .strip_prefix("after:")
-                .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|n| n.parse().ok())
-                .map(Self::After)
-                .ok_or_else(|| StartError(s.to_owned())),
         }
     }
 }

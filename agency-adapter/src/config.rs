@@ -17,15 +17,15 @@
 //! the daemon (`run`, `status`) reads the whole file, with its top-level
 //! `agency` and `signing_key` and its `[outbox]`, `[[source]]`,
 //! `[[subscription]]`, `[dead_letter]` and `[status]` tables, into a
-//! [`daemon::DaemonConfig`]. Every command checks the whole file's syntax,
-//! so one file serves them all.
+//! [`daemon::DaemonConfig`]. Every command checks the whole file's syntax
+//! (its serde shape is in `raw`), so one file serves them all.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use liandong_core::toml_file::{self, FileError};
 
 pub mod daemon;
+mod raw;
 
 #[cfg(test)]
 mod tests;
@@ -75,25 +75,11 @@ pub struct PartialGateway {
 /// (exit code 64).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The config file could not be read.
-    #[error("{path}: cannot read: {source}")]
-    Read {
-        /// The config file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML, or has a key this version does not know,
-    /// or a value of the wrong type.
-    #[error("{path}:{location}: {reason}")]
-    Syntax {
-        /// The config file.
-        path: PathBuf,
-        /// `line:column` of the problem, and the table it is in.
-        location: Location,
-        /// What the parser found wrong, naming the key.
-        reason: String,
-    },
+    /// The config file could not be read, or is not valid TOML, or has a
+    /// key this version does not know, or a value of the wrong type (the
+    /// error gives its line and column).
+    #[error(transparent)]
+    File(#[from] FileError),
     /// A required field is absent from the file.
     #[error("{path}: missing field `{field}`")]
     Missing {
@@ -178,90 +164,6 @@ pub struct MissingSetting {
     pub flag: &'static str,
 }
 
-/// Where in a config file a problem is: 1-based line and column, and the
-/// `[table]` whose body it is in, when it is in one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Location {
-    /// 1-based line.
-    pub line: usize,
-    /// 1-based column, in characters.
-    pub column: usize,
-    /// The table header the line belongs to, e.g. `gateway`.
-    pub table: Option<String>,
-}
-
-impl fmt::Display for Location {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.line, self.column)?;
-        if let Some(table) = &self.table {
-            write!(f, ": in [{table}]")?;
-        }
-        Ok(())
-    }
-}
-
-impl Location {
-    /// The location of byte `offset` of `text`.
-    fn of(text: &str, offset: usize) -> Self {
-        let offset = offset.min(text.len());
-        let before = text.get(..offset).unwrap_or(text);
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        let line = before.matches('\n').count() + 1;
-        let column = before[line_start..].chars().count() + 1;
-        // The table is the last header on an earlier line: an error on the
-        // header line itself is about that header, not inside its table.
-        let table = before[..line_start]
-            .lines()
-            .rev()
-            .map(str::trim)
-            .find(|l| l.starts_with('['))
-            .map(|header| {
-                header
-                    .split('#')
-                    .next()
-                    .unwrap_or(header)
-                    .trim()
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .trim()
-                    .to_owned()
-            });
-        Self {
-            line,
-            column,
-            table,
-        }
-    }
-}
-
-/// The file as written: every field optional so a missing one can be named
-/// with its full dotted path.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawConfig {
-    gateway: Option<RawGateway>,
-    // The daemon's settings (see `daemon`); ignored by `send` and `tail`.
-    pub(crate) agency: Option<String>,
-    pub(crate) signing_key: Option<PathBuf>,
-    pub(crate) outbox: Option<daemon::RawOutbox>,
-    #[serde(default)]
-    pub(crate) source: Vec<daemon::RawSource>,
-    #[serde(default)]
-    pub(crate) subscription: Vec<daemon::RawSubscription>,
-    pub(crate) dead_letter: Option<daemon::RawDeadLetter>,
-    pub(crate) status: Option<daemon::RawStatus>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawGateway {
-    url: Option<String>,
-    server_name: Option<String>,
-    ca: Option<PathBuf>,
-    cert: Option<PathBuf>,
-    key: Option<PathBuf>,
-}
-
 /// Checks a gateway URL: `https://` with a host, and acceptable to the
 /// transport. Returns what is wrong.
 fn check_url(url: &str) -> Result<(), String> {
@@ -319,19 +221,12 @@ impl AdapterConfig {
 
 /// Parses the whole file at `path` (named in errors) as TOML, refusing any
 /// key this version does not know.
-pub(crate) fn parse_raw(path: &Path, text: &str) -> Result<RawConfig, ConfigError> {
-    toml::from_str(text).map_err(|e| ConfigError::Syntax {
-        path: path.to_owned(),
-        location: Location::of(text, e.span().map_or(0, |span| span.start)),
-        reason: e.message().trim().to_owned(),
-    })
+fn parse_raw(path: &Path, text: &str) -> Result<raw::RawConfig, ConfigError> {
+    Ok(toml_file::parse(path, text)?)
 }
 
-pub(crate) fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })
+fn read(path: &Path) -> Result<String, ConfigError> {
+    Ok(toml_file::read(path, "config")?)
 }
 
 impl PartialGateway {
@@ -349,9 +244,9 @@ impl PartialGateway {
 
     /// Checks the `[gateway]` table of the file at `path`; `None` when the
     /// file has none.
-    pub(crate) fn from_raw(
+    fn from_raw(
         path: &Path,
-        gateway: Option<RawGateway>,
+        gateway: Option<raw::RawGateway>,
     ) -> Result<Option<Self>, ConfigError> {
         let Some(gateway) = gateway else {
             return Ok(None);

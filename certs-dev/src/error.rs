@@ -6,6 +6,8 @@
 
 use std::path::PathBuf;
 
+use liandong_core::toml_file::FileError;
+
 /// Everything that can go wrong while creating certificates, keys or the
 /// on-disk development PKI.
 #[derive(Debug, thiserror::Error)]
@@ -25,30 +27,17 @@ pub enum CertError {
         /// The offending id.
         id: String,
         /// Why it was rejected.
-        reason: &'static str,
+        reason: String,
     },
 
     /// A server certificate was requested without any subject alternative name.
     #[error("a server certificate needs at least one subject alternative name")]
     NoServerNames,
 
-    /// The registry file could not be read.
-    #[error("cannot read agency registry {}: {source}", path.display())]
-    RegistryRead {
-        /// The registry file.
-        path: PathBuf,
-        /// The underlying I/O error.
-        source: std::io::Error,
-    },
-
-    /// The registry file is not valid TOML or does not have the expected shape.
-    #[error("cannot parse agency registry {}: {source}", path.display())]
-    RegistryParse {
-        /// The registry file.
-        path: PathBuf,
-        /// The underlying TOML error.
-        source: Box<toml::de::Error>,
-    },
+    /// The registry file could not be read, or is not valid TOML or does
+    /// not have the expected shape (the error gives the line and column).
+    #[error(transparent)]
+    RegistryFile(#[from] FileError),
 
     /// The registry lists no agencies at all.
     #[error("agency registry {} contains no [[agency]] entries", path.display())]
@@ -102,8 +91,7 @@ impl CertError {
             self,
             CertError::InvalidAgencyId { .. }
                 | CertError::NoServerNames
-                | CertError::RegistryRead { .. }
-                | CertError::RegistryParse { .. }
+                | CertError::RegistryFile(_)
                 | CertError::RegistryEmpty { .. }
                 | CertError::RegistryEntry { .. }
                 | CertError::WouldOverwrite { .. }

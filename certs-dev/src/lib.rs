@@ -16,7 +16,7 @@ mod init;
 mod registry;
 mod signing;
 
-pub use agency_id::{AGENCY_URI_PREFIX, MAX_AGENCY_ID_LEN, agency_uri, validate_agency_id};
+pub use agency_id::{AGENCY_URI_PREFIX, agency_uri, validate_agency_id};
 pub use authority::{Authority, CertifiedKey, ClientSpec, KeyUsage};
 pub use error::CertError;
 pub use init::{AGENCIES_DIR, DEV_CA_COMMON_NAME, GATEWAY_SANS, InitReport, init};

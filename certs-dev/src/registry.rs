@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use liandong_core::toml_file;
 use serde::Deserialize;
 
 use crate::CertError;
@@ -30,19 +31,13 @@ struct AgencyEntry {
 /// an invalid or duplicate id (the error names the file, the 1-based entry
 /// number and the id).
 pub fn read_agency_ids(registry: &Path) -> Result<Vec<String>, CertError> {
-    let text = std::fs::read_to_string(registry).map_err(|source| CertError::RegistryRead {
-        path: registry.to_owned(),
-        source,
-    })?;
+    let text = toml_file::read(registry, "agency registry")?;
     parse_agency_ids(registry, &text)
 }
 
 /// Parses registry text; `path` is only used in error messages.
 pub(crate) fn parse_agency_ids(path: &Path, text: &str) -> Result<Vec<String>, CertError> {
-    let file: RegistryFile = toml::from_str(text).map_err(|e| CertError::RegistryParse {
-        path: path.to_owned(),
-        source: Box::new(e),
-    })?;
+    let file: RegistryFile = toml_file::parse(path, text)?;
     if file.agency.is_empty() {
         return Err(CertError::RegistryEmpty {
             path: path.to_owned(),
@@ -51,12 +46,10 @@ pub(crate) fn parse_agency_ids(path: &Path, text: &str) -> Result<Vec<String>, C
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (i, entry) in file.agency.iter().enumerate() {
         let number = i + 1;
-        let reason = if let Some(problem) = agency_id_problem(&entry.id) {
-            Some(problem.to_owned())
-        } else {
+        let reason = agency_id_problem(&entry.id).or_else(|| {
             seen.insert(&entry.id, number)
                 .map(|first| format!("duplicate of entry {first}"))
-        };
+        });
         if let Some(reason) = reason {
             return Err(CertError::RegistryEntry {
                 path: path.to_owned(),

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use liandong_core::toml_file::FileError;
 use ring::signature::{ED25519, UnparsedPublicKey};
 use time::OffsetDateTime;
 use x509_parser::certificate::X509Certificate;
@@ -331,12 +332,18 @@ fn registry_rejects_duplicates_empty_and_garbage() {
         "not toml [",
     ] {
         let err = registry::parse_agency_ids(Path::new("r.toml"), garbage).unwrap_err();
-        assert!(matches!(err, CertError::RegistryParse { .. }), "{err:?}");
+        assert!(
+            matches!(err, CertError::RegistryFile(FileError::Syntax { .. })),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("r.toml"));
     }
 
     let err = read_agency_ids(Path::new("/nonexistent/liandong/reg.toml")).unwrap_err();
-    assert!(matches!(err, CertError::RegistryRead { .. }));
+    assert!(matches!(
+        err,
+        CertError::RegistryFile(FileError::Read { .. })
+    ));
     assert!(err.is_usage_error());
 }
 

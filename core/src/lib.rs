@@ -9,7 +9,11 @@
 //!   clearance and certificate identity).
 //! - [`json`]: the documented JSON form of `liandong.v1` messages.
 //! - [`signing`]: the canonical bytes agencies sign, key ids, verification.
+//! - [`subscription`]: a subscription's normalised filter (with the bytes
+//!   the gateway stores and compares) and its start position.
 //! - [`tls`]: PEM loading and the client TLS settings agencies connect with.
+//! - [`toml_file`]: reading a TOML file, with one error (naming the file,
+//!   line and column) for a file that cannot be read or parsed.
 //!
 //! Nothing here performs I/O beyond reading the files it is asked to read.
 
@@ -17,6 +21,8 @@ pub mod domain;
 pub mod json;
 pub mod registry;
 pub mod signing;
+pub mod subscription;
 pub mod tls;
+pub mod toml_file;
 
 pub use liandong_proto::v1 as pb;

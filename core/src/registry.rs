@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::domain::{AgencyId, Confidentiality, FieldError, Region, Role};
+use crate::toml_file::{self, FileError};
 
 #[cfg(test)]
 mod tests;
@@ -18,22 +19,10 @@ mod tests;
 /// A registry file that could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    /// The file could not be read.
-    #[error("{path}: cannot read registry: {source}")]
-    Read {
-        /// The registry file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML or has unknown or mistyped keys.
-    #[error("{path}: {message}")]
-    Syntax {
-        /// The registry file.
-        path: PathBuf,
-        /// The parser's message, with line and column.
-        message: String,
-    },
+    /// The file could not be read, or is not valid TOML, or has unknown or
+    /// mistyped keys.
+    #[error(transparent)]
+    File(#[from] FileError),
     /// One entry is invalid.
     #[error("{path}: agency[{index}] ({id}): {error}")]
     Entry {
@@ -112,19 +101,12 @@ pub struct Registry {
 impl Registry {
     /// Reads and validates a registry file.
     pub fn load(path: &Path) -> Result<Self, RegistryError> {
-        let text = std::fs::read_to_string(path).map_err(|source| RegistryError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text, path)
+        Self::parse(&toml_file::read(path, "registry")?, path)
     }
 
     /// Validates registry text; `path` is only used to name errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, RegistryError> {
-        let file: RegistryFile = toml::from_str(text).map_err(|e| RegistryError::Syntax {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
+        let file: RegistryFile = toml_file::parse(path, text)?;
         if file.agency.is_empty() {
             return Err(RegistryError::Empty {
                 path: path.to_owned(),

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use liandong_core::toml_file::{self, FileError};
 use serde::Deserialize;
 
 #[cfg(test)]
@@ -23,22 +24,10 @@ pub const ENV_DATABASE_URL: &str = "LIANDONG_DATABASE_URL";
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("{path}: cannot read config: {source}")]
-    Read {
-        /// The config file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// Not valid TOML, or unknown or mistyped keys.
-    #[error("{path}: {message}")]
-    Syntax {
-        /// The config file.
-        path: PathBuf,
-        /// The parser's message, with line and column.
-        message: String,
-    },
+    /// The file could not be read, or is not valid TOML, or has unknown or
+    /// mistyped keys.
+    #[error(transparent)]
+    File(#[from] FileError),
     /// A field has a value that cannot work.
     #[error("{path}: {field}: {reason}")]
     Field {
@@ -233,11 +222,7 @@ impl GatewayConfig {
     /// Reads `path`, applying overrides from `env` (normally
     /// `std::env::var`).
     pub fn load(path: &Path, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text, path, env)
+        Self::parse(&toml_file::read(path, "config")?, path, env)
     }
 
     /// Validates config text; `path` names errors and anchors relative paths.
@@ -246,10 +231,7 @@ impl GatewayConfig {
         path: &Path,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
+        let file: ConfigFile = toml_file::parse(path, text)?;
         let field = |field: &str, reason: String| ConfigError::Field {
             path: path.to_owned(),
             field: field.to_owned(),

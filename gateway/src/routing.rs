@@ -34,6 +34,7 @@ use prost::Message;
 use liandong_core::domain::{AgencyId, CaseRef, Event, FieldError, Region, SubscriptionName};
 use liandong_core::pb;
 use liandong_core::registry::Agency;
+use liandong_core::subscription::{Start, SubscriptionFilter};
 
 use crate::config::GatewayConfig;
 use crate::policy::{self, Decision, Rules, redact};
@@ -94,91 +95,20 @@ impl Default for DeliverySettings {
     }
 }
 
-/// What a subscription wants: every non-empty criterion must match.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Filter {
-    events: Vec<Event>,
-    case_ref_prefix: String,
-    senders: Vec<AgencyId>,
-    regions: Vec<Region>,
-}
-
-impl Filter {
-    /// Validates and normalises (sorts, deduplicates) a wire filter.
-    pub fn from_wire(wire: Option<pb::SubscriptionFilter>) -> Result<Self, FieldError> {
-        let pb::SubscriptionFilter {
-            events,
-            case_ref_prefix,
-            senders,
-            regions,
-        } = wire.unwrap_or_default();
-        let mut filter = Filter {
-            events: events
-                .into_iter()
-                .enumerate()
-                .map(|(i, e)| Event::from_wire(&format!("open.filter.events[{i}]"), e))
-                .collect::<Result<_, _>>()?,
-            case_ref_prefix: String::new(),
-            senders: senders
-                .iter()
-                .enumerate()
-                .map(|(i, s)| AgencyId::parse(&format!("open.filter.senders[{i}]"), s))
-                .collect::<Result<_, _>>()?,
-            regions: regions
-                .iter()
-                .enumerate()
-                .map(|(i, r)| Region::parse(&format!("open.filter.regions[{i}]"), r))
-                .collect::<Result<_, _>>()?,
-        };
-        if !case_ref_prefix.is_empty() {
-            CaseRef::parse_field("open.filter.case_ref_prefix", &case_ref_prefix)?;
-            filter.case_ref_prefix = case_ref_prefix;
-        }
-        filter.events.sort();
-        filter.events.dedup();
-        filter.senders.sort();
-        filter.senders.dedup();
-        filter.regions.sort();
-        filter.regions.dedup();
-        Ok(filter)
-    }
-
-    /// The normalised wire form, as stored with the subscription.
-    pub fn to_wire(&self) -> pb::SubscriptionFilter {
-        pb::SubscriptionFilter {
-            events: self.events.iter().map(|e| e.to_wire() as i32).collect(),
-            case_ref_prefix: self.case_ref_prefix.clone(),
-            senders: self.senders.iter().map(|s| s.to_string()).collect(),
-            regions: self.regions.iter().map(|r| r.to_string()).collect(),
-        }
-    }
-
-    /// True when the filter wants this notification. A region criterion
-    /// matches the region itself and, for a city or province code, every
-    /// code within it.
-    pub fn matches(&self, stored: &StoredNotification) -> bool {
-        (self.events.is_empty()
-            || self
-                .events
-                .iter()
-                .any(|e| e.to_wire() as i32 == stored.event))
-            && stored.case_ref.starts_with(&self.case_ref_prefix)
-            && (self.senders.is_empty() || self.senders.iter().any(|s| s.as_str() == stored.sender))
-            && (self.regions.is_empty()
-                || Region::parse("region", &stored.region)
-                    .is_ok_and(|region| self.regions.iter().any(|r| r.contains(&region))))
-    }
-}
-
-/// Where a new subscription starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Start {
-    /// Everything stored so far.
-    Beginning,
-    /// Only what is stored from now on.
-    Now,
-    /// Everything above this sequence.
-    After(u64),
+/// True when `filter` wants the stored row `row`.
+// The row still holds text and wire numbers: they are parsed here for the
+// filter until the store hands out typed rows. A row that does not parse
+// (the store only holds validated notifications) is not wanted.
+fn wants(filter: &SubscriptionFilter, row: &StoredNotification) -> bool {
+    let (Ok(event), Ok(case_ref), Ok(sender), Ok(region)) = (
+        Event::from_wire("event", row.event),
+        CaseRef::parse_field("case_ref", &row.case_ref),
+        AgencyId::parse("sender", &row.sender),
+        Region::parse("region", &row.region),
+    ) else {
+        return false;
+    };
+    filter.matches(event, &case_ref, &sender, &region)
 }
 
 /// A validated `SubscriptionOpen`.
@@ -187,7 +117,7 @@ pub struct OpenRequest {
     /// The subscription's name.
     pub name: SubscriptionName,
     /// What it wants.
-    pub filter: Filter,
+    pub filter: SubscriptionFilter,
     /// Where it starts when it is new.
     pub start: Start,
     /// Window of unacknowledged deliveries.
@@ -208,19 +138,8 @@ impl TryFrom<pb::SubscriptionOpen> for OpenRequest {
             ack_timeout_seconds,
         } = wire;
         let name = SubscriptionName::parse_field("open.name", &name)?;
-        let filter = Filter::from_wire(filter)?;
-        let start = match start.and_then(|s| s.position) {
-            None => Start::Beginning,
-            Some(pb::start_position::Position::Beginning(true)) => Start::Beginning,
-            Some(pb::start_position::Position::Now(true)) => Start::Now,
-            Some(pb::start_position::Position::AfterSequence(n)) => Start::After(n),
-            Some(_) => {
-                return Err(FieldError::new(
-                    "open.start",
-                    "a chosen position must be true",
-                ));
-            }
-        };
+        let filter = SubscriptionFilter::from_wire("open.filter", filter.unwrap_or_default())?;
+        let start = Start::from_wire("open.start", start)?;
         let max_in_flight = match max_in_flight {
             0 => DEFAULT_MAX_IN_FLIGHT,
             n if n <= LIMIT_MAX_IN_FLIGHT => n,

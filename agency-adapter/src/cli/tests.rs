@@ -1,4 +1,5 @@
 use clap::error::ErrorKind;
+use liandong_core::toml_file::FileError;
 
 use super::*;
 
@@ -272,6 +273,6 @@ fn settings_come_from_the_config_file_with_flags_overriding() {
     let cli = parse(&["send", "--config", "/nonexistent/adapter.toml"]).unwrap();
     assert!(matches!(
         cli.gateway.settings(),
-        Err(ConfigError::Read { .. })
+        Err(ConfigError::File(FileError::Read { .. }))
     ));
 }

@@ -10,17 +10,19 @@
 //! the field (with the entry's index for lists). This module only parses and
 //! checks: it must never open a key, a database or a socket.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use liandong_core::domain::{AgencyId, CaseRef, Event, Region, SubscriptionName};
+use liandong_core::domain::{AgencyId, CaseRef, Event, FieldError, Region, SubscriptionName};
 use liandong_core::pb;
-use serde::Deserialize;
+use liandong_core::subscription::{Start, StartError, SubscriptionFilter};
 
+use super::raw::{
+    RawDeadLetter, RawFilter, RawOutbox, RawSink, RawSource, RawStatus, RawSubscription,
+};
 use super::{ConfigError, GatewaySettings, PartialGateway, parse_raw, read};
-use crate::cli::Start;
 
 #[cfg(test)]
 mod tests;
@@ -129,8 +131,8 @@ pub struct HttpSource {
 pub struct SubscriptionSettings {
     /// The durable subscription's name at the gateway.
     pub name: SubscriptionName,
-    /// Its filter (fixed when the subscription is created), normalised.
-    pub filter: pb::SubscriptionFilter,
+    /// Its filter (fixed when the subscription is created).
+    pub filter: SubscriptionFilter,
     /// Where a new subscription starts.
     pub start: Start,
     /// Unacknowledged deliveries the gateway may send (0: its default).
@@ -147,7 +149,7 @@ impl SubscriptionSettings {
     pub fn open(&self) -> pb::SubscriptionOpen {
         pb::SubscriptionOpen {
             name: self.name.as_str().to_owned(),
-            filter: Some(self.filter.clone()),
+            filter: Some(self.filter.to_wire()),
             start: Some(self.start.to_wire()),
             max_in_flight: self.max_in_flight,
             ack_timeout_seconds: self.ack_timeout_seconds,
@@ -200,93 +202,6 @@ pub struct StatusSettings {
     pub max_failure: Duration,
     /// Unhealthy when the daemon is not running.
     pub require_daemon: bool,
-}
-
-/// `[outbox]` as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawOutbox {
-    path: Option<PathBuf>,
-    max_pending: Option<u64>,
-    max_in_flight: Option<u64>,
-    max_notification_bytes: Option<u64>,
-    keep_sent_days: Option<u64>,
-    retry_initial_ms: Option<u64>,
-    retry_max_ms: Option<u64>,
-}
-
-/// `[[source]]` as written.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-pub(crate) enum RawSource {
-    Folder {
-        path: Option<PathBuf>,
-        poll_interval_ms: Option<u64>,
-    },
-    Http {
-        listen: Option<String>,
-        allow_non_loopback: Option<bool>,
-    },
-}
-
-/// `[[subscription]]` as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawSubscription {
-    name: Option<String>,
-    start: Option<String>,
-    max_in_flight: Option<u64>,
-    ack_timeout_seconds: Option<u64>,
-    filter: Option<RawFilter>,
-    sink: Option<RawSink>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFilter {
-    #[serde(default)]
-    events: Vec<String>,
-    case_ref_prefix: Option<String>,
-    #[serde(default)]
-    senders: Vec<String>,
-    #[serde(default)]
-    regions: Vec<String>,
-}
-
-/// A sink as written.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-pub(crate) enum RawSink {
-    Webhook {
-        url: Option<String>,
-        #[serde(default)]
-        headers: BTreeMap<String, String>,
-        ca: Option<PathBuf>,
-        timeout_ms: Option<u64>,
-        retry_initial_ms: Option<u64>,
-        retry_max_ms: Option<u64>,
-    },
-    Folder {
-        path: Option<PathBuf>,
-    },
-    Stdout {},
-}
-
-/// `[dead_letter]` as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawDeadLetter {
-    sink: Option<RawSink>,
-}
-
-/// `[status]` as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawStatus {
-    max_pending_age_seconds: Option<u64>,
-    max_dead_letters: Option<u64>,
-    max_failure_seconds: Option<u64>,
-    require_daemon: Option<bool>,
 }
 
 /// Builds errors naming the file.
@@ -579,7 +494,7 @@ fn subscription(
         None => Start::Beginning,
         Some(start) => start
             .parse()
-            .map_err(|e: crate::cli::StartError| check.invalid(field("start"), e.to_string()))?,
+            .map_err(|e: StartError| check.invalid(field("start"), e.to_string()))?,
     };
     let max_in_flight = match max_in_flight {
         None => 0,
@@ -602,57 +517,55 @@ fn subscription(
     })
 }
 
-/// The filter, with lists sorted and deduplicated (as `tail` does), so the
-/// same filter written in another order is the same fixed filter.
+/// The `filter` table of a subscription, each entry checked and named in
+/// errors; the result is normalised, so the same filter written in another
+/// order is the same fixed filter.
 fn filter(
     check: &Checker<'_>,
     prefix: &str,
     raw: RawFilter,
-) -> Result<pb::SubscriptionFilter, ConfigError> {
+) -> Result<SubscriptionFilter, ConfigError> {
     let RawFilter {
         events,
         case_ref_prefix,
         senders,
         regions,
     } = raw;
-    let mut parsed_events = BTreeSet::new();
-    for (j, event) in events.iter().enumerate() {
-        let event: Event = event
-            .parse()
-            .map_err(|e: liandong_core::domain::FieldError| {
-                check.invalid(format!("{prefix}.events[{j}]"), e.reason)
-            })?;
-        parsed_events.insert(event);
-    }
+    let invalid = |e: FieldError| check.invalid(e.field, e.reason);
+    let events = events
+        .iter()
+        .enumerate()
+        .map(|(j, event)| {
+            event
+                .parse::<Event>()
+                .map_err(|e: FieldError| check.invalid(format!("{prefix}.events[{j}]"), e.reason))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let case_ref_prefix = match case_ref_prefix {
-        None => String::new(),
-        Some(p) if p.is_empty() => String::new(),
-        Some(p) => CaseRef::parse_field(&format!("{prefix}.case_ref_prefix"), &p)
-            .map_err(|e| check.invalid(e.field, e.reason))?
-            .as_str()
-            .to_owned(),
+        None => None,
+        Some(p) if p.is_empty() => None,
+        Some(p) => {
+            Some(CaseRef::parse_field(&format!("{prefix}.case_ref_prefix"), &p).map_err(invalid)?)
+        }
     };
-    let mut parsed_senders = BTreeSet::new();
-    for (j, sender) in senders.iter().enumerate() {
-        let id = AgencyId::parse(&format!("{prefix}.senders[{j}]"), sender)
-            .map_err(|e| check.invalid(e.field, e.reason))?;
-        parsed_senders.insert(id.as_str().to_owned());
-    }
-    let mut parsed_regions = BTreeSet::new();
-    for (j, region) in regions.iter().enumerate() {
-        let region = Region::parse(&format!("{prefix}.regions[{j}]"), region)
-            .map_err(|e| check.invalid(e.field, e.reason))?;
-        parsed_regions.insert(region.as_str().to_owned());
-    }
-    Ok(pb::SubscriptionFilter {
-        events: parsed_events
-            .into_iter()
-            .map(|e| e.to_wire() as i32)
-            .collect(),
+    let senders = senders
+        .iter()
+        .enumerate()
+        .map(|(j, sender)| AgencyId::parse(&format!("{prefix}.senders[{j}]"), sender))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(invalid)?;
+    let regions = regions
+        .iter()
+        .enumerate()
+        .map(|(j, region)| Region::parse(&format!("{prefix}.regions[{j}]"), region))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(invalid)?;
+    Ok(SubscriptionFilter::new(
+        events,
         case_ref_prefix,
-        senders: parsed_senders.into_iter().collect(),
-        regions: parsed_regions.into_iter().collect(),
-    })
+        senders,
+        regions,
+    ))
 }
 
 fn sink(check: &Checker<'_>, prefix: &str, raw: RawSink) -> Result<SinkSettings, ConfigError> {

@@ -84,9 +84,9 @@ fn a_missing_field_is_named_with_the_file() {
 fn an_unknown_key_is_refused_with_its_place() {
     let text = FULL.replace("server_name =", "servername =");
     let err = AdapterConfig::parse(Path::new("a.toml"), &text).unwrap_err();
-    let ConfigError::Syntax {
+    let ConfigError::File(FileError::Syntax {
         location, reason, ..
-    } = &err
+    }) = &err
     else {
         panic!("{err:?}")
     };
@@ -111,11 +111,14 @@ fn values_of_the_wrong_type_and_bad_toml_are_refused() {
     let text = FULL.replace("\"../pki/ca.crt\"", "42");
     let err = AdapterConfig::parse(Path::new("a.toml"), &text).unwrap_err();
     assert!(
-        matches!(&err, ConfigError::Syntax { location, .. } if location.line == 5),
+        matches!(&err, ConfigError::File(FileError::Syntax { location, .. }) if location.line == 5),
         "{err:?}"
     );
     let err = AdapterConfig::parse(Path::new("a.toml"), "[gateway\n").unwrap_err();
-    assert!(matches!(err, ConfigError::Syntax { .. }), "{err:?}");
+    assert!(
+        matches!(err, ConfigError::File(FileError::Syntax { .. })),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -179,7 +182,7 @@ fn an_unreadable_file_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("absent.toml");
     let err = AdapterConfig::load(&path).unwrap_err();
-    assert!(matches!(err, ConfigError::Read { .. }));
+    assert!(matches!(err, ConfigError::File(FileError::Read { .. })));
     assert!(
         err.to_string()
             .starts_with(&format!("{}: cannot read", path.display())),
@@ -283,7 +286,10 @@ fn flags_can_complete_a_partial_config_file() {
     // A lenient read is no less strict about unknown keys.
     let (_dir, path) = write_config("[gateway]\nurl = \"https://a:1\"\nkye = \"k\"\n");
     let err = GatewaySettings::resolve(Some(&path), PartialGateway::default()).unwrap_err();
-    assert!(matches!(err, ConfigError::Syntax { .. }), "{err:?}");
+    assert!(
+        matches!(err, ConfigError::File(FileError::Syntax { .. })),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -354,7 +360,10 @@ fn bad_flags_are_refused_naming_the_flag_before_the_file_is_read() {
     );
 
     let err = GatewaySettings::resolve(Some(absent), PartialGateway::default()).unwrap_err();
-    assert!(matches!(err, ConfigError::Read { .. }), "{err:?}");
+    assert!(
+        matches!(err, ConfigError::File(FileError::Read { .. })),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -363,30 +372,6 @@ fn a_complete_file_round_trips_through_partial_settings() {
     let partial = PartialGateway::from(full.clone());
     assert_eq!(partial.clone().complete(None).unwrap(), full);
     assert_eq!(PartialGateway::default().over(partial.clone()), partial);
-}
-
-#[test]
-fn location_counts_lines_columns_and_the_enclosing_table() {
-    let text = "a = 1\n[gateway] # main\nurl = 2\n  ca = 3\n";
-    let at = |needle: &str| Location::of(text, text.find(needle).unwrap());
-    assert_eq!(
-        at("a ="),
-        Location {
-            line: 1,
-            column: 1,
-            table: None
-        }
-    );
-    assert_eq!(at("[gateway]").table, None);
-    assert_eq!(
-        at("ca"),
-        Location {
-            line: 4,
-            column: 3,
-            table: Some("gateway".into())
-        }
-    );
-    assert_eq!(Location::of(text, 10_000).line, 5);
 }
 
 #[test]

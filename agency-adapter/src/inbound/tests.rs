@@ -1,6 +1,5 @@
-use liandong_core::pb;
+use liandong_core::subscription::{Start, SubscriptionFilter};
 
-use crate::cli::Start;
 use crate::config::daemon::{FolderSink, SinkSettings};
 use crate::testing::{self, MockGateway, Script, Webhook, delivery, eventually};
 
@@ -9,7 +8,7 @@ use super::*;
 fn settings(sink: SinkSettings) -> SubscriptionSettings {
     SubscriptionSettings {
         name: "psb-inbox".parse().unwrap(),
-        filter: pb::SubscriptionFilter::default(),
+        filter: SubscriptionFilter::default(),
         start: Start::Beginning,
         max_in_flight: 0,
         ack_timeout_seconds: 0,

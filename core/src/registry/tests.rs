@@ -74,7 +74,7 @@ fn duplicates_unknown_keys_and_empty_files_are_refused() {
     );
     assert!(matches!(
         parse(&unknown).unwrap_err(),
-        RegistryError::Syntax { .. }
+        RegistryError::File(FileError::Syntax { .. })
     ));
     assert!(matches!(
         parse("").unwrap_err(),

@@ -68,7 +68,7 @@ fn unknown_keys_are_refused() {
     let bad = GOOD.replace("[database]", "[database]\nurll = \"x\"");
     assert!(matches!(
         GatewayConfig::parse(&bad, Path::new("g.toml"), no_env),
-        Err(ConfigError::Syntax { .. })
+        Err(ConfigError::File(FileError::Syntax { .. }))
     ));
 }
 

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use liandong_core::domain::{Event, Role};
 use liandong_core::pb;
+use liandong_core::toml_file::{self, FileError};
 
 /// The policy that applies when the configuration names no policy file:
 /// the mechanism's defaults, documented in docs/POLICY.md.
@@ -23,22 +24,10 @@ pub const GATEWAY_ONLY_EVENTS: [pb::EventType; 2] = [
 /// A policy file that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
-    /// The file could not be read.
-    #[error("{path}: cannot read policy: {source}")]
-    Read {
-        /// The policy file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// Not valid TOML, or unknown or mistyped keys.
-    #[error("{path}: {message}")]
-    Syntax {
-        /// The policy file.
-        path: PathBuf,
-        /// The parser's message, with line and column.
-        message: String,
-    },
+    /// The file could not be read, or is not valid TOML, or has unknown or
+    /// mistyped keys.
+    #[error(transparent)]
+    File(#[from] FileError),
     /// One entry is invalid.
     #[error("{path}: {entry}: {reason}")]
     Entry {
@@ -139,11 +128,7 @@ pub fn role_name(role: Role) -> &'static str {
 impl Policy {
     /// Reads and validates a policy file.
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text, path)
+        Self::parse(&toml_file::read(path, "policy")?, path)
     }
 
     /// The built-in default policy.
@@ -154,10 +139,7 @@ impl Policy {
 
     /// Validates policy text; `path` only names errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, PolicyError> {
-        let file: PolicyFile = toml::from_str(text).map_err(|e| PolicyError::Syntax {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
+        let file: PolicyFile = toml_file::parse(path, text)?;
         let entry_error = |entry: String, reason: String| PolicyError::Entry {
             path: path.to_owned(),
             entry,

@@ -1,6 +1,7 @@
 use std::path::Path;
 
 use liandong_core::domain::{AgencyId, Instant, Region, Role};
+use liandong_core::toml_file::FileError;
 
 use super::*;
 
@@ -325,7 +326,7 @@ fn policy_errors_name_the_entry_and_field() {
     let bad = DEFAULT_POLICY.replace("parent_sees_branch_restricted", "parent_sees_branches");
     assert!(matches!(
         Policy::parse(&bad, path),
-        Err(PolicyError::Syntax { .. })
+        Err(PolicyError::File(FileError::Syntax { .. }))
     ));
 }
 

@@ -26,7 +26,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::{FutureExt, Stream, StreamExt};
-use prost::Message;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -174,7 +173,7 @@ impl Session {
     ) -> Result<Self, Status> {
         let owner = principal.agency.id.as_str();
         let name = request.name.as_str();
-        let filter = request.filter.to_wire().encode_to_vec();
+        let filter = request.filter.canonical_bytes();
         let store_error = |error| Status::from(ApiError::from(error));
         let start_after = match request.start {
             Start::Beginning => 0,
@@ -464,7 +463,7 @@ impl Session {
             for row in batch.rows {
                 // Rows the policy gives nothing are passed over here; the
                 // decision for what is sent is made again at send time.
-                if self.request.filter.matches(&row)
+                if super::wants(&self.request.filter, &row)
                     && policy::decide(&rules, reader, &row) != Decision::Nothing
                 {
                     self.window.admit(row.sequence);

@@ -231,13 +231,13 @@ async fn a_redelivery_is_rendered_and_audited_under_the_rules_in_force() {
     );
 }
 
-fn filter(case_ref_prefix: &str, senders: &[&str]) -> Filter {
-    Filter::from_wire(Some(pb::SubscriptionFilter {
+fn filter(case_ref_prefix: &str, senders: &[&str]) -> SubscriptionFilter {
+    let wire = pb::SubscriptionFilter {
         case_ref_prefix: case_ref_prefix.into(),
         senders: senders.iter().map(|s| (*s).to_owned()).collect(),
         ..Default::default()
-    }))
-    .unwrap()
+    };
+    SubscriptionFilter::from_wire("open.filter", wire).unwrap()
 }
 
 fn woken(live: &wake::Live) -> bool {
@@ -249,7 +249,7 @@ fn woken(live: &wake::Live) -> bool {
 async fn a_publish_wakes_only_the_sessions_that_may_want_it() {
     let dir = tempfile::tempdir().unwrap();
     let gateway = gateway(&dir).await;
-    let register = |owner: &str, name: &str, filter: Filter| {
+    let register = |owner: &str, name: &str, filter: SubscriptionFilter| {
         let owner = AgencyId::parse("owner", owner).unwrap();
         gateway
             .sessions
@@ -257,16 +257,16 @@ async fn a_publish_wakes_only_the_sessions_that_may_want_it() {
             .unwrap()
             .0
     };
-    let recipient = register("cz-psb-xiangyuan", "all", Filter::default());
+    let recipient = register("cz-psb-xiangyuan", "all", SubscriptionFilter::default());
     let other_case = register("cz-psb-xiangyuan", "other-case", filter("CZ-OTHER", &[]));
     let this_case = register("cz-psb-xiangyuan", "this-case", filter("CZ-2026-HW", &[]));
     let replaced = register("cz-psb-xiangyuan", "replaced", filter("CZ-2026", &[]));
     let replacing = register("cz-psb-xiangyuan", "replaced", filter("CZ-2026", &[]));
     let other_sender = register("cz-psb-xiangyuan", "other-sender", filter("", &["cz-eeb"]));
     // Not a recipient of the restricted transfer, and no oversight of it.
-    let outsider = register("cz-eeb-luzhou", "all", Filter::default());
+    let outsider = register("cz-eeb-luzhou", "all", SubscriptionFilter::default());
     // Oversight: the procuratorate gets a stub of transfers.
-    let supervisor = register("cz-procuratorate", "all", Filter::default());
+    let supervisor = register("cz-procuratorate", "all", SubscriptionFilter::default());
 
     let sequence = store_transfer(&gateway, "t-1").await;
     let receipt = crate::store::Receipt {
@@ -306,7 +306,13 @@ async fn rows_of_another_replica_are_dispatched_by_the_poll_task() {
     let owner = AgencyId::parse("owner", "cz-psb-xiangyuan").unwrap();
     let (live, _) = gateway
         .sessions
-        .register(&gateway.stop, &owner, "inbox", Filter::default(), 100)
+        .register(
+            &gateway.stop,
+            &owner,
+            "inbox",
+            SubscriptionFilter::default(),
+            100,
+        )
         .unwrap();
     let (idle, _) = gateway
         .sessions
@@ -329,9 +335,13 @@ async fn the_stream_cap_counts_other_subscriptions_of_the_same_agency() {
     let gateway = gateway(&dir).await;
     let owner = AgencyId::parse("owner", "cz-psb").unwrap();
     let register = |name: &str| {
-        gateway
-            .sessions
-            .register(&gateway.stop, &owner, name, Filter::default(), 2)
+        gateway.sessions.register(
+            &gateway.stop,
+            &owner,
+            name,
+            SubscriptionFilter::default(),
+            2,
+        )
     };
     let (a, _) = register("a").unwrap();
     register("b").unwrap();

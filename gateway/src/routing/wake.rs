@@ -28,12 +28,13 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use liandong_core::domain::AgencyId;
+use liandong_core::subscription::SubscriptionFilter;
 
 use crate::Gateway;
 use crate::policy::{self, Decision, Rules};
 use crate::store::{NewNotification, Receipt, StoredNotification};
 
-use super::Filter;
+use super::wants;
 
 /// Local publishes seen ahead of the contiguous position are remembered up
 /// to this many; beyond it the poll task may wake a session twice for one
@@ -50,7 +51,7 @@ pub struct Live {
     /// The subscription's owner.
     pub(super) owner: AgencyId,
     /// What the subscription wants.
-    pub(super) filter: Filter,
+    pub(super) filter: SubscriptionFilter,
     /// Ends the session: a newer connection took over, or the gateway stops.
     pub(super) cancel: CancellationToken,
     /// Cancelled once the session has ended and written its cursor, so a
@@ -65,7 +66,7 @@ impl Live {
     /// wants it and the policy gives the owner more than nothing (a session
     /// whose owner left the registry is woken so that it ends).
     fn wants(&self, rules: &Rules, row: &StoredNotification) -> bool {
-        self.filter.matches(row)
+        wants(&self.filter, row)
             && rules
                 .registry
                 .get(&self.owner)
@@ -109,13 +110,13 @@ struct Inner {
 impl Inner {
     fn index(&mut self, live: &Arc<Live>) {
         self.by_prefix
-            .entry(live.filter.case_ref_prefix.clone())
+            .entry(live.filter.case_ref_prefix().to_owned())
             .or_default()
             .insert(live.generation, live.clone());
     }
 
     fn unindex(&mut self, live: &Live) {
-        let prefix = live.filter.case_ref_prefix.as_str();
+        let prefix = live.filter.case_ref_prefix();
         if let Some(group) = self.by_prefix.get_mut(prefix) {
             group.remove(&live.generation);
             if group.is_empty() {
@@ -192,7 +193,7 @@ impl Sessions {
         stop: &CancellationToken,
         owner: &AgencyId,
         name: &str,
-        filter: Filter,
+        filter: SubscriptionFilter,
         max_streams: u32,
     ) -> Result<(Arc<Live>, Option<CancellationToken>), StreamCap> {
         let mut inner = self.lock();

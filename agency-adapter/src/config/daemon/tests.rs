@@ -68,7 +68,14 @@ fn the_police_example_says_what_it_does() {
     assert_eq!(subscription.name.as_str(), "psb-main");
     assert!(matches!(subscription.sink, SinkSettings::Webhook(_)));
     // Sorted by event number, deduplicated.
-    assert!(subscription.filter.events.windows(2).all(|w| w[0] < w[1]));
+    assert!(
+        subscription
+            .filter
+            .to_wire()
+            .events
+            .windows(2)
+            .all(|w| w[0] < w[1])
+    );
     assert!(matches!(
         config.dead_letter_sink,
         Some(SinkSettings::Webhook(_))
