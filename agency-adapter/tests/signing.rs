@@ -8,7 +8,7 @@ use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use prost::Message;
 use sha2::{Digest, Sha256};
 
-use liandong_adapter::accept::prepare;
+use liandong_adapter::daemon::accept::prepare;
 use liandong_adapter::signer::Signer;
 use liandong_core::domain::AgencyId;
 use liandong_core::json::from_json;

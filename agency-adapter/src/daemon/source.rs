@@ -1,6 +1,6 @@
 //! Sources: the ways an agency system hands notifications to the adapter.
 //! Each one turns what it received into a call to
-//! [`crate::accept::Acceptor`] and tells the agency system the outcome only
+//! [`crate::daemon::accept::Acceptor`] and tells the agency system the outcome only
 //! after it is committed (or refused).
 //!
 //! - [`folder`]: a drop folder of JSON files (write, then rename).
