@@ -156,7 +156,7 @@ pub async fn send_command(gateway: &GatewayArgs, args: &SendArgs) -> Result<(), 
                         message: other.to_string(),
                     },
                 })?
-                .0
+                .signed
         }
         None => notification,
     };
