@@ -10,7 +10,21 @@
 //! lock is let go.
 //!
 //! Whatever is cut short is safe: accepted rows stay in the outbox and are
-//! sent at the next start. This module must never log content.
+//! sent at the next start.
+//!
+//! Its parts, each one task or one step of one:
+//! - [`accept`] — the one acceptance path every source uses: check,
+//!   identify, sign, commit.
+//! - [`source`] — the drop folder and the local HTTP endpoint.
+//! - [`pusher`] — the outbox over one `PublishStream`, receipts, retries,
+//!   dead letters.
+//! - [`inbound`] — subscriptions handed to sinks, acknowledged after.
+//! - [`sink`] — webhook, folder and stdout sinks; the dead-letter reporter.
+//! - [`backoff`] — exponential backoff with jitter.
+//!
+//! The daemon and its parts never use the one-shot commands
+//! ([`crate::commands`]), never listen for signals themselves (the
+//! shutdown future is handed in) and never log content.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -23,16 +37,24 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::accept::Acceptor;
 use crate::config::daemon::{DaemonConfig, SourceSettings};
 use crate::error::exit;
-use crate::inbound::Inbound;
-use crate::pusher::Pusher;
+use crate::report::Limits;
 use crate::signer::{Signer, SignerError};
-use crate::sink::{Sink, SinkError, report_dead_letters};
-use crate::source::{folder, http};
-use crate::status::Limits;
 use crate::store::{DaemonLock, Store, StoreError};
+
+use accept::Acceptor;
+use inbound::Inbound;
+use pusher::Pusher;
+use sink::{Sink, SinkError, report_dead_letters};
+use source::{folder, http};
+
+pub mod accept;
+pub mod backoff;
+pub mod inbound;
+pub mod pusher;
+pub mod sink;
+pub mod source;
 
 #[cfg(test)]
 mod tests;

@@ -11,8 +11,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use liandong_adapter::cli::{Cli, Command};
+use liandong_adapter::commands::{send, status, tail};
 use liandong_adapter::daemon::Daemon;
-use liandong_adapter::{CommandError, ConfigError, DaemonConfig, exit, send, status, tail};
+use liandong_adapter::{CommandError, ConfigError, DaemonConfig, exit, shutdown};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
 
@@ -100,7 +101,7 @@ fn run_daemon(cli: &Cli) -> anyhow::Result<Result<u8, CommandError>> {
             "liandong-adapter running for {agency} (config {file}, signing key {}{http})",
             daemon.key_id()
         );
-        daemon.run(tail::shutdown_signal()).await;
+        daemon.run(shutdown::signal()).await;
         Ok(Ok(exit::OK))
     })
 }

@@ -388,13 +388,13 @@ pub(crate) fn acceptor(
     store: &crate::store::Store,
     max_pending: u64,
 ) -> (
-    crate::accept::Acceptor,
+    crate::daemon::accept::Acceptor,
     std::sync::Arc<tokio::sync::Notify>,
     [u8; 32],
 ) {
     let (signer, public) = signer("cz-psb");
     let wake = std::sync::Arc::new(tokio::sync::Notify::new());
-    let acceptor = crate::accept::Acceptor::new(
+    let acceptor = crate::daemon::accept::Acceptor::new(
         store.clone(),
         signer,
         max_pending,

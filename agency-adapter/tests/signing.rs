@@ -8,7 +8,7 @@ use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use prost::Message;
 use sha2::{Digest, Sha256};
 
-use liandong_adapter::accept::prepare;
+use liandong_adapter::daemon::accept::prepare;
 use liandong_adapter::signer::Signer;
 use liandong_core::domain::AgencyId;
 use liandong_core::json::from_json;
@@ -135,7 +135,7 @@ fn the_adapters_signature_verifies_with_ed25519_dalek_over_the_documented_bytes(
     let agency = AgencyId::parse("agency", "cz-eeb-xiangyuan").unwrap();
     let signer = Signer::from_pkcs8(agency, key.pkcs8_der()).unwrap();
     let input: pb::Notification = from_json(NOTIFICATION).unwrap();
-    let (signed, _hash) = prepare(&signer, input).unwrap();
+    let signed = prepare(&signer, input).unwrap().signed;
 
     // What travels: decode the bytes as a receiver would get them.
     let received = pb::Notification::decode(signed.encode_to_vec().as_slice()).unwrap();

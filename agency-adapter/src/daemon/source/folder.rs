@@ -21,9 +21,9 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use crate::accept::{AcceptError, Acceptor, Origin};
 use crate::config::daemon::FolderSource;
-use crate::sink::write_atomically;
+use crate::daemon::accept::{AcceptError, Acceptor, Origin};
+use crate::daemon::sink::write_atomically;
 
 #[cfg(test)]
 mod tests;

@@ -5,12 +5,15 @@
 //!
 //! In order: parse; refuse a `sender` naming another agency and a
 //! signature supplied by the source; assign `<agency>-<uuid>` when the
-//! source gave no `notification_id`; check the form (the same checks as
-//! the gateway's, so what the gateway would refuse for its form is refused
-//! here, before it is accepted); check the size; sign; commit. A source is
-//! told "accepted" only once [`Store::accept`] has committed.
+//! source gave no `notification_id`; check the form into a typed
+//! [`Notification`] (the same checks as the gateway's, so what the gateway
+//! would refuse for its form is refused here, before it is accepted); sign
+//! the wire form built from that checked value, so what is signed, stored
+//! and sent is exactly what was checked; check the size; commit. A source
+//! is told "accepted" only once [`Store::accept`] has committed.
 //!
-//! This module must never log content: ids only.
+//! This module must never log content (ids only), and never commits a
+//! notification that has not been checked and signed here.
 
 use std::sync::Arc;
 
@@ -208,8 +211,12 @@ impl Acceptor {
         notification: pb::Notification,
         origin: Origin,
     ) -> Result<Accepted, AcceptError> {
-        let (notification, content_hash) = prepare(&self.signer, notification)?;
-        let payload = notification.encode_to_vec();
+        let Prepared {
+            notification,
+            signed,
+            content_hash,
+        } = prepare(&self.signer, notification)?;
+        let payload = signed.encode_to_vec();
         let bytes = payload.len() as u64 + REQUEST_OVERHEAD;
         if bytes > self.max_bytes {
             return Err(AcceptError::TooLarge {
@@ -217,7 +224,7 @@ impl Acceptor {
                 max: self.max_bytes,
             });
         }
-        let notification_id = notification.notification_id.clone();
+        let notification_id = notification.id.as_str().to_owned();
         let row = NewRow {
             notification_id: notification_id.clone(),
             source_key: match &origin {
@@ -281,13 +288,27 @@ impl Acceptor {
     }
 }
 
+/// A notification ready for the outbox: checked, identified and signed.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The checked notification, with its id (assigned when the source gave
+    /// none).
+    pub notification: Notification,
+    /// The same notification in wire form, signed by the agency: built from
+    /// [`Prepared::notification`], so what is signed and sent is exactly
+    /// what was checked.
+    pub signed: pb::Notification,
+    /// SHA-256 (hex) of its signing bytes: the same content gives the same
+    /// hash, which is how a repeat is told from a reused id.
+    pub content_hash: String,
+}
+
 /// Checks `notification` for `signer`'s agency, assigns an id when it has
-/// none, and signs it. Returns the signed notification and the SHA-256
-/// (hex) of its signing bytes.
+/// none, and signs the checked form.
 pub fn prepare(
     signer: &Signer,
     mut notification: pb::Notification,
-) -> Result<(pb::Notification, String), AcceptError> {
+) -> Result<Prepared, AcceptError> {
     let agency = signer.agency().as_str();
     if !notification.sender.is_empty() && notification.sender != agency {
         return Err(FieldError::new(
@@ -306,10 +327,15 @@ pub fn prepare(
     if notification.notification_id.is_empty() {
         notification.notification_id = assign_id(agency);
     }
-    Notification::try_from(notification.clone())?;
-    let content_hash = hex::encode(Sha256::digest(signing_bytes(&notification, agency)));
-    signer.sign(&mut notification);
-    Ok((notification, content_hash))
+    let checked = Notification::try_from(notification)?;
+    let mut signed = pb::Notification::from(checked.clone());
+    let content_hash = hex::encode(Sha256::digest(signing_bytes(&signed, agency)));
+    signer.sign(&mut signed);
+    Ok(Prepared {
+        notification: checked,
+        signed,
+        content_hash,
+    })
 }
 
 /// A fresh notification id: `<agency>-<uuid v4, 32 hex digits>`.

@@ -22,14 +22,15 @@ use liandong_core::json::{from_json, to_json};
 use liandong_core::pb;
 use liandong_core::tls::error_chain;
 
-use crate::accept::{AcceptError, prepare};
 use crate::cli::{GatewayArgs, SendArgs};
 use crate::client::GatewayClient;
+use crate::commands::write_json_line;
 use crate::config::GatewaySettings;
 use crate::config::daemon::{DaemonConfig, is_daemon_config};
+use crate::daemon::accept::{AcceptError, prepare};
+use crate::daemon::source::http::SOURCE_HEADER;
 use crate::error::{CommandError, InputError};
 use crate::signer::Signer;
-use crate::source::http::SOURCE_HEADER;
 
 #[cfg(test)]
 mod tests;
@@ -155,7 +156,7 @@ pub async fn send_command(gateway: &GatewayArgs, args: &SendArgs) -> Result<(), 
                         message: other.to_string(),
                     },
                 })?
-                .0
+                .signed
         }
         None => notification,
     };
@@ -214,16 +215,4 @@ pub async fn hand_over(
         status: status.as_u16(),
         message,
     })
-}
-
-/// Writes `value` as one line of JSON and flushes.
-pub(crate) fn write_json_line(
-    out: &mut impl Write,
-    value: &serde_json::Value,
-) -> Result<(), CommandError> {
-    let mut line = value.to_string();
-    line.push('\n');
-    out.write_all(line.as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(CommandError::Output)
 }

@@ -1,24 +1,22 @@
-//! `liandong-adapter status`: what the adapter's local state says — outbox
-//! depth and the age of the oldest pending notification, dead letters,
-//! the last successful push and the last error, each subscription's last
-//! acknowledged sequence, whether the daemon runs — and whether that is
-//! healthy by the config's `[status]` limits. Read from the SQLite state,
-//! so it works whether or not the daemon runs.
+//! The status report: what a [`Snapshot`] of the adapter's local state
+//! says — outbox depth and the age of the oldest pending notification, dead
+//! letters, the last successful push and the last error, each
+//! subscription's last acknowledged sequence, whether the daemon runs — and
+//! whether that is healthy by the config's `[status]` limits, as text for
+//! people or as JSON. Shared by the `status` command
+//! ([`crate::commands::status`]) and the HTTP source's `GET /v1/status`.
 //!
-//! Exit code: 0 healthy, [`crate::exit::UNHEALTHY`] otherwise, for
-//! monitoring scripts. This module only reads; it must never change the
-//! state nor print content (ids, codes and the gateway's reasons only).
+//! This module only judges and formats what it is given: it never reads or
+//! changes the state, never prints, and never shows content (ids, codes and
+//! the gateway's reasons only).
 
 use std::fmt::Write as _;
-use std::io::Write;
 
 use liandong_core::domain::Instant;
 use serde_json::{Value, json};
 
 use crate::config::daemon::{DaemonConfig, StatusSettings};
-use crate::error::CommandError;
-use crate::send::write_json_line;
-use crate::store::{DAEMON_STALE_AFTER, Snapshot, Store};
+use crate::store::{DAEMON_STALE_AFTER, Snapshot};
 
 #[cfg(test)]
 mod tests;
@@ -248,27 +246,4 @@ pub fn report_text(snapshot: &Snapshot, limits: &Limits, now: i64) -> String {
         let _ = writeln!(out, "subscription:  {}: {acked}{failing}", s.name);
     }
     out
-}
-
-/// The `status` command: reads the state named by `config`, writes the
-/// report to `out`, and returns whether it is healthy.
-pub async fn status(
-    config: &DaemonConfig,
-    json: bool,
-    out: &mut impl Write,
-) -> Result<bool, CommandError> {
-    let store = Store::open_existing(&config.outbox.path).await?;
-    let snapshot = store.snapshot().await?;
-    store.close().await;
-    let limits = Limits::from(config);
-    let now = Instant::now().unix_micros();
-    let healthy = evaluate(&snapshot, &limits, now).healthy;
-    if json {
-        write_json_line(out, &report_json(&snapshot, &limits, now))?;
-    } else {
-        out.write_all(report_text(&snapshot, &limits, now).as_bytes())
-            .and_then(|()| out.flush())
-            .map_err(CommandError::Output)?;
-    }
-    Ok(healthy)
 }

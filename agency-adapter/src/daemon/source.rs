@@ -1,7 +1,7 @@
 //! Sources: the ways an agency system hands notifications to the adapter.
 //! Each one turns what it received into a call to
-//! [`crate::accept::Acceptor`] and tells the agency system the outcome only
-//! after it is committed (or refused).
+//! [`super::accept::Acceptor`] and tells the agency system the outcome
+//! only after it is committed (or refused).
 //!
 //! - [`folder`]: a drop folder of JSON files (write, then rename).
 //! - [`http`]: `POST /v1/notifications` on a loopback address.

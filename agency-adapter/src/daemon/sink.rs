@@ -24,8 +24,8 @@ use serde_json::json;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
 use crate::config::daemon::{RetrySettings, SinkSettings, WebhookSink};
+use crate::daemon::backoff::Backoff;
 use crate::store::{DeadLetter, Store};
 
 #[cfg(test)]

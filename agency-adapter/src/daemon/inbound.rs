@@ -20,12 +20,12 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
 use crate::client::{ClientError, GatewayClient, Subscription};
 use crate::config::GatewaySettings;
 use crate::config::daemon::{RetrySettings, SubscriptionSettings};
+use crate::daemon::backoff::Backoff;
+use crate::daemon::sink::{Item, Sink, hand_with_retry};
 use crate::error::describe_status;
-use crate::sink::{Item, Sink, hand_with_retry};
 use crate::store::{Store, StoreError};
 
 #[cfg(test)]

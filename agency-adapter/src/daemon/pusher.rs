@@ -27,10 +27,10 @@ use prost::Message;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
 use crate::client::{ClientError, GatewayClient};
 use crate::config::GatewaySettings;
 use crate::config::daemon::OutboxSettings;
+use crate::daemon::backoff::Backoff;
 use crate::error::{code_name, describe_status, is_transport_failure};
 use crate::store::{SentReceipt, Store, StoreError};
 

@@ -154,3 +154,25 @@ async fn a_drop_file_without_an_id_is_accepted_once_even_when_read_twice() {
     assert_eq!(second.notification_id, first.notification_id);
     assert_eq!(store.snapshot().await.unwrap().outbox_depth, 1);
 }
+
+#[tokio::test]
+async fn what_is_signed_and_committed_is_the_checked_form() {
+    let (_dir, store) = testing::store().await;
+    let (acceptor, _, public) = testing::acceptor(&store, 10);
+    let mut value: serde_json::Value =
+        serde_json::from_str(&notification_json(Some("psb-1"), "a")).unwrap();
+    value["confidentiality"] = "CONFIDENTIALITY_RESTRICTED".into();
+    value["confidentiality_note"] = "ongoing".into();
+    value["recipients"] = serde_json::json!(["cz-eeb", "cz-eeb"]);
+    value["occurred_at"] = "2026-11-20T08:30:00.123456789Z".into();
+    acceptor
+        .accept_json(&value.to_string(), Origin::Http)
+        .await
+        .unwrap();
+    let row = &store.pending_after(0, 1).await.unwrap()[0];
+    let sent = pb::Notification::decode(row.payload.as_slice()).unwrap();
+    // The checked form: recipients once each, time in microseconds.
+    assert_eq!(sent.recipients, ["cz-eeb"]);
+    assert_eq!(sent.occurred_at.unwrap().nanos, 123_456_000);
+    verify(&sent, "cz-psb", &public).unwrap();
+}

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use liandong_core::signing::verify;
 use tokio::sync::Notify;
 
-use crate::accept::{Acceptor, Origin};
+use crate::daemon::accept::{Acceptor, Origin};
 use crate::testing::{self, FAST_RETRY, MockGateway, Script, eventually, notification_json};
 
 use super::*;

@@ -17,9 +17,10 @@ use liandong_core::json::to_json;
 
 use crate::cli::TailArgs;
 use crate::client::{GatewayClient, Subscription};
+use crate::commands::write_json_line;
 use crate::config::GatewaySettings;
 use crate::error::{CommandError, code_name};
-use crate::send::write_json_line;
+use crate::shutdown;
 
 #[cfg(test)]
 mod tests;
@@ -148,7 +149,7 @@ pub async fn tail(
         name,
         StopRules::from(args),
         &mut stdout,
-        shutdown_signal(),
+        shutdown::signal(),
     )
     .await;
     let ended_by_gateway = matches!(
@@ -177,30 +178,4 @@ pub async fn tail(
         );
     }
     result
-}
-
-/// Completes on SIGINT or (on Unix) SIGTERM; never, where signals cannot
-/// be listened for.
-pub async fn shutdown_signal() {
-    let interrupt = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                terminate.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {}
-        () = terminate => {}
-    }
 }

@@ -26,8 +26,8 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::accept::{AcceptError, Accepted, Acceptor, Origin};
-use crate::status::{Limits, report_json};
+use crate::daemon::accept::{AcceptError, Accepted, Acceptor, Origin};
+use crate::report::{Limits, report_json};
 use crate::store::RowState;
 
 #[cfg(test)]
