@@ -31,7 +31,9 @@ use std::time::Duration;
 
 use prost::Message;
 
-use liandong_core::domain::{AgencyId, CaseRef, Event, FieldError, Region, SubscriptionName};
+use liandong_core::domain::{
+    AgencyId, CaseRef, Confidentiality, Event, FieldError, Region, SubscriptionName,
+};
 use liandong_core::pb;
 use liandong_core::registry::Agency;
 
@@ -157,16 +159,15 @@ impl Filter {
     /// matches the region itself and, for a city or province code, every
     /// code within it.
     pub fn matches(&self, stored: &StoredNotification) -> bool {
-        (self.events.is_empty()
-            || self
-                .events
-                .iter()
-                .any(|e| e.to_wire() as i32 == stored.event))
-            && stored.case_ref.starts_with(&self.case_ref_prefix)
-            && (self.senders.is_empty() || self.senders.iter().any(|s| s.as_str() == stored.sender))
+        let envelope = &stored.envelope;
+        (self.events.is_empty() || self.events.contains(&envelope.event))
+            && envelope
+                .case_ref
+                .as_str()
+                .starts_with(&self.case_ref_prefix)
+            && (self.senders.is_empty() || self.senders.contains(&envelope.sender))
             && (self.regions.is_empty()
-                || Region::parse("region", &stored.region)
-                    .is_ok_and(|region| self.regions.iter().any(|r| r.contains(&region))))
+                || self.regions.iter().any(|r| r.contains(&envelope.region)))
     }
 }
 
@@ -259,7 +260,7 @@ pub fn render(
     stored: &StoredNotification,
     attempt: u32,
 ) -> Option<(pb::Delivery, Decision)> {
-    let decision = policy::decide(rules, reader, stored);
+    let decision = policy::decide(rules, reader, &stored.envelope);
     if decision == Decision::Nothing {
         return None;
     }
@@ -273,7 +274,7 @@ pub fn render(
     let (notification, withheld, withheld_reason, redacted_fields) = match &decision {
         Decision::Full(_) => {
             let mut full = full;
-            let redacted = if stored.sender == reader.id.as_str() {
+            let redacted = if stored.envelope.sender == reader.id {
                 Vec::new()
             } else {
                 redact::strip_above(&mut full, reader.clearance)
@@ -281,7 +282,7 @@ pub fn render(
             (full, false, String::new(), redacted)
         }
         Decision::Withheld(reason) => {
-            let contact = crate::contact_of(rules, &stored.sender);
+            let contact = crate::contact_of(rules, &stored.envelope.sender);
             (
                 policy::withheld_stub(&full, &contact),
                 true,
@@ -293,7 +294,7 @@ pub fn render(
     };
     let delivery = pb::Delivery {
         sequence: stored.sequence,
-        sender: stored.sender.clone(),
+        sender: stored.envelope.sender.to_string(),
         received_at: Some(stored.received_at.to_wire()),
         notification: Some(notification),
         withheld,
@@ -314,7 +315,7 @@ pub fn audit_entry(
 ) -> Option<AuditEntry> {
     let reason = match decision {
         Decision::Full(rule) => {
-            if stored.confidentiality == pb::Confidentiality::Public as i32 {
+            if stored.envelope.confidentiality == Confidentiality::Public {
                 return None;
             }
             (*rule).to_owned()
@@ -326,8 +327,8 @@ pub fn audit_entry(
         agency: reader.id.to_string(),
         action,
         sequence: Some(stored.sequence),
-        sender: stored.sender.clone(),
-        notification_id: stored.notification_id.clone(),
+        sender: stored.envelope.sender.to_string(),
+        notification_id: stored.envelope.id.to_string(),
         decision: decision.name().to_owned(),
         reason,
     })

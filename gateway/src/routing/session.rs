@@ -465,7 +465,7 @@ impl Session {
                 // Rows the policy gives nothing are passed over here; the
                 // decision for what is sent is made again at send time.
                 if self.request.filter.matches(&row)
-                    && policy::decide(&rules, reader, &row) != Decision::Nothing
+                    && policy::decide(&rules, reader, &row.envelope) != Decision::Nothing
                 {
                     self.window.admit(row.sequence);
                     admitted.push(row);

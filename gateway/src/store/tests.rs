@@ -73,18 +73,23 @@ fn new_notification(sender: &str, id: &str, case_ref: &str, content: &str) -> Ne
         sender: sender.into(),
         ..Default::default()
     };
-    let payload = wire.encode_to_vec();
-    NewNotification {
-        sender: sender.into(),
-        notification_id: id.into(),
-        case_ref: case_ref.into(),
-        event: wire.event,
-        confidentiality: wire.confidentiality,
-        region: wire.region.clone(),
-        recipients: wire.recipients.clone(),
-        content_hash: sha2::Sha256::digest(&payload).to_vec(),
-        payload,
-    }
+    let envelope = Envelope {
+        sender: AgencyId::parse("sender", sender).unwrap(),
+        id: NotificationId::parse_field("id", id).unwrap(),
+        case_ref: CaseRef::parse_field("case_ref", case_ref).unwrap(),
+        event: Event::from_wire("event", wire.event).unwrap(),
+        confidentiality: Confidentiality::from_wire("confidentiality", wire.confidentiality)
+            .unwrap(),
+        region: Region::parse("region", &wire.region).unwrap(),
+        recipients: agencies(&wire.recipients),
+    };
+    NewNotification::new(envelope, wire.encode_to_vec())
+}
+
+fn agencies(ids: &[impl AsRef<str>]) -> Vec<AgencyId> {
+    ids.iter()
+        .map(|id| AgencyId::parse("agency", id.as_ref()).unwrap())
+        .collect()
 }
 
 /// The summary (test content) of a stored notification.
@@ -94,6 +99,7 @@ fn content(stored: &StoredNotification) -> String {
         .summary
 }
 
+use liandong_core::domain::{AgencyId, CaseRef, Confidentiality, Event, NotificationId, Region};
 use liandong_core::pb;
 use prost::Message;
 use sha2::Digest;
@@ -115,7 +121,10 @@ async fn publish_assigns_increasing_sequences_and_reads_back_in_order() {
         assert_eq!((a.sequence, b.sequence), (1, 2));
         let rows = store.read_after(0, 10).await.unwrap().rows;
         assert_eq!(rows.len(), 2);
-        assert_eq!(rows[0].recipients, vec!["cz-psb", "cz-procuratorate"]);
+        assert_eq!(
+            rows[0].envelope.recipients,
+            agencies(&["cz-psb", "cz-procuratorate"])
+        );
         assert_eq!(content(&rows[1]), "two");
         assert_eq!(rows[0].received_at, a.received_at);
         assert_eq!(store.read_after(1, 10).await.unwrap().rows[0].sequence, 2);
@@ -480,7 +489,7 @@ async fn failed_commit_writes_nothing_and_the_next_write_commits() {
 
 async fn check_after_failed_commits(store: &Store, audit: &AuditEntry) {
     let rows = store.read_after(0, 10).await.unwrap().rows;
-    let ids: Vec<&str> = rows.iter().map(|r| r.notification_id.as_str()).collect();
+    let ids: Vec<&str> = rows.iter().map(|r| r.envelope.id.as_str()).collect();
     assert_eq!(ids, ["n1", "n2"], "{:?}", store.backend());
     assert_eq!(store.audit_entries().await.unwrap(), vec![audit.clone()]);
     assert!(store.verify(&verify::NoProgress).await.unwrap().is_clean());
@@ -773,7 +782,10 @@ async fn repeated_recipients_in_the_payload_match_the_validated_column() {
         store.publish(&new).await.unwrap();
         let rows = store.read_after(0, 10).await.unwrap().rows;
         assert_eq!(rows.len(), 1, "{:?}", store.backend());
-        assert_eq!(rows[0].recipients, ["cz-psb", "cz-procuratorate"]);
+        assert_eq!(
+            rows[0].envelope.recipients,
+            agencies(&["cz-psb", "cz-procuratorate"])
+        );
     }
 }
 
