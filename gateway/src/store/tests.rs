@@ -639,6 +639,90 @@ async fn tampered_rows_are_never_returned() {
 }
 
 #[tokio::test]
+async fn rows_whose_routing_columns_do_not_parse_are_never_returned() {
+    for (store, _guard) in backends().await {
+        publish_clues(&store, 5).await;
+        // 2-4: a column edited to a value no valid notification has (a
+        // malformed region, an unknown level, an unknown event).
+        for sql in [
+            "UPDATE notifications SET region = 'abc' WHERE sequence = 2",
+            "UPDATE notifications SET confidentiality = 0 WHERE sequence = 3",
+            "UPDATE notifications SET event = 999 WHERE sequence = 4",
+        ] {
+            exec(&store, sql).await;
+        }
+        // 5: payload, columns, hash, chain link and chain head all agree on
+        // a malformed region, as if a gateway had stored it.
+        let mut wire = pb::Notification::decode(
+            new_notification("cz-eeb", "n5", "C-1", "x")
+                .payload
+                .as_slice(),
+        )
+        .unwrap();
+        wire.region = "abc".into();
+        let payload = wire.encode_to_vec();
+        let hash = sha2::Sha256::digest(&payload).to_vec();
+        let row = sqlx::query(
+            "SELECT n.received_at, p.chain FROM notifications n \
+             JOIN notifications p ON p.sequence = n.sequence - 1 WHERE n.sequence = 5",
+        )
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+        let received_at: i64 = row.try_get("received_at").unwrap();
+        let previous: Vec<u8> = row.try_get("chain").unwrap();
+        let chain = integrity::chain_link(Some(&previous), 5, received_at, &hash);
+        sqlx::query(
+            "UPDATE notifications SET region = 'abc', payload = $1, content_hash = $2, chain = $3 \
+             WHERE sequence = 5",
+        )
+        .bind(&payload)
+        .bind(&hash)
+        .bind(&chain)
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        sqlx::query("UPDATE store_state SET last_chain = $1 WHERE id = 1")
+            .bind(&chain)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+
+        let before = store.integrity_failures();
+        let batch = store.read_after(0, 10).await.unwrap();
+        let served: Vec<u64> = batch.rows.iter().map(|r| r.sequence).collect();
+        assert_eq!(served, [1], "{:?}", store.backend());
+        assert_eq!(batch.through, Some(5));
+        assert_eq!(store.integrity_failures() - before, 4);
+        let timeline: Vec<u64> = store
+            .case_timeline("C-1")
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.sequence)
+            .collect();
+        assert_eq!(timeline, [1]);
+        let report = store.verify(&verify::NoProgress).await.unwrap();
+        let changed: Vec<(u64, &str)> = report
+            .changed
+            .iter()
+            .map(|p| (p.sequence, p.problem.as_str()))
+            .collect();
+        assert_eq!(
+            changed,
+            [
+                (2, "column region does not hold a valid value"),
+                (3, "column confidentiality does not hold a valid value"),
+                (4, "column event does not hold a valid value"),
+                (5, "column region does not hold a valid value"),
+            ],
+            "{report:?}"
+        );
+        assert!(report.out_of_order.is_empty(), "{report:?}");
+    }
+}
+
+#[tokio::test]
 async fn locked_database_refuses_writes_then_recovers() {
     for (_, guard) in backends().await {
         let url = match &guard {
