@@ -623,3 +623,40 @@ impl From<Notification> for pb::Notification {
         }
     }
 }
+
+/// What routing and the delivery policy read of a notification: who sent
+/// it, which one it is, its case, kind, level, region and need-to-know list
+/// — every field already validated, none of the content. Parsed once where
+/// a notification enters (a publish, a stored row), then passed on as is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// The proven sender (from its certificate, never from the message).
+    pub sender: AgencyId,
+    /// The sender's idempotency key.
+    pub id: NotificationId,
+    /// The case it belongs to.
+    pub case_ref: CaseRef,
+    /// What happened.
+    pub event: Event,
+    /// How far the content may travel.
+    pub confidentiality: Confidentiality,
+    /// Where it happened.
+    pub region: Region,
+    /// Need-to-know list, deduplicated, in the order given.
+    pub recipients: Vec<AgencyId>,
+}
+
+impl Envelope {
+    /// The envelope of `notification` as published by `sender`.
+    pub fn of(sender: AgencyId, notification: &Notification) -> Self {
+        Self {
+            sender,
+            id: notification.id.clone(),
+            case_ref: notification.case_ref.clone(),
+            event: notification.event,
+            confidentiality: notification.confidentiality,
+            region: notification.region.clone(),
+            recipients: notification.recipients.clone(),
+        }
+    }
+}

@@ -21,13 +21,12 @@ use std::sync::Arc;
 
 use futures::Stream;
 use prost::Message;
-use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 
-use liandong_core::domain::{CaseRef, FieldError, Notification};
+use liandong_core::domain::{CaseRef, Envelope, FieldError, Notification};
 use liandong_core::pb;
 use liandong_core::pb::exchange_server::Exchange;
 use liandong_core::signing::{self, SignatureError};
@@ -210,21 +209,7 @@ async fn publish_checked(
     }
     wire.sender = sender.to_string();
     let payload = wire.encode_to_vec();
-    let new = NewNotification {
-        sender: sender.to_string(),
-        notification_id: notification.id.to_string(),
-        case_ref: notification.case_ref.to_string(),
-        event: notification.event.to_wire() as i32,
-        confidentiality: notification.confidentiality.to_wire() as i32,
-        region: notification.region.to_string(),
-        recipients: notification
-            .recipients
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
-        content_hash: Sha256::digest(&payload).to_vec(),
-        payload,
-    };
+    let new = NewNotification::new(Envelope::of(sender.clone(), &notification), payload);
     let (receipt, duplicate) = match gateway.store.publish(&new).await? {
         PublishOutcome::Stored(receipt) => {
             routing::wake::stored(gateway, &receipt, &new);

@@ -114,10 +114,11 @@ impl Gateway {
 }
 
 /// The registered contact of an agency, for withheld stubs.
-pub fn contact_of(rules: &Rules, agency: &str) -> String {
-    AgencyId::parse("sender", agency)
-        .ok()
-        .and_then(|id| rules.registry.get(&id).map(|a| a.contact.clone()))
+pub fn contact_of(rules: &Rules, agency: &AgencyId) -> String {
+    rules
+        .registry
+        .get(agency)
+        .map(|a| a.contact.clone())
         .unwrap_or_default()
 }
 

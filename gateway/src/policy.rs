@@ -20,19 +20,20 @@
 //!
 //! Full deliveries then lose the body fields marked more sensitive than the
 //! reader's clearance ([`redact`]). Decisions are made at delivery time from
-//! the current registry and policy, never stored with the notification, and
-//! anything this module cannot classify is delivered to nobody.
+//! the current registry and policy, never stored with the notification.
+//!
+//! The policy reads validated domain values only (a `Notification` to
+//! publish, the `Envelope` of a stored one); it never parses a stored
+//! column or the wire: a value that cannot be classified never gets here.
 
 pub mod redact;
 pub mod rules;
 
-use liandong_core::domain::{Confidentiality, Event, FieldError, Notification, Region};
+use liandong_core::domain::{Confidentiality, Envelope, FieldError, Notification};
 use liandong_core::pb;
 use liandong_core::registry::{Agency, Registry};
 
 pub use rules::{Policy, PolicyError};
-
-use crate::store::StoredNotification;
 
 #[cfg(test)]
 mod tests;
@@ -121,30 +122,19 @@ pub fn check_publish(
     Ok(())
 }
 
-/// What `reader` may receive of `stored`.
-pub fn decide(rules: &Rules, reader: &Agency, stored: &StoredNotification) -> Decision {
-    let (Ok(level), Ok(event), Ok(region)) = (
-        Confidentiality::from_wire("confidentiality", stored.confidentiality),
-        Event::from_wire("event", stored.event),
-        Region::parse("region", &stored.region),
-    ) else {
-        tracing::error!(
-            notification.sequence = stored.sequence,
-            "stored notification cannot be classified; withheld from everyone"
-        );
-        return Decision::Nothing;
-    };
-    let reader_id = reader.id.as_str();
-    if stored.sender == reader_id {
+/// What `reader` may receive of the notification `envelope` describes.
+pub fn decide(rules: &Rules, reader: &Agency, envelope: &Envelope) -> Decision {
+    if envelope.sender == reader.id {
         return Decision::Full("own notification");
     }
-    let is_recipient = stored.recipients.iter().any(|r| r == reader_id);
+    let level = envelope.confidentiality;
+    let is_recipient = envelope.recipients.contains(&reader.id);
     let entitled = match level {
         Confidentiality::Public => Some("public"),
         Confidentiality::Internal => reader.role.is_member().then_some("member agency"),
         Confidentiality::Restricted if is_recipient => Some("listed recipient"),
         Confidentiality::Restricted => (rules.policy.parent_sees_branch_restricted
-            && is_parent_of_party(&rules.registry, reader, stored))
+            && is_parent_of_party(&rules.registry, reader, envelope))
         .then_some("parent of a party"),
         Confidentiality::Confidential => is_recipient.then_some("listed recipient"),
     };
@@ -159,8 +149,9 @@ pub fn decide(rules: &Rules, reader: &Agency, stored: &StoredNotification) -> De
             ));
         }
     }
+    let event = envelope.event;
     match rules.policy.oversight_for(reader.role, event) {
-        Some(rule) if reader.region.contains(&region) => Decision::Withheld(format!(
+        Some(rule) if reader.region.contains(&envelope.region) => Decision::Withheld(format!(
             "oversight ({}): you supervise {event} in region {}, but are not a recipient; ask the sender for the content",
             rule.name, reader.region
         )),
@@ -168,11 +159,10 @@ pub fn decide(rules: &Rules, reader: &Agency, stored: &StoredNotification) -> De
     }
 }
 
-fn is_parent_of_party(registry: &Registry, reader: &Agency, stored: &StoredNotification) -> bool {
-    std::iter::once(&stored.sender)
-        .chain(&stored.recipients)
-        .filter_map(|id| liandong_core::domain::AgencyId::parse("party", id).ok())
-        .any(|party| registry.is_ancestor(&reader.id, &party))
+fn is_parent_of_party(registry: &Registry, reader: &Agency, envelope: &Envelope) -> bool {
+    std::iter::once(&envelope.sender)
+        .chain(&envelope.recipients)
+        .any(|party| registry.is_ancestor(&reader.id, party))
 }
 
 /// The stub of a withheld notification: identifiers, level, times and whom

@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use prost::Message;
 
-use liandong_core::domain::{AgencyId, CaseRef, Event, FieldError, Region, SubscriptionName};
+use liandong_core::domain::{Confidentiality, FieldError, SubscriptionName};
 use liandong_core::pb;
 use liandong_core::registry::Agency;
 use liandong_core::subscription::{Start, SubscriptionFilter};
@@ -96,19 +96,14 @@ impl Default for DeliverySettings {
 }
 
 /// True when `filter` wants the stored row `row`.
-// The row still holds text and wire numbers: they are parsed here for the
-// filter until the store hands out typed rows. A row that does not parse
-// (the store only holds validated notifications) is not wanted.
 fn wants(filter: &SubscriptionFilter, row: &StoredNotification) -> bool {
-    let (Ok(event), Ok(case_ref), Ok(sender), Ok(region)) = (
-        Event::from_wire("event", row.event),
-        CaseRef::parse_field("case_ref", &row.case_ref),
-        AgencyId::parse("sender", &row.sender),
-        Region::parse("region", &row.region),
-    ) else {
-        return false;
-    };
-    filter.matches(event, &case_ref, &sender, &region)
+    let envelope = &row.envelope;
+    filter.matches(
+        envelope.event,
+        &envelope.case_ref,
+        &envelope.sender,
+        &envelope.region,
+    )
 }
 
 /// A validated `SubscriptionOpen`.
@@ -178,7 +173,7 @@ pub fn render(
     stored: &StoredNotification,
     attempt: u32,
 ) -> Option<(pb::Delivery, Decision)> {
-    let decision = policy::decide(rules, reader, stored);
+    let decision = policy::decide(rules, reader, &stored.envelope);
     if decision == Decision::Nothing {
         return None;
     }
@@ -192,7 +187,7 @@ pub fn render(
     let (notification, withheld, withheld_reason, redacted_fields) = match &decision {
         Decision::Full(_) => {
             let mut full = full;
-            let redacted = if stored.sender == reader.id.as_str() {
+            let redacted = if stored.envelope.sender == reader.id {
                 Vec::new()
             } else {
                 redact::strip_above(&mut full, reader.clearance)
@@ -200,7 +195,7 @@ pub fn render(
             (full, false, String::new(), redacted)
         }
         Decision::Withheld(reason) => {
-            let contact = crate::contact_of(rules, &stored.sender);
+            let contact = crate::contact_of(rules, &stored.envelope.sender);
             (
                 policy::withheld_stub(&full, &contact),
                 true,
@@ -212,7 +207,7 @@ pub fn render(
     };
     let delivery = pb::Delivery {
         sequence: stored.sequence,
-        sender: stored.sender.clone(),
+        sender: stored.envelope.sender.to_string(),
         received_at: Some(stored.received_at.to_wire()),
         notification: Some(notification),
         withheld,
@@ -233,7 +228,7 @@ pub fn audit_entry(
 ) -> Option<AuditEntry> {
     let reason = match decision {
         Decision::Full(rule) => {
-            if stored.confidentiality == pb::Confidentiality::Public as i32 {
+            if stored.envelope.confidentiality == Confidentiality::Public {
                 return None;
             }
             (*rule).to_owned()
@@ -245,8 +240,8 @@ pub fn audit_entry(
         agency: reader.id.to_string(),
         action,
         sequence: Some(stored.sequence),
-        sender: stored.sender.clone(),
-        notification_id: stored.notification_id.clone(),
+        sender: stored.envelope.sender.to_string(),
+        notification_id: stored.envelope.id.to_string(),
         decision: decision.name().to_owned(),
         reason,
     })

@@ -23,8 +23,9 @@
 //!   `n`);
 //! - every row read is checked (`integrity`): its content against its hash,
 //!   its routing columns against the decoded payload, its chain link against
-//!   the row before; a row that fails is never returned, it is logged,
-//!   counted and passed over;
+//!   the row before; its routing columns are parsed into the domain types
+//!   (`Envelope`) it is returned with. A row that fails any of this is never
+//!   returned: it is logged, counted and passed over;
 //! - a failing store is reported through [`Store::health`], and a small
 //!   write ([`Store::probe`]) tells when it works again;
 //! - a refused publish writes nothing.
@@ -37,11 +38,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, Row};
 use tokio::sync::watch;
 
-use liandong_core::domain::Instant;
+use liandong_core::domain::{Envelope, Instant};
 
 pub mod integrity;
 pub mod throttle;
@@ -134,27 +136,28 @@ impl StoreOptions {
     }
 }
 
-/// A notification about to be stored.
+/// A notification about to be stored: its validated envelope and its
+/// encoded form.
 #[derive(Debug, Clone)]
 pub struct NewNotification {
-    /// The proven sender.
-    pub sender: String,
-    /// The sender's idempotency key.
-    pub notification_id: String,
-    /// Case reference, indexed for `GetCase`.
-    pub case_ref: String,
-    /// `liandong.v1.EventType` number.
-    pub event: i32,
-    /// `liandong.v1.Confidentiality` number.
-    pub confidentiality: i32,
-    /// Region code.
-    pub region: String,
-    /// Need-to-know list.
-    pub recipients: Vec<String>,
+    /// The routing fields, stored as columns beside the payload.
+    pub envelope: Envelope,
     /// SHA-256 of `payload`.
     pub content_hash: Vec<u8>,
     /// Encoded notification.
     pub payload: Vec<u8>,
+}
+
+impl NewNotification {
+    /// `payload`, the encoded notification `envelope` describes, with its
+    /// content hash.
+    pub fn new(envelope: Envelope, payload: Vec<u8>) -> Self {
+        Self {
+            envelope,
+            content_hash: Sha256::digest(&payload).to_vec(),
+            payload,
+        }
+    }
 }
 
 /// A stored notification's receipt.
@@ -177,26 +180,14 @@ pub enum PublishOutcome {
     Conflict,
 }
 
-/// A notification as stored, its routing fields taken from the verified
-/// payload.
+/// A notification as stored, its envelope parsed from the routing columns
+/// after they were checked against the payload.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredNotification {
     /// Its sequence.
     pub sequence: u64,
-    /// The proven sender.
-    pub sender: String,
-    /// The sender's idempotency key.
-    pub notification_id: String,
-    /// Case reference.
-    pub case_ref: String,
-    /// `liandong.v1.EventType` number.
-    pub event: i32,
-    /// `liandong.v1.Confidentiality` number.
-    pub confidentiality: i32,
-    /// Region code.
-    pub region: String,
-    /// Need-to-know list.
-    pub recipients: Vec<String>,
+    /// The routing fields.
+    pub envelope: Envelope,
     /// When the gateway stored it.
     pub received_at: Instant,
     /// Encoded notification.
@@ -521,15 +512,9 @@ impl Store {
                 })
             };
             match checked {
-                Ok(verified) => served.push(StoredNotification {
+                Ok(envelope) => served.push(StoredNotification {
                     sequence: raw.sequence,
-                    sender: verified.sender,
-                    notification_id: verified.notification_id,
-                    case_ref: verified.case_ref,
-                    event: verified.event,
-                    confidentiality: verified.confidentiality,
-                    region: verified.region,
-                    recipients: verified.recipients,
+                    envelope,
                     received_at: instant(raw.received_at)?,
                     payload: raw.payload,
                 }),
@@ -838,7 +823,6 @@ pub const PROBE_BYTES: usize = 32 * 1024;
 /// Bytes that neither SQLite nor PostgreSQL can store in less space than
 /// their length (a SHA-256 chain, seeded by the clock).
 fn probe_filler() -> Vec<u8> {
-    use sha2::{Digest, Sha256};
     let mut block = Sha256::digest(Instant::now().unix_micros().to_be_bytes());
     let mut filler = Vec::with_capacity(PROBE_BYTES);
     while filler.len() < PROBE_BYTES {
@@ -865,8 +849,8 @@ async fn publish_in(
         "SELECT sequence, received_at, content_hash FROM notifications \
          WHERE sender = $1 AND notification_id = $2",
     )
-    .bind(&new.sender)
-    .bind(&new.notification_id)
+    .bind(new.envelope.sender.as_str())
+    .bind(new.envelope.id.as_str())
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(row) = existing {
@@ -905,13 +889,13 @@ async fn publish_in(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(next)
-    .bind(&new.sender)
-    .bind(&new.notification_id)
-    .bind(&new.case_ref)
-    .bind(i64::from(new.event))
-    .bind(i64::from(new.confidentiality))
-    .bind(&new.region)
-    .bind(new.recipients.join(" "))
+    .bind(new.envelope.sender.as_str())
+    .bind(new.envelope.id.as_str())
+    .bind(new.envelope.case_ref.as_str())
+    .bind(i64::from(new.envelope.event.to_wire() as i32))
+    .bind(i64::from(new.envelope.confidentiality.to_wire() as i32))
+    .bind(new.envelope.region.as_str())
+    .bind(integrity::recipients_column(&new.envelope.recipients))
     .bind(received_at.unix_micros())
     .bind(&new.content_hash)
     .bind(&new.payload)

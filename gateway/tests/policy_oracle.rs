@@ -31,9 +31,8 @@ use proptest::prelude::*;
 use proptest::sample::{select, subsequence};
 use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner};
 use prost::Message;
-use sha2::{Digest, Sha256};
 
-use liandong_core::domain::{self, AgencyId, Instant};
+use liandong_core::domain::{self, AgencyId, Envelope, Instant};
 use liandong_core::pb;
 use liandong_core::registry::{Agency, Registry};
 use liandong_gateway::Gateway;
@@ -668,18 +667,29 @@ fn notification(note: &NoteSpec, case_ref: &str, id: &str) -> pb::Notification {
     }
 }
 
+/// The envelope of `full` as its sender publishes it.
+fn envelope(note: &NoteSpec, full: &pb::Notification) -> Envelope {
+    Envelope {
+        sender: AgencyId::parse("sender", &agency_id(note.sender)).unwrap(),
+        id: domain::NotificationId::parse_field("id", &full.notification_id).unwrap(),
+        case_ref: domain::CaseRef::parse_field("case_ref", &full.case_ref).unwrap(),
+        event: domain::Event::from_wire("event", full.event).unwrap(),
+        confidentiality: domain::Confidentiality::from_wire("level", full.confidentiality).unwrap(),
+        region: domain::Region::parse("region", &full.region).unwrap(),
+        recipients: full
+            .recipients
+            .iter()
+            .map(|r| AgencyId::parse("recipient", r).unwrap())
+            .collect(),
+    }
+}
+
 fn stored(note: &NoteSpec, full: &pb::Notification, sequence: u64) -> StoredNotification {
     let mut payload = full.clone();
     payload.sender = agency_id(note.sender);
     StoredNotification {
         sequence,
-        sender: agency_id(note.sender),
-        notification_id: full.notification_id.clone(),
-        case_ref: full.case_ref.clone(),
-        event: full.event,
-        confidentiality: full.confidentiality,
-        region: full.region.clone(),
-        recipients: full.recipients.clone(),
+        envelope: envelope(note, full),
         received_at: Instant::from_unix_micros(1_767_229_200_000_000 + sequence as i64).unwrap(),
         payload: payload.encode_to_vec(),
     }
@@ -746,18 +756,7 @@ fn count(stats: &Stats, key: impl Into<String>) {
 fn to_store(note: &NoteSpec, case_ref: &str, id: &str) -> (pb::Notification, NewNotification) {
     let mut wire = notification(note, case_ref, id);
     wire.sender = agency_id(note.sender);
-    let payload = wire.encode_to_vec();
-    let new = NewNotification {
-        sender: wire.sender.clone(),
-        notification_id: id.to_owned(),
-        case_ref: case_ref.to_owned(),
-        event: wire.event,
-        confidentiality: wire.confidentiality,
-        region: wire.region.clone(),
-        recipients: wire.recipients.clone(),
-        content_hash: Sha256::digest(&payload).to_vec(),
-        payload,
-    };
+    let new = NewNotification::new(envelope(note, &wire), wire.encode_to_vec());
     (wire, new)
 }
 
@@ -1089,7 +1088,7 @@ fn case_timeline_is_exactly_what_the_oracle_allows_in_order() {
                 order.push(publish(note, &case_ref, i));
             }
             let rows = rt.block_on(store.case_timeline(&case_ref)).unwrap();
-            let row_ids: Vec<&str> = rows.iter().map(|r| r.notification_id.as_str()).collect();
+            let row_ids: Vec<&str> = rows.iter().map(|r| r.envelope.id.as_str()).collect();
             prop_assert_eq!(&row_ids, &order, "the store's timeline");
             for reader in 0..world.agencies.len() {
                 let agency = &case.agencies[reader];
@@ -1106,9 +1105,9 @@ fn case_timeline_is_exactly_what_the_oracle_allows_in_order() {
                 let expected: Vec<(String, &str)> = rows
                     .iter()
                     .filter_map(|row| {
-                        let (note, _) = &originals[&row.notification_id];
+                        let (note, _) = &originals[row.envelope.id.as_str()];
                         let class = case.expect(reader, note).class();
-                        (class != "NONE").then(|| (row.notification_id.clone(), class))
+                        (class != "NONE").then(|| (row.envelope.id.to_string(), class))
                     })
                     .collect();
                 let got: Vec<(String, &str)> = timeline
@@ -1132,7 +1131,7 @@ fn case_timeline_is_exactly_what_the_oracle_allows_in_order() {
                 );
                 let mut entries = timeline.iter();
                 for row in &rows {
-                    let (note, wire) = &originals[&row.notification_id];
+                    let (note, wire) = &originals[row.envelope.id.as_str()];
                     if case.expect(reader, note).class() == "NONE" {
                         continue;
                     }
@@ -1548,22 +1547,17 @@ fn unreadable_rows_reach_nobody_and_their_content_is_not_logged() {
         names_sender: true,
     };
     let good = stored(&note, &notification(&note, "CZ-2026-HW-0042", "n-1"), 1);
-    // A payload that does not decode but carries content, and rows the
-    // policy cannot classify.
+    // A payload that does not decode but carries content. (A row whose
+    // routing columns the policy could not classify never leaves the
+    // store: see its contract tests.)
     let mut truncated = good.clone();
     truncated.payload.truncate(truncated.payload.len() - 3);
     truncated
         .payload
         .extend_from_slice(format!("{CANARY}-garbage").as_bytes());
-    let mut unknown_level = good.clone();
-    unknown_level.confidentiality = 0;
-    let mut unknown_event = good.clone();
-    unknown_event.event = 999;
-    let mut bad_region = good.clone();
-    bad_region.region = "14x423".to_owned();
     let (logs, subscriber) = capture();
     tracing::subscriber::with_default(subscriber, || {
-        for row in [&truncated, &unknown_level, &unknown_event, &bad_region] {
+        for row in [&truncated] {
             for agency in &case.agencies {
                 let got = routing::render(&case.rules, agency, row, 1);
                 assert!(got.is_none(), "{} received {got:?}", agency.id);

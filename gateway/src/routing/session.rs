@@ -464,7 +464,7 @@ impl Session {
                 // Rows the policy gives nothing are passed over here; the
                 // decision for what is sent is made again at send time.
                 if super::wants(&self.request.filter, &row)
-                    && policy::decide(&rules, reader, &row) != Decision::Nothing
+                    && policy::decide(&rules, reader, &row.envelope) != Decision::Nothing
                 {
                     self.window.admit(row.sequence);
                     admitted.push(row);

@@ -2,11 +2,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 
-use liandong_core::domain::AgencyId;
+use liandong_core::domain::{Envelope, NotificationId};
 use liandong_core::registry::Registry;
 
 use super::window::Window;
@@ -114,6 +113,19 @@ async fn gateway(dir: &tempfile::TempDir) -> Arc<Gateway> {
     ))
 }
 
+/// The envelope of the transfer `store_transfer` stores.
+fn transfer_envelope(id: &str) -> Envelope {
+    Envelope {
+        sender: AgencyId::parse("sender", "cz-eeb-xiangyuan").unwrap(),
+        id: NotificationId::parse_field("id", id).unwrap(),
+        case_ref: CaseRef::parse_field("case_ref", "CZ-2026-HW-0042").unwrap(),
+        event: Event::from_wire("event", pb::EventType::CaseTransferred as i32).unwrap(),
+        confidentiality: Confidentiality::Restricted,
+        region: Region::parse("region", "140423").unwrap(),
+        recipients: vec![AgencyId::parse("recipient", "cz-psb-xiangyuan").unwrap()],
+    }
+}
+
 async fn store_transfer(gateway: &Gateway, id: &str) -> u64 {
     let wire = pb::Notification {
         notification_id: id.into(),
@@ -127,18 +139,7 @@ async fn store_transfer(gateway: &Gateway, id: &str) -> u64 {
         sender: "cz-eeb-xiangyuan".into(),
         ..Default::default()
     };
-    let payload = wire.encode_to_vec();
-    let new = NewNotification {
-        sender: wire.sender.clone(),
-        notification_id: id.into(),
-        case_ref: wire.case_ref.clone(),
-        event: wire.event,
-        confidentiality: wire.confidentiality,
-        region: wire.region.clone(),
-        recipients: wire.recipients.clone(),
-        content_hash: Sha256::digest(&payload).to_vec(),
-        payload,
-    };
+    let new = NewNotification::new(transfer_envelope(id), wire.encode_to_vec());
     match gateway.store.publish(&new).await.unwrap() {
         crate::store::PublishOutcome::Stored(receipt) => receipt.sequence,
         other => panic!("not stored: {other:?}"),
@@ -274,13 +275,7 @@ async fn a_publish_wakes_only_the_sessions_that_may_want_it() {
         received_at: liandong_core::domain::Instant::now(),
     };
     let new = NewNotification {
-        sender: "cz-eeb-xiangyuan".into(),
-        notification_id: "t-1".into(),
-        case_ref: "CZ-2026-HW-0042".into(),
-        event: pb::EventType::CaseTransferred as i32,
-        confidentiality: pb::Confidentiality::Restricted as i32,
-        region: "140423".into(),
-        recipients: vec!["cz-psb-xiangyuan".into()],
+        envelope: transfer_envelope("t-1"),
         content_hash: Vec::new(),
         payload: Vec::new(),
     };

@@ -67,10 +67,9 @@ impl Live {
     /// whose owner left the registry is woken so that it ends).
     fn wants(&self, rules: &Rules, row: &StoredNotification) -> bool {
         wants(&self.filter, row)
-            && rules
-                .registry
-                .get(&self.owner)
-                .is_none_or(|reader| policy::decide(rules, reader, row) != Decision::Nothing)
+            && rules.registry.get(&self.owner).is_none_or(|reader| {
+                policy::decide(rules, reader, &row.envelope) != Decision::Nothing
+            })
     }
 }
 
@@ -243,7 +242,7 @@ impl Sessions {
     /// Wakes the sessions that may want `row`.
     fn wake(&self, rules: &Rules, row: &StoredNotification) -> usize {
         let inner = self.lock();
-        let case_ref = row.case_ref.as_str();
+        let case_ref = row.envelope.case_ref.as_str();
         let prefix_ends =
             std::iter::once(0).chain(case_ref.char_indices().map(|(at, c)| at + c.len_utf8()));
         let mut woken = 0;
@@ -310,13 +309,7 @@ impl Sessions {
 pub fn stored(gateway: &Gateway, receipt: &Receipt, new: &NewNotification) {
     let row = StoredNotification {
         sequence: receipt.sequence,
-        sender: new.sender.clone(),
-        notification_id: new.notification_id.clone(),
-        case_ref: new.case_ref.clone(),
-        event: new.event,
-        confidentiality: new.confidentiality,
-        region: new.region.clone(),
-        recipients: new.recipients.clone(),
+        envelope: new.envelope.clone(),
         received_at: receipt.received_at,
         // Waking needs the routing fields only.
         payload: Vec::new(),

@@ -2,11 +2,13 @@
 //! columns the policy uses, and its link in the hash chain.
 //!
 //! A row is served only when its payload hashes to its `content_hash`, the
-//! payload decodes, and every routing field the policy reads (sender, id,
-//! case, event, confidentiality, recipients, region) equals its column; the
-//! row handed on is built from the decoded payload. When the row before it
-//! is at hand, its `chain` must also follow from that row's chain. Nothing
-//! here trusts a column on its own.
+//! payload decodes, every routing column the policy reads (sender, id,
+//! case, event, confidentiality, recipients, region) parses into its domain
+//! type, and each equals the payload's field; the row is handed on with
+//! those parsed values (its [`Envelope`]), so nothing after the store
+//! parses them again. When the row before it is at hand, its `chain` must
+//! also follow from that row's chain. Nothing here trusts a column on its
+//! own.
 //!
 //! This module never logs content: a failure names the sequence and the
 //! field that disagrees, not the values.
@@ -14,6 +16,9 @@
 use prost::Message;
 use sha2::{Digest, Sha256};
 
+use liandong_core::domain::{
+    AgencyId, CaseRef, Confidentiality, Envelope, Event, FieldError, NotificationId, Region,
+};
 use liandong_core::pb;
 
 /// Length of a SHA-256 digest, the size of a chain link.
@@ -68,6 +73,10 @@ pub enum Violation {
     /// A routing column disagrees with the payload.
     #[error("column {0} disagrees with the payload")]
     Column(&'static str),
+    /// A routing column does not hold a valid value of its type (an
+    /// unknown level or event, a malformed region or agency id).
+    #[error("column {0} does not hold a valid value")]
+    Unparseable(&'static str),
     /// The row has no chain link.
     #[error("chain link is missing")]
     ChainMissing,
@@ -92,72 +101,92 @@ impl Violation {
             Self::ContentHash
                 | Self::Undecodable
                 | Self::Column(_)
+                | Self::Unparseable(_)
                 | Self::ReceivedAt
                 | Self::AboveHighWater
         )
     }
 }
 
-/// The routing fields of a notification, taken from its verified payload.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Verified {
-    pub(crate) sender: String,
-    pub(crate) notification_id: String,
-    pub(crate) case_ref: String,
-    pub(crate) event: i32,
-    pub(crate) confidentiality: i32,
-    pub(crate) region: String,
-    pub(crate) recipients: Vec<String>,
+/// The `recipients` column of a need-to-know list: the ids, space-separated.
+pub(crate) fn recipients_column(recipients: &[AgencyId]) -> String {
+    recipients
+        .iter()
+        .map(AgencyId::as_str)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
-/// Checks a row's content against its hash and its routing columns against
-/// the decoded payload; returns the routing fields from the payload.
-pub(crate) fn verify_content(row: &RawRow) -> Result<Verified, Violation> {
+/// The routing columns of `row` as domain values; the error names the first
+/// column that does not parse (never its value).
+fn parse_columns(row: &RawRow) -> Result<Envelope, Violation> {
+    fn column<T>(name: &'static str, parsed: Result<T, FieldError>) -> Result<T, Violation> {
+        parsed.map_err(|_| Violation::Unparseable(name))
+    }
+    let wire = |value: i64| i32::try_from(value).unwrap_or(i32::MIN);
+    Ok(Envelope {
+        sender: column("sender", AgencyId::parse("sender", &row.sender))?,
+        id: column(
+            "notification_id",
+            NotificationId::parse_field("notification_id", &row.notification_id),
+        )?,
+        case_ref: column("case_ref", CaseRef::parse_field("case_ref", &row.case_ref))?,
+        event: column("event", Event::from_wire("event", wire(row.event)))?,
+        confidentiality: column(
+            "confidentiality",
+            Confidentiality::from_wire("confidentiality", wire(row.confidentiality)),
+        )?,
+        region: column("region", Region::parse("region", &row.region))?,
+        recipients: row
+            .recipients
+            .split_whitespace()
+            .map(|id| column("recipients", AgencyId::parse("recipients", id)))
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+/// Checks a row's content against its hash, parses its routing columns and
+/// checks them against the decoded payload; returns the parsed columns.
+pub(crate) fn verify_content(row: &RawRow) -> Result<Envelope, Violation> {
     if Sha256::digest(&row.payload).as_slice() != row.content_hash.as_slice() {
         return Err(Violation::ContentHash);
     }
     let decoded =
         pb::Notification::decode(row.payload.as_slice()).map_err(|_| Violation::Undecodable)?;
-    let recipients: Vec<String> = row
-        .recipients
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect();
+    let envelope = parse_columns(row)?;
     // The gateway stores the need-to-know list as validated: repeats
     // dropped, first occurrences in order.
-    let mut listed: Vec<String> = Vec::with_capacity(decoded.recipients.len());
+    let mut listed: Vec<&str> = Vec::with_capacity(decoded.recipients.len());
     for recipient in &decoded.recipients {
-        if !listed.contains(recipient) {
-            listed.push(recipient.clone());
+        if !listed.contains(&recipient.as_str()) {
+            listed.push(recipient);
         }
     }
     let checks: [(&'static str, bool); 7] = [
-        ("sender", decoded.sender == row.sender),
+        ("sender", decoded.sender == envelope.sender.as_str()),
         (
             "notification_id",
-            decoded.notification_id == row.notification_id,
+            decoded.notification_id == envelope.id.as_str(),
         ),
-        ("case_ref", decoded.case_ref == row.case_ref),
-        ("event", i64::from(decoded.event) == row.event),
+        ("case_ref", decoded.case_ref == envelope.case_ref.as_str()),
+        ("event", decoded.event == envelope.event.to_wire() as i32),
         (
             "confidentiality",
-            i64::from(decoded.confidentiality) == row.confidentiality,
+            decoded.confidentiality == envelope.confidentiality.to_wire() as i32,
         ),
-        ("region", decoded.region == row.region),
-        ("recipients", listed == recipients),
+        ("region", decoded.region == envelope.region.as_str()),
+        (
+            "recipients",
+            listed
+                .iter()
+                .copied()
+                .eq(envelope.recipients.iter().map(AgencyId::as_str)),
+        ),
     ];
     if let Some((column, _)) = checks.iter().find(|(_, equal)| !equal) {
         return Err(Violation::Column(column));
     }
-    Ok(Verified {
-        sender: decoded.sender,
-        notification_id: decoded.notification_id,
-        case_ref: decoded.case_ref,
-        event: decoded.event,
-        confidentiality: decoded.confidentiality,
-        region: decoded.region,
-        recipients: listed,
-    })
+    Ok(envelope)
 }
 
 /// Checks a row's chain link against the previous row's link. `previous`

@@ -73,18 +73,23 @@ fn new_notification(sender: &str, id: &str, case_ref: &str, content: &str) -> Ne
         sender: sender.into(),
         ..Default::default()
     };
-    let payload = wire.encode_to_vec();
-    NewNotification {
-        sender: sender.into(),
-        notification_id: id.into(),
-        case_ref: case_ref.into(),
-        event: wire.event,
-        confidentiality: wire.confidentiality,
-        region: wire.region.clone(),
-        recipients: wire.recipients.clone(),
-        content_hash: sha2::Sha256::digest(&payload).to_vec(),
-        payload,
-    }
+    let envelope = Envelope {
+        sender: AgencyId::parse("sender", sender).unwrap(),
+        id: NotificationId::parse_field("id", id).unwrap(),
+        case_ref: CaseRef::parse_field("case_ref", case_ref).unwrap(),
+        event: Event::from_wire("event", wire.event).unwrap(),
+        confidentiality: Confidentiality::from_wire("confidentiality", wire.confidentiality)
+            .unwrap(),
+        region: Region::parse("region", &wire.region).unwrap(),
+        recipients: agencies(&wire.recipients),
+    };
+    NewNotification::new(envelope, wire.encode_to_vec())
+}
+
+fn agencies(ids: &[impl AsRef<str>]) -> Vec<AgencyId> {
+    ids.iter()
+        .map(|id| AgencyId::parse("agency", id.as_ref()).unwrap())
+        .collect()
 }
 
 /// The summary (test content) of a stored notification.
@@ -94,6 +99,7 @@ fn content(stored: &StoredNotification) -> String {
         .summary
 }
 
+use liandong_core::domain::{AgencyId, CaseRef, Confidentiality, Event, NotificationId, Region};
 use liandong_core::pb;
 use prost::Message;
 use sha2::Digest;
@@ -115,7 +121,10 @@ async fn publish_assigns_increasing_sequences_and_reads_back_in_order() {
         assert_eq!((a.sequence, b.sequence), (1, 2));
         let rows = store.read_after(0, 10).await.unwrap().rows;
         assert_eq!(rows.len(), 2);
-        assert_eq!(rows[0].recipients, vec!["cz-psb", "cz-procuratorate"]);
+        assert_eq!(
+            rows[0].envelope.recipients,
+            agencies(&["cz-psb", "cz-procuratorate"])
+        );
         assert_eq!(content(&rows[1]), "two");
         assert_eq!(rows[0].received_at, a.received_at);
         assert_eq!(store.read_after(1, 10).await.unwrap().rows[0].sequence, 2);
@@ -480,7 +489,7 @@ async fn failed_commit_writes_nothing_and_the_next_write_commits() {
 
 async fn check_after_failed_commits(store: &Store, audit: &AuditEntry) {
     let rows = store.read_after(0, 10).await.unwrap().rows;
-    let ids: Vec<&str> = rows.iter().map(|r| r.notification_id.as_str()).collect();
+    let ids: Vec<&str> = rows.iter().map(|r| r.envelope.id.as_str()).collect();
     assert_eq!(ids, ["n1", "n2"], "{:?}", store.backend());
     assert_eq!(store.audit_entries().await.unwrap(), vec![audit.clone()]);
     assert!(store.verify(&verify::NoProgress).await.unwrap().is_clean());
@@ -630,6 +639,90 @@ async fn tampered_rows_are_never_returned() {
 }
 
 #[tokio::test]
+async fn rows_whose_routing_columns_do_not_parse_are_never_returned() {
+    for (store, _guard) in backends().await {
+        publish_clues(&store, 5).await;
+        // 2-4: a column edited to a value no valid notification has (a
+        // malformed region, an unknown level, an unknown event).
+        for sql in [
+            "UPDATE notifications SET region = 'abc' WHERE sequence = 2",
+            "UPDATE notifications SET confidentiality = 0 WHERE sequence = 3",
+            "UPDATE notifications SET event = 999 WHERE sequence = 4",
+        ] {
+            exec(&store, sql).await;
+        }
+        // 5: payload, columns, hash, chain link and chain head all agree on
+        // a malformed region, as if a gateway had stored it.
+        let mut wire = pb::Notification::decode(
+            new_notification("cz-eeb", "n5", "C-1", "x")
+                .payload
+                .as_slice(),
+        )
+        .unwrap();
+        wire.region = "abc".into();
+        let payload = wire.encode_to_vec();
+        let hash = sha2::Sha256::digest(&payload).to_vec();
+        let row = sqlx::query(
+            "SELECT n.received_at, p.chain FROM notifications n \
+             JOIN notifications p ON p.sequence = n.sequence - 1 WHERE n.sequence = 5",
+        )
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+        let received_at: i64 = row.try_get("received_at").unwrap();
+        let previous: Vec<u8> = row.try_get("chain").unwrap();
+        let chain = integrity::chain_link(Some(&previous), 5, received_at, &hash);
+        sqlx::query(
+            "UPDATE notifications SET region = 'abc', payload = $1, content_hash = $2, chain = $3 \
+             WHERE sequence = 5",
+        )
+        .bind(&payload)
+        .bind(&hash)
+        .bind(&chain)
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        sqlx::query("UPDATE store_state SET last_chain = $1 WHERE id = 1")
+            .bind(&chain)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+
+        let before = store.integrity_failures();
+        let batch = store.read_after(0, 10).await.unwrap();
+        let served: Vec<u64> = batch.rows.iter().map(|r| r.sequence).collect();
+        assert_eq!(served, [1], "{:?}", store.backend());
+        assert_eq!(batch.through, Some(5));
+        assert_eq!(store.integrity_failures() - before, 4);
+        let timeline: Vec<u64> = store
+            .case_timeline("C-1")
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.sequence)
+            .collect();
+        assert_eq!(timeline, [1]);
+        let report = store.verify(&verify::NoProgress).await.unwrap();
+        let changed: Vec<(u64, &str)> = report
+            .changed
+            .iter()
+            .map(|p| (p.sequence, p.problem.as_str()))
+            .collect();
+        assert_eq!(
+            changed,
+            [
+                (2, "column region does not hold a valid value"),
+                (3, "column confidentiality does not hold a valid value"),
+                (4, "column event does not hold a valid value"),
+                (5, "column region does not hold a valid value"),
+            ],
+            "{report:?}"
+        );
+        assert!(report.out_of_order.is_empty(), "{report:?}");
+    }
+}
+
+#[tokio::test]
 async fn locked_database_refuses_writes_then_recovers() {
     for (_, guard) in backends().await {
         let url = match &guard {
@@ -773,7 +866,10 @@ async fn repeated_recipients_in_the_payload_match_the_validated_column() {
         store.publish(&new).await.unwrap();
         let rows = store.read_after(0, 10).await.unwrap().rows;
         assert_eq!(rows.len(), 1, "{:?}", store.backend());
-        assert_eq!(rows[0].recipients, ["cz-psb", "cz-procuratorate"]);
+        assert_eq!(
+            rows[0].envelope.recipients,
+            agencies(&["cz-psb", "cz-procuratorate"])
+        );
     }
 }
 
