@@ -17,7 +17,7 @@ use std::str::FromStr;
 
 use prost::Message;
 
-use crate::domain::{AgencyId, CaseRef, Event, FieldError, Region};
+use crate::domain::{AgencyId, CaseRef, Envelope, Event, FieldError, Region};
 use crate::pb;
 
 #[cfg(test)]
@@ -131,6 +131,16 @@ impl SubscriptionFilter {
             && case_ref.as_str().starts_with(self.case_ref_prefix())
             && (self.senders.is_empty() || self.senders.contains(sender))
             && (self.regions.is_empty() || self.regions.iter().any(|r| r.contains(region)))
+    }
+
+    /// True when the filter wants the notification with this envelope.
+    pub fn wants(&self, envelope: &Envelope) -> bool {
+        self.matches(
+            envelope.event,
+            &envelope.case_ref,
+            &envelope.sender,
+            &envelope.region,
+        )
     }
 }
 

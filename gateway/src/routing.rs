@@ -95,17 +95,6 @@ impl Default for DeliverySettings {
     }
 }
 
-/// True when `filter` wants the stored row `row`.
-fn wants(filter: &SubscriptionFilter, row: &StoredNotification) -> bool {
-    let envelope = &row.envelope;
-    filter.matches(
-        envelope.event,
-        &envelope.case_ref,
-        &envelope.sender,
-        &envelope.region,
-    )
-}
-
 /// A validated `SubscriptionOpen`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenRequest {

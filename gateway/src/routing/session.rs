@@ -463,7 +463,7 @@ impl Session {
             for row in batch.rows {
                 // Rows the policy gives nothing are passed over here; the
                 // decision for what is sent is made again at send time.
-                if super::wants(&self.request.filter, &row)
+                if self.request.filter.wants(&row.envelope)
                     && policy::decide(&rules, reader, &row.envelope) != Decision::Nothing
                 {
                     self.window.admit(row.sequence);

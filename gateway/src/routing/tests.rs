@@ -5,7 +5,7 @@ use futures::StreamExt;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 
-use liandong_core::domain::{Envelope, NotificationId};
+use liandong_core::domain::{AgencyId, CaseRef, Envelope, Event, NotificationId, Region};
 use liandong_core::registry::Registry;
 
 use super::window::Window;

@@ -27,14 +27,12 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use liandong_core::domain::AgencyId;
+use liandong_core::domain::{AgencyId, Envelope};
 use liandong_core::subscription::SubscriptionFilter;
 
 use crate::Gateway;
 use crate::policy::{self, Decision, Rules};
-use crate::store::{NewNotification, Receipt, StoredNotification};
-
-use super::wants;
+use crate::store::{NewNotification, Receipt};
 
 /// Local publishes seen ahead of the contiguous position are remembered up
 /// to this many; beyond it the poll task may wake a session twice for one
@@ -65,11 +63,12 @@ impl Live {
     /// True when `row` may give this session something to send: the filter
     /// wants it and the policy gives the owner more than nothing (a session
     /// whose owner left the registry is woken so that it ends).
-    fn wants(&self, rules: &Rules, row: &StoredNotification) -> bool {
-        wants(&self.filter, row)
-            && rules.registry.get(&self.owner).is_none_or(|reader| {
-                policy::decide(rules, reader, &row.envelope) != Decision::Nothing
-            })
+    fn wants(&self, rules: &Rules, envelope: &Envelope) -> bool {
+        self.filter.wants(envelope)
+            && rules
+                .registry
+                .get(&self.owner)
+                .is_none_or(|reader| policy::decide(rules, reader, envelope) != Decision::Nothing)
     }
 }
 
@@ -239,10 +238,10 @@ impl Sessions {
         live.finished.cancel();
     }
 
-    /// Wakes the sessions that may want `row`.
-    fn wake(&self, rules: &Rules, row: &StoredNotification) -> usize {
+    /// Wakes the sessions that may want the notification with `envelope`.
+    fn wake(&self, rules: &Rules, envelope: &Envelope) -> usize {
         let inner = self.lock();
-        let case_ref = row.envelope.case_ref.as_str();
+        let case_ref = envelope.case_ref.as_str();
         let prefix_ends =
             std::iter::once(0).chain(case_ref.char_indices().map(|(at, c)| at + c.len_utf8()));
         let mut woken = 0;
@@ -251,7 +250,7 @@ impl Sessions {
                 continue;
             };
             for live in group.values() {
-                if live.wants(rules, row) {
+                if live.wants(rules, envelope) {
                     live.notify.notify_one();
                     woken += 1;
                 }
@@ -307,14 +306,7 @@ impl Sessions {
 /// Wakes the sessions concerned by a notification this process has just
 /// stored.
 pub fn stored(gateway: &Gateway, receipt: &Receipt, new: &NewNotification) {
-    let row = StoredNotification {
-        sequence: receipt.sequence,
-        envelope: new.envelope.clone(),
-        received_at: receipt.received_at,
-        // Waking needs the routing fields only.
-        payload: Vec::new(),
-    };
-    let woken = gateway.sessions.wake(&gateway.rules(), &row);
+    let woken = gateway.sessions.wake(&gateway.rules(), &new.envelope);
     gateway.sessions.dispatched_locally(receipt.sequence);
     tracing::trace!(
         notification.sequence = receipt.sequence,
@@ -373,7 +365,7 @@ pub(super) async fn poll_once(gateway: &Gateway) -> Result<(), crate::store::Sto
         };
         let rules = gateway.rules();
         for row in &batch.rows {
-            gateway.sessions.wake(&rules, row);
+            gateway.sessions.wake(&rules, &row.envelope);
         }
         gateway.sessions.dispatched_through(through);
         after = through;
