@@ -277,8 +277,7 @@ impl Session {
                     return Err(ApiError::InvalidArgument(FieldError::new(
                         "open.start.after_sequence",
                         format!("is beyond the latest sequence {latest}"),
-                    ))
-                    .into());
+                    )));
                 }
                 n
             }
