@@ -1,13 +1,26 @@
 //! The client side of mutual TLS, as agencies connect to the gateway: the
-//! gateway's CA, the agency's certificate and key, TLS 1.3 and HTTP/2.
+//! gateway's CA as the only root, the agency's certificate and key, TLS 1.3
+//! only (pinned: a server offering anything older is refused) and HTTP/2.
 //!
 //! Key material is held in [`ClientCredentials`], whose `Debug` never shows
 //! the private key.
 
 use std::fmt;
+use std::future::Future;
+use std::io;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use http::Uri;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 /// A file of credentials that could not be used, or a gateway address that
@@ -93,9 +106,42 @@ impl ClientCredentials {
         })
     }
 
-    /// An endpoint for `url` (`https://host:port`) using these credentials.
+    /// The rustls client configuration of these credentials: TLS 1.3 only,
+    /// the ring provider, the gateway's CA as the only root, the agency's
+    /// certificate, ALPN `h2`.
+    pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
+            let cert = cert.map_err(|e| format!("CA certificate: {e}"))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("CA certificate: {e}"))?;
+        }
+        let chain = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("client certificate: {e}"))?;
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
+            .map_err(|e| format!("client key: {e}"))?;
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| format!("client certificate: {e}"))?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    /// An endpoint for `url` (`https://host:port`) using these credentials,
+    /// for callers that tune transport settings before connecting.
     /// `server_name` overrides the name checked against the gateway's
     /// certificate (default: the URL's host).
+    ///
+    /// It connects through tonic's own TLS, which does not pin the
+    /// protocol version (the gateway accepts TLS 1.3 only, so 1.3 is what
+    /// it negotiates); [`connect`](Self::connect) pins TLS 1.3 itself.
     pub fn endpoint(&self, url: &str, server_name: Option<&str>) -> Result<Endpoint, TlsError> {
         let error = |reason: String| TlsError::Endpoint {
             url: url.to_owned(),
@@ -124,12 +170,84 @@ impl ClientCredentials {
             })
     }
 
-    /// Connects to the gateway at `url`.
+    /// Connects to the gateway at `url` (`https://host:port`) over TLS 1.3
+    /// only. `server_name` overrides the name checked against the
+    /// gateway's certificate (default: the URL's host).
     pub async fn connect(&self, url: &str, server_name: Option<&str>) -> Result<Channel, TlsError> {
-        let endpoint = self.endpoint(url, server_name)?;
-        endpoint.connect().await.map_err(|e| TlsError::Connect {
+        let error = |reason: String| TlsError::Endpoint {
             url: url.to_owned(),
-            reason: error_chain(&e),
+            reason,
+        };
+        let origin: Uri = url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| error(e.to_string()))?;
+        if origin.scheme_str() != Some("https") {
+            return Err(error(
+                "must start with https:// (the gateway only speaks mutual TLS)".into(),
+            ));
+        }
+        let (Some(host), Some(authority)) = (origin.host(), origin.authority()) else {
+            return Err(error("names no host".into()));
+        };
+        let name = server_name
+            .unwrap_or(host.trim_start_matches('[').trim_end_matches(']'))
+            .to_owned();
+        let name = ServerName::try_from(name).map_err(|e| error(e.to_string()))?;
+        let connector = Tls13Connector {
+            tls: TlsConnector::from(self.client_config().map_err(error)?),
+            server_name: name,
+            address: format!("{}:{}", host, origin.port_u16().unwrap_or(443)),
+        };
+        // The transport sees plain HTTP/2 over the connector's TLS stream;
+        // requests still name the https origin.
+        let endpoint = Endpoint::from_shared(format!("http://{authority}"))
+            .map_err(|e| error(e.to_string()))?
+            .origin(origin)
+            .connect_timeout(Duration::from_secs(10))
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(20));
+        endpoint
+            .connect_with_connector(connector)
+            .await
+            .map_err(|e| TlsError::Connect {
+                url: url.to_owned(),
+                reason: error_chain(&e),
+            })
+    }
+}
+
+/// Opens TCP connections to the gateway and runs a TLS 1.3 handshake on
+/// each, insisting on HTTP/2.
+#[derive(Clone)]
+struct Tls13Connector {
+    tls: TlsConnector,
+    server_name: ServerName<'static>,
+    /// `host:port` of the gateway.
+    address: String,
+}
+
+impl tower::Service<Uri> for Tls13Connector {
+    type Response = TokioIo<TlsStream<TcpStream>>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Uri) -> Self::Future {
+        let connector = self.clone();
+        Box::pin(async move {
+            let tcp = TcpStream::connect(&connector.address).await?;
+            tcp.set_nodelay(true)?;
+            let stream = connector.tls.connect(connector.server_name, tcp).await?;
+            if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the gateway did not negotiate HTTP/2",
+                ));
+            }
+            Ok(TokioIo::new(stream))
         })
     }
 }
@@ -149,3 +267,6 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests;

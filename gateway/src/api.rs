@@ -1,10 +1,11 @@
 //! The `liandong.v1.Exchange` service: the agency-facing RPCs.
 //!
-//! Every handler first turns the TLS peer into a registered agency
-//! (`identity::authenticate`); nothing else about the caller is trusted.
-//! Handlers validate, ask `policy`, and hand over to `store` and `routing`.
-//! Errors leave through `error::ApiError`, the one place mapping to status
-//! codes.
+//! Every request's caller was resolved once, before any handler, by
+//! `identity::ResolveCaller`; each handler starts from that [`Principal`]
+//! (an unknown caller is refused and audited) and trusts nothing else about
+//! the caller. Handlers validate, ask `policy`, and hand over to `store`,
+//! `routing` and `disclosure`. Errors leave as `error::ApiError`, the one
+//! place mapping to status codes: this module builds no status itself.
 //!
 //! A unary publish runs as a task of its own, which the handler awaits: an
 //! expired deadline or a dropped connection drops only the waiting, never
@@ -29,14 +30,16 @@ use tonic::{Request, Response, Status, Streaming};
 use liandong_core::domain::{CaseRef, Envelope, FieldError, Notification};
 use liandong_core::pb;
 use liandong_core::pb::exchange_server::Exchange;
-use liandong_core::signing::{self, SignatureError};
+use liandong_core::signing;
 
 use crate::Gateway;
+use crate::audit;
+use crate::disclosure;
 use crate::error::ApiError;
-use crate::identity::{self, PeerIdentity, Principal};
+use crate::identity::{Caller, Principal};
 use crate::policy::{self, PublishRefusal};
 use crate::refusals::Rpc;
-use crate::routing::{self, OpenRequest, Session};
+use crate::routing::{self, OpenRequest, Session, SessionEnd};
 use crate::store::{AuditEntry, NewNotification, PublishOutcome};
 
 /// Unary publishes running at once; more wait (until their deadline) for
@@ -70,50 +73,27 @@ impl ExchangeService {
         self.publishes.clone()
     }
 
-    /// The registered agency behind the request; a refusal is audited
-    /// under the refusal action of the RPC called.
-    async fn authenticate<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
-        let peer = request.extensions().get::<PeerIdentity>();
-        let rules = self.gateway.rules();
-        match identity::authenticate(peer, &rules.registry) {
-            Ok(principal) => Ok(principal),
-            Err(error) => {
-                let who = peer
-                    .map(|p| p.uris.join(" "))
-                    .filter(|uris| !uris.is_empty())
-                    .unwrap_or_else(|| "<no identity>".into());
-                let action = request
-                    .extensions()
-                    .get::<Rpc>()
-                    .map_or("PUBLISH_REFUSED", |rpc| rpc.refused_action());
-                audit_refusal(&self.gateway, action, who, "", "", &error).await;
-                Err(error.into())
-            }
-        }
+    /// The registered agency behind the request, as resolved when it
+    /// arrived; an unknown caller is refused, and audited under the
+    /// refusal action of the RPC called.
+    async fn principal<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
+        let caller = Caller::of(request.extensions());
+        let error = match &caller {
+            Caller::Agency(principal) => return Ok(principal.clone()),
+            Caller::Refused { error, .. } => ApiError::from(error.clone()),
+        };
+        let rpc = request.extensions().get::<Rpc>().copied();
+        record(&self.gateway, audit::refused(rpc, &caller, &error)).await;
+        Err(error.into())
     }
 }
 
-/// Records a refused request in the audit log under `action`. A failure to
-/// record is logged; the request stays refused.
-async fn audit_refusal(
-    gateway: &Gateway,
-    action: &'static str,
-    agency: String,
-    sender: &str,
-    notification_id: &str,
-    error: &ApiError,
-) {
-    let Some(code) = error.refusal_code() else {
+/// Records a refused request in the audit log (nothing when `entry` is
+/// `None`: the gateway failed rather than refused). A failure to record is
+/// logged; the request stays refused.
+async fn record(gateway: &Gateway, entry: Option<AuditEntry>) {
+    let Some(entry) = entry else {
         return;
-    };
-    let entry = AuditEntry {
-        agency: truncate(&agency, 256),
-        action,
-        sequence: None,
-        sender: sender.to_owned(),
-        notification_id: truncate(notification_id, 128),
-        decision: code.to_owned(),
-        reason: error.to_string(),
     };
     // The store runs the write as a task of its own: a caller dropped
     // meanwhile never cuts it short.
@@ -122,8 +102,9 @@ async fn audit_refusal(
     }
 }
 
-fn truncate(text: &str, max: usize) -> String {
-    text.chars().take(max).collect()
+/// The refusal of a publish arriving once shutdown began.
+fn publish_stopped() -> ApiError {
+    ApiError::Unavailable("the gateway is shutting down; resend what has no receipt".into())
 }
 
 /// Validates and stores one notification for `principal`; a refusal is
@@ -140,14 +121,9 @@ pub async fn publish_one(
         .unwrap_or_default();
     let result = publish_checked(gateway, principal, request).await;
     if let Err(error) = &result {
-        let sender = principal.agency.id.to_string();
-        audit_refusal(
+        record(
             gateway,
-            "PUBLISH_REFUSED",
-            sender.clone(),
-            &sender,
-            &notification_id,
-            error,
+            audit::publish_refused(principal, &notification_id, error),
         )
         .await;
     }
@@ -181,19 +157,8 @@ async fn publish_checked(
     }
     if let Some(key) = &principal.agency.signing_public_key {
         // A registered key makes the signature mandatory and checked.
-        signing::verify(&wire, sender.as_str(), key).map_err(|error| {
+        signing::verify(&wire, sender.as_str(), key).inspect_err(|error| {
             tracing::warn!(%error, "publish refused: signature");
-            match error {
-                SignatureError::Invalid { .. } => ApiError::PermissionDenied(error.to_string()),
-                // The error's text is "<field>: <reason>".
-                _ => {
-                    let text = error.to_string();
-                    let (field, reason) = text
-                        .split_once(": ")
-                        .unwrap_or(("notification.signature", &text));
-                    ApiError::InvalidArgument(FieldError::new(field, reason))
-                }
-            }
         })?;
     }
     match policy::check_publish(&gateway.rules(), &principal.agency, &notification) {
@@ -250,13 +215,8 @@ impl Exchange for ExchangeService {
         &self,
         request: Request<pb::PublishRequest>,
     ) -> Result<Response<pb::PublishReceipt>, Status> {
-        let refused_stopping = || {
-            Status::from(ApiError::Unavailable(
-                "the gateway is shutting down; resend what has no receipt".into(),
-            ))
-        };
         if self.gateway.stop.is_cancelled() {
-            return Err(refused_stopping());
+            return Err(publish_stopped().into());
         }
         // Waiting for a slot holds nothing: a caller gone meanwhile leaves
         // nothing behind.
@@ -265,22 +225,22 @@ impl Exchange for ExchangeService {
             .clone()
             .acquire_owned()
             .await
-            .map_err(|_| refused_stopping())?;
+            .map_err(|_| publish_stopped())?;
         let gateway = self.gateway.clone();
         let service = self.clone();
         // From here on the work is the task's: dropping this future (an
         // expired deadline, a dropped connection) only stops the waiting.
         let work = self.publishes.spawn(async move {
             let _slot = slot;
-            let principal = service.authenticate(&request).await?;
+            let principal = service.principal(&request).await?;
             publish_one(&gateway, &principal, request.into_inner())
                 .await
-                .map_err(Status::from)
+                .map_err(Into::into)
         });
         match work.await {
             Ok(result) => result.map(Response::new),
             Err(failure) if failure.is_panic() => std::panic::resume_unwind(failure.into_panic()),
-            Err(_) => Err(refused_stopping()),
+            Err(_) => Err(publish_stopped().into()),
         }
     }
 
@@ -290,7 +250,7 @@ impl Exchange for ExchangeService {
         &self,
         request: Request<Streaming<pb::PublishRequest>>,
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
-        let principal = self.authenticate(&request).await?;
+        let principal = self.principal(&request).await?;
         let cap = self.gateway.delivery.max_streams_per_agency;
         let slot = match self.gateway.publish_streams.open(&principal.agency.id, cap) {
             Ok(slot) => slot,
@@ -299,8 +259,9 @@ impl Exchange for ExchangeService {
                     "{} has {open} publishing streams open, the most limits.max_streams_per_agency ({cap}) allows; close one first",
                     principal.agency.id
                 ));
-                let agency = principal.agency.id.to_string();
-                audit_refusal(&self.gateway, "PUBLISH_REFUSED", agency, "", "", &error).await;
+                let caller = Caller::Agency(principal);
+                let entry = audit::refused(Some(Rpc::PublishStream), &caller, &error);
+                record(&self.gateway, entry).await;
                 return Err(error.into());
             }
         };
@@ -314,7 +275,7 @@ impl Exchange for ExchangeService {
                 let next = tokio::select! {
                     next = inbound.message() => next,
                     _ = gateway.stop.cancelled() => {
-                        let _ = tx.send(Err(Status::unavailable("the gateway is shutting down; resend what has no receipt"))).await;
+                        let _ = tx.send(Err(publish_stopped().into())).await;
                         return;
                     }
                 };
@@ -347,17 +308,18 @@ impl Exchange for ExchangeService {
         &self,
         request: Request<Streaming<pb::SubscribeRequest>>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let principal = self.authenticate(&request).await?;
-        let inbound = request.into_inner();
-        match open_session(&self.gateway, principal.clone(), inbound).await {
+        let principal = self.principal(&request).await?;
+        let mut inbound = request.into_inner();
+        // A request stream that fails before opening passes its status on
+        // as it is: undecodable requests are recorded by `refusals`, with
+        // the rest of the refusals made before any handler.
+        let first = inbound.message().await?;
+        match open_session(&self.gateway, principal.clone(), first, inbound).await {
             Ok(stream) => Ok(Response::new(Box::pin(stream))),
-            // Undecodable requests are recorded by `refusals`, with the rest
-            // of the refusals made before any handler.
-            Err(status) if liandong_proto::codec::is_decode_refusal(&status) => Err(status),
-            Err(status) => {
-                let error = ApiError::Status(status);
-                let agency = principal.agency.id.to_string();
-                audit_refusal(&self.gateway, "SUBSCRIBE_REFUSED", agency, "", "", &error).await;
+            Err(error) => {
+                let caller = Caller::Agency(principal);
+                let entry = audit::refused(Some(Rpc::Subscribe), &caller, &error);
+                record(&self.gateway, entry).await;
                 Err(error.into())
             }
         }
@@ -367,14 +329,15 @@ impl Exchange for ExchangeService {
         &self,
         request: Request<pb::GetCaseRequest>,
     ) -> Result<Response<pb::CaseView>, Status> {
-        let principal = self.authenticate(&request).await?;
+        let principal = self.principal(&request).await?;
         let pb::GetCaseRequest { case_ref } = request.into_inner();
         let case_ref = match CaseRef::parse_field("case_ref", &case_ref) {
             Ok(case_ref) => case_ref,
             Err(error) => {
                 let error = ApiError::from(error);
-                let agency = principal.agency.id.to_string();
-                audit_refusal(&self.gateway, "CASE_READ_REFUSED", agency, "", "", &error).await;
+                let caller = Caller::Agency(principal);
+                let entry = audit::refused(Some(Rpc::GetCase), &caller, &error);
+                record(&self.gateway, entry).await;
                 return Err(error.into());
             }
         };
@@ -384,20 +347,8 @@ impl Exchange for ExchangeService {
             .case_timeline(case_ref.as_str())
             .await
             .map_err(ApiError::from)?;
-        let rules = self.gateway.rules();
-        let mut timeline = Vec::new();
-        let mut audit = Vec::new();
-        for row in &rows {
-            if let Some((delivery, decision)) = routing::render(&rules, &principal.agency, row, 0) {
-                audit.extend(routing::audit_entry(
-                    &principal.agency,
-                    "CASE_READ",
-                    row,
-                    &decision,
-                ));
-                timeline.push(delivery);
-            }
-        }
+        let (timeline, audit) =
+            disclosure::case_timeline(&self.gateway.rules(), &principal.agency, &rows);
         // Nothing is disclosed unless its disclosure is recorded first.
         self.gateway
             .store
@@ -418,29 +369,34 @@ impl Exchange for ExchangeService {
     }
 }
 
-/// Reads the opening request of a Subscribe stream, opens the session and
-/// starts it; the status says why a subscription could not be opened.
+/// Opens the session a Subscribe stream's first request asks for and
+/// starts it; the error says why the subscription could not be opened.
 async fn open_session(
     gateway: &Arc<Gateway>,
     principal: Principal,
-    mut inbound: Streaming<pb::SubscribeRequest>,
-) -> Result<routing::Outbound, Status> {
-    let open = match inbound.message().await? {
+    first: Option<pb::SubscribeRequest>,
+    inbound: Streaming<pb::SubscribeRequest>,
+) -> Result<routing::Outbound, ApiError> {
+    let open = match first {
         Some(pb::SubscribeRequest {
             kind: Some(pb::subscribe_request::Kind::Open(open)),
         }) => open,
         Some(_) => {
-            return Err(Status::invalid_argument(
-                "open: the first request must open the subscription",
-            ));
+            return Err(SessionEnd::BadRequest(FieldError::new(
+                "open",
+                "the first request must open the subscription",
+            ))
+            .into());
         }
         None => {
-            return Err(Status::invalid_argument(
-                "open: the request stream ended before opening",
-            ));
+            return Err(SessionEnd::BadRequest(FieldError::new(
+                "open",
+                "the request stream ended before opening",
+            ))
+            .into());
         }
     };
-    let open = OpenRequest::try_from(open).map_err(ApiError::from)?;
+    let open = OpenRequest::try_from(open)?;
     let session = Session::open(gateway.clone(), principal, open).await?;
     let (sink, stream) = routing::outbound();
     tokio::spawn(session.run(inbound, sink));

@@ -46,7 +46,6 @@ use std::time::Duration;
 use http::{HeaderMap, Request, Response};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
-use tonic::Status;
 use tower::{Layer, Service};
 
 /// The request header carrying the client's deadline.
@@ -130,11 +129,7 @@ where
                 .is_some_and(|sleep| sleep.poll(cx).is_ready());
         if expired {
             tracing::debug!("client deadline passed before the answer");
-            return Poll::Ready(Ok(Status::deadline_exceeded(
-                "the deadline passed before the gateway answered; the outcome is unknown: \
-                 republish the same notification id to learn it",
-            )
-            .into_http()));
+            return Poll::Ready(Ok(crate::error::deadline_exceeded().into_http()));
         }
         Poll::Pending
     }

@@ -1,11 +1,18 @@
 //! The one place where gateway errors become gRPC statuses.
 //!
-//! Causes are logged here; what goes back to the caller names the field or
-//! the rule, never SQL text, file paths or notification content.
+//! Every refusal or failure a client sees is built here, from a typed
+//! error: a refused field, a refused signature, an unknown caller, a
+//! session that ends, a store that failed. Causes are logged here; what goes
+//! back to the caller names the field or the rule, never SQL text, file
+//! paths or notification content. No other module constructs a `Status`
+//! (statuses received from the transport are passed on as they are).
 
 use liandong_core::domain::FieldError;
+use liandong_core::signing::SignatureError;
 use tonic::{Code, Status};
 
+use crate::identity::IdentityError;
+use crate::routing::SessionEnd;
 use crate::store::{LogThrottle, StoreError};
 
 /// Repeated identical store failures are logged once per interval, with
@@ -14,14 +21,20 @@ static STORE_ERRORS: std::sync::LazyLock<LogThrottle> =
     std::sync::LazyLock::new(LogThrottle::default);
 
 /// Why a request was refused or failed.
+///
+/// The `Display` text is what the audit log records as a refusal's reason.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// No usable client identity.
     #[error("unauthenticated: {0}")]
-    Unauthenticated(String),
+    Unauthenticated(#[from] IdentityError),
     /// A field is missing or malformed.
     #[error(transparent)]
     InvalidArgument(#[from] FieldError),
+    /// A registered signing key makes the signature mandatory, and it does
+    /// not verify.
+    #[error("{}", signature_reason(.0))]
+    Signature(#[from] SignatureError),
     /// The caller may not do this.
     #[error("permission denied: {0}")]
     PermissionDenied(String),
@@ -37,59 +50,110 @@ pub enum ApiError {
     /// The gateway is shutting down.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// A subscription could not be opened, or its stream ends.
+    #[error(transparent)]
+    Session(#[from] SessionEnd),
     /// The store failed; nothing was written.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// A status routing already decided (a subscription that cannot be
-    /// opened); it leaves as it is.
-    #[error("{}", .0.message())]
-    Status(Status),
+}
+
+/// A signature refusal as the audit log records it.
+fn signature_reason(error: &SignatureError) -> String {
+    match error {
+        SignatureError::Invalid { .. } => format!("permission denied: {error}"),
+        _ => error.to_string(),
+    }
 }
 
 impl ApiError {
+    /// The status code this error is answered with.
+    pub fn code(&self) -> Code {
+        match self {
+            Self::Unauthenticated(_) => Code::Unauthenticated,
+            Self::InvalidArgument(_) => Code::InvalidArgument,
+            Self::Signature(SignatureError::Invalid { .. }) => Code::PermissionDenied,
+            Self::Signature(_) => Code::InvalidArgument,
+            Self::PermissionDenied(_) => Code::PermissionDenied,
+            Self::FailedPrecondition(_) => Code::FailedPrecondition,
+            Self::NotFound(_) => Code::NotFound,
+            Self::ResourceExhausted(_) => Code::ResourceExhausted,
+            Self::Unavailable(_) | Self::Store(_) => Code::Unavailable,
+            Self::Session(end) => match end {
+                SessionEnd::Replaced => Code::Aborted,
+                SessionEnd::ShuttingDown | SessionEnd::Stalled { .. } => Code::Unavailable,
+                SessionEnd::ReaderReregistered { .. } | SessionEnd::ReaderRemoved { .. } => {
+                    Code::PermissionDenied
+                }
+                SessionEnd::SubscriptionCap { .. } | SessionEnd::StreamCap { .. } => {
+                    Code::ResourceExhausted
+                }
+                SessionEnd::BadRequest(_) => Code::InvalidArgument,
+                SessionEnd::FilterConflict { .. } => Code::FailedPrecondition,
+            },
+        }
+    }
+
     /// The status code name of a refusal (bad request or forbidden), or
     /// `None` when the gateway failed rather than refused.
     pub fn refusal_code(&self) -> Option<&'static str> {
-        match self {
-            Self::Unauthenticated(_) => Some("UNAUTHENTICATED"),
-            Self::InvalidArgument(_) => Some("INVALID_ARGUMENT"),
-            Self::PermissionDenied(_) => Some("PERMISSION_DENIED"),
-            Self::FailedPrecondition(_) => Some("FAILED_PRECONDITION"),
-            Self::NotFound(_) => Some("NOT_FOUND"),
-            Self::ResourceExhausted(_) => Some("RESOURCE_EXHAUSTED"),
-            Self::Unavailable(_) | Self::Store(_) => None,
-            Self::Status(status) => match status.code() {
-                Code::Unauthenticated => Some("UNAUTHENTICATED"),
-                Code::InvalidArgument => Some("INVALID_ARGUMENT"),
-                Code::PermissionDenied => Some("PERMISSION_DENIED"),
-                Code::FailedPrecondition => Some("FAILED_PRECONDITION"),
-                Code::NotFound => Some("NOT_FOUND"),
-                Code::ResourceExhausted => Some("RESOURCE_EXHAUSTED"),
-                _ => None,
-            },
-        }
+        refusal_code(self.code())
+    }
+}
+
+/// The name the audit log gives a refusal's status code, or `None` for a
+/// code that is not a refusal.
+pub fn refusal_code(code: Code) -> Option<&'static str> {
+    match code {
+        Code::Unauthenticated => Some("UNAUTHENTICATED"),
+        Code::InvalidArgument => Some("INVALID_ARGUMENT"),
+        Code::PermissionDenied => Some("PERMISSION_DENIED"),
+        Code::FailedPrecondition => Some("FAILED_PRECONDITION"),
+        Code::NotFound => Some("NOT_FOUND"),
+        Code::ResourceExhausted => Some("RESOURCE_EXHAUSTED"),
+        _ => None,
     }
 }
 
 impl From<ApiError> for Status {
     fn from(error: ApiError) -> Self {
-        match error {
-            ApiError::Unauthenticated(message) => Status::unauthenticated(message),
-            ApiError::InvalidArgument(field) => Status::invalid_argument(field.to_string()),
-            ApiError::PermissionDenied(message) => Status::permission_denied(message),
-            ApiError::FailedPrecondition(message) => Status::failed_precondition(message),
-            ApiError::NotFound(message) => Status::not_found(message),
-            ApiError::ResourceExhausted(message) => Status::resource_exhausted(message),
-            ApiError::Unavailable(message) => Status::unavailable(message),
+        let code = error.code();
+        let message = match error {
+            ApiError::Unauthenticated(cause) => cause.to_string(),
+            ApiError::InvalidArgument(field) => field.to_string(),
+            // The error's own text names the field: "<field>: <reason>".
+            ApiError::Signature(cause) => cause.to_string(),
+            ApiError::PermissionDenied(message)
+            | ApiError::FailedPrecondition(message)
+            | ApiError::NotFound(message)
+            | ApiError::ResourceExhausted(message)
+            | ApiError::Unavailable(message) => message,
+            ApiError::Session(end) => end.to_string(),
             ApiError::Store(cause) => {
                 if let Some(count) = STORE_ERRORS.occurrence(&cause.to_string()) {
                     tracing::error!(error = %cause, occurrences = count, "store operation failed; answered UNAVAILABLE");
                 }
-                Status::unavailable(
-                    "the gateway's store is unavailable; nothing was written, retry later",
-                )
+                "the gateway's store is unavailable; nothing was written, retry later".to_owned()
             }
-            ApiError::Status(status) => status,
-        }
+        };
+        Status::new(code, message)
     }
 }
+
+/// The status a response carries in `headers` (its headers or trailers),
+/// if any: read, to audit refusals made before a handler.
+pub fn status_in(headers: &http::HeaderMap) -> Option<Status> {
+    Status::from_header_map(headers)
+}
+
+/// The answer to a request whose client deadline passed before the
+/// gateway answered.
+pub fn deadline_exceeded() -> Status {
+    Status::deadline_exceeded(
+        "the deadline passed before the gateway answered; the outcome is unknown: \
+         republish the same notification id to learn it",
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -5,14 +5,20 @@
 //! # Layout
 //! - [`config`]: the TOML configuration and its environment overrides.
 //! - [`identity`]: TLS settings, the accept loop with per-connection
-//!   handshake timeouts, and certificate → registered agency.
+//!   handshake timeouts, and certificate → registered agency, resolved once
+//!   per request.
 //! - [`api`]: the `liandong.v1.Exchange` service handlers.
+//! - [`disclosure`]: what a reader receives of a stored notification
+//!   (render, redact, stub, contact) and its audit entry, for delivery and
+//!   `GetCase` alike.
+//! - [`audit`]: the audit actions and the builder of each kind of entry.
 //! - [`deadline`]: expired client deadlines answered `DEADLINE_EXCEEDED`.
 //! - [`refusals`]: refusals made before any handler (undecodable or
 //!   oversized requests) recorded in the audit log.
 //! - [`quota`]: open `PublishStream` calls per agency, against their cap.
 //! - [`policy`]: who may see what of a notification.
-//! - [`routing`]: durable subscriptions: filters, windows, acks, redelivery.
+//! - [`routing`]: durable subscriptions: filters, open requests, and the
+//!   session (window, acks, redelivery, cursor).
 //! - [`store`]: SQLite/PostgreSQL persistence and migrations.
 //! - [`error`]: the one mapping from errors to gRPC statuses.
 //!
@@ -21,8 +27,10 @@
 //! until a shutdown future completes.
 
 pub mod api;
+pub mod audit;
 pub mod config;
 pub mod deadline;
+pub mod disclosure;
 pub mod error;
 pub mod identity;
 pub mod policy;
@@ -42,7 +50,6 @@ use tonic::transport::Server;
 
 use arc_swap::ArcSwap;
 
-use liandong_core::domain::AgencyId;
 use liandong_core::pb::exchange_server::ExchangeServer;
 use liandong_core::registry::{Registry, RegistryError};
 
@@ -111,15 +118,6 @@ impl Gateway {
         self.rules_version.send_modify(|version| *version += 1);
         self.sessions.wake_all();
     }
-}
-
-/// The registered contact of an agency, for withheld stubs.
-pub fn contact_of(rules: &Rules, agency: &AgencyId) -> String {
-    rules
-        .registry
-        .get(agency)
-        .map(|a| a.contact.clone())
-        .unwrap_or_default()
 }
 
 fn load_rules(config: &GatewayConfig) -> Result<Rules, StartError> {
@@ -288,9 +286,14 @@ pub async fn serve(
     liandong_proto::codec::set_max_message_bytes(config.max_message_bytes);
     let service = api::ExchangeService::new(gateway.clone());
     let publishes = service.publishes();
-    let exchange = refusals::RefusalAudit::new(
-        ExchangeServer::new(service)
-            .max_decoding_message_size(config.max_message_bytes.saturating_mul(4)),
+    // Every Exchange request has its caller resolved once, then its RPC
+    // noted and any refusal made before the handler audited.
+    let exchange = identity::ResolveCaller::new(
+        refusals::RefusalAudit::new(
+            ExchangeServer::new(service)
+                .max_decoding_message_size(config.max_message_bytes.saturating_mul(4)),
+            gateway.clone(),
+        ),
         gateway.clone(),
     );
 

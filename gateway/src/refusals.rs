@@ -4,8 +4,8 @@
 //! refused by the codec (`liandong_proto::codec`) or by tonic's own length
 //! check before the handler ever sees it, so the handler's audit cannot
 //! record it. [`RefusalAudit`] wraps the Exchange service: it notes which
-//! RPC is called and by whom (the [`PeerIdentity`] the TLS layer put in the
-//! request's extensions), and watches the status the call ends with — in
+//! RPC is called and by whom (the [`Caller`] `identity` resolved and put in
+//! the request's extensions), and watches the status the call ends with — in
 //! the response headers (a call refused outright) or in the trailers (a
 //! stream refused midway). A status marked as the codec's refusal
 //! ([`codec::DECODE_REFUSAL`], stripped here so it never leaves the
@@ -32,16 +32,18 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::task::JoinHandle;
+use tonic::Code;
+use tonic::Status;
 use tonic::body::Body;
 use tonic::server::NamedService;
-use tonic::{Code, Status};
 use tower::Service;
 
 use liandong_proto::codec;
 
 use crate::Gateway;
-use crate::identity::{self, PeerIdentity};
-use crate::store::AuditEntry;
+use crate::audit::{self, Action};
+use crate::error;
+use crate::identity::Caller;
 
 /// The Exchange RPC a request calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,12 +71,8 @@ impl Rpc {
     }
 
     /// The audit action recording a refusal of this RPC.
-    pub fn refused_action(self) -> &'static str {
-        match self {
-            Self::Publish | Self::PublishStream => "PUBLISH_REFUSED",
-            Self::Subscribe => "SUBSCRIBE_REFUSED",
-            Self::GetCase => "CASE_READ_REFUSED",
-        }
+    pub fn refused_action(self) -> Action {
+        Action::refused(Some(self))
     }
 }
 
@@ -103,7 +101,7 @@ impl<S: NamedService> NamedService for RefusalAudit<S> {
 struct Call {
     gateway: Arc<Gateway>,
     rpc: Option<Rpc>,
-    peer: Option<PeerIdentity>,
+    caller: Caller,
 }
 
 impl Call {
@@ -112,37 +110,18 @@ impl Call {
     /// Returns the audit write, when there is one.
     fn inspect(&self, headers: &mut HeaderMap) -> Option<JoinHandle<()>> {
         let marked = headers.remove(codec::DECODE_REFUSAL).is_some();
-        let status = Status::from_header_map(headers)?;
+        let status = error::status_in(headers)?;
         (marked || status.code() == Code::OutOfRange).then(|| self.record(&status))
     }
 
     fn record(&self, status: &Status) -> JoinHandle<()> {
-        let rules = self.gateway.rules();
-        let (agency, sender) = match identity::authenticate(self.peer.as_ref(), &rules.registry) {
-            Ok(principal) => {
-                let id = principal.agency.id.to_string();
-                (id.clone(), id)
-            }
-            Err(_) => (
-                self.peer
-                    .as_ref()
-                    .map(|peer| peer.uris.join(" "))
-                    .filter(|uris| !uris.is_empty())
-                    .unwrap_or_else(|| "<no identity>".into()),
-                String::new(),
-            ),
-        };
-        let action = self.rpc.map_or("PUBLISH_REFUSED", Rpc::refused_action);
-        tracing::info!(agency.id = %agency, audit.action = action, code = ?status.code(), "request refused before its handler: undecodable or too large");
-        let entry = AuditEntry {
-            agency: agency.chars().take(256).collect(),
-            action,
-            sequence: None,
-            sender,
-            notification_id: String::new(),
-            decision: code_name(status.code()).to_owned(),
-            reason: format!("undecodable request: {}", status.message()),
-        };
+        let entry = audit::refused_before_handler(
+            self.rpc,
+            &self.caller,
+            code_name(status.code()),
+            status.message(),
+        );
+        tracing::info!(agency.id = %entry.agency, audit.action = entry.action, code = ?status.code(), "request refused before its handler: undecodable or too large");
         let gateway = self.gateway.clone();
         tokio::spawn(async move {
             if let Err(cause) = gateway.store.append_audit(&[entry]).await {
@@ -183,7 +162,7 @@ where
         let call = Call {
             gateway: self.gateway.clone(),
             rpc,
-            peer: request.extensions().get::<PeerIdentity>().cloned(),
+            caller: Caller::of(request.extensions()),
         };
         let answer = self.inner.call(request);
         Box::pin(async move {

@@ -11,7 +11,8 @@
 //! reconnecting subscriber resumes without loss or reorder.
 //!
 //! Every frame, redeliveries included, is rendered with the rules in force
-//! when it is sent, and every disclosure frame is audited. A reload reaches
+//! when it is sent, and every disclosure frame is audited (both through
+//! `disclosure`). A reload reaches
 //! open streams at once: an agency no longer registered loses its stream
 //! (`PERMISSION_DENIED`). A publish wakes only the sessions it concerns
 //! ([`wake`]); idle sessions neither read nor write.
@@ -21,7 +22,9 @@
 //! caps bound stored subscriptions and open streams.
 //!
 //! This module never decides visibility itself: it asks `policy`, with the
-//! registry and policy in force at the moment of each delivery.
+//! registry and policy in force at the moment of each delivery, and renders
+//! through `disclosure`. It never builds a gRPC status: a session ends with
+//! a [`SessionEnd`], mapped by `error`.
 
 pub mod session;
 pub mod wake;
@@ -29,16 +32,11 @@ pub mod window;
 
 use std::time::Duration;
 
-use prost::Message;
-
-use liandong_core::domain::{Confidentiality, FieldError, SubscriptionName};
+use liandong_core::domain::{FieldError, SubscriptionName};
 use liandong_core::pb;
-use liandong_core::registry::Agency;
 use liandong_core::subscription::{Start, SubscriptionFilter};
 
 use crate::config::GatewayConfig;
-use crate::policy::{self, Decision, Rules, redact};
-use crate::store::{AuditEntry, StoredNotification};
 
 #[cfg(test)]
 mod tests;
@@ -50,7 +48,7 @@ const LIMIT_MAX_IN_FLIGHT: u32 = 1024;
 const DEFAULT_ACK_TIMEOUT_SECONDS: u32 = 30;
 const LIMIT_ACK_TIMEOUT_SECONDS: u32 = 3600;
 
-pub use session::{Outbound, OutboundSink, Session, outbound};
+pub use session::{Outbound, OutboundSink, Session, SessionEnd, outbound};
 pub use wake::Sessions;
 
 /// How delivery behaves, from the configuration.
@@ -152,86 +150,4 @@ impl TryFrom<pb::SubscriptionOpen> for OpenRequest {
             ack_timeout: Duration::from_secs(u64::from(ack_timeout)),
         })
     }
-}
-
-/// The delivery `reader` may receive of `stored` under `rules`, with the
-/// decision behind it, or `None` when it may receive nothing.
-pub fn render(
-    rules: &Rules,
-    reader: &Agency,
-    stored: &StoredNotification,
-    attempt: u32,
-) -> Option<(pb::Delivery, Decision)> {
-    let decision = policy::decide(rules, reader, &stored.envelope);
-    if decision == Decision::Nothing {
-        return None;
-    }
-    let full = match pb::Notification::decode(stored.payload.as_slice()) {
-        Ok(full) => full,
-        Err(error) => {
-            tracing::error!(notification.sequence = stored.sequence, %error, "stored payload does not decode; not delivered");
-            return None;
-        }
-    };
-    let (notification, withheld, withheld_reason, redacted_fields) = match &decision {
-        Decision::Full(_) => {
-            let mut full = full;
-            let redacted = if stored.envelope.sender == reader.id {
-                Vec::new()
-            } else {
-                redact::strip_above(&mut full, reader.clearance)
-            };
-            (full, false, String::new(), redacted)
-        }
-        Decision::Withheld(reason) => {
-            let contact = crate::contact_of(rules, &stored.envelope.sender);
-            (
-                policy::withheld_stub(&full, &contact),
-                true,
-                reason.clone(),
-                Vec::new(),
-            )
-        }
-        Decision::Nothing => return None,
-    };
-    let delivery = pb::Delivery {
-        sequence: stored.sequence,
-        sender: stored.envelope.sender.to_string(),
-        received_at: Some(stored.received_at.to_wire()),
-        notification: Some(notification),
-        withheld,
-        withheld_reason,
-        attempt,
-        redacted_fields,
-    };
-    Some((delivery, decision))
-}
-
-/// The audit entry a disclosure needs: every full delivery of non-public
-/// content and every withheld stub.
-pub fn audit_entry(
-    reader: &Agency,
-    action: &'static str,
-    stored: &StoredNotification,
-    decision: &Decision,
-) -> Option<AuditEntry> {
-    let reason = match decision {
-        Decision::Full(rule) => {
-            if stored.envelope.confidentiality == Confidentiality::Public {
-                return None;
-            }
-            (*rule).to_owned()
-        }
-        Decision::Withheld(reason) => reason.clone(),
-        Decision::Nothing => return None,
-    };
-    Some(AuditEntry {
-        agency: reader.id.to_string(),
-        action,
-        sequence: Some(stored.sequence),
-        sender: stored.envelope.sender.to_string(),
-        notification_id: stored.envelope.id.to_string(),
-        decision: decision.name().to_owned(),
-        reason,
-    })
 }

@@ -210,7 +210,7 @@ pub struct SubscriptionRecord {
 pub struct AuditEntry {
     /// Who: the reading or publishing agency.
     pub agency: String,
-    /// What happened: `DELIVERY`, `CASE_READ`, `PUBLISH_REFUSED`.
+    /// What happened: an [`Action`](crate::audit::Action)'s name.
     pub action: &'static str,
     /// The notification's sequence, when it was stored.
     pub sequence: Option<u64>,
@@ -703,18 +703,11 @@ impl Store {
                 let sequence: Option<i64> = row.try_get("sequence")?;
                 Ok(AuditEntry {
                     agency: row.try_get("agency")?,
-                    action: match action.as_str() {
-                        "DELIVERY" => "DELIVERY",
-                        "CASE_READ" => "CASE_READ",
-                        "PUBLISH_REFUSED" => "PUBLISH_REFUSED",
-                        "SUBSCRIBE_REFUSED" => "SUBSCRIBE_REFUSED",
-                        "CASE_READ_REFUSED" => "CASE_READ_REFUSED",
-                        _ => {
-                            return Err(StoreError::Corrupt(format!(
-                                "unknown audit action {action:?}"
-                            )));
-                        }
-                    },
+                    action: crate::audit::Action::parse(&action)
+                        .ok_or_else(|| {
+                            StoreError::Corrupt(format!("unknown audit action {action:?}"))
+                        })?
+                        .as_str(),
                     sequence: sequence.map(|s| to_u64(s, "sequence")).transpose()?,
                     sender: row.try_get("sender")?,
                     notification_id: row.try_get("notification_id")?,

@@ -2,7 +2,7 @@
 //!
 //! An oracle written from the rules as stated (not from the gateway's code)
 //! decides, for random registries, policies, notifications and readers, what
-//! each reader must receive. The gateway's `routing::render` — the function
+//! each reader must receive. The gateway's `disclosure::render` — the function
 //! both subscriptions and `GetCase` deliver through — and its publish checks
 //! (`policy::check_publish`, `api::publish_one`) must agree with it.
 //!
@@ -36,6 +36,7 @@ use liandong_core::domain::{self, AgencyId, Envelope, Instant};
 use liandong_core::pb;
 use liandong_core::registry::{Agency, Registry};
 use liandong_gateway::Gateway;
+use liandong_gateway::disclosure::{self, Channel};
 use liandong_gateway::identity::Principal;
 use liandong_gateway::policy::rules::DEFAULT_POLICY;
 use liandong_gateway::policy::{self, Decision, Policy, Rules};
@@ -1012,7 +1013,7 @@ fn delivery_matches_the_oracle_and_leaks_nothing() {
                 let original = notification(note, "CZ-2026-HW-0042", &format!("n-{k}"));
                 let stored = stored(note, &original, k as u64 + 1);
                 for reader in 0..world.agencies.len() {
-                    let got = routing::render(&case.rules, &case.agencies[reader], &stored, 1);
+                    let got = disclosure::render(&case.rules, &case.agencies[reader], &stored, 1);
                     check_delivery(
                         &case,
                         reader,
@@ -1096,10 +1097,11 @@ fn case_timeline_is_exactly_what_the_oracle_allows_in_order() {
                 let mut timeline = Vec::new();
                 let mut audit: Vec<AuditEntry> = Vec::new();
                 for row in &rows {
-                    if let Some((delivery, decision)) = routing::render(&case.rules, agency, row, 0)
+                    if let Some(disclosed) =
+                        disclosure::disclose(&case.rules, agency, row, 0, Channel::CaseRead)
                     {
-                        audit.extend(routing::audit_entry(agency, "CASE_READ", row, &decision));
-                        timeline.push((delivery, decision));
+                        audit.extend(disclosed.audit);
+                        timeline.push((disclosed.frame, disclosed.decision));
                     }
                 }
                 let expected: Vec<(String, &str)> = rows
@@ -1585,7 +1587,7 @@ fn unreadable_rows_reach_nobody_and_their_content_is_not_logged() {
     tracing::subscriber::with_default(subscriber, || {
         for row in [&truncated] {
             for agency in &case.agencies {
-                let got = routing::render(&case.rules, agency, row, 1);
+                let got = disclosure::render(&case.rules, agency, row, 1);
                 assert!(got.is_none(), "{} received {got:?}", agency.id);
             }
         }

@@ -1,1 +1,261 @@
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tower::{Service, ServiceExt};
+
+use liandong_certs::{Authority, ClientSpec};
+use liandong_core::registry::Registry;
+
+use super::*;
+use crate::config::TlsFiles;
+
+const REGISTRY: &str = include_str!("../../../deploy/dev/agencies.toml");
+
+fn registry() -> Registry {
+    Registry::parse(REGISTRY, Path::new("agencies.toml")).unwrap()
+}
+
+fn peer(uris: &[&str]) -> PeerIdentity {
+    PeerIdentity {
+        remote_addr: SocketAddr::from(([127, 0, 0, 1], 4000)),
+        uris: uris.iter().map(|uri| (*uri).to_owned()).collect(),
+    }
+}
+
+fn der(pem: &str) -> CertificateDer<'static> {
+    CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
+}
+
+#[test]
+fn only_one_registered_san_uri_makes_a_principal() {
+    let registry = registry();
+    let principal = authenticate(Some(&peer(&["urn:liandong:agency:cz-psb"])), &registry).unwrap();
+    assert_eq!(principal.agency.id.as_str(), "cz-psb");
+    assert_eq!(
+        authenticate(None, &registry).unwrap_err(),
+        IdentityError::NoPeer
+    );
+    assert_eq!(
+        authenticate(Some(&peer(&[])), &registry).unwrap_err(),
+        IdentityError::NotOneUri
+    );
+    assert_eq!(
+        authenticate(
+            Some(&peer(&[
+                "urn:liandong:agency:cz-psb",
+                "urn:liandong:agency:cz-eeb"
+            ])),
+            &registry
+        )
+        .unwrap_err(),
+        IdentityError::NotOneUri,
+        "two identities in one certificate are refused"
+    );
+    assert_eq!(
+        authenticate(Some(&peer(&["urn:liandong:agency:ghost"])), &registry).unwrap_err(),
+        IdentityError::NotRegistered
+    );
+}
+
+#[test]
+fn a_refused_caller_is_named_by_what_it_presented() {
+    let registry = registry();
+    let two = Caller::resolve(Some(&peer(&["urn:a", "urn:b"])), &registry);
+    assert_eq!(two.audit_name(), "urn:a urn:b");
+    assert!(matches!(
+        two,
+        Caller::Refused {
+            error: IdentityError::NotOneUri,
+            ..
+        }
+    ));
+    assert_eq!(
+        Caller::resolve(None, &registry).audit_name(),
+        "<no identity>"
+    );
+    assert_eq!(
+        Caller::resolve(Some(&peer(&["urn:liandong:agency:cz-eeb"])), &registry).audit_name(),
+        "cz-eeb"
+    );
+}
+
+#[test]
+fn a_request_that_skipped_resolution_has_no_caller() {
+    let caller = Caller::of(&http::Extensions::new());
+    assert!(matches!(
+        caller,
+        Caller::Refused {
+            error: IdentityError::NoPeer,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn san_uris_are_read_from_the_certificate() {
+    let ca = Authority::new("test CA").unwrap();
+    let cert = ca.agency("cz-psb").unwrap();
+    assert_eq!(
+        san_uris(der(&cert.cert_pem).as_ref()),
+        ["urn:liandong:agency:cz-psb"]
+    );
+    let mut spec = ClientSpec::agency("cz-psb");
+    spec.uris = Vec::new();
+    let without = ca.client(&spec).unwrap();
+    assert!(san_uris(der(&without.cert_pem).as_ref()).is_empty());
+    assert!(san_uris(b"not a certificate").is_empty());
+}
+
+#[tokio::test]
+async fn every_request_gets_its_caller_resolved_before_the_handler() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("test.db").display());
+    let store = crate::store::Store::connect(&url, 1).await.unwrap();
+    let rules = crate::policy::Rules {
+        registry: registry(),
+        policy: crate::policy::Policy::default_policy(),
+    };
+    let gateway = Arc::new(crate::Gateway::new(
+        store,
+        rules,
+        0,
+        crate::routing::DeliverySettings::default(),
+    ));
+    let handler = tower::service_fn(|request: http::Request<()>| async move {
+        Ok::<_, std::convert::Infallible>(Caller::of(request.extensions()).audit_name())
+    });
+    let mut service = ResolveCaller::new(handler, gateway);
+    let mut request = http::Request::new(());
+    request
+        .extensions_mut()
+        .insert(peer(&["urn:liandong:agency:cz-psb"]));
+    let seen = service.ready().await.unwrap().call(request).await.unwrap();
+    assert_eq!(seen, "cz-psb");
+    let anonymous = service
+        .ready()
+        .await
+        .unwrap()
+        .call(http::Request::new(()))
+        .await
+        .unwrap();
+    assert_eq!(anonymous, "<no identity>");
+}
+
+/// The gateway's TLS files, made by the dev PKI, and the CA behind them.
+fn tls_files(dir: &Path) -> (TlsFiles, Authority) {
+    let ca = Authority::new("test CA").unwrap();
+    let server = ca.server(&["localhost"]).unwrap();
+    let files = TlsFiles {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("gateway.pem"),
+        key: dir.join("gateway.key"),
+    };
+    std::fs::write(&files.ca, ca.cert_pem()).unwrap();
+    std::fs::write(&files.cert, &server.cert_pem).unwrap();
+    std::fs::write(&files.key, &server.key_pem).unwrap();
+    (files, ca)
+}
+
+fn client_config(
+    ca: &Authority,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der(&ca.cert_pem())).unwrap();
+    let agency = ca.agency("cz-psb").unwrap();
+    let key = PrivateKeyDer::from_pem_slice(agency.key_pem.as_bytes()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(versions)
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(vec![der(&agency.cert_pem)], key)
+    .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Arc::new(config)
+}
+
+/// Runs a handshake between the gateway's configuration and `client` over
+/// an in-memory pipe; the server's result is returned.
+async fn handshake(
+    server: Arc<rustls::ServerConfig>,
+    client: Arc<rustls::ClientConfig>,
+) -> std::io::Result<Vec<String>> {
+    let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+    let connector = tokio_rustls::TlsConnector::from(client);
+    let client = tokio::spawn(async move {
+        let name = ServerName::try_from("localhost").unwrap();
+        if let Ok(mut stream) = connector.connect(name, client_io).await {
+            let _ = stream.write_all(b"x").await;
+            let _ = stream.flush().await;
+            // Open until the server is done with the connection.
+            let mut rest = Vec::new();
+            let _ = stream.read_to_end(&mut rest).await;
+        }
+    });
+    let accepted = tokio_rustls::TlsAcceptor::from(server)
+        .accept(server_io)
+        .await;
+    let result = match accepted {
+        Ok(mut stream) => {
+            let mut byte = [0u8; 1];
+            stream.read_exact(&mut byte).await?;
+            let (_, connection) = stream.get_ref();
+            assert_eq!(connection.alpn_protocol(), Some(&b"h2"[..]));
+            assert_eq!(
+                connection.protocol_version(),
+                Some(rustls::ProtocolVersion::TLSv1_3)
+            );
+            Ok(connection
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .map(|leaf| san_uris(leaf.as_ref()))
+                .unwrap_or_default())
+        }
+        Err(error) => Err(error),
+    };
+    client.abort();
+    result
+}
+
+#[tokio::test]
+async fn the_gateway_speaks_tls_1_3_with_a_verified_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (files, ca) = tls_files(dir.path());
+    let server = server_config(&files).unwrap();
+    let uris = handshake(server, client_config(&ca, &[&rustls::version::TLS13]))
+        .await
+        .unwrap();
+    assert_eq!(uris, ["urn:liandong:agency:cz-psb"]);
+}
+
+#[tokio::test]
+async fn a_tls_1_2_client_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (files, ca) = tls_files(dir.path());
+    let server = server_config(&files).unwrap();
+    let refused = handshake(server, client_config(&ca, &[&rustls::version::TLS12])).await;
+    assert!(refused.is_err(), "{refused:?}");
+}
+
+#[test]
+fn unusable_tls_files_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut files, _) = tls_files(dir.path());
+    files.key = dir.path().join("missing.key");
+    match server_config(&files) {
+        Err(TlsSetupError::File { path, .. }) => assert_eq!(path, files.key),
+        other => panic!("expected a file error, got {other:?}"),
+    }
+    std::fs::write(dir.path().join("empty.pem"), "").unwrap();
+    files.ca = dir.path().join("empty.pem");
+    assert!(matches!(
+        server_config(&files),
+        Err(TlsSetupError::File { .. })
+    ));
+}

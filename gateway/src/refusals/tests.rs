@@ -10,7 +10,7 @@ fn each_exchange_rpc_has_its_own_refusal_action() {
     ];
     for (path, action) in cases {
         assert_eq!(
-            Rpc::from_path(path).map(Rpc::refused_action),
+            Rpc::from_path(path).map(|rpc| rpc.refused_action().as_str()),
             Some(action),
             "{path}"
         );

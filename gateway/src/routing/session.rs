@@ -31,19 +31,20 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use liandong_core::domain::FieldError;
+use liandong_core::domain::{AgencyId, FieldError};
 use liandong_core::pb;
 use liandong_core::registry::Agency;
 
 use crate::Gateway;
+use crate::disclosure::{self, Channel};
 use crate::error::ApiError;
 use crate::identity::Principal;
 use crate::policy::{self, Decision, Rules};
-use crate::store::StoredNotification;
+use crate::store::{StoreError, StoredNotification};
 
 use super::wake::{self, Live};
 use super::window::Window;
-use super::{OpenRequest, Start, audit_entry, render};
+use super::{OpenRequest, Start};
 
 /// Rows read from the store at a time; also bounds the rows a session
 /// holds in memory while it waits to send them.
@@ -55,22 +56,113 @@ pub const OUTBOUND_CAPACITY: usize = 16;
 /// cursor.
 const TAKEOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Why a subscription could not be opened, or why its stream ends. The
+/// text is what the subscriber reads; `error` gives each its status code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionEnd {
+    /// The subscription was opened again, by a newer connection.
+    #[error("the subscription was opened by a newer connection")]
+    Replaced,
+    /// The gateway is shutting down.
+    #[error("the gateway is shutting down; reconnect to resume")]
+    ShuttingDown,
+    /// No frame could be handed to the stream for the stall timeout.
+    #[error(
+        "no delivery could be sent for {seconds} s: the subscriber stopped reading; reconnect to resume after the last acknowledgement"
+    )]
+    Stalled {
+        /// The stall timeout, in seconds.
+        seconds: u64,
+    },
+    /// A reload registered the reader with another certificate identity.
+    #[error(
+        "{agency} is registered with another certificate identity since the registry was reloaded; this stream is closed"
+    )]
+    ReaderReregistered {
+        /// The reader.
+        agency: AgencyId,
+    },
+    /// A reload removed the reader from the registry.
+    #[error(
+        "{agency} is no longer a registered agency since the registry was reloaded; this stream is closed"
+    )]
+    ReaderRemoved {
+        /// The reader.
+        agency: AgencyId,
+    },
+    /// The owner has as many stored subscriptions as it may.
+    #[error(
+        "{owner} has {count} subscriptions, the most limits.max_subscriptions_per_agency ({cap}) allows; reuse one of them"
+    )]
+    SubscriptionCap {
+        /// The owning agency.
+        owner: String,
+        /// Its stored subscriptions.
+        count: u64,
+        /// The cap.
+        cap: u32,
+    },
+    /// The owner has as many open subscription streams as it may.
+    #[error(
+        "{owner} has {open} subscription streams open, the most limits.max_streams_per_agency ({cap}) allows; close one first"
+    )]
+    StreamCap {
+        /// The owning agency.
+        owner: String,
+        /// Its open streams.
+        open: usize,
+        /// The cap.
+        cap: u32,
+    },
+    /// A request on the stream breaks the protocol (open first, then acks).
+    #[error(transparent)]
+    BadRequest(FieldError),
+    /// The subscription exists with another filter.
+    #[error(
+        "subscription {name} exists with another filter; open it with its own filter or use a new name"
+    )]
+    FilterConflict {
+        /// The subscription's name.
+        name: String,
+    },
+}
+
 /// Why a session stopped.
 enum Halt {
     /// The subscriber went away (closed its side, or the stream dropped).
     Left,
-    /// The session ends with this status.
-    Ended(Status),
+    /// The session ends with this error.
+    Ended(ApiError),
+    /// The request stream failed with this status (a transport or decode
+    /// failure); it is passed on as it is.
+    Failed(Status),
 }
 
-impl From<Status> for Halt {
-    fn from(status: Status) -> Self {
-        Self::Ended(status)
+impl Halt {
+    /// The status the stream ends with; `None` for a clean end.
+    fn into_status(self) -> Option<Status> {
+        match self {
+            Self::Left => None,
+            Self::Ended(error) => Some(error.into()),
+            Self::Failed(status) => Some(status),
+        }
     }
 }
 
-fn store_status(error: crate::store::StoreError) -> Halt {
-    Halt::Ended(ApiError::from(error).into())
+impl From<SessionEnd> for Halt {
+    fn from(end: SessionEnd) -> Self {
+        Self::Ended(end.into())
+    }
+}
+
+impl From<ApiError> for Halt {
+    fn from(error: ApiError) -> Self {
+        Self::Ended(error)
+    }
+}
+
+fn store_status(error: StoreError) -> Halt {
+    Halt::Ended(error.into())
 }
 
 /// The sending half of a subscription stream: frames, and the ending
@@ -170,11 +262,11 @@ impl Session {
         gateway: Arc<Gateway>,
         principal: Principal,
         request: OpenRequest,
-    ) -> Result<Self, Status> {
+    ) -> Result<Self, ApiError> {
         let owner = principal.agency.id.as_str();
         let name = request.name.as_str();
         let filter = request.filter.canonical_bytes();
-        let store_error = |error| Status::from(ApiError::from(error));
+        let store_error = ApiError::Store;
         let start_after = match request.start {
             Start::Beginning => 0,
             Start::Now => gateway.store.latest_sequence().await.map_err(store_error)?,
@@ -184,8 +276,7 @@ impl Session {
                     return Err(ApiError::InvalidArgument(FieldError::new(
                         "open.start.after_sequence",
                         format!("is beyond the latest sequence {latest}"),
-                    ))
-                    .into());
+                    )));
                 }
                 n
             }
@@ -195,7 +286,7 @@ impl Session {
             name,
             gateway.delivery.max_streams_per_agency,
         ) {
-            return Err(stream_cap_status(owner, &cap));
+            return Err(stream_cap(owner, &cap).into());
         }
         let record = {
             let _opening = gateway.sessions.opening.lock().await;
@@ -214,9 +305,12 @@ impl Session {
                     .map_err(store_error)?;
                 if count >= u64::from(cap) {
                     tracing::warn!(agency.id = %owner, subscription.count = count, "new subscription refused: per-agency cap");
-                    return Err(Status::resource_exhausted(format!(
-                        "{owner} has {count} subscriptions, the most limits.max_subscriptions_per_agency ({cap}) allows; reuse one of them"
-                    )));
+                    return Err(SessionEnd::SubscriptionCap {
+                        owner: owner.to_owned(),
+                        count,
+                        cap,
+                    }
+                    .into());
                 }
             }
             gateway
@@ -226,9 +320,9 @@ impl Session {
                 .map_err(store_error)?
         };
         if record.filter != filter {
-            return Err(ApiError::FailedPrecondition(format!(
-                "subscription {name} exists with another filter; open it with its own filter or use a new name"
-            ))
+            return Err(SessionEnd::FilterConflict {
+                name: name.to_owned(),
+            }
             .into());
         }
         let (live, previous) = gateway
@@ -240,7 +334,7 @@ impl Session {
                 request.filter.clone(),
                 gateway.delivery.max_streams_per_agency,
             )
-            .map_err(|cap| stream_cap_status(owner, &cap))?;
+            .map_err(|cap| ApiError::from(stream_cap(owner, &cap)))?;
         wake::ensure_poller(&gateway);
         let rules_version = gateway.rules_version.subscribe();
         let window = Window::new(
@@ -278,7 +372,7 @@ impl Session {
     /// Waits for the session this one replaces to end and write its
     /// cursor, then starts from that cursor rather than from the one read
     /// before it ended.
-    async fn resume_after(&mut self, previous: CancellationToken) -> Result<(), Status> {
+    async fn resume_after(&mut self, previous: CancellationToken) -> Result<(), ApiError> {
         let owner = self.principal.agency.id.as_str();
         let name = self.request.name.as_str();
         if tokio::time::timeout(TAKEOVER_WAIT, previous.cancelled())
@@ -287,12 +381,7 @@ impl Session {
         {
             tracing::warn!(agency.id = %owner, subscription.name = %name, "the replaced session did not end in time; resuming from the cursor as stored");
         }
-        let stored = self
-            .gateway
-            .store
-            .subscription_cursor(owner, name)
-            .await
-            .map_err(|error| Status::from(ApiError::from(error)))?;
+        let stored = self.gateway.store.subscription_cursor(owner, name).await?;
         let cursor = stored.unwrap_or(0).max(self.persisted);
         self.window = Window::new(cursor, self.request.max_in_flight, self.request.ack_timeout);
         self.persisted = cursor;
@@ -313,11 +402,11 @@ impl Session {
             tracing::warn!(%error, "could not write the subscription cursor at session end");
         }
         let owner = self.principal.agency.id.to_string();
-        match halt {
-            Halt::Left => {
+        match halt.into_status() {
+            None => {
                 tracing::info!(agency.id = %owner, subscription.name = %self.request.name, in_flight = self.window.len(), subscription.acked_through = self.persisted, "subscription closed")
             }
-            Halt::Ended(status) => {
+            Some(status) => {
                 tracing::info!(agency.id = %owner, subscription.name = %self.request.name, in_flight = self.window.len(), subscription.acked_through = self.persisted, code = ?status.code(), reason = %status.message(), "subscription ended");
                 // Before the frames end, so the stream cannot end without it.
                 let _ = end.send(status);
@@ -346,22 +435,22 @@ impl Session {
                 () = self.live.cancel.cancelled() => return self.cancelled().into(),
                 changed = self.rules_version.changed() => {
                     if changed.is_err() {
-                        return shutting_down().into();
+                        return SessionEnd::ShuttingDown.into();
                     }
                     let rules = self.gateway.rules();
-                    if let Err(status) = self.reader_in(&rules) {
-                        return status.into();
+                    if let Err(end) = self.reader_in(&rules) {
+                        return end.into();
                     }
                     self.more = true;
                 }
                 message = inbound.next() => match message {
                     Some(Ok(request)) => {
-                        if let Err(status) = self.handle(request) {
-                            return status.into();
+                        if let Err(end) = self.handle(request) {
+                            return end.into();
                         }
                     }
                     None => return Halt::Left,
-                    Some(Err(status)) => return status.into(),
+                    Some(Err(status)) => return Halt::Failed(status),
                 },
                 () = self.live.notify.notified() => self.more = true,
                 () = sleep_until(wake_at), if wake_at.is_some() => {}
@@ -398,47 +487,44 @@ impl Session {
             match message {
                 Some(Ok(request)) => self.handle(request)?,
                 None => return Err(Halt::Left),
-                Some(Err(status)) => return Err(status.into()),
+                Some(Err(status)) => return Err(Halt::Failed(status)),
             }
         }
         Ok(())
     }
 
-    fn handle(&mut self, request: pb::SubscribeRequest) -> Result<(), Status> {
+    fn handle(&mut self, request: pb::SubscribeRequest) -> Result<(), SessionEnd> {
         match request.kind {
             Some(pb::subscribe_request::Kind::Ack(ack)) => {
                 self.window.ack(&ack.sequences);
                 Ok(())
             }
-            Some(pb::subscribe_request::Kind::Open(_)) => Err(Status::invalid_argument(
-                "open: may only be sent once, as the first request",
+            Some(pb::subscribe_request::Kind::Open(_)) => Err(SessionEnd::BadRequest(
+                FieldError::new("open", "may only be sent once, as the first request"),
             )),
-            None => Err(Status::invalid_argument(
-                "request: carries neither open nor ack",
-            )),
+            None => Err(SessionEnd::BadRequest(FieldError::new(
+                "request",
+                "carries neither open nor ack",
+            ))),
         }
     }
 
     /// The reader's registry entry under `rules`, or the status that ends
     /// the stream because the agency lost its right to read.
-    fn reader_in<'r>(&self, rules: &'r Rules) -> Result<&'r Agency, Status> {
+    fn reader_in<'r>(&self, rules: &'r Rules) -> Result<&'r Agency, SessionEnd> {
         let id = &self.principal.agency.id;
         match rules.registry.get(id) {
             Some(agency) if agency.identity == self.principal.agency.identity => Ok(agency),
-            Some(_) => Err(Status::permission_denied(format!(
-                "{id} is registered with another certificate identity since the registry was reloaded; this stream is closed"
-            ))),
-            None => Err(Status::permission_denied(format!(
-                "{id} is no longer a registered agency since the registry was reloaded; this stream is closed"
-            ))),
+            Some(_) => Err(SessionEnd::ReaderReregistered { agency: id.clone() }),
+            None => Err(SessionEnd::ReaderRemoved { agency: id.clone() }),
         }
     }
 
-    fn cancelled(&self) -> Status {
+    fn cancelled(&self) -> SessionEnd {
         if self.gateway.stop.is_cancelled() {
-            shutting_down()
+            SessionEnd::ShuttingDown
         } else {
-            Status::aborted("the subscription was opened by a newer connection")
+            SessionEnd::Replaced
         }
     }
 
@@ -529,18 +615,18 @@ impl Session {
                 let Some(attempt) = self.window.next_attempt(row.sequence) else {
                     continue;
                 };
-                match render(&rules, reader, row, attempt) {
-                    Some((frame, decision)) => {
-                        audit.extend(audit_entry(reader, "DELIVERY", row, &decision));
+                match disclosure::disclose(&rules, reader, row, attempt, Channel::Delivery) {
+                    Some(disclosed) => {
+                        audit.extend(disclosed.audit);
                         if attempt > 1 {
                             tracing::debug!(
                                 notification.sequence = row.sequence,
                                 attempt,
-                                decision = decision.name(),
+                                decision = disclosed.decision.name(),
                                 "redelivering unacknowledged notification"
                             );
                         }
-                        frames.push(frame);
+                        frames.push(disclosed.frame);
                     }
                     None => {
                         tracing::debug!(
@@ -586,7 +672,7 @@ impl Session {
                 () = self.live.cancel.cancelled() => return Err(self.cancelled().into()),
                 changed = self.rules_version.changed() => {
                     if changed.is_err() {
-                        return Err(shutting_down().into());
+                        return Err(SessionEnd::ShuttingDown.into());
                     }
                     let rules = self.gateway.rules();
                     self.reader_in(&rules)?;
@@ -601,10 +687,9 @@ impl Session {
                         in_flight = self.window.len(),
                         "subscription stream stalled: the subscriber stopped reading; cut"
                     );
-                    return Err(Status::unavailable(format!(
-                        "no delivery could be sent for {} s: the subscriber stopped reading; reconnect to resume after the last acknowledgement",
-                        stall_timeout.as_secs()
-                    ))
+                    return Err(SessionEnd::Stalled {
+                        seconds: stall_timeout.as_secs(),
+                    }
                     .into());
                 }
             }
@@ -651,16 +736,13 @@ impl Drop for Session {
     }
 }
 
-fn stream_cap_status(owner: &str, cap: &wake::StreamCap) -> Status {
+fn stream_cap(owner: &str, cap: &wake::StreamCap) -> SessionEnd {
     tracing::warn!(agency.id = %owner, streams.open = cap.open, "subscription stream refused: per-agency cap");
-    Status::resource_exhausted(format!(
-        "{owner} has {} subscription streams open, the most limits.max_streams_per_agency ({}) allows; close one first",
-        cap.open, cap.cap
-    ))
-}
-
-fn shutting_down() -> Status {
-    Status::unavailable("the gateway is shutting down; reconnect to resume")
+    SessionEnd::StreamCap {
+        owner: owner.to_owned(),
+        open: cap.open,
+        cap: cap.cap,
+    }
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -2,98 +2,22 @@ use std::path::Path;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use tokio::time::Instant;
+use prost::Message;
 use tokio_stream::wrappers::ReceiverStream;
 
-use liandong_core::domain::{AgencyId, CaseRef, Envelope, Event, NotificationId, Region};
+use liandong_core::domain::{
+    AgencyId, CaseRef, Confidentiality, Envelope, Event, NotificationId, Region,
+};
 use liandong_core::registry::Registry;
 
-use super::window::Window;
 use super::*;
 use crate::Gateway;
 use crate::identity::Principal;
-use crate::policy::Policy;
+use crate::policy::{Policy, Rules};
 use crate::store::{NewNotification, Store};
 
 const REGISTRY: &str = include_str!("../../../deploy/dev/agencies.toml");
 const SECOND: Duration = Duration::from_secs(1);
-
-#[test]
-fn the_cursor_passes_only_acknowledged_sequences() {
-    let t0 = Instant::now();
-    let mut window = Window::new(0, 8, 30 * SECOND);
-    for sequence in [2, 3, 5] {
-        window.admit(sequence);
-    }
-    window.scanned_through(6);
-    assert_eq!(window.cursor(), 1, "1 and 4 were passed over; 2 is pending");
-    for sequence in [2, 3, 5] {
-        window.sent(sequence, t0);
-    }
-    assert_eq!(window.ack(&[3, 99]), 1, "unknown acks are ignored");
-    assert_eq!(window.cursor(), 1, "2 is still unacknowledged");
-    window.ack(&[2]);
-    assert_eq!(window.cursor(), 4);
-    window.ack(&[5]);
-    assert_eq!(window.cursor(), 6);
-    assert!(window.is_empty());
-}
-
-#[test]
-fn a_frame_never_sent_holds_the_cursor() {
-    let mut window = Window::new(10, 8, 30 * SECOND);
-    window.admit(11);
-    window.admit(12);
-    window.scanned_through(20);
-    // The sends failed: the subscriber left before either was handed over.
-    assert_eq!(window.cursor(), 10);
-    assert_eq!(window.next_attempt(11), Some(1));
-    assert_eq!(window.next_due(), None, "nothing sent, nothing due");
-}
-
-#[test]
-fn the_window_admits_no_more_than_its_capacity() {
-    let mut window = Window::new(0, 2, 30 * SECOND);
-    assert_eq!(window.room(), 2);
-    window.admit(1);
-    window.admit(2);
-    assert_eq!(window.room(), 0);
-    window.ack(&[1]);
-    assert_eq!(window.room(), 1);
-}
-
-#[test]
-fn unacknowledged_sequences_fall_due_after_the_ack_timeout() {
-    let t0 = Instant::now();
-    let mut window = Window::new(0, 8, 30 * SECOND);
-    window.admit(1);
-    window.admit(2);
-    window.scanned_through(2);
-    window.sent(1, t0);
-    window.sent(2, t0 + 10 * SECOND);
-    assert!(window.due(t0 + 29 * SECOND).is_empty());
-    assert_eq!(window.due(t0 + 30 * SECOND), vec![1]);
-    assert_eq!(window.due(t0 + 40 * SECOND), vec![1, 2]);
-    assert_eq!(window.next_due(), Some(t0 + 30 * SECOND));
-    assert_eq!(window.next_attempt(1), Some(2));
-    window.sent(1, t0 + 30 * SECOND);
-    assert_eq!(window.next_attempt(1), Some(3));
-    assert_eq!(window.due(t0 + 40 * SECOND), vec![2]);
-}
-
-#[test]
-fn a_sequence_the_policy_now_refuses_leaves_the_window() {
-    let t0 = Instant::now();
-    let mut window = Window::new(0, 8, 30 * SECOND);
-    window.admit(1);
-    window.admit(2);
-    window.scanned_through(2);
-    window.sent(1, t0);
-    window.sent(2, t0);
-    window.drop_done(1);
-    assert_eq!(window.cursor(), 1);
-    assert_eq!(window.due(t0 + 60 * SECOND), vec![2]);
-}
 
 fn rules(registry: &str) -> Rules {
     Rules {
@@ -103,14 +27,13 @@ fn rules(registry: &str) -> Rules {
 }
 
 async fn gateway(dir: &tempfile::TempDir) -> Arc<Gateway> {
+    gateway_with(dir, DeliverySettings::default()).await
+}
+
+async fn gateway_with(dir: &tempfile::TempDir, delivery: DeliverySettings) -> Arc<Gateway> {
     let url = format!("sqlite://{}", dir.path().join("test.db").display());
     let store = Store::connect(&url, 2).await.unwrap();
-    Arc::new(Gateway::new(
-        store,
-        rules(REGISTRY),
-        0,
-        DeliverySettings::default(),
-    ))
+    Arc::new(Gateway::new(store, rules(REGISTRY), 0, delivery))
 }
 
 /// The envelope of the transfer `store_transfer` stores.
@@ -383,4 +306,258 @@ async fn a_clean_end_delivers_what_is_buffered() {
         got.push(item.unwrap().sequence);
     }
     assert_eq!(got, [1, 2, 3]);
+}
+
+// Session timing on a paused clock. A paused runtime with nothing to do
+// advances its clock to the next timer, and the store works on threads of
+// its own: while it does, these tests keep the runtime busy, so that time
+// moves only when a test says `advance`. Timers keep to the millisecond,
+// rounded up: a step meant to reach a deadline goes one millisecond past.
+
+const PAST: Duration = Duration::from_millis(1);
+
+/// Awaits `future` without letting the paused clock move; gives up after
+/// ten real seconds.
+async fn without_time_passing<F: std::future::Future>(future: F) -> F::Output {
+    use futures::FutureExt;
+    let started = std::time::Instant::now();
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Some(output) = future.as_mut().now_or_never() {
+            return output;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "nothing happened within 10 real seconds"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Lets the session finish what it started (store reads and writes), with
+/// the clock standing still.
+async fn settle() {
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(500);
+    while std::time::Instant::now() < until {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// The subscription's cursor as stored, once it is `expected`, with the
+/// clock standing still; gives up after ten real seconds.
+async fn cursor_becomes(gateway: &Gateway, expected: u64) {
+    let started = std::time::Instant::now();
+    loop {
+        let stored = without_time_passing(
+            gateway
+                .store
+                .subscription_cursor("cz-psb-xiangyuan", "inbox"),
+        )
+        .await
+        .unwrap();
+        if stored == Some(expected) {
+            return;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the cursor stays at {stored:?}, not {expected}"
+        );
+        settle().await;
+    }
+}
+
+/// Opens `name` for the reader `cz-psb-xiangyuan` and runs its session.
+async fn run_session(
+    gateway: &Arc<Gateway>,
+    open: pb::SubscriptionOpen,
+) -> (
+    tokio::sync::mpsc::Sender<Result<pb::SubscribeRequest, tonic::Status>>,
+    Outbound,
+    tokio::task::JoinHandle<()>,
+) {
+    let reader_id = AgencyId::parse("reader", "cz-psb-xiangyuan").unwrap();
+    let principal = Principal {
+        agency: gateway.rules().registry.get(&reader_id).unwrap().clone(),
+    };
+    let open = OpenRequest::try_from(open).unwrap();
+    let session = without_time_passing(Session::open(gateway.clone(), principal, open))
+        .await
+        .unwrap();
+    let (requests, inbound) = tokio::sync::mpsc::channel(4);
+    let (sink, stream) = outbound();
+    let task = tokio::spawn(session.run(ReceiverStream::new(inbound), sink));
+    (requests, stream, task)
+}
+
+fn ack(sequences: &[u64]) -> Result<pb::SubscribeRequest, tonic::Status> {
+    Ok(pb::SubscribeRequest {
+        kind: Some(pb::subscribe_request::Kind::Ack(pb::Ack {
+            sequences: sequences.to_vec(),
+        })),
+    })
+}
+
+fn nothing_sent(stream: &mut Outbound) -> bool {
+    use futures::FutureExt;
+    stream.next().now_or_never().is_none()
+}
+
+#[tokio::test]
+async fn an_unacknowledged_frame_is_sent_again_each_ack_timeout_with_the_next_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = gateway(&dir).await;
+    let sequence = store_transfer(&gateway, "t-1").await;
+    tokio::time::pause();
+    let (requests, mut stream, task) = run_session(
+        &gateway,
+        pb::SubscriptionOpen {
+            name: "inbox".into(),
+            ack_timeout_seconds: 30,
+            ..Default::default()
+        },
+    )
+    .await;
+
+    let first = without_time_passing(stream.next()).await.unwrap().unwrap();
+    assert_eq!((first.sequence, first.attempt), (sequence, 1));
+    settle().await;
+    tokio::time::advance(29 * SECOND).await;
+    settle().await;
+    assert!(nothing_sent(&mut stream), "not before the ack timeout");
+
+    tokio::time::advance(SECOND + PAST).await;
+    let second = without_time_passing(stream.next()).await.unwrap().unwrap();
+    assert_eq!((second.sequence, second.attempt), (sequence, 2));
+    settle().await;
+    tokio::time::advance(30 * SECOND + PAST).await;
+    let third = without_time_passing(stream.next()).await.unwrap().unwrap();
+    assert_eq!((third.sequence, third.attempt), (sequence, 3));
+
+    // Acknowledged: never sent again.
+    requests.send(ack(&[sequence])).await.unwrap();
+    settle().await;
+    tokio::time::advance(120 * SECOND).await;
+    settle().await;
+    assert!(nothing_sent(&mut stream), "an acknowledged frame is done");
+
+    drop(requests);
+    without_time_passing(task).await.unwrap();
+    assert!(stream.next().await.is_none(), "a clean end");
+    let cursor = without_time_passing(
+        gateway
+            .store
+            .subscription_cursor("cz-psb-xiangyuan", "inbox"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(cursor, Some(sequence), "written at the end");
+}
+
+#[tokio::test]
+async fn a_subscriber_that_stops_reading_is_cut_after_the_stall_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = gateway_with(
+        &dir,
+        DeliverySettings {
+            stall_timeout: 30 * SECOND,
+            ..DeliverySettings::default()
+        },
+    )
+    .await;
+    // More than the channel towards the subscriber holds.
+    for i in 0..session::OUTBOUND_CAPACITY + 4 {
+        store_transfer(&gateway, &format!("t-{i}")).await;
+    }
+    tokio::time::pause();
+    let (_requests, mut stream, task) = run_session(
+        &gateway,
+        pb::SubscriptionOpen {
+            name: "inbox".into(),
+            ack_timeout_seconds: 3600,
+            ..Default::default()
+        },
+    )
+    .await;
+
+    // Nobody reads: the channel fills (each frame audited before it is
+    // handed over) and the session waits for room.
+    let started = std::time::Instant::now();
+    while without_time_passing(gateway.store.audit_entries())
+        .await
+        .unwrap()
+        .len()
+        < session::OUTBOUND_CAPACITY
+    {
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        settle().await;
+    }
+    settle().await;
+    tokio::time::advance(29 * SECOND).await;
+    settle().await;
+    assert!(!task.is_finished(), "not cut before the stall timeout");
+    tokio::time::advance(SECOND + PAST).await;
+    without_time_passing(task).await.unwrap();
+
+    let end = stream.next().await.unwrap().unwrap_err();
+    assert_eq!(end.code(), tonic::Code::Unavailable);
+    assert!(
+        end.message()
+            .starts_with("no delivery could be sent for 30 s"),
+        "{end:?}"
+    );
+    assert!(stream.next().await.is_none(), "the status ends the stream");
+}
+
+#[tokio::test]
+async fn the_cursor_is_written_at_most_once_per_flush_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = gateway_with(
+        &dir,
+        DeliverySettings {
+            cursor_flush: 10 * SECOND,
+            ..DeliverySettings::default()
+        },
+    )
+    .await;
+    let first = store_transfer(&gateway, "t-1").await;
+    let second = store_transfer(&gateway, "t-2").await;
+    tokio::time::pause();
+    let (requests, mut stream, task) = run_session(
+        &gateway,
+        pb::SubscriptionOpen {
+            name: "inbox".into(),
+            ack_timeout_seconds: 3600,
+            ..Default::default()
+        },
+    )
+    .await;
+    for expected in [first, second] {
+        let frame = without_time_passing(stream.next()).await.unwrap().unwrap();
+        assert_eq!(frame.sequence, expected);
+    }
+    let stored = || {
+        without_time_passing(
+            gateway
+                .store
+                .subscription_cursor("cz-psb-xiangyuan", "inbox"),
+        )
+    };
+
+    requests.send(ack(&[first])).await.unwrap();
+    settle().await;
+    assert_eq!(stored().await.unwrap(), Some(0), "not yet due");
+    tokio::time::advance(10 * SECOND + PAST).await;
+    cursor_becomes(&gateway, first).await;
+
+    // The interval starts again from that write.
+    requests.send(ack(&[second])).await.unwrap();
+    settle().await;
+    tokio::time::advance(9 * SECOND).await;
+    settle().await;
+    assert_eq!(stored().await.unwrap(), Some(first));
+    tokio::time::advance(SECOND + PAST).await;
+    cursor_becomes(&gateway, second).await;
+
+    drop(requests);
+    without_time_passing(task).await.unwrap();
 }

@@ -139,3 +139,6 @@ impl Window {
             .map_or(self.scanned, |oldest| oldest - 1)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,191 @@
+//! What the audit log records, and the one builder for each kind of entry.
+//!
+//! Every disclosure of non-public content (a delivered frame, a `GetCase`
+//! timeline entry), every withheld stub and every refused request is
+//! recorded under an [`Action`]. The builders here decide what an entry
+//! holds; callers decide when it is written (before what it records leaves
+//! the gateway).
+//!
+//! An entry names agencies, sequences, notification ids, decisions, rules
+//! and status codes; it never holds notification content. This module
+//! writes nothing itself.
+
+use liandong_core::domain::Confidentiality;
+use liandong_core::registry::Agency;
+
+use crate::error::ApiError;
+use crate::identity::{Caller, Principal};
+use crate::policy::Decision;
+use crate::refusals::Rpc;
+use crate::store::{AuditEntry, StoredNotification};
+
+/// What an audit entry records. Stored as [`Action::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// A subscription frame was sent (full, or a withheld stub).
+    Delivery,
+    /// A `GetCase` timeline entry was returned.
+    CaseRead,
+    /// A `Publish` or `PublishStream` request was refused.
+    PublishRefused,
+    /// A `Subscribe` stream was refused.
+    SubscribeRefused,
+    /// A `GetCase` request was refused.
+    CaseReadRefused,
+}
+
+impl Action {
+    /// Every action, in the order above.
+    pub const ALL: [Self; 5] = [
+        Self::Delivery,
+        Self::CaseRead,
+        Self::PublishRefused,
+        Self::SubscribeRefused,
+        Self::CaseReadRefused,
+    ];
+
+    /// The name stored in the audit log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivery => "DELIVERY",
+            Self::CaseRead => "CASE_READ",
+            Self::PublishRefused => "PUBLISH_REFUSED",
+            Self::SubscribeRefused => "SUBSCRIBE_REFUSED",
+            Self::CaseReadRefused => "CASE_READ_REFUSED",
+        }
+    }
+
+    /// The action stored under `name`, if it is one.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|action| action.as_str() == name)
+    }
+
+    /// The action recording a refusal of `rpc`; a request to no known RPC
+    /// is recorded as a refused publish.
+    pub fn refused(rpc: Option<Rpc>) -> Self {
+        match rpc {
+            None | Some(Rpc::Publish | Rpc::PublishStream) => Self::PublishRefused,
+            Some(Rpc::Subscribe) => Self::SubscribeRefused,
+            Some(Rpc::GetCase) => Self::CaseReadRefused,
+        }
+    }
+}
+
+/// The entry recording that a subscription frame of `stored` was sent to
+/// `reader` under `decision`, if that disclosure is recorded.
+pub fn delivery(
+    reader: &Agency,
+    stored: &StoredNotification,
+    decision: &Decision,
+) -> Option<AuditEntry> {
+    disclosure(Action::Delivery, reader, stored, decision)
+}
+
+/// The entry recording that `GetCase` returned `stored` to `reader` under
+/// `decision`, if that disclosure is recorded.
+pub fn case_read(
+    reader: &Agency,
+    stored: &StoredNotification,
+    decision: &Decision,
+) -> Option<AuditEntry> {
+    disclosure(Action::CaseRead, reader, stored, decision)
+}
+
+/// Every full disclosure of non-public content and every withheld stub is
+/// recorded; a full disclosure of public content, and nothing, are not.
+fn disclosure(
+    action: Action,
+    reader: &Agency,
+    stored: &StoredNotification,
+    decision: &Decision,
+) -> Option<AuditEntry> {
+    let reason = match decision {
+        Decision::Full(rule) => {
+            if stored.envelope.confidentiality == Confidentiality::Public {
+                return None;
+            }
+            (*rule).to_owned()
+        }
+        Decision::Withheld(reason) => reason.clone(),
+        Decision::Nothing => return None,
+    };
+    Some(AuditEntry {
+        agency: reader.id.to_string(),
+        action: action.as_str(),
+        sequence: Some(stored.sequence),
+        sender: stored.envelope.sender.to_string(),
+        notification_id: stored.envelope.id.to_string(),
+        decision: decision.name().to_owned(),
+        reason,
+    })
+}
+
+/// The entry recording that a publish by `principal` was refused with
+/// `error`; `None` when the error is a failure of the gateway rather than a
+/// refusal. `notification_id` is the refused notification's, as sent.
+pub fn publish_refused(
+    principal: &Principal,
+    notification_id: &str,
+    error: &ApiError,
+) -> Option<AuditEntry> {
+    let code = error.refusal_code()?;
+    let agency = principal.agency.id.to_string();
+    Some(AuditEntry {
+        agency: truncate(&agency, 256),
+        action: Action::PublishRefused.as_str(),
+        sequence: None,
+        sender: agency,
+        notification_id: truncate(notification_id, 128),
+        decision: code.to_owned(),
+        reason: error.to_string(),
+    })
+}
+
+/// The entry recording that a handler refused a call to `rpc` from
+/// `caller` with `error` (an unknown caller, a cap reached, a subscription
+/// or case request refused); `None` when the error is a failure of the
+/// gateway rather than a refusal.
+pub fn refused(rpc: Option<Rpc>, caller: &Caller, error: &ApiError) -> Option<AuditEntry> {
+    let code = error.refusal_code()?;
+    Some(AuditEntry {
+        agency: truncate(&caller.audit_name(), 256),
+        action: Action::refused(rpc).as_str(),
+        sequence: None,
+        sender: String::new(),
+        notification_id: String::new(),
+        decision: code.to_owned(),
+        reason: error.to_string(),
+    })
+}
+
+/// The entry recording that a call to `rpc` from `caller` was refused
+/// before any handler ran (undecodable, or over the size limit), with the
+/// status code's name and the codec's message (which names fields and
+/// sizes, never content).
+pub fn refused_before_handler(
+    rpc: Option<Rpc>,
+    caller: &Caller,
+    code: &'static str,
+    message: &str,
+) -> AuditEntry {
+    let sender = match caller {
+        Caller::Agency(principal) => principal.agency.id.to_string(),
+        Caller::Refused { .. } => String::new(),
+    };
+    AuditEntry {
+        agency: truncate(&caller.audit_name(), 256),
+        action: Action::refused(rpc).as_str(),
+        sequence: None,
+        sender,
+        notification_id: String::new(),
+        decision: code.to_owned(),
+        reason: format!("undecodable request: {message}"),
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    text.chars().take(max).collect()
+}
+
+#[cfg(test)]
+mod tests;

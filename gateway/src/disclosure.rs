@@ -1,0 +1,148 @@
+//! What a reader receives of a stored notification, and its audit entry:
+//! the one disclosure path, used by subscription delivery
+//! (`routing::session`) and by `GetCase` (`api`).
+//!
+//! For each (reader, stored row) the policy in force decides `Full`,
+//! `Withheld` or `Nothing` (`policy::decide`); a full disclosure loses the
+//! body fields above the reader's clearance (`policy::redact`) unless the
+//! reader is the sender; a withheld one becomes a stub without content
+//! carrying the sender's *registered* contact (`policy::withheld_stub`).
+//! Every disclosure of non-public content and every stub comes with the
+//! audit entry that must be written before it leaves (`audit`).
+//!
+//! This module never decides visibility itself (it asks `policy`), never
+//! writes the audit log or sends anything (its callers do, audit first),
+//! and never logs content.
+
+use prost::Message;
+
+use liandong_core::domain::AgencyId;
+use liandong_core::pb;
+use liandong_core::registry::Agency;
+
+use crate::audit;
+use crate::policy::{self, Decision, Rules, redact};
+use crate::store::{AuditEntry, StoredNotification};
+
+/// Where a disclosure goes, which decides how it is audited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// A subscription frame ([`audit::delivery`]).
+    Delivery,
+    /// A `GetCase` timeline entry ([`audit::case_read`]).
+    CaseRead,
+}
+
+/// One stored notification as disclosed to one reader.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Disclosure {
+    /// What the reader receives.
+    pub frame: pb::Delivery,
+    /// The policy's decision behind it.
+    pub decision: Decision,
+    /// The audit entry to write before the frame leaves, when this
+    /// disclosure is recorded.
+    pub audit: Option<AuditEntry>,
+}
+
+/// What `reader` receives of `stored` under `rules` through `channel`, with
+/// its audit entry, or `None` when it receives nothing.
+pub fn disclose(
+    rules: &Rules,
+    reader: &Agency,
+    stored: &StoredNotification,
+    attempt: u32,
+    channel: Channel,
+) -> Option<Disclosure> {
+    let (frame, decision) = render(rules, reader, stored, attempt)?;
+    let audit = match channel {
+        Channel::Delivery => audit::delivery(reader, stored, &decision),
+        Channel::CaseRead => audit::case_read(reader, stored, &decision),
+    };
+    Some(Disclosure {
+        frame,
+        decision,
+        audit,
+    })
+}
+
+/// The `GetCase` timeline `reader` may see of a case's stored rows, in
+/// order, with the audit entries to write before it is returned.
+pub fn case_timeline(
+    rules: &Rules,
+    reader: &Agency,
+    rows: &[StoredNotification],
+) -> (Vec<pb::Delivery>, Vec<AuditEntry>) {
+    let mut timeline = Vec::new();
+    let mut entries = Vec::new();
+    for row in rows {
+        if let Some(disclosure) = disclose(rules, reader, row, 0, Channel::CaseRead) {
+            entries.extend(disclosure.audit);
+            timeline.push(disclosure.frame);
+        }
+    }
+    (timeline, entries)
+}
+
+/// The delivery `reader` may receive of `stored` under `rules`, with the
+/// decision behind it, or `None` when it may receive nothing.
+pub fn render(
+    rules: &Rules,
+    reader: &Agency,
+    stored: &StoredNotification,
+    attempt: u32,
+) -> Option<(pb::Delivery, Decision)> {
+    let decision = policy::decide(rules, reader, &stored.envelope);
+    if decision == Decision::Nothing {
+        return None;
+    }
+    let full = match pb::Notification::decode(stored.payload.as_slice()) {
+        Ok(full) => full,
+        Err(error) => {
+            tracing::error!(notification.sequence = stored.sequence, %error, "stored payload does not decode; not delivered");
+            return None;
+        }
+    };
+    let (notification, withheld, withheld_reason, redacted_fields) = match &decision {
+        Decision::Full(_) => {
+            let mut full = full;
+            let redacted = if stored.envelope.sender == reader.id {
+                Vec::new()
+            } else {
+                redact::strip_above(&mut full, reader.clearance)
+            };
+            (full, false, String::new(), redacted)
+        }
+        Decision::Withheld(reason) => {
+            let contact = contact_of(rules, &stored.envelope.sender);
+            (
+                policy::withheld_stub(&full, &contact),
+                true,
+                reason.clone(),
+                Vec::new(),
+            )
+        }
+        Decision::Nothing => return None,
+    };
+    let delivery = pb::Delivery {
+        sequence: stored.sequence,
+        sender: stored.envelope.sender.to_string(),
+        received_at: Some(stored.received_at.to_wire()),
+        notification: Some(notification),
+        withheld,
+        withheld_reason,
+        attempt,
+        redacted_fields,
+    };
+    Some((delivery, decision))
+}
+
+/// The registered contact of an agency, for withheld stubs (empty when it
+/// is not registered).
+pub fn contact_of(rules: &Rules, agency: &AgencyId) -> String {
+    rules
+        .registry
+        .get(agency)
+        .map(|a| a.contact.clone())
+        .unwrap_or_default()
+}
