@@ -14,8 +14,9 @@
 //! # Layout
 //! Shared by the commands and the daemon:
 //! - [`config`] — the adapter config file (`[gateway]` table) and the flags
-//!   that override it, resolved into [`GatewaySettings`]; [`config::daemon`]
-//!   — the daemon's settings (agency, signing key, outbox, sources,
+//!   that override it, resolved into [`GatewaySettings`]; `config::raw` —
+//!   the file as written (serde shapes, unknown keys refused);
+//!   [`config::daemon`] — the daemon's settings (agency, signing key, outbox, sources,
 //!   subscriptions and sinks, status limits).
 //! - [`cli`] — the command line (clap), with every flag validated at parse
 //!   time, and the `SubscriptionOpen` that `tail`'s flags describe.

@@ -4,7 +4,8 @@
 //!
 //! # Layout
 //! - [`domain`]: validated identifiers and enums (`AgencyId`, `CaseRef`,
-//!   `Confidentiality`, …) and the validated [`domain::Notification`].
+//!   `Confidentiality`, …), the validated [`domain::Notification`] and its
+//!   routing fields, [`domain::Envelope`].
 //! - [`registry`]: the agency registry file (who exists, with which role,
 //!   clearance and certificate identity).
 //! - [`json`]: the documented JSON form of `liandong.v1` messages.
