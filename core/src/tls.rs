@@ -21,7 +21,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Channel, Endpoint};
 
 /// A file of credentials that could not be used, or a gateway address that
 /// is not a valid URL.
@@ -134,46 +134,23 @@ impl ClientCredentials {
         Ok(Arc::new(config))
     }
 
-    /// An endpoint for `url` (`https://host:port`) using these credentials,
-    /// for callers that tune transport settings before connecting.
-    /// `server_name` overrides the name checked against the gateway's
-    /// certificate (default: the URL's host).
-    ///
-    /// It connects through tonic's own TLS, which does not pin the
-    /// protocol version (the gateway accepts TLS 1.3 only, so 1.3 is what
-    /// it negotiates); [`connect`](Self::connect) pins TLS 1.3 itself.
-    pub fn endpoint(&self, url: &str, server_name: Option<&str>) -> Result<Endpoint, TlsError> {
-        let error = |reason: String| TlsError::Endpoint {
-            url: url.to_owned(),
-            reason,
-        };
-        if !url.starts_with("https://") {
-            return Err(error(
-                "must start with https:// (the gateway only speaks mutual TLS)".into(),
-            ));
-        }
-        let mut tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&self.ca_pem))
-            .identity(Identity::from_pem(&self.cert_pem, &self.key_pem));
-        if let Some(name) = server_name {
-            tls = tls.domain_name(name);
-        }
-        Endpoint::from_shared(url.to_owned())
-            .map_err(|e| error(e.to_string()))?
-            .tls_config(tls)
-            .map_err(|e| error(e.to_string()))
-            .map(|endpoint| {
-                endpoint
-                    .connect_timeout(Duration::from_secs(10))
-                    .http2_keep_alive_interval(Duration::from_secs(30))
-                    .keep_alive_timeout(Duration::from_secs(20))
-            })
-    }
-
     /// Connects to the gateway at `url` (`https://host:port`) over TLS 1.3
     /// only. `server_name` overrides the name checked against the
     /// gateway's certificate (default: the URL's host).
     pub async fn connect(&self, url: &str, server_name: Option<&str>) -> Result<Channel, TlsError> {
+        self.connect_tuned(url, server_name, |endpoint| endpoint)
+            .await
+    }
+
+    /// [`connect`](Self::connect), with the transport settings of the
+    /// endpoint adjusted by `tune` first (e.g. HTTP/2 window sizes); the
+    /// TLS 1.3 connection itself is not the endpoint's to change.
+    pub async fn connect_tuned(
+        &self,
+        url: &str,
+        server_name: Option<&str>,
+        tune: impl FnOnce(Endpoint) -> Endpoint,
+    ) -> Result<Channel, TlsError> {
         let error = |reason: String| TlsError::Endpoint {
             url: url.to_owned(),
             reason,
@@ -206,7 +183,7 @@ impl ClientCredentials {
             .connect_timeout(Duration::from_secs(10))
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(20));
-        endpoint
+        tune(endpoint)
             .connect_with_connector(connector)
             .await
             .map_err(|e| TlsError::Connect {

@@ -77,10 +77,9 @@ async fn narrow_client(bed: &Testbed, agency: &str) -> ExchangeClient<Channel> {
     let channel = bed
         .pki
         .credentials(agency)
-        .endpoint(&bed.gateway.url(), None)
-        .unwrap()
-        .initial_stream_window_size(Some(4096))
-        .connect()
+        .connect_tuned(&bed.gateway.url(), None, |endpoint| {
+            endpoint.initial_stream_window_size(Some(4096))
+        })
         .await
         .unwrap();
     ExchangeClient::new(channel)

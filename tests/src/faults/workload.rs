@@ -246,11 +246,10 @@ async fn connect_with_window(
     window: Option<u32>,
 ) -> Option<ExchangeClient<Channel>> {
     let credentials = (target.credentials)(agency);
-    let endpoint = credentials
-        .endpoint(&target.url, None)
-        .ok()?
-        .initial_stream_window_size(window);
-    match tokio::time::timeout(Duration::from_secs(3), endpoint.connect()).await {
+    let connect = credentials.connect_tuned(&target.url, None, |endpoint| {
+        endpoint.initial_stream_window_size(window)
+    });
+    match tokio::time::timeout(Duration::from_secs(3), connect).await {
         Ok(Ok(channel)) => Some(ExchangeClient::new(channel)),
         _ => None,
     }
