@@ -88,12 +88,7 @@ async fn a_redelivery_is_rendered_and_audited_under_the_rules_in_force() {
     let principal = Principal {
         agency: gateway.rules().registry.get(&reader_id).unwrap().clone(),
     };
-    let open = OpenRequest::try_from(pb::SubscriptionOpen {
-        name: "inbox".into(),
-        ack_timeout_seconds: 1,
-        ..Default::default()
-    })
-    .unwrap();
+    let open = OpenRequest::try_from(inbox(1)).unwrap();
     let session = Session::open(gateway.clone(), principal, open)
         .await
         .unwrap();
@@ -397,6 +392,16 @@ fn ack(sequences: &[u64]) -> Result<pb::SubscribeRequest, tonic::Status> {
     })
 }
 
+/// Opens the subscription "inbox" from the beginning with this ack
+/// timeout.
+fn inbox(ack_timeout_seconds: u32) -> pb::SubscriptionOpen {
+    pb::SubscriptionOpen {
+        name: "inbox".into(),
+        ack_timeout_seconds,
+        ..Default::default()
+    }
+}
+
 fn nothing_sent(stream: &mut Outbound) -> bool {
     use futures::FutureExt;
     stream.next().now_or_never().is_none()
@@ -408,15 +413,7 @@ async fn an_unacknowledged_frame_is_sent_again_each_ack_timeout_with_the_next_at
     let gateway = gateway(&dir).await;
     let sequence = store_transfer(&gateway, "t-1").await;
     tokio::time::pause();
-    let (requests, mut stream, task) = run_session(
-        &gateway,
-        pb::SubscriptionOpen {
-            name: "inbox".into(),
-            ack_timeout_seconds: 30,
-            ..Default::default()
-        },
-    )
-    .await;
+    let (requests, mut stream, task) = run_session(&gateway, inbox(30)).await;
 
     let first = without_time_passing(stream.next()).await.unwrap().unwrap();
     assert_eq!((first.sequence, first.attempt), (sequence, 1));
@@ -469,15 +466,7 @@ async fn a_subscriber_that_stops_reading_is_cut_after_the_stall_timeout() {
         store_transfer(&gateway, &format!("t-{i}")).await;
     }
     tokio::time::pause();
-    let (_requests, mut stream, task) = run_session(
-        &gateway,
-        pb::SubscriptionOpen {
-            name: "inbox".into(),
-            ack_timeout_seconds: 3600,
-            ..Default::default()
-        },
-    )
-    .await;
+    let (_requests, mut stream, task) = run_session(&gateway, inbox(3600)).await;
 
     // Nobody reads: the channel fills (each frame audited before it is
     // handed over) and the session waits for room.
@@ -522,15 +511,7 @@ async fn the_cursor_is_written_at_most_once_per_flush_interval() {
     let first = store_transfer(&gateway, "t-1").await;
     let second = store_transfer(&gateway, "t-2").await;
     tokio::time::pause();
-    let (requests, mut stream, task) = run_session(
-        &gateway,
-        pb::SubscriptionOpen {
-            name: "inbox".into(),
-            ack_timeout_seconds: 3600,
-            ..Default::default()
-        },
-    )
-    .await;
+    let (requests, mut stream, task) = run_session(&gateway, inbox(3600)).await;
     for expected in [first, second] {
         let frame = without_time_passing(stream.next()).await.unwrap().unwrap();
         assert_eq!(frame.sequence, expected);

@@ -93,6 +93,30 @@ fn agencies(ids: &[impl AsRef<str>]) -> Vec<AgencyId> {
 }
 
 /// The summary (test content) of a stored notification.
+/// The sequences `read_after(0)` serves of the five rows of case `C-1`
+/// (checking that they are all the case timeline serves too, and that the
+/// batch covers all five), and how many integrity failures the read
+/// counted.
+async fn served_of_case_c1(store: &Store) -> (Vec<u64>, u64) {
+    let before = store.integrity_failures();
+    let batch = store.read_after(0, 10).await.unwrap();
+    let served: Vec<u64> = batch.rows.iter().map(|r| r.sequence).collect();
+    assert_eq!(batch.through, Some(5));
+    let failures = store.integrity_failures() - before;
+    let timeline: Vec<u64> = store
+        .case_timeline("C-1")
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.sequence)
+        .collect();
+    assert_eq!(
+        timeline, served,
+        "the case timeline serves what delivery serves"
+    );
+    (served, failures)
+}
+
 fn content(stored: &StoredNotification) -> String {
     pb::Notification::decode(stored.payload.as_slice())
         .unwrap()
@@ -615,20 +639,13 @@ async fn tampered_rows_are_never_returned() {
             .execute(&store.pool)
             .await
             .unwrap();
-        let before = store.integrity_failures();
-        let batch = store.read_after(0, 10).await.unwrap();
-        let served: Vec<u64> = batch.rows.iter().map(|r| r.sequence).collect();
-        assert_eq!(served, [1, 5], "{:?}", store.backend());
-        assert_eq!(batch.through, Some(5));
-        assert_eq!(store.integrity_failures() - before, 3);
-        let timeline: Vec<u64> = store
-            .case_timeline("C-1")
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.sequence)
-            .collect();
-        assert_eq!(timeline, [1, 5]);
+        let outcome = served_of_case_c1(&store).await;
+        assert_eq!(
+            outcome,
+            (vec![1, 5], 3),
+            "served and refused of 1..=5, {:?}",
+            store.backend()
+        );
         let report = store.verify(&verify::NoProgress).await.unwrap();
         let changed: Vec<u64> = report.changed.iter().map(|p| p.sequence).collect();
         assert_eq!(changed, [2, 3], "{report:?}");
@@ -688,20 +705,13 @@ async fn rows_whose_routing_columns_do_not_parse_are_never_returned() {
             .await
             .unwrap();
 
-        let before = store.integrity_failures();
-        let batch = store.read_after(0, 10).await.unwrap();
-        let served: Vec<u64> = batch.rows.iter().map(|r| r.sequence).collect();
-        assert_eq!(served, [1], "{:?}", store.backend());
-        assert_eq!(batch.through, Some(5));
-        assert_eq!(store.integrity_failures() - before, 4);
-        let timeline: Vec<u64> = store
-            .case_timeline("C-1")
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.sequence)
-            .collect();
-        assert_eq!(timeline, [1]);
+        let outcome = served_of_case_c1(&store).await;
+        assert_eq!(
+            outcome,
+            (vec![1], 4),
+            "served and refused of 1..=5, {:?}",
+            store.backend()
+        );
         let report = store.verify(&verify::NoProgress).await.unwrap();
         let changed: Vec<(u64, &str)> = report
             .changed
