@@ -749,6 +749,15 @@ impl std::fmt::Display for Next {
     }
 }
 
+/// The request that acknowledges `sequences` on a subscription stream.
+pub fn ack_request(sequences: &[u64]) -> pb::SubscribeRequest {
+    pb::SubscribeRequest {
+        kind: Some(pb::subscribe_request::Kind::Ack(pb::Ack {
+            sequences: sequences.to_vec(),
+        })),
+    }
+}
+
 /// An open subscription stream and its request side.
 pub struct Subscriber {
     requests: mpsc::Sender<pb::SubscribeRequest>,
@@ -850,11 +859,7 @@ impl Subscriber {
     /// Acknowledges sequences.
     pub async fn ack(&self, sequences: &[u64]) {
         self.requests
-            .send(pb::SubscribeRequest {
-                kind: Some(pb::subscribe_request::Kind::Ack(pb::Ack {
-                    sequences: sequences.to_vec(),
-                })),
-            })
+            .send(ack_request(sequences))
             .await
             .expect("the request stream is open");
     }

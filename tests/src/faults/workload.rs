@@ -543,11 +543,7 @@ async fn subscriber(
             if acked.insert(delivery.sequence) {
                 let sent = stream
                     .requests
-                    .send(pb::SubscribeRequest {
-                        kind: Some(pb::subscribe_request::Kind::Ack(pb::Ack {
-                            sequences: vec![delivery.sequence],
-                        })),
-                    })
+                    .send(crate::ack_request(&[delivery.sequence]))
                     .await;
                 if sent.is_ok() {
                     history.lock().expect("history").acks.push(AckSent {
@@ -604,11 +600,7 @@ pub async fn probe(target: &Target, history: &Shared, owner: &str, name: &str, p
         });
         let _ = stream
             .requests
-            .send(pb::SubscribeRequest {
-                kind: Some(pb::subscribe_request::Kind::Ack(pb::Ack {
-                    sequences: vec![delivery.sequence],
-                })),
-            })
+            .send(crate::ack_request(&[delivery.sequence]))
             .await;
     }
 }
