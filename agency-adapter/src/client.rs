@@ -106,12 +106,30 @@ impl GatewayClient {
             .into_inner())
     }
 
-    /// The timeline of the case `case_ref`, as this agency may see it.
+    /// The timeline of the case `case_ref`, as this agency may see it: every
+    /// page the gateway answers, fetched in turn and joined into one view.
     pub async fn get_case(&mut self, case_ref: &str) -> Result<pb::CaseView, tonic::Status> {
-        let request = pb::GetCaseRequest {
-            case_ref: case_ref.to_owned(),
-        };
-        Ok(self.inner.get_case(request).await?.into_inner())
+        let mut page_token = String::new();
+        let mut whole: Option<pb::CaseView> = None;
+        loop {
+            let request = pb::GetCaseRequest {
+                case_ref: case_ref.to_owned(),
+                page_size: 0,
+                page_token,
+            };
+            let page = self.inner.get_case(request).await?.into_inner();
+            page_token = page.next_page_token.clone();
+            match whole.as_mut() {
+                None => whole = Some(page),
+                Some(view) => view.timeline.extend(page.timeline),
+            }
+            if page_token.is_empty() {
+                break;
+            }
+        }
+        let mut view = whole.unwrap_or_default();
+        view.next_page_token.clear();
+        Ok(view)
     }
 
     /// Opens (or resumes) the durable subscription `open` names. `open` is

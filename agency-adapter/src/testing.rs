@@ -105,6 +105,7 @@ impl Exchange for Mock {
             sequence: 41 + seen.published.len() as u64,
             received_at: Some(prost_types_timestamp()),
             duplicate: false,
+            copies: Vec::new(),
         }))
     }
 
@@ -153,6 +154,7 @@ impl Exchange for Mock {
                             sequence,
                             received_at: Some(prost_types_timestamp()),
                             duplicate,
+                            copies: Vec::new(),
                         })
                     }
                 };
@@ -233,6 +235,7 @@ impl Exchange for Mock {
         Ok(Response::new(pb::CaseView {
             case_ref: case_ref.clone(),
             timeline: vec![delivery(3, &case_ref)],
+            ..Default::default()
         }))
     }
 }
@@ -264,6 +267,7 @@ pub(crate) fn delivery(sequence: u64, case_ref: &str) -> pb::Delivery {
         withheld_reason: String::new(),
         attempt: 1,
         redacted_fields: Vec::new(),
+        ..Default::default()
     }
 }
 

@@ -484,18 +484,34 @@ fn check_body(body: &pb::CaseBody) -> Result<(), FieldError> {
         informant: _,
         related_case_refs,
         measurements: _,
+        announcement,
+        needs_verification: _,
+        alert: _,
     } = body;
     for (i, attachment) in attachments.iter().enumerate() {
-        let digest = &attachment.sha256;
-        if digest.len() != 64
-            || !digest
-                .chars()
-                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
-        {
-            return Err(FieldError::new(
-                format!("notification.body.attachments[{i}].sha256"),
-                "must be 64 lower-case hex digits",
-            ));
+        check_digest(
+            &format!("notification.body.attachments[{i}].sha256"),
+            &attachment.sha256,
+        )?;
+    }
+    if let Some(announcement) = announcement {
+        let field = "notification.body.announcement";
+        if announcement.release_at.is_some() {
+            Instant::from_wire(&format!("{field}.release_at"), announcement.release_at)?;
+        }
+        let refs = announcement
+            .draft
+            .iter()
+            .map(|draft| (format!("{field}.draft"), draft))
+            .chain(
+                announcement
+                    .approvals
+                    .iter()
+                    .enumerate()
+                    .map(|(i, approval)| (format!("{field}.approvals[{i}]"), approval)),
+            );
+        for (field, reference) in refs {
+            check_reference(&field, reference)?;
         }
     }
     for (i, case_ref) in related_case_refs.iter().enumerate() {
@@ -505,6 +521,29 @@ fn check_body(body: &pb::CaseBody) -> Result<(), FieldError> {
         )?;
     }
     Ok(())
+}
+
+/// A SHA-256 digest as the contract writes it: 64 lower-case hex digits.
+fn check_digest(field: &str, digest: &str) -> Result<(), FieldError> {
+    if digest.len() != 64
+        || !digest
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+    {
+        return Err(FieldError::new(field, "must be 64 lower-case hex digits"));
+    }
+    Ok(())
+}
+
+/// A reference to a stored notification: sender, id and digest, each
+/// well formed.
+fn check_reference(field: &str, reference: &pb::NotificationRef) -> Result<(), FieldError> {
+    AgencyId::parse(&format!("{field}.sender"), &reference.sender)?;
+    NotificationId::parse_field(
+        &format!("{field}.notification_id"),
+        &reference.notification_id,
+    )?;
+    check_digest(&format!("{field}.sha256"), &reference.sha256)
 }
 
 impl TryFrom<pb::Notification> for Notification {

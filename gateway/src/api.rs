@@ -204,6 +204,7 @@ async fn publish_checked(
         sequence: receipt.sequence,
         received_at: Some(receipt.received_at.to_wire()),
         duplicate,
+        copies: Vec::new(),
     })
 }
 
@@ -330,7 +331,7 @@ impl Exchange for ExchangeService {
         request: Request<pb::GetCaseRequest>,
     ) -> Result<Response<pb::CaseView>, Status> {
         let principal = self.principal(&request).await?;
-        let pb::GetCaseRequest { case_ref } = request.into_inner();
+        let pb::GetCaseRequest { case_ref, .. } = request.into_inner();
         let case_ref = match CaseRef::parse_field("case_ref", &case_ref) {
             Ok(case_ref) => case_ref,
             Err(error) => {
@@ -365,6 +366,7 @@ impl Exchange for ExchangeService {
         Ok(Response::new(pb::CaseView {
             case_ref: case_ref.to_string(),
             timeline,
+            ..Default::default()
         }))
     }
 }

@@ -133,6 +133,8 @@ pub fn render(
         withheld_reason,
         attempt,
         redacted_fields,
+        copied_by_rule: String::new(),
+        copies: Vec::new(),
     };
     Some((delivery, decision))
 }

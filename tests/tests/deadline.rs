@@ -211,6 +211,7 @@ async fn expired_deadline_is_deadline_exceeded() {
     // The other RPCs' first answers keep the same rule.
     let mut request = tonic::Request::new(pb::GetCaseRequest {
         case_ref: "C-1".into(),
+        ..Default::default()
     });
     request.set_timeout(Duration::from_nanos(1));
     let status = bare.get_case(request).await.unwrap_err();

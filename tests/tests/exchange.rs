@@ -431,6 +431,7 @@ async fn get_case_returns_the_timeline_the_caller_may_see() {
     let view = police
         .get_case(pb::GetCaseRequest {
             case_ref: "CASE-7".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -440,6 +441,7 @@ async fn get_case_returns_the_timeline_the_caller_may_see() {
     let view = outsider
         .get_case(pb::GetCaseRequest {
             case_ref: "CASE-7".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -457,6 +459,7 @@ async fn get_case_returns_the_timeline_the_caller_may_see() {
     let missing = police
         .get_case(pb::GetCaseRequest {
             case_ref: "CASE-404".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -152,6 +152,7 @@ async fn observer_sees_public_announcement_only() {
     let view = observer
         .get_case(pb::GetCaseRequest {
             case_ref: "CZ-XY-7".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -213,6 +214,7 @@ async fn procuratorate_gets_stub_of_transfer_it_is_not_party_to() {
     let view = procuratorate
         .get_case(pb::GetCaseRequest {
             case_ref: "CZ-XY-9".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -222,6 +224,7 @@ async fn procuratorate_gets_stub_of_transfer_it_is_not_party_to() {
     let missing = luzhou
         .get_case(pb::GetCaseRequest {
             case_ref: "CZ-XY-9".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

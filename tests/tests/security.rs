@@ -378,6 +378,7 @@ async fn restricted_not_delivered_to_non_recipient() {
     let view = outsider
         .get_case(pb::GetCaseRequest {
             case_ref: "CZ-2026-HW-0042".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -644,6 +645,7 @@ async fn undecodable_request_refusal_is_audited() {
     let status = client
         .get_case(pb::GetCaseRequest {
             case_ref: "C-1".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -654,6 +656,7 @@ async fn undecodable_request_refusal_is_audited() {
     let status = psb
         .get_case(pb::GetCaseRequest {
             case_ref: "no spaces allowed".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -640,6 +640,7 @@ async fn tampered_payload_not_served() {
     let view = psb
         .get_case(pb::GetCaseRequest {
             case_ref: "C-EDIT".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -715,6 +716,7 @@ async fn tampered_routing_column_not_served() {
     let view = observer
         .get_case(pb::GetCaseRequest {
             case_ref: "CZ-XY-9".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -726,6 +728,7 @@ async fn tampered_routing_column_not_served() {
     let view = psb
         .get_case(pb::GetCaseRequest {
             case_ref: "CZ-XY-9".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
