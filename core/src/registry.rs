@@ -16,6 +16,11 @@ use crate::toml_file::{self, FileError};
 #[cfg(test)]
 mod tests;
 
+/// The sender id of the notifications the gateway itself emits
+/// (supervision alerts, statistics reports, announcement releases). No
+/// agency may be registered under it.
+pub const GATEWAY_SENDER: &str = "liandong-gateway";
+
 /// A registry file that could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {

@@ -8,6 +8,7 @@
 //!   handshake timeouts, and certificate → registered agency, resolved once
 //!   per request.
 //! - [`api`]: the `liandong.v1.Exchange` service handlers.
+//! - [`announcements`]: joint drafts, co-signers' answers and releases.
 //! - [`disclosure`]: what a reader receives of a stored notification
 //!   (render, redact, stub, contact) and its audit entry, for delivery and
 //!   `GetCase` alike.
@@ -26,6 +27,7 @@
 //! anything if any of it is wrong; [`serve`] runs it on a bound listener
 //! until a shutdown future completes.
 
+pub mod announcements;
 pub mod api;
 pub mod audit;
 pub mod config;

@@ -129,6 +129,16 @@ pub fn decide(rules: &Rules, reader: &Agency, envelope: &Envelope) -> Decision {
     }
     let level = envelope.confidentiality;
     let is_recipient = envelope.recipients.contains(&reader.id);
+    if envelope.event.to_wire() == pb::EventType::JointAnnouncement {
+        // A draft is for its co-signers until the gateway releases it in a
+        // notification of its own (`announcements`).
+        let cleared = reader.clearance >= level.min(Confidentiality::Restricted);
+        return if is_recipient && cleared {
+            Decision::Full("co-signer of the draft")
+        } else {
+            Decision::Nothing
+        };
+    }
     let entitled = match level {
         Confidentiality::Public => Some("public"),
         Confidentiality::Internal => reader.role.is_member().then_some("member agency"),

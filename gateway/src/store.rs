@@ -51,7 +51,7 @@ pub mod verify;
 mod writer;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use integrity::Violation;
 pub use throttle::LogThrottle;
@@ -275,7 +275,7 @@ pub(crate) fn to_u64(value: i64, what: &str) -> Result<u64, StoreError> {
     u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("negative {what}")))
 }
 
-fn instant(micros: i64) -> Result<Instant, StoreError> {
+pub(crate) fn instant(micros: i64) -> Result<Instant, StoreError> {
     Instant::from_unix_micros(micros)
         .ok_or_else(|| StoreError::Corrupt("received_at out of range".into()))
 }
@@ -334,7 +334,7 @@ impl Store {
     /// Commits when `op` succeeds; on any error the writer connection is
     /// closed (rolling back whatever it held) and a new one is made for
     /// the next write.
-    async fn write<T, F>(&self, what: &'static str, op: F) -> Result<T, StoreError>
+    pub(crate) async fn write<T, F>(&self, what: &'static str, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(

@@ -162,7 +162,7 @@ fn levels_parties_parents_and_oversight_decide_delivery() {
     );
     let public = envelope(
         "cz-eeb",
-        pb::EventType::JointAnnouncement,
+        pb::EventType::MeetingNotice,
         Confidentiality::Public,
         &[],
     );
@@ -318,3 +318,32 @@ fn the_example_policy_is_the_built_in_one() {
 }
 
 use rules::DEFAULT_POLICY;
+
+#[test]
+fn a_draft_announcement_reaches_only_its_cosigners() {
+    let rules = rules();
+    let draft = envelope(
+        "cz-eeb",
+        pb::EventType::JointAnnouncement,
+        Confidentiality::Public,
+        &["cz-psb", "cz-procuratorate"],
+    );
+    for cosigner in ["cz-psb", "cz-procuratorate"] {
+        assert_eq!(
+            decide(&rules, &agency(&rules, cosigner), &draft),
+            Decision::Full("co-signer of the draft")
+        );
+    }
+    assert_eq!(
+        decide(&rules, &agency(&rules, "cz-eeb"), &draft),
+        Decision::Full("own notification")
+    );
+    // Marked PUBLIC, yet neither the public nor other members see a draft.
+    for other in ["cz-press-office", "cz-psb-xiangyuan", "cz-eeb-luzhou"] {
+        assert_eq!(
+            decide(&rules, &agency(&rules, other), &draft),
+            Decision::Nothing,
+            "{other}"
+        );
+    }
+}

@@ -15,7 +15,7 @@ use super::*;
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 /// A fresh, empty store per backend; the guard keeps SQLite's directory.
-async fn backends() -> Vec<(Store, Option<tempfile::TempDir>)> {
+pub(crate) async fn backends() -> Vec<(Store, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().unwrap();
     let sqlite_url = format!("sqlite://{}", dir.path().join("store.db").display());
     let mut stores = vec![(Store::connect(&sqlite_url, 4).await.unwrap(), Some(dir))];
