@@ -82,6 +82,7 @@ fn new_notification(sender: &str, id: &str, case_ref: &str, content: &str) -> Ne
             .unwrap(),
         region: Region::parse("region", &wire.region).unwrap(),
         recipients: agencies(&wire.recipients),
+        copies: Vec::new(),
     };
     NewNotification::new(envelope, wire.encode_to_vec())
 }
