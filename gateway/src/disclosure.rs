@@ -162,3 +162,6 @@ pub fn contact_of(rules: &Rules, agency: &AgencyId) -> String {
         .map(|a| a.contact.clone())
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests;
