@@ -177,7 +177,10 @@ async fn publish_checked(
     let payload = wire.encode_to_vec();
     let mut envelope = Envelope::of(sender.clone(), &notification);
     let transferor = if rules.policy.needs_transferor(notification.event) {
-        gateway.store.case_transferor(&notification.case_ref).await?
+        gateway
+            .store
+            .case_transferor(&notification.case_ref)
+            .await?
     } else {
         None
     };

@@ -484,10 +484,12 @@ impl Store {
 
     /// The agency that published the case's first `CASE_TRANSFERRED` (the
     /// first such row that passes its checks), if any.
-    pub async fn case_transferor(&self, case_ref: &CaseRef) -> Result<Option<AgencyId>, StoreError> {
-        let sql = format!(
-            "{CHECKED_SELECT} WHERE n.case_ref = $1 AND n.event = $2 ORDER BY n.sequence"
-        );
+    pub async fn case_transferor(
+        &self,
+        case_ref: &CaseRef,
+    ) -> Result<Option<AgencyId>, StoreError> {
+        let sql =
+            format!("{CHECKED_SELECT} WHERE n.case_ref = $1 AND n.event = $2 ORDER BY n.sequence");
         let rows = sqlx::query(&sql)
             .bind(case_ref.as_str())
             .bind(i64::from(pb::EventType::CaseTransferred as i32))

@@ -304,7 +304,17 @@ fn note_strategy(n: usize) -> impl Strategy<Value = NoteSpec> {
         ],
     )
         .prop_map(
-            |(sender, event, level, recipients, region, parties, informant, names_sender, copies)| {
+            |(
+                sender,
+                event,
+                level,
+                recipients,
+                region,
+                parties,
+                informant,
+                names_sender,
+                copies,
+            )| {
                 NoteSpec {
                     sender,
                     event,
@@ -647,7 +657,10 @@ impl Case {
             note.event,
             note.region,
             note.recipients,
-            note.copy_agencies().into_iter().map(agency_id).collect::<Vec<_>>(),
+            note.copy_agencies()
+                .into_iter()
+                .map(agency_id)
+                .collect::<Vec<_>>(),
             self.oracle.parent_sees_branch_restricted,
             self.oracle.oversight,
         )

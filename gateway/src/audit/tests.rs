@@ -105,7 +105,10 @@ fn disclosures_of_non_public_content_and_stubs_are_recorded() {
         ("CASE_READ", "WITHHELD")
     );
     let public = stored(Confidentiality::Public);
-    assert_eq!(delivery(&reader, &public, &Decision::Full("public".into())), None);
+    assert_eq!(
+        delivery(&reader, &public, &Decision::Full("public".into())),
+        None
+    );
     assert_eq!(delivery(&reader, &restricted, &Decision::Nothing), None);
 }
 

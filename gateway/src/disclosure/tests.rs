@@ -79,7 +79,11 @@ fn a_copy_is_disclosed_in_full_naming_its_rule() {
     assert_eq!(disclosure.frame.notification.unwrap().summary, "CONTENT");
     let entry = disclosure.audit.unwrap();
     assert_eq!(
-        (entry.agency.as_str(), entry.decision.as_str(), entry.reason.as_str()),
+        (
+            entry.agency.as_str(),
+            entry.decision.as_str(),
+            entry.reason.as_str()
+        ),
         (
             "cz-procuratorate-xiangyuan",
             "FULL",
@@ -91,7 +95,10 @@ fn a_copy_is_disclosed_in_full_naming_its_rule() {
     // copied themselves.
     for party in ["cz-psb-xiangyuan", "cz-eeb-xiangyuan"] {
         let (frame, _) = render(&rules, &agency(&rules, party), &stored, 1).unwrap();
-        assert!(!frame.withheld && frame.copied_by_rule.is_empty(), "{party}");
+        assert!(
+            !frame.withheld && frame.copied_by_rule.is_empty(),
+            "{party}"
+        );
         assert_eq!(frame.copies, copies, "{party}");
     }
 

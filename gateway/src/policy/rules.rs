@@ -309,12 +309,14 @@ impl Policy {
             }
             let events = events(&format!("copy[{i}].events"), &names)?;
             if to.is_empty() {
-                return Err(entry_error(format!("copy[{i}].to"), "lists no target".into()));
+                return Err(entry_error(
+                    format!("copy[{i}].to"),
+                    "lists no target".into(),
+                ));
             }
             let mut targets = Vec::with_capacity(to.len());
             for (j, target) in to.iter().enumerate() {
-                let Some(parsed) = CopyTarget::ALL.into_iter().find(|t| t.name() == target)
-                else {
+                let Some(parsed) = CopyTarget::ALL.into_iter().find(|t| t.name() == target) else {
                     return Err(entry_error(
                         format!("copy[{i}].to[{j}]"),
                         format!(

@@ -134,8 +134,14 @@ fn levels_parties_parents_and_oversight_decide_delivery() {
         decide_for("cz-psb-xiangyuan"),
         Decision::Full("listed recipient".into())
     );
-    assert_eq!(decide_for("cz-psb"), Decision::Full("parent of a party".into()));
-    assert_eq!(decide_for("cz-eeb"), Decision::Full("parent of a party".into()));
+    assert_eq!(
+        decide_for("cz-psb"),
+        Decision::Full("parent of a party".into())
+    );
+    assert_eq!(
+        decide_for("cz-eeb"),
+        Decision::Full("parent of a party".into())
+    );
     assert!(
         matches!(decide_for("cz-procuratorate-xiangyuan"), Decision::Withheld(r) if r.starts_with("oversight"))
     );
@@ -372,10 +378,8 @@ fn region_outside_the_sender_s_jurisdiction_is_refused() {
 fn the_jurisdiction_setting_is_read_from_the_file() {
     let path = Path::new("policy.toml");
     assert!(!Policy::default_policy().allow_parent_region);
-    let allowed = DEFAULT_POLICY.replace(
-        "allow_parent_region = false",
-        "allow_parent_region = true",
-    );
+    let allowed =
+        DEFAULT_POLICY.replace("allow_parent_region = false", "allow_parent_region = true");
     assert!(Policy::parse(&allowed, path).unwrap().allow_parent_region);
     let misspelt = DEFAULT_POLICY.replace("allow_parent_region", "allow_parent_regions");
     let error = Policy::parse(&misspelt, path).unwrap_err();
@@ -383,7 +387,10 @@ fn the_jurisdiction_setting_is_read_from_the_file() {
         matches!(error, PolicyError::File(FileError::Syntax { .. })),
         "{error}"
     );
-    assert!(error.to_string().contains("allow_parent_regions"), "{error}");
+    assert!(
+        error.to_string().contains("allow_parent_regions"),
+        "{error}"
+    );
 }
 
 fn copy(agency: &str, rule: &str) -> StatutoryCopy {
@@ -472,10 +479,16 @@ fn filing_decision_is_copied_to_the_transferor_and_the_procuratorate() {
     let rules = rules();
     let police = agency(&rules, "cz-psb-xiangyuan");
     let bureau = AgencyId::parse("id", "cz-eeb-xiangyuan").unwrap();
-    assert!(rules.policy.needs_transferor(Event::from_wire("e", pb::EventType::CaseFiled as i32).unwrap()));
-    assert!(!rules.policy.needs_transferor(
-        Event::from_wire("e", pb::EventType::CaseTransferred as i32).unwrap()
-    ));
+    assert!(
+        rules
+            .policy
+            .needs_transferor(Event::from_wire("e", pb::EventType::CaseFiled as i32).unwrap())
+    );
+    assert!(
+        !rules.policy.needs_transferor(
+            Event::from_wire("e", pb::EventType::CaseTransferred as i32).unwrap()
+        )
+    );
     for event in [pb::EventType::CaseFiled, pb::EventType::FilingDeclined] {
         let decision = envelope(
             "cz-psb-xiangyuan",
@@ -642,13 +655,21 @@ fn oversight_follows_the_sender_s_registered_region() {
     );
     into_county.region = Region::parse("region", "140423").unwrap();
     assert!(matches!(
-        decide(&rules, &agency(&rules, "cz-procuratorate-xiangyuan"), &into_county),
+        decide(
+            &rules,
+            &agency(&rules, "cz-procuratorate-xiangyuan"),
+            &into_county
+        ),
         Decision::Withheld(_)
     ));
     // Neither region within the reader's: nothing.
     into_county.region = Region::parse("region", "140403").unwrap();
     assert_eq!(
-        decide(&rules, &agency(&rules, "cz-procuratorate-xiangyuan"), &into_county),
+        decide(
+            &rules,
+            &agency(&rules, "cz-procuratorate-xiangyuan"),
+            &into_county
+        ),
         Decision::Nothing
     );
 }
@@ -665,10 +686,7 @@ fn copy_rule_errors_name_the_entry_and_field() {
             "policy.toml: copy[0].to[0]: unknown target \"same_level_court\" (expected same_level_procuratorate or case_transferor)",
         ),
         (
-            DEFAULT_POLICY.replace(
-                "to = [\"same_level_procuratorate\"]",
-                "to = []",
-            ),
+            DEFAULT_POLICY.replace("to = [\"same_level_procuratorate\"]", "to = []"),
             "policy.toml: copy[0].to: lists no target",
         ),
         (
@@ -686,10 +704,7 @@ fn copy_rule_errors_name_the_entry_and_field() {
             "policy.toml: copy[1].events[1]: unknown event type \"FILING_DECLIND\"",
         ),
         (
-            DEFAULT_POLICY.replace(
-                "events = [\"CASE_TRANSFERRED\"]\nto",
-                "events = []\nto",
-            ),
+            DEFAULT_POLICY.replace("events = [\"CASE_TRANSFERRED\"]\nto", "events = []\nto"),
             "policy.toml: copy[0].events: lists no event",
         ),
         (
@@ -708,7 +723,10 @@ fn copy_rule_errors_name_the_entry_and_field() {
         ),
     ];
     for (text, expected) in cases {
-        assert_ne!(text, DEFAULT_POLICY, "the case changes the policy: {expected}");
+        assert_ne!(
+            text, DEFAULT_POLICY,
+            "the case changes the policy: {expected}"
+        );
         let error = Policy::parse(&text, path).unwrap_err().to_string();
         assert_eq!(error, expected);
     }
@@ -735,7 +753,10 @@ fn copy_rule_errors_name_the_entry_and_field() {
             ),
             (
                 "filing-decision-to-bureau-and-procuratorate",
-                vec![CopyTarget::CaseTransferor, CopyTarget::SameLevelProcuratorate]
+                vec![
+                    CopyTarget::CaseTransferor,
+                    CopyTarget::SameLevelProcuratorate
+                ]
             ),
         ]
     );

@@ -1109,7 +1109,10 @@ async fn copies_are_stored_with_the_notification_and_answered_to_a_duplicate() {
         let copied = with_copies(
             new_notification("cz-eeb-xiangyuan", "t-1", "C-1", "transfer"),
             &[
-                ("cz-procuratorate-xiangyuan", "transfer-copied-to-procuratorate"),
+                (
+                    "cz-procuratorate-xiangyuan",
+                    "transfer-copied-to-procuratorate",
+                ),
                 ("cz-eeb", "another-rule"),
             ],
         );
@@ -1207,8 +1210,14 @@ async fn case_transferor_is_the_sender_of_the_first_transfer() {
 #[tokio::test]
 async fn hand_edited_copies_are_detected_and_never_served() {
     for (store, _guard) in backends().await {
-        let copy = [("cz-procuratorate-xiangyuan", "transfer-copied-to-procuratorate")];
-        for (i, copies) in [&[][..], &copy, &[], &[], &[], &copy].into_iter().enumerate() {
+        let copy = [(
+            "cz-procuratorate-xiangyuan",
+            "transfer-copied-to-procuratorate",
+        )];
+        for (i, copies) in [&[][..], &copy, &[], &[], &[], &copy]
+            .into_iter()
+            .enumerate()
+        {
             let new = new_notification("cz-eeb-xiangyuan", &format!("n{}", i + 1), "C-1", "x");
             store.publish(&with_copies(new, copies)).await.unwrap();
         }
@@ -1216,14 +1225,22 @@ async fn hand_edited_copies_are_detected_and_never_served() {
         // 2: its copy removed; 3: a copy added; 4: a copies column no
         // gateway writes; 5: a copy naming a listed recipient, with the
         // chain link recomputed to cover it.
-        exec(&store, "UPDATE notifications SET copies = '' WHERE sequence = 2").await;
+        exec(
+            &store,
+            "UPDATE notifications SET copies = '' WHERE sequence = 2",
+        )
+        .await;
         exec(
             &store,
             "UPDATE notifications SET copies = 'cz-eeb:transfer-copied-to-procuratorate' \
              WHERE sequence = 3",
         )
         .await;
-        exec(&store, "UPDATE notifications SET copies = 'cz-eeb' WHERE sequence = 4").await;
+        exec(
+            &store,
+            "UPDATE notifications SET copies = 'cz-eeb' WHERE sequence = 4",
+        )
+        .await;
         let row = sqlx::query(
             "SELECT n.received_at, n.content_hash, p.chain FROM notifications n \
              JOIN notifications p ON p.sequence = n.sequence - 1 WHERE n.sequence = 5",
