@@ -155,11 +155,11 @@ pub fn check_jurisdiction(
         .parent
         .as_ref()
         .and_then(|parent| rules.registry.get(parent));
-    if rules.policy.allow_parent_region {
-        if let Some(parent) = parent.filter(|parent| parent.region.contains(region)) {
-            tracing::debug!(agency.parent = %parent.id, "region within the parent agency's region");
-            return Ok(());
-        }
+    if rules.policy.allow_parent_region
+        && let Some(parent) = parent.filter(|parent| parent.region.contains(region))
+    {
+        tracing::debug!(agency.parent = %parent.id, "region within the parent agency's region");
+        return Ok(());
     }
     let parent_note = match parent {
         Some(parent) if rules.policy.allow_parent_region => format!(

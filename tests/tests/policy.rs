@@ -234,11 +234,12 @@ async fn procuratorate_gets_stub_of_transfer_it_is_not_party_to() {
 
     let rows = audit_rows(&bed).await;
     assert!(
-        rows.iter().any(|(agency, action, decision, reason)| agency
-            == "cz-procuratorate"
-            && action == "DELIVERY"
-            && decision == "WITHHELD"
-            && reason.starts_with("oversight")),
+        rows.iter().any(
+            |(agency, action, decision, reason)| agency == "cz-procuratorate"
+                && action == "DELIVERY"
+                && decision == "WITHHELD"
+                && reason.starts_with("oversight")
+        ),
         "{rows:?}"
     );
     assert!(!rows.iter().any(|row| format!("{row:?}").contains(CANARY)));
