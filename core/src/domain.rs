@@ -140,6 +140,15 @@ string_id!(
     "A-Z, a-z, 0-9 and . _ -"
 );
 string_id!(
+    /// The name of a policy rule that adds recipients (a copy rule): 1 to
+    /// 64 characters of `[a-z0-9-]`, starting with a letter, e.g.
+    /// `transfer-copied-to-procuratorate`.
+    RuleName,
+    64,
+    |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-',
+    "a-z, 0-9 and '-'"
+);
+string_id!(
     /// A GB/T 2260 administrative division code: six digits, e.g. `140423`.
     Region,
     6,
@@ -160,6 +169,37 @@ impl AgencyId {
     /// The certificate identity (SAN URI) of this agency by convention.
     pub fn uri(&self) -> String {
         format!("{AGENCY_URI_PREFIX}{}", self.0)
+    }
+}
+
+impl RuleName {
+    /// Validates a rule name, which must also start with a letter.
+    pub fn parse(field: &str, value: &str) -> Result<Self, FieldError> {
+        let name = Self::parse_field(field, value)?;
+        if !value.starts_with(|c: char| c.is_ascii_lowercase()) {
+            return Err(FieldError::new(field, "must start with a letter a-z"));
+        }
+        Ok(name)
+    }
+}
+
+/// A recipient the gateway added to a notification under a copy rule of
+/// its policy (抄送): a fact of the record, stored with the notification.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StatutoryCopy {
+    /// The agency that receives the copy.
+    pub agency: AgencyId,
+    /// The copy rule that added it.
+    pub rule: RuleName,
+}
+
+impl StatutoryCopy {
+    /// The wire form.
+    pub fn to_wire(&self) -> pb::StatutoryCopy {
+        pb::StatutoryCopy {
+            agency: self.agency.to_string(),
+            rule: self.rule.to_string(),
+        }
     }
 }
 
@@ -665,8 +705,10 @@ impl From<Notification> for pb::Notification {
 
 /// What routing and the delivery policy read of a notification: who sent
 /// it, which one it is, its case, kind, level, region and need-to-know list
-/// — every field already validated, none of the content. Parsed once where
-/// a notification enters (a publish, a stored row), then passed on as is.
+/// — every field already validated, none of the content — and the
+/// recipients the gateway added to it under its copy rules. Parsed once
+/// where a notification enters (a publish, a stored row), then passed on as
+/// is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {
     /// The proven sender (from its certificate, never from the message).
@@ -683,10 +725,15 @@ pub struct Envelope {
     pub region: Region,
     /// Need-to-know list, deduplicated, in the order given.
     pub recipients: Vec<AgencyId>,
+    /// Recipients the gateway added under its copy rules: never the sender
+    /// nor a listed recipient, each agency once. Not part of the signed
+    /// notification; stored beside it as a fact of the record.
+    pub copies: Vec<StatutoryCopy>,
 }
 
 impl Envelope {
-    /// The envelope of `notification` as published by `sender`.
+    /// The envelope of `notification` as published by `sender`, without
+    /// copies (the gateway adds them when it accepts the notification).
     pub fn of(sender: AgencyId, notification: &Notification) -> Self {
         Self {
             sender,
@@ -696,6 +743,13 @@ impl Envelope {
             confidentiality: notification.confidentiality,
             region: notification.region.clone(),
             recipients: notification.recipients.clone(),
+            copies: Vec::new(),
         }
+    }
+
+    /// The copy rule under which `agency` receives this notification, if
+    /// the gateway added it as a statutory copy.
+    pub fn copy_for(&self, agency: &AgencyId) -> Option<&StatutoryCopy> {
+        self.copies.iter().find(|copy| copy.agency == *agency)
     }
 }

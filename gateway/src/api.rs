@@ -27,7 +27,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 
-use liandong_core::domain::{CaseRef, Envelope, FieldError, Notification};
+use liandong_core::domain::{CaseRef, Envelope, FieldError, Notification, StatutoryCopy};
 use liandong_core::pb;
 use liandong_core::pb::exchange_server::Exchange;
 use liandong_core::signing;
@@ -161,7 +161,8 @@ async fn publish_checked(
             tracing::warn!(%error, "publish refused: signature");
         })?;
     }
-    match policy::check_publish(&gateway.rules(), &principal.agency, &notification) {
+    let rules = gateway.rules();
+    match policy::check_publish(&rules, &principal.agency, &notification) {
         Ok(()) => {}
         Err(PublishRefusal::Forbidden(rule)) => {
             tracing::info!(%rule, "publish refused by policy");
@@ -174,7 +175,18 @@ async fn publish_checked(
     }
     wire.sender = sender.to_string();
     let payload = wire.encode_to_vec();
-    let new = NewNotification::new(Envelope::of(sender.clone(), &notification), payload);
+    let mut envelope = Envelope::of(sender.clone(), &notification);
+    let transferor = if rules.policy.needs_transferor(notification.event) {
+        gateway
+            .store
+            .case_transferor(&notification.case_ref)
+            .await?
+    } else {
+        None
+    };
+    envelope.copies =
+        policy::statutory_copies(&rules, &principal.agency, &envelope, transferor.as_ref());
+    let new = NewNotification::new(envelope, payload);
     let (receipt, duplicate) = match gateway.store.publish(&new).await? {
         PublishOutcome::Stored(receipt) => {
             routing::wake::stored(gateway, &receipt, &new);
@@ -204,7 +216,7 @@ async fn publish_checked(
         sequence: receipt.sequence,
         received_at: Some(receipt.received_at.to_wire()),
         duplicate,
-        copies: Vec::new(),
+        copies: receipt.copies.iter().map(StatutoryCopy::to_wire).collect(),
     })
 }
 

@@ -104,7 +104,7 @@ fn disclosure(
             if stored.envelope.confidentiality == Confidentiality::Public {
                 return None;
             }
-            (*rule).to_owned()
+            rule.to_string()
         }
         Decision::Withheld(reason) => reason.clone(),
         Decision::Nothing => return None,

@@ -7,6 +7,9 @@
 //! body fields above the reader's clearance (`policy::redact`) unless the
 //! reader is the sender; a withheld one becomes a stub without content
 //! carrying the sender's *registered* contact (`policy::withheld_stub`).
+//! A full disclosure lists the statutory copies the gateway added to the
+//! notification, and names the copy rule when the reader receives it as
+//! one of them.
 //! Every disclosure of non-public content and every stub comes with the
 //! audit entry that must be written before it leaves (`audit`).
 //!
@@ -16,7 +19,7 @@
 
 use prost::Message;
 
-use liandong_core::domain::AgencyId;
+use liandong_core::domain::{AgencyId, StatutoryCopy};
 use liandong_core::pb;
 use liandong_core::registry::Agency;
 
@@ -103,6 +106,8 @@ pub fn render(
             return None;
         }
     };
+    let mut copied_by_rule = String::new();
+    let mut copies = Vec::new();
     let (notification, withheld, withheld_reason, redacted_fields) = match &decision {
         Decision::Full(_) => {
             let mut full = full;
@@ -111,6 +116,15 @@ pub fn render(
             } else {
                 redact::strip_above(&mut full, reader.clearance)
             };
+            if let Some(copy) = stored.envelope.copy_for(&reader.id) {
+                copied_by_rule = copy.rule.to_string();
+            }
+            copies = stored
+                .envelope
+                .copies
+                .iter()
+                .map(StatutoryCopy::to_wire)
+                .collect();
             (full, false, String::new(), redacted)
         }
         Decision::Withheld(reason) => {
@@ -133,8 +147,8 @@ pub fn render(
         withheld_reason,
         attempt,
         redacted_fields,
-        copied_by_rule: String::new(),
-        copies: Vec::new(),
+        copied_by_rule,
+        copies,
     };
     Some((delivery, decision))
 }
@@ -148,3 +162,6 @@ pub fn contact_of(rules: &Rules, agency: &AgencyId) -> String {
         .map(|a| a.contact.clone())
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests;

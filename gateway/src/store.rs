@@ -43,7 +43,8 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, Row};
 use tokio::sync::watch;
 
-use liandong_core::domain::{Envelope, Instant};
+use liandong_core::domain::{AgencyId, CaseRef, Envelope, Instant, StatutoryCopy};
+use liandong_core::pb;
 
 pub mod integrity;
 pub mod throttle;
@@ -161,16 +162,19 @@ impl NewNotification {
 }
 
 /// A stored notification's receipt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
     /// Its sequence.
     pub sequence: u64,
     /// When the gateway stored it.
     pub received_at: Instant,
+    /// The statutory copies stored with it (for a duplicate, those of the
+    /// original).
+    pub copies: Vec<StatutoryCopy>,
 }
 
 /// What a publish did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PublishOutcome {
     /// Stored now.
     Stored(Receipt),
@@ -264,7 +268,7 @@ pub struct ReadBatch {
 /// it (`prev_chain`, `prev_sequence`; NULL when that row is absent).
 const CHECKED_SELECT: &str = "SELECT n.sequence, n.sender, n.notification_id, n.case_ref, n.event, \
      n.confidentiality, n.region, n.recipients, n.received_at, n.content_hash, n.payload, n.chain, \
-     p.sequence AS prev_sequence, p.chain AS prev_chain \
+     n.copies, p.sequence AS prev_sequence, p.chain AS prev_chain \
      FROM notifications n LEFT JOIN notifications p ON p.sequence = n.sequence - 1";
 
 pub(crate) fn to_i64(value: u64) -> i64 {
@@ -476,6 +480,27 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         self.checked_rows(&rows).await
+    }
+
+    /// The agency that published the case's first `CASE_TRANSFERRED` (the
+    /// first such row that passes its checks), if any.
+    pub async fn case_transferor(
+        &self,
+        case_ref: &CaseRef,
+    ) -> Result<Option<AgencyId>, StoreError> {
+        let sql =
+            format!("{CHECKED_SELECT} WHERE n.case_ref = $1 AND n.event = $2 ORDER BY n.sequence");
+        let rows = sqlx::query(&sql)
+            .bind(case_ref.as_str())
+            .bind(i64::from(pb::EventType::CaseTransferred as i32))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(self
+            .checked_rows(&rows)
+            .await?
+            .into_iter()
+            .next()
+            .map(|row| row.envelope.sender))
     }
 
     /// The rows that pass their checks; each failure is logged (throttled
@@ -757,7 +782,7 @@ impl Store {
         self.write("chain_unchained_rows", |conn| {
             Box::pin(async move {
                 let rows = sqlx::query(
-                    "SELECT sequence, received_at, content_hash FROM notifications ORDER BY sequence",
+                    "SELECT sequence, received_at, content_hash, copies FROM notifications ORDER BY sequence",
                 )
                 .fetch_all(&mut *conn)
                 .await?;
@@ -767,11 +792,13 @@ impl Store {
                     let sequence: i64 = row.try_get("sequence")?;
                     let received_at: i64 = row.try_get("received_at")?;
                     let hash: Vec<u8> = row.try_get("content_hash")?;
-                    let link = integrity::chain_link(
+                    let copies: String = row.try_get("copies")?;
+                    let link = integrity::row_link(
                         previous.as_deref(),
                         to_u64(sequence, "sequence")?,
                         received_at,
                         &hash,
+                        &copies,
                     );
                     sqlx::query("UPDATE notifications SET chain = $1 WHERE sequence = $2")
                         .bind(&link)
@@ -839,7 +866,7 @@ async fn publish_in(
             .await?;
     }
     let existing = sqlx::query(
-        "SELECT sequence, received_at, content_hash FROM notifications \
+        "SELECT sequence, received_at, content_hash, copies FROM notifications \
          WHERE sender = $1 AND notification_id = $2",
     )
     .bind(new.envelope.sender.as_str())
@@ -851,9 +878,15 @@ async fn publish_in(
         if hash != new.content_hash {
             return Ok(PublishOutcome::Conflict);
         }
+        let sequence = to_u64(row.try_get("sequence")?, "sequence")?;
+        let copies: String = row.try_get("copies")?;
+        let copies = integrity::parse_copies(&copies).ok_or_else(|| {
+            StoreError::Corrupt(format!("the copies of sequence {sequence} do not parse"))
+        })?;
         return Ok(PublishOutcome::Duplicate(Receipt {
-            sequence: to_u64(row.try_get("sequence")?, "sequence")?,
+            sequence,
             received_at: instant(row.try_get("received_at")?)?,
+            copies,
         }));
     }
     let state = sqlx::query("SELECT high_water, last_chain FROM store_state WHERE id = 1")
@@ -870,16 +903,18 @@ async fn publish_in(
     let next = high_water.max(max) + 1;
     let sequence = to_u64(next, "sequence")?;
     let received_at = Instant::now();
-    let chain = integrity::chain_link(
+    let copies = integrity::copies_column(&new.envelope.copies);
+    let chain = integrity::row_link(
         last_chain.as_deref(),
         sequence,
         received_at.unix_micros(),
         &new.content_hash,
+        &copies,
     );
     sqlx::query(
         "INSERT INTO notifications (sequence, sender, notification_id, case_ref, event, \
-         confidentiality, region, recipients, received_at, content_hash, payload, chain) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+         confidentiality, region, recipients, received_at, content_hash, payload, chain, copies) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(next)
     .bind(new.envelope.sender.as_str())
@@ -893,6 +928,7 @@ async fn publish_in(
     .bind(&new.content_hash)
     .bind(&new.payload)
     .bind(&chain)
+    .bind(&copies)
     .execute(&mut *conn)
     .await?;
     sqlx::query("UPDATE store_state SET high_water = $1, last_chain = $2 WHERE id = 1")
@@ -903,6 +939,7 @@ async fn publish_in(
     Ok(PublishOutcome::Stored(Receipt {
         sequence,
         received_at,
+        copies: new.envelope.copies.clone(),
     }))
 }
 
@@ -921,6 +958,7 @@ pub(crate) fn raw_row(row: &sqlx::any::AnyRow) -> Result<RawRow, StoreError> {
         content_hash: row.try_get("content_hash")?,
         payload: row.try_get("payload")?,
         chain: row.try_get("chain")?,
+        copies: row.try_get("copies")?,
     })
 }
 

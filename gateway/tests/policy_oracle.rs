@@ -184,6 +184,24 @@ struct NoteSpec {
     informant: bool,
     /// Whether the message names its sender (publish only).
     names_sender: bool,
+    /// Agencies the gateway added as statutory copies (delivery only):
+    /// those that are neither the sender nor listed count.
+    copies: Vec<usize>,
+}
+
+impl NoteSpec {
+    /// The statutory copies as the gateway stores them: agencies the
+    /// sender left out, each once.
+    fn copy_agencies(&self) -> Vec<usize> {
+        let mut copies = Vec::new();
+        for &i in &self.copies {
+            if i != self.sender && !self.recipients.contains(&agency_id(i)) && !copies.contains(&i)
+            {
+                copies.push(i);
+            }
+        }
+        copies
+    }
 }
 
 fn agency_id(i: usize) -> String {
@@ -280,9 +298,23 @@ fn note_strategy(n: usize) -> impl Strategy<Value = NoteSpec> {
         proptest::collection::vec(party, 0..=3),
         any::<bool>(),
         any::<bool>(),
+        prop_oneof![
+            2 => Just(Vec::new()),
+            1 => subsequence((0..n).collect::<Vec<_>>(), 1..=2),
+        ],
     )
         .prop_map(
-            |(sender, event, level, recipients, region, parties, informant, names_sender)| {
+            |(
+                sender,
+                event,
+                level,
+                recipients,
+                region,
+                parties,
+                informant,
+                names_sender,
+                copies,
+            )| {
                 NoteSpec {
                     sender,
                     event,
@@ -292,6 +324,7 @@ fn note_strategy(n: usize) -> impl Strategy<Value = NoteSpec> {
                     parties,
                     informant,
                     names_sender,
+                    copies,
                 }
             },
         )
@@ -362,6 +395,9 @@ fn policy_text(spec: &PolicySpec) -> String {
 struct OraclePolicy {
     publish: BTreeMap<String, BTreeSet<String>>,
     parent_sees_branch_restricted: bool,
+    /// Whether a notification may name a region within the sender's
+    /// parent's region.
+    allow_parent_region: bool,
     /// Role and events of each oversight rule.
     oversight: Vec<(String, BTreeSet<String>)>,
 }
@@ -401,9 +437,15 @@ fn oracle_policy(text: &str) -> OraclePolicy {
                 .collect()
         })
         .unwrap_or_default();
+    let allow_parent_region = table
+        .get("jurisdiction")
+        .and_then(|j| j.get("allow_parent_region"))
+        .map(|flag| flag.as_bool().expect("a bool"))
+        .unwrap_or(false);
     OraclePolicy {
         publish,
         parent_sees_branch_restricted,
+        allow_parent_region,
         oversight,
     }
 }
@@ -517,6 +559,9 @@ impl Case {
         }
         let r = &self.world.agencies[reader];
         let listed = note.recipients.contains(&agency_id(reader));
+        // A statutory copy counts as a listed recipient, but not for the
+        // parent rule.
+        let copied = note.copy_agencies().contains(&reader);
         let is_member = MEMBER_ROLES.contains(&r.role);
         let parent_of_party = || {
             std::iter::once(note.sender)
@@ -525,11 +570,13 @@ impl Case {
         };
         let entitled = match note.level {
             Level::Public => Some("public"),
+            Level::Internal if copied => is_member.then_some("copy"),
             Level::Internal => is_member.then_some("member"),
-            Level::Restricted if listed => Some("listed"),
+            Level::Restricted | Level::Confidential if listed => Some("listed"),
+            Level::Restricted | Level::Confidential if copied => Some("copy"),
             Level::Restricted => (self.oracle.parent_sees_branch_restricted && parent_of_party())
                 .then_some("ancestor"),
-            Level::Confidential => listed.then_some("listed"),
+            Level::Confidential => None,
         };
         if let Some(rule) = entitled {
             if r.clearance >= note.level {
@@ -544,7 +591,10 @@ impl Case {
             .oversight
             .iter()
             .any(|(role, events)| role == r.role && events.contains(note.event));
-        if oversees && region_contains(r.region, note.region) {
+        let sender_region = self.world.agencies[note.sender].region;
+        if oversees
+            && (region_contains(r.region, note.region) || region_contains(r.region, sender_region))
+        {
             Expect::Withheld("oversight")
         } else if entitled.is_some() {
             Expect::Nothing("internal-below-clearance")
@@ -562,6 +612,12 @@ impl Case {
             .publish
             .get(sender.role)
             .is_some_and(|events| events.contains(note.event));
+        let parent_region = sender
+            .parent
+            .map(|p| self.world.agencies[p].region)
+            .filter(|_| self.oracle.allow_parent_region);
+        let within = region_contains(sender.region, note.region)
+            || parent_region.is_some_and(|region| region_contains(region, note.region));
         let recipient_below = note.level > Level::Internal
             && note.recipients.iter().any(|id| {
                 self.index_of(id)
@@ -569,6 +625,8 @@ impl Case {
             });
         if !may_publish {
             Some("refused: event not granted")
+        } else if !within {
+            Some("refused: region outside the sender's jurisdiction")
         } else if sender.clearance < note.level {
             Some("refused: marked above the sender's clearance")
         } else if note.recipients.iter().any(|id| self.index_of(id).is_none()) {
@@ -584,7 +642,7 @@ impl Case {
         let r = &self.world.agencies[reader];
         let s = &self.world.agencies[note.sender];
         format!(
-            "reader {} ({} cleared {} in {}, parent {:?}); notification from {} ({} cleared {} in {}, parent {:?}): {} {} in {} to {:?}; parent_sees_branch_restricted={}, oversight={:?}",
+            "reader {} ({} cleared {} in {}, parent {:?}); notification from {} ({} cleared {} in {}, parent {:?}): {} {} in {} to {:?}, copied to {:?}; parent_sees_branch_restricted={}, oversight={:?}",
             agency_id(reader),
             r.role,
             r.clearance.name(),
@@ -599,6 +657,10 @@ impl Case {
             note.event,
             note.region,
             note.recipients,
+            note.copy_agencies()
+                .into_iter()
+                .map(agency_id)
+                .collect::<Vec<_>>(),
             self.oracle.parent_sees_branch_restricted,
             self.oracle.oversight,
         )
@@ -681,6 +743,14 @@ fn envelope(note: &NoteSpec, full: &pb::Notification) -> Envelope {
             .recipients
             .iter()
             .map(|r| AgencyId::parse("recipient", r).unwrap())
+            .collect(),
+        copies: note
+            .copy_agencies()
+            .into_iter()
+            .map(|i| domain::StatutoryCopy {
+                agency: AgencyId::parse("copy", &agency_id(i)).unwrap(),
+                rule: domain::RuleName::parse("rule", "oracle-copy-rule").unwrap(),
+            })
             .collect(),
     }
 }
@@ -817,6 +887,32 @@ fn check_delivery(
     match expect {
         Expect::Full(rule) => {
             prop_assert!(delivery.withheld_reason.is_empty(), "{}", context());
+            let copies = note.copy_agencies();
+            let expected_copies: Vec<pb::StatutoryCopy> = copies
+                .iter()
+                .map(|&i| pb::StatutoryCopy {
+                    agency: agency_id(i),
+                    rule: "oracle-copy-rule".into(),
+                })
+                .collect();
+            prop_assert_eq!(&delivery.copies, &expected_copies, "copies: {}", context());
+            let copied = copies.contains(&reader);
+            prop_assert_eq!(
+                delivery.copied_by_rule.as_str(),
+                if copied { "oracle-copy-rule" } else { "" },
+                "copied_by_rule: {}",
+                context()
+            );
+            if rule == "copy" {
+                let Decision::Full(reason) = decision else {
+                    return Err(TestCaseError::fail("full frame without a full decision"));
+                };
+                prop_assert!(
+                    reason == "statutory copy (oracle-copy-rule)" || reason == "sent frame",
+                    "reason {reason:?}: {}",
+                    context()
+                );
+            }
             let clearance =
                 (reader != note.sender).then_some(case.world.agencies[reader].clearance);
             let (expected, paths, tags) = expected_full(&payload, clearance);
@@ -853,6 +949,7 @@ fn check_delivery(
         }
         Expect::Withheld(_) => {
             prop_assert!(delivery.withheld);
+            prop_assert!(delivery.copies.is_empty() && delivery.copied_by_rule.is_empty());
             prop_assert!(
                 !delivery.withheld_reason.trim().is_empty(),
                 "empty withheld reason"
@@ -1039,6 +1136,7 @@ fn delivery_matches_the_oracle_and_leaks_nothing() {
             "Full(\"public\")",
             "Full(\"member\")",
             "Full(\"listed\")",
+            "Full(\"copy\")",
             "Full(\"ancestor\")",
             "full, with fields stripped",
             "full via ancestor at depth Some(2)",
@@ -1172,7 +1270,7 @@ fn as_rendered(frame: pb::Delivery) -> (pb::Delivery, Decision) {
     let decision = if frame.withheld {
         Decision::Withheld(frame.withheld_reason.clone())
     } else {
-        Decision::Full("sent frame")
+        Decision::Full("sent frame".into())
     };
     (frame, decision)
 }
@@ -1528,6 +1626,7 @@ fn publish_refusals_follow_the_rules_and_leak_nothing() {
             "refused: a recipient below the level",
             "refused: marked above the sender's clearance",
             "refused: an unregistered recipient",
+            "refused: region outside the sender's jurisdiction",
             "invalid",
         ],
     );
@@ -1573,6 +1672,7 @@ fn unreadable_rows_reach_nobody_and_their_content_is_not_logged() {
         }],
         informant: true,
         names_sender: true,
+        copies: Vec::new(),
     };
     let good = stored(&note, &notification(&note, "CZ-2026-HW-0042", "n-1"), 1);
     // A payload that does not decode but carries content. (A row whose

@@ -169,7 +169,9 @@ async fn observer_sees_public_announcement_only() {
 #[tokio::test]
 async fn procuratorate_gets_stub_of_transfer_it_is_not_party_to() {
     let bed = Testbed::start().unwrap();
-    let mut procuratorate = bed.client("cz-procuratorate-xiangyuan").await;
+    // The county procuratorate receives a county transfer as a statutory
+    // copy; the city procuratorate supervises it without being a party.
+    let mut procuratorate = bed.client("cz-procuratorate").await;
     let mut inbox = Subscriber::open(&mut procuratorate, "supervision")
         .await
         .unwrap();
@@ -232,11 +234,12 @@ async fn procuratorate_gets_stub_of_transfer_it_is_not_party_to() {
 
     let rows = audit_rows(&bed).await;
     assert!(
-        rows.iter().any(|(agency, action, decision, reason)| agency
-            == "cz-procuratorate-xiangyuan"
-            && action == "DELIVERY"
-            && decision == "WITHHELD"
-            && reason.starts_with("oversight")),
+        rows.iter().any(
+            |(agency, action, decision, reason)| agency == "cz-procuratorate"
+                && action == "DELIVERY"
+                && decision == "WITHHELD"
+                && reason.starts_with("oversight")
+        ),
         "{rows:?}"
     );
     assert!(!rows.iter().any(|row| format!("{row:?}").contains(CANARY)));

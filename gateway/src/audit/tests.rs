@@ -31,6 +31,7 @@ fn stored(confidentiality: Confidentiality) -> StoredNotification {
             confidentiality,
             region: Region::parse("region", "140423").unwrap(),
             recipients: vec![AgencyId::parse("recipient", "cz-psb-xiangyuan").unwrap()],
+            copies: Vec::new(),
         },
         received_at: Instant::now(),
         payload: Vec::new(),
@@ -83,7 +84,7 @@ fn a_refused_subscribe_or_case_read_is_not_recorded_as_a_refused_publish() {
 fn disclosures_of_non_public_content_and_stubs_are_recorded() {
     let reader = agency("cz-psb-xiangyuan");
     let restricted = stored(Confidentiality::Restricted);
-    let entry = delivery(&reader, &restricted, &Decision::Full("recipient")).unwrap();
+    let entry = delivery(&reader, &restricted, &Decision::Full("recipient".into())).unwrap();
     assert_eq!(
         (
             entry.action,
@@ -104,7 +105,10 @@ fn disclosures_of_non_public_content_and_stubs_are_recorded() {
         ("CASE_READ", "WITHHELD")
     );
     let public = stored(Confidentiality::Public);
-    assert_eq!(delivery(&reader, &public, &Decision::Full("public")), None);
+    assert_eq!(
+        delivery(&reader, &public, &Decision::Full("public".into())),
+        None
+    );
     assert_eq!(delivery(&reader, &restricted, &Decision::Nothing), None);
 }
 

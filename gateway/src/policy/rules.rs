@@ -1,5 +1,5 @@
-//! The policy file: publishing rights by role, delivery options and
-//! oversight rules. Parsed and validated whole; an error names the file,
+//! The policy file: publishing rights by role, jurisdiction, delivery
+//! options, oversight rules and copy rules (抄送). Parsed and validated whole; an error names the file,
 //! the entry and the field. A policy that fails validation is never used.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use liandong_core::domain::{Event, Role};
+use liandong_core::domain::{Event, Role, RuleName};
 use liandong_core::pb;
 use liandong_core::toml_file::{self, FileError};
 
@@ -44,9 +44,28 @@ pub enum PolicyError {
 #[serde(deny_unknown_fields)]
 struct PolicyFile {
     publish: PublishSection,
+    #[serde(default)]
+    jurisdiction: JurisdictionSection,
     delivery: DeliverySection,
     #[serde(default)]
     oversight: Vec<OversightEntry>,
+    #[serde(default)]
+    copy: Vec<CopyEntry>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JurisdictionSection {
+    #[serde(default)]
+    allow_parent_region: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CopyEntry {
+    name: String,
+    events: Vec<String>,
+    to: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,14 +109,55 @@ pub struct Oversight {
     pub events: BTreeSet<Event>,
 }
 
+/// Whom a copy rule adds as a recipient, resolved against the registry in
+/// force when the notification is published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CopyTarget {
+    /// `same_level_procuratorate`: the registered procuratorate whose
+    /// registered region equals the sender's registered region.
+    SameLevelProcuratorate,
+    /// `case_transferor`: the agency that published the case's first
+    /// `CASE_TRANSFERRED`.
+    CaseTransferor,
+}
+
+impl CopyTarget {
+    /// Every target, in the order of [`CopyTarget::name`].
+    pub const ALL: [Self; 2] = [Self::SameLevelProcuratorate, Self::CaseTransferor];
+
+    /// The name written in the policy file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::SameLevelProcuratorate => "same_level_procuratorate",
+            Self::CaseTransferor => "case_transferor",
+        }
+    }
+}
+
+/// One copy rule: the events it applies to and whom it adds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyRule {
+    /// Its name, recorded with every copy it adds.
+    pub name: RuleName,
+    /// The events it applies to.
+    pub events: BTreeSet<Event>,
+    /// Whom it adds, in the order written.
+    pub to: Vec<CopyTarget>,
+}
+
 /// A validated policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     publish: BTreeMap<RoleKey, BTreeSet<Event>>,
+    /// Whether a notification's region may lie within the sender's parent
+    /// agency's region (instead of only the sender's own).
+    pub allow_parent_region: bool,
     /// Whether parents see their branches' RESTRICTED traffic in full.
     pub parent_sees_branch_restricted: bool,
     /// Oversight rules.
     pub oversight: Vec<Oversight>,
+    /// Copy rules, in the order written.
+    pub copy: Vec<CopyRule>,
 }
 
 /// `Role` is not `Ord`; this orders it for the map.
@@ -226,11 +286,79 @@ impl Policy {
             let events = events(&format!("oversight[{i}].events"), &names)?;
             oversight.push(Oversight { name, role, events });
         }
+        let mut copy: Vec<CopyRule> = Vec::new();
+        for (i, entry) in file.copy.into_iter().enumerate() {
+            let CopyEntry {
+                name,
+                events: names,
+                to,
+            } = entry;
+            let name = RuleName::parse("name", &name)
+                .map_err(|error| entry_error(format!("copy[{i}].name"), error.reason))?;
+            if copy.iter().any(|rule| rule.name == name) {
+                return Err(entry_error(
+                    format!("copy[{i}].name"),
+                    format!("{:?} is used twice", name.as_str()),
+                ));
+            }
+            if names.is_empty() {
+                return Err(entry_error(
+                    format!("copy[{i}].events"),
+                    "lists no event".into(),
+                ));
+            }
+            let events = events(&format!("copy[{i}].events"), &names)?;
+            if to.is_empty() {
+                return Err(entry_error(
+                    format!("copy[{i}].to"),
+                    "lists no target".into(),
+                ));
+            }
+            let mut targets = Vec::with_capacity(to.len());
+            for (j, target) in to.iter().enumerate() {
+                let Some(parsed) = CopyTarget::ALL.into_iter().find(|t| t.name() == target) else {
+                    return Err(entry_error(
+                        format!("copy[{i}].to[{j}]"),
+                        format!(
+                            "unknown target {target:?} (expected {})",
+                            CopyTarget::ALL.map(CopyTarget::name).join(" or ")
+                        ),
+                    ));
+                };
+                if targets.contains(&parsed) {
+                    return Err(entry_error(
+                        format!("copy[{i}].to[{j}]"),
+                        format!("{target} is listed twice"),
+                    ));
+                }
+                targets.push(parsed);
+            }
+            copy.push(CopyRule {
+                name,
+                events,
+                to: targets,
+            });
+        }
         Ok(Self {
             publish,
+            allow_parent_region: file.jurisdiction.allow_parent_region,
             parent_sees_branch_restricted: file.delivery.parent_sees_branch_restricted,
             oversight,
+            copy,
         })
+    }
+
+    /// The copy rules that apply to `event`, in the order written.
+    pub fn copy_rules_for(&self, event: Event) -> impl Iterator<Item = &CopyRule> {
+        self.copy
+            .iter()
+            .filter(move |rule| rule.events.contains(&event))
+    }
+
+    /// True when a copy rule for `event` needs the case's transferor.
+    pub fn needs_transferor(&self, event: Event) -> bool {
+        self.copy_rules_for(event)
+            .any(|rule| rule.to.contains(&CopyTarget::CaseTransferor))
     }
 
     /// True when agencies of `role` may publish `event`.

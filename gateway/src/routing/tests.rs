@@ -46,6 +46,7 @@ fn transfer_envelope(id: &str) -> Envelope {
         confidentiality: Confidentiality::Restricted,
         region: Region::parse("region", "140423").unwrap(),
         recipients: vec![AgencyId::parse("recipient", "cz-psb-xiangyuan").unwrap()],
+        copies: Vec::new(),
     }
 }
 
@@ -191,6 +192,7 @@ async fn a_publish_wakes_only_the_sessions_that_may_want_it() {
     let receipt = crate::store::Receipt {
         sequence,
         received_at: liandong_core::domain::Instant::now(),
+        copies: Vec::new(),
     };
     let new = NewNotification {
         envelope: transfer_envelope("t-1"),

@@ -6,9 +6,11 @@
 //! case, event, confidentiality, recipients, region) parses into its domain
 //! type, and each equals the payload's field; the row is handed on with
 //! those parsed values (its [`Envelope`]), so nothing after the store
-//! parses them again. When the row before it is at hand, its `chain` must
-//! also follow from that row's chain. Nothing here trusts a column on its
-//! own.
+//! parses them again. The `copies` column (the statutory copies the
+//! gateway added) must parse too and name neither the sender nor a listed
+//! recipient; it is not in the payload, so the chain link covers it
+//! instead. When the row before it is at hand, its `chain` must also follow
+//! from that row's chain. Nothing here trusts a column on its own.
 //!
 //! This module never logs content: a failure names the sequence and the
 //! field that disagrees, not the values.
@@ -18,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use liandong_core::domain::{
     AgencyId, CaseRef, Confidentiality, Envelope, Event, FieldError, NotificationId, Region,
+    RuleName, StatutoryCopy,
 };
 use liandong_core::pb;
 
@@ -44,6 +47,32 @@ pub fn chain_link(
     hasher.finalize().to_vec()
 }
 
+/// The chain link of a row as stored: [`chain_link`] for a row without
+/// copies (the formula rows had before copies existed); for a row with
+/// copies, SHA-256 over the same inputs followed by SHA-256 of the `copies`
+/// column, so a copy added or removed by hand breaks the link.
+pub fn row_link(
+    previous: Option<&[u8]>,
+    sequence: u64,
+    received_at_micros: i64,
+    content_hash: &[u8],
+    copies: &str,
+) -> Vec<u8> {
+    if copies.is_empty() {
+        return chain_link(previous, sequence, received_at_micros, content_hash);
+    }
+    let mut hasher = Sha256::new();
+    match previous {
+        Some(previous) => hasher.update(previous),
+        None => hasher.update([0u8; CHAIN_LEN]),
+    }
+    hasher.update(sequence.to_be_bytes());
+    hasher.update(received_at_micros.to_be_bytes());
+    hasher.update(content_hash);
+    hasher.update(Sha256::digest(copies.as_bytes()));
+    hasher.finalize().to_vec()
+}
+
 /// The columns of a stored row, as read, before anything is trusted.
 #[derive(Debug, Clone)]
 pub(crate) struct RawRow {
@@ -59,6 +88,7 @@ pub(crate) struct RawRow {
     pub(crate) content_hash: Vec<u8>,
     pub(crate) payload: Vec<u8>,
     pub(crate) chain: Option<Vec<u8>>,
+    pub(crate) copies: String,
 }
 
 /// Why a row may not be served. The text names fields, never values.
@@ -117,6 +147,34 @@ pub(crate) fn recipients_column(recipients: &[AgencyId]) -> String {
         .join(" ")
 }
 
+/// The `copies` column of a list of statutory copies: `<agency>:<rule>`
+/// entries, space-separated, in the order added; empty for none.
+pub(crate) fn copies_column(copies: &[StatutoryCopy]) -> String {
+    copies
+        .iter()
+        .map(|copy| format!("{}:{}", copy.agency, copy.rule))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Parses a `copies` column; `None` when it is not one the gateway writes
+/// (a malformed entry, or an agency named twice).
+pub(crate) fn parse_copies(column: &str) -> Option<Vec<StatutoryCopy>> {
+    let mut copies: Vec<StatutoryCopy> = Vec::new();
+    for entry in column.split(' ').filter(|_| !column.is_empty()) {
+        let (agency, rule) = entry.split_once(':')?;
+        let copy = StatutoryCopy {
+            agency: AgencyId::parse("copies", agency).ok()?,
+            rule: RuleName::parse("copies", rule).ok()?,
+        };
+        if copies.iter().any(|c| c.agency == copy.agency) {
+            return None;
+        }
+        copies.push(copy);
+    }
+    Some(copies)
+}
+
 /// The routing columns of `row` as domain values; the error names the first
 /// column that does not parse (never its value).
 fn parse_columns(row: &RawRow) -> Result<Envelope, Violation> {
@@ -142,6 +200,7 @@ fn parse_columns(row: &RawRow) -> Result<Envelope, Violation> {
             .split_whitespace()
             .map(|id| column("recipients", AgencyId::parse("recipients", id)))
             .collect::<Result<_, _>>()?,
+        copies: parse_copies(&row.copies).ok_or(Violation::Unparseable("copies"))?,
     })
 }
 
@@ -186,6 +245,14 @@ pub(crate) fn verify_content(row: &RawRow) -> Result<Envelope, Violation> {
     if let Some((column, _)) = checks.iter().find(|(_, equal)| !equal) {
         return Err(Violation::Column(column));
     }
+    // The gateway copies only agencies the sender left out.
+    if envelope
+        .copies
+        .iter()
+        .any(|copy| copy.agency == envelope.sender || envelope.recipients.contains(&copy.agency))
+    {
+        return Err(Violation::Column("copies"));
+    }
     Ok(envelope)
 }
 
@@ -197,7 +264,13 @@ pub(crate) fn verify_link(row: &RawRow, previous: Option<Option<&[u8]>>) -> Resu
         return Err(Violation::ChainMissing);
     };
     if let Some(previous) = previous {
-        let expected = chain_link(previous, row.sequence, row.received_at, &row.content_hash);
+        let expected = row_link(
+            previous,
+            row.sequence,
+            row.received_at,
+            &row.content_hash,
+            &row.copies,
+        );
         if expected != *chain {
             return Err(Violation::ChainBroken);
         }

@@ -82,6 +82,7 @@ fn new_notification(sender: &str, id: &str, case_ref: &str, content: &str) -> Ne
             .unwrap(),
         region: Region::parse("region", &wire.region).unwrap(),
         recipients: agencies(&wire.recipients),
+        copies: Vec::new(),
     };
     NewNotification::new(envelope, wire.encode_to_vec())
 }
@@ -123,7 +124,9 @@ fn content(stored: &StoredNotification) -> String {
         .summary
 }
 
-use liandong_core::domain::{AgencyId, CaseRef, Confidentiality, Event, NotificationId, Region};
+use liandong_core::domain::{
+    AgencyId, CaseRef, Confidentiality, Event, NotificationId, Region, StatutoryCopy,
+};
 use liandong_core::pb;
 use prost::Message;
 use sha2::Digest;
@@ -1086,4 +1089,237 @@ fn repeated_failures_are_logged_once_per_interval_with_their_count() {
     let later = start + Duration::from_secs(11);
     assert_eq!(throttle.occurrence_at("disk full", later), Some(4));
     assert_eq!(throttle.occurrence_at("disk full", later), None);
+}
+
+/// `new` with the statutory copies `copies` (agency, rule) added.
+fn with_copies(mut new: NewNotification, copies: &[(&str, &str)]) -> NewNotification {
+    new.envelope.copies = copies
+        .iter()
+        .map(|(agency, rule)| StatutoryCopy {
+            agency: AgencyId::parse("agency", agency).unwrap(),
+            rule: liandong_core::domain::RuleName::parse("rule", rule).unwrap(),
+        })
+        .collect();
+    new
+}
+
+#[tokio::test]
+async fn copies_are_stored_with_the_notification_and_answered_to_a_duplicate() {
+    for (store, _guard) in backends().await {
+        let copied = with_copies(
+            new_notification("cz-eeb-xiangyuan", "t-1", "C-1", "transfer"),
+            &[
+                (
+                    "cz-procuratorate-xiangyuan",
+                    "transfer-copied-to-procuratorate",
+                ),
+                ("cz-eeb", "another-rule"),
+            ],
+        );
+        let receipt = stored(store.publish(&copied).await.unwrap());
+        assert_eq!(receipt.copies, copied.envelope.copies);
+        let plain = stored(
+            store
+                .publish(&new_notification("cz-eeb", "n-2", "C-1", "x"))
+                .await
+                .unwrap(),
+        );
+        assert!(plain.copies.is_empty());
+
+        let column: String =
+            sqlx::query_scalar("SELECT copies FROM notifications WHERE sequence = 1")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            column,
+            "cz-procuratorate-xiangyuan:transfer-copied-to-procuratorate cz-eeb:another-rule"
+        );
+        let rows = store.read_after(0, 10).await.unwrap().rows;
+        assert_eq!(rows[0].envelope.copies, copied.envelope.copies);
+        assert!(rows[1].envelope.copies.is_empty());
+        let timeline = store.case_timeline("C-1").await.unwrap();
+        assert_eq!(timeline[0].envelope, rows[0].envelope);
+
+        // The same content again, whatever copies the rules would add now:
+        // the original receipt, with the original copies.
+        let again = with_copies(
+            new_notification("cz-eeb-xiangyuan", "t-1", "C-1", "transfer"),
+            &[],
+        );
+        assert_eq!(
+            store.publish(&again).await.unwrap(),
+            PublishOutcome::Duplicate(receipt.clone()),
+            "{:?}",
+            store.backend()
+        );
+        assert_eq!(store.count_notifications().await.unwrap(), 2);
+        assert!(store.verify(&verify::NoProgress).await.unwrap().is_clean());
+    }
+}
+
+#[tokio::test]
+async fn case_transferor_is_the_sender_of_the_first_transfer() {
+    for (store, _guard) in backends().await {
+        let case = CaseRef::parse_field("case_ref", "C-9").unwrap();
+        assert_eq!(store.case_transferor(&case).await.unwrap(), None);
+        let mut clue = new_notification("cz-psb", "clue", "C-9", "x");
+        clue.envelope.event = Event::from_wire("event", pb::EventType::ClueShared as i32).unwrap();
+        let mut wire = pb::Notification::decode(clue.payload.as_slice()).unwrap();
+        wire.event = pb::EventType::ClueShared as i32;
+        let clue = NewNotification::new(clue.envelope, wire.encode_to_vec());
+        store.publish(&clue).await.unwrap();
+        assert_eq!(
+            store.case_transferor(&case).await.unwrap(),
+            None,
+            "a clue is no transfer"
+        );
+        // new_notification makes CASE_TRANSFERRED (event 3).
+        store
+            .publish(&new_notification("cz-eeb-xiangyuan", "t-1", "C-9", "x"))
+            .await
+            .unwrap();
+        store
+            .publish(&new_notification("cz-eeb", "t-2", "C-9", "x"))
+            .await
+            .unwrap();
+        store
+            .publish(&new_notification("cz-eeb-luzhou", "t-3", "C-10", "x"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.case_transferor(&case).await.unwrap(),
+            Some(AgencyId::parse("id", "cz-eeb-xiangyuan").unwrap())
+        );
+        // A first transfer that fails its checks is not taken for the
+        // case's transferor; the next one that passes is.
+        exec(
+            &store,
+            "UPDATE notifications SET sender = 'cz-psb' WHERE notification_id = 't-1'",
+        )
+        .await;
+        assert_eq!(
+            store.case_transferor(&case).await.unwrap(),
+            Some(AgencyId::parse("id", "cz-eeb").unwrap()),
+            "{:?}",
+            store.backend()
+        );
+    }
+}
+
+#[tokio::test]
+async fn hand_edited_copies_are_detected_and_never_served() {
+    for (store, _guard) in backends().await {
+        let copy = [(
+            "cz-procuratorate-xiangyuan",
+            "transfer-copied-to-procuratorate",
+        )];
+        for (i, copies) in [&[][..], &copy, &[], &[], &[], &copy]
+            .into_iter()
+            .enumerate()
+        {
+            let new = new_notification("cz-eeb-xiangyuan", &format!("n{}", i + 1), "C-1", "x");
+            store.publish(&with_copies(new, copies)).await.unwrap();
+        }
+        assert!(store.verify(&verify::NoProgress).await.unwrap().is_clean());
+        // 2: its copy removed; 3: a copy added; 4: a copies column no
+        // gateway writes; 5: a copy naming a listed recipient, with the
+        // chain link recomputed to cover it.
+        exec(
+            &store,
+            "UPDATE notifications SET copies = '' WHERE sequence = 2",
+        )
+        .await;
+        exec(
+            &store,
+            "UPDATE notifications SET copies = 'cz-eeb:transfer-copied-to-procuratorate' \
+             WHERE sequence = 3",
+        )
+        .await;
+        exec(
+            &store,
+            "UPDATE notifications SET copies = 'cz-eeb' WHERE sequence = 4",
+        )
+        .await;
+        let row = sqlx::query(
+            "SELECT n.received_at, n.content_hash, p.chain FROM notifications n \
+             JOIN notifications p ON p.sequence = n.sequence - 1 WHERE n.sequence = 5",
+        )
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+        let received_at: i64 = row.try_get("received_at").unwrap();
+        let hash: Vec<u8> = row.try_get("content_hash").unwrap();
+        let previous: Vec<u8> = row.try_get("chain").unwrap();
+        let forged = "cz-psb:transfer-copied-to-procuratorate";
+        let link = integrity::row_link(Some(&previous), 5, received_at, &hash, forged);
+        sqlx::query("UPDATE notifications SET copies = $1, chain = $2 WHERE sequence = 5")
+            .bind(forged)
+            .bind(&link)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+
+        let before = store.integrity_failures();
+        let batch = store.read_after(0, 10).await.unwrap();
+        let served: Vec<u64> = batch.rows.iter().map(|r| r.sequence).collect();
+        assert_eq!(served, [1], "{:?}", store.backend());
+        assert_eq!(batch.through, Some(6));
+        // 6 follows a row whose link was rewritten: it no longer follows.
+        assert_eq!(store.integrity_failures() - before, 5);
+
+        let report = store.verify(&verify::NoProgress).await.unwrap();
+        let changed: Vec<(u64, &str)> = report
+            .changed
+            .iter()
+            .map(|p| (p.sequence, p.problem.as_str()))
+            .collect();
+        assert_eq!(
+            changed,
+            [
+                (4, "column copies does not hold a valid value"),
+                (5, "column copies disagrees with the payload"),
+            ],
+            "{report:?}"
+        );
+        let broken: Vec<(u64, &str)> = report
+            .out_of_order
+            .iter()
+            .map(|p| (p.sequence, p.problem.as_str()))
+            .collect();
+        assert_eq!(
+            broken,
+            [
+                (2, "chain link does not follow from the previous row"),
+                (3, "chain link does not follow from the previous row"),
+                (6, "chain link does not follow from the previous row"),
+            ],
+            "{report:?}"
+        );
+        assert!(!report.is_clean());
+    }
+}
+
+#[tokio::test]
+async fn rows_without_copies_keep_the_chain_formula_of_before() {
+    for (store, _guard) in backends().await {
+        publish_clues(&store, 2).await;
+        let row = sqlx::query(
+            "SELECT received_at, content_hash, chain, copies FROM notifications WHERE sequence = 1",
+        )
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+        let received_at: i64 = row.try_get("received_at").unwrap();
+        let hash: Vec<u8> = row.try_get("content_hash").unwrap();
+        let chain: Vec<u8> = row.try_get("chain").unwrap();
+        let copies: String = row.try_get("copies").unwrap();
+        assert_eq!(copies, "");
+        assert_eq!(chain, integrity::chain_link(None, 1, received_at, &hash));
+        assert_ne!(
+            integrity::row_link(None, 1, received_at, &hash, "cz-eeb:r"),
+            chain,
+            "a copy changes the link"
+        );
+    }
 }

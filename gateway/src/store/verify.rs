@@ -190,7 +190,7 @@ pub(crate) async fn scan(
     loop {
         let rows = sqlx::query(
             "SELECT sequence, sender, notification_id, case_ref, event, confidentiality, region, \
-             recipients, received_at, content_hash, payload, chain FROM notifications \
+             recipients, received_at, content_hash, payload, chain, copies FROM notifications \
              WHERE sequence > $1 ORDER BY sequence LIMIT $2",
         )
         .bind(to_i64(expected - 1))

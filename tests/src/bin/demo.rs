@@ -25,8 +25,10 @@
 //! environment bureau of another district and the press office. The report
 //! shows what each received, and the closing checks verify the point of the
 //! mechanism: RESTRICTED content reaches only its need-to-know recipients;
-//! the county procuratorate, not a recipient of the transfer but its
-//! supervisor, gets a withheld stub saying whom to ask; fields marked
+//! the county procuratorate, left out of the transfer's recipients, gets it
+//! in full as the statutory copy the law requires (抄送); the city
+//! procuratorate, its supervisor but no party, gets a withheld stub saying
+//! whom to ask; fields marked
 //! CONFIDENTIAL in the contract are stripped for a bureau cleared only to
 //! RESTRICTED; and what is meant for everyone reaches everyone. The process
 //! exits 0 only when every check passes; the daemons and the gateway are
@@ -43,8 +45,8 @@ use liandong_core::pb::{self, Confidentiality as Level, EventType as Event};
 use liandong_core::registry::Registry;
 use liandong_tests::demo_adapters::{AdapterDaemon, AdapterFiles, Source, overdue};
 use liandong_tests::demo_story::{
-    self, BYSTANDER, CASE_REF, EEB, PRESS, PROCURATORATE, PSB, REGION, SUBSCRIBERS, SUBSCRIPTION,
-    event_name, level_name,
+    self, BYSTANDER, CASE_REF, CITY_PROCURATORATE, EEB, PRESS, PROCURATORATE, PSB, REGION,
+    SUBSCRIBERS, SUBSCRIPTION, event_name, level_name,
 };
 use liandong_tests::{GatewayProcess, Pki, REGISTRY};
 use nix::sys::signal::Signal;
@@ -425,6 +427,9 @@ fn report(inboxes: &Inboxes<'_>, story: &Story, names: &Names<'_>) {
             if !delivery.redacted_fields.is_empty() {
                 println!("       redacted: {}", delivery.redacted_fields.join(", "));
             }
+            if !delivery.copied_by_rule.is_empty() {
+                println!("       statutory copy: {}", delivery.copied_by_rule);
+            }
             if delivery.sequence == story.clue && (*agency == PSB || *agency == BYSTANDER) {
                 print_fields(delivery, &["parties", "informant"]);
             }
@@ -438,6 +443,7 @@ fn report(inboxes: &Inboxes<'_>, story: &Story, names: &Names<'_>) {
 /// The point of the mechanism, checked on what arrived.
 fn check_disclosure(inboxes: &Inboxes<'_>, story: &Story, registry: &Registry) -> Vec<Check> {
     let mut checks = restricted_kept_from_outsiders(inboxes, story);
+    checks.push(procuratorate_gets_the_statutory_copy(inboxes, story));
     checks.push(supervisor_gets_a_stub(inboxes, story, registry));
     checks.push(transfer_reaches_police_intact(inboxes, story));
     checks.push(clue_stripped_for_restricted_clearance(inboxes, story));
@@ -472,7 +478,30 @@ fn restricted_kept_from_outsiders(inboxes: &Inboxes<'_>, story: &Story) -> Vec<C
     checks
 }
 
-/// The county procuratorate, not a recipient of the transfer but its
+/// The county procuratorate, left out of the transfer's recipients, gets
+/// it in full as the statutory copy of the transfer letter.
+fn procuratorate_gets_the_statutory_copy(inboxes: &Inboxes<'_>, story: &Story) -> Check {
+    let transfer = story.transfer;
+    let rule = "transfer-copied-to-procuratorate";
+    let (ok, detail) = match inboxes.delivered(PROCURATORATE, transfer) {
+        None => (false, "it was not delivered".to_owned()),
+        Some(d) if d.withheld => (false, format!("it was withheld: {}", d.withheld_reason)),
+        Some(d) if d.copied_by_rule != rule => (
+            false,
+            format!("it names the copy rule {:?}", d.copied_by_rule),
+        ),
+        Some(_) => (true, format!("copy rule {rule}")),
+    };
+    (
+        ok,
+        format!(
+            "{PROCURATORATE} (left out of the recipients; the transfer letter is copied to the \
+             procuratorate at the same level) got the transfer #{transfer} in full ({detail})"
+        ),
+    )
+}
+
+/// The city procuratorate, not a party to the transfer but its
 /// supervisor, gets a withheld stub saying whom to ask.
 fn supervisor_gets_a_stub(inboxes: &Inboxes<'_>, story: &Story, registry: &Registry) -> Check {
     let transfer = story.transfer;
@@ -481,7 +510,7 @@ fn supervisor_gets_a_stub(inboxes: &Inboxes<'_>, story: &Story, registry: &Regis
         .find(|a| a.id.as_str() == EEB)
         .map(|a| a.contact.clone())
         .unwrap_or_default();
-    let (ok, detail) = match inboxes.delivered(PROCURATORATE, transfer) {
+    let (ok, detail) = match inboxes.delivered(CITY_PROCURATORATE, transfer) {
         None => (false, "it was not delivered".to_owned()),
         Some(d) if !d.withheld => (false, "it was delivered in full".to_owned()),
         Some(d) if !d.withheld_reason.starts_with("oversight") => (
@@ -527,8 +556,8 @@ fn supervisor_gets_a_stub(inboxes: &Inboxes<'_>, story: &Story, registry: &Regis
     (
         ok,
         format!(
-            "{PROCURATORATE} (not a recipient; it supervises transfers in {REGION}) got the \
-             transfer #{transfer} as a withheld stub ({detail})"
+            "{CITY_PROCURATORATE} (no party; it supervises transfers in the city, {REGION} \
+             included) got the transfer #{transfer} as a withheld stub ({detail})"
         ),
     )
 }

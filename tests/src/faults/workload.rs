@@ -170,6 +170,10 @@ pub fn make_notification(
         level,
         recipients,
     );
+    // Each agency reports within its own jurisdiction.
+    if agency == "cz-eeb-luzhou" {
+        n.region = "140403".to_owned();
+    }
     n.summary = if level == Level::Restricted {
         format!("{CANARY} {id}")
     } else {
