@@ -164,7 +164,9 @@ pub async fn report(
     let in_period = |at: i64| (start..end).contains(&at);
     let in_region = |region: &Region| query.region.as_ref().is_none_or(|r| r.contains(region));
     let counted = |row: &NoticeRow| {
-        in_period(row.received_at) && in_region(&row.envelope.region) && viewer.sees(rules, &row.envelope)
+        in_period(row.received_at)
+            && in_region(&row.envelope.region)
+            && viewer.sees(rules, &row.envelope)
     };
 
     // Every notification of the cases with something received in the
@@ -181,7 +183,10 @@ pub async fn report(
     let mut events: BTreeMap<(String, i32), u64> = BTreeMap::new();
     let mut by_case: BTreeMap<&str, Vec<&NoticeRow>> = BTreeMap::new();
     for row in &rows {
-        by_case.entry(row.envelope.case_ref.as_str()).or_default().push(row);
+        by_case
+            .entry(row.envelope.case_ref.as_str())
+            .or_default()
+            .push(row);
         if counted(row) {
             *events
                 .entry((
@@ -196,7 +201,11 @@ pub async fn report(
     let mut report = pb::StatisticsReport {
         from: query.period.from.to_string(),
         to: query.period.to.to_string(),
-        region: query.region.as_ref().map(Region::to_string).unwrap_or_default(),
+        region: query
+            .region
+            .as_ref()
+            .map(Region::to_string)
+            .unwrap_or_default(),
         reader: viewer.reader().map(AgencyId::to_string).unwrap_or_default(),
         events: events
             .into_iter()
@@ -234,13 +243,17 @@ pub async fn report(
         if let Some(transfer) = transfer {
             let decision = case_rows.iter().find(|row| {
                 row.sequence > transfer.sequence
-                    && matches!(row.envelope.event.to_wire(), E::CaseFiled | E::FilingDeclined)
+                    && matches!(
+                        row.envelope.event.to_wire(),
+                        E::CaseFiled | E::FilingDeclined
+                    )
             });
             if let Some(decision) = decision
                 && counted(decision)
                 && viewer.sees(rules, &transfer.envelope)
             {
-                lead_times.push((decision.received_at - transfer.received_at) as f64 / MICROS_PER_HOUR);
+                lead_times
+                    .push((decision.received_at - transfer.received_at) as f64 / MICROS_PER_HOUR);
             }
         }
     }
@@ -256,7 +269,8 @@ pub async fn report(
         &[start, end],
     )
     .await?;
-    let visible_cases = visible_cases(conn, rules, viewer, breaches.iter().map(|d| &d.case_ref)).await?;
+    let visible_cases =
+        visible_cases(conn, rules, viewer, breaches.iter().map(|d| &d.case_ref)).await?;
     for breach in &breaches {
         let region_ok = match (&query.region, &breach.region) {
             (None, _) => true,

@@ -172,7 +172,9 @@ fn expected_report(published: &[Published], day: &str) -> pb::StatisticsReport {
     let mut events: BTreeMap<(String, i32), u64> = BTreeMap::new();
     let mut by_case: BTreeMap<&str, Vec<&Published>> = BTreeMap::new();
     for p in published {
-        *events.entry((p.sender.clone(), p.event as i32)).or_default() += 1;
+        *events
+            .entry((p.sender.clone(), p.event as i32))
+            .or_default() += 1;
         by_case.entry(p.case_ref.as_str()).or_default().push(p);
     }
     let cases_with = |event: Event| {
@@ -184,7 +186,9 @@ fn expected_report(published: &[Published], day: &str) -> pb::StatisticsReport {
     let mut lead_times: Vec<f64> = by_case
         .values()
         .filter_map(|rows| {
-            let transfer = rows.iter().position(|p| p.event == Event::CaseTransferred)?;
+            let transfer = rows
+                .iter()
+                .position(|p| p.event == Event::CaseTransferred)?;
             let decision = rows[transfer..]
                 .iter()
                 .find(|p| matches!(p.event, Event::CaseFiled | Event::FilingDeclined))?;
@@ -229,7 +233,7 @@ fn expected_report(published: &[Published], day: &str) -> pb::StatisticsReport {
 }
 
 /// Runs `liandong-gateway report …` on the test bed's config.
-fn report_command(bed: &Testbed, args: &[&str]) -> std::process::Output {
+fn report_command(args: &[&str]) -> std::process::Output {
     Command::new(binary("liandong-gateway", "liandong-gateway"))
         .arg("report")
         .args(args)
@@ -244,7 +248,10 @@ async fn report_counts_match_published_events() {
     let before = today();
     let published = publish_history(&bed, 240, &mut Dice(20_261_130)).await;
     let after = today();
-    assert!(published.len() > 700, "a few hundred cases, several steps each");
+    assert!(
+        published.len() > 700,
+        "a few hundred cases, several steps each"
+    );
     // Local midnight may pass while publishing: the period covers both.
     let mut expected = expected_report(&published, &before);
     expected.to = after.clone();
@@ -264,10 +271,9 @@ async fn report_counts_match_published_events() {
     assert!(expected.lead_time_samples > 50 && expected.cases_judged > 0);
 
     let config = bed.config.to_str().expect("utf-8 path");
-    let output = report_command(
-        &bed,
-        &["--config", config, "--from", &before, "--to", &after, "--format", "json"],
-    );
+    let output = report_command(&[
+        "--config", config, "--from", &before, "--to", &after, "--format", "json",
+    ]);
     assert!(output.status.success(), "{output:?}");
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
     let events: Vec<(String, String, u64)> = json["events"]
@@ -337,10 +343,9 @@ async fn report_counts_match_published_events() {
     );
 
     // The CSV form carries the same figures.
-    let output = report_command(
-        &bed,
-        &["--config", config, "--from", &before, "--to", &after, "--format", "csv"],
-    );
+    let output = report_command(&[
+        "--config", config, "--from", &before, "--to", &after, "--format", "csv",
+    ]);
     assert!(output.status.success(), "{output:?}");
     let csv = String::from_utf8(output.stdout).expect("utf-8");
     assert!(csv.starts_with("metric,agency,event,value\n"));
@@ -401,7 +406,7 @@ async fn penalty_without_transfer_is_flagged() {
 
     // The command prints the same signal.
     let config = bed.config.to_str().expect("utf-8 path");
-    let output = report_command(&bed, &["signals", "--config", config, "--format", "csv"]);
+    let output = report_command(&["signals", "--config", config, "--format", "csv"]);
     assert!(output.status.success(), "{output:?}");
     let csv = String::from_utf8(output.stdout).expect("utf-8");
     let flagged: BTreeSet<&str> = csv
@@ -490,7 +495,11 @@ async fn only_procuratorates_and_operators_may_supervise() {
         .await
         .expect_err("bad region");
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(status.message().starts_with("region: "), "{}", status.message());
+    assert!(
+        status.message().starts_with("region: "),
+        "{}",
+        status.message()
+    );
     let status = procuratorate
         .list_signals(pb::SignalsRequest {
             kinds: vec![42],
@@ -502,7 +511,9 @@ async fn only_procuratorates_and_operators_may_supervise() {
     assert_eq!(status.message(), "kinds[0]: 42 is not a signal kind");
     let audited = refusals(&bed).await;
     assert_eq!(audited.len(), 9);
-    assert!(audited[6..].iter().all(|(agency, decision, _)| agency == "cz-procuratorate" && decision == "INVALID_ARGUMENT"));
+    assert!(audited[6..].iter().all(
+        |(agency, decision, _)| agency == "cz-procuratorate" && decision == "INVALID_ARGUMENT"
+    ));
 
     // The procuratorate itself is answered, as a reader.
     let report = procuratorate
@@ -521,19 +532,27 @@ async fn only_procuratorates_and_operators_may_supervise() {
 
     // The command refuses a bad date with exit 64 and names the flag.
     let config = bed.config.to_str().expect("utf-8 path");
-    let output = report_command(
-        &bed,
-        &["--config", config, "--from", "2026-13-01", "--to", "2026-12-31"],
-    );
+    let output = report_command(&[
+        "--config",
+        config,
+        "--from",
+        "2026-13-01",
+        "--to",
+        "2026-12-31",
+    ]);
     assert_eq!(output.status.code(), Some(64));
     assert_eq!(
         String::from_utf8_lossy(&output.stderr).trim(),
         "liandong-gateway: --from: 2026-13-01 is not a calendar date"
     );
-    let output = report_command(
-        &bed,
-        &["--config", config, "--from", "2026-12-02", "--to", "2026-12-01"],
-    );
+    let output = report_command(&[
+        "--config",
+        config,
+        "--from",
+        "2026-12-02",
+        "--to",
+        "2026-12-01",
+    ]);
     assert_eq!(output.status.code(), Some(64));
     assert_eq!(
         String::from_utf8_lossy(&output.stderr).trim(),

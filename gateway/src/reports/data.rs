@@ -36,7 +36,8 @@ pub(crate) async fn notices(
     condition: &str,
     binds: &[i64],
 ) -> Result<Vec<NoticeRow>, StoreError> {
-    let sql = format!("SELECT {NOTICE_COLUMNS} FROM notifications WHERE {condition} ORDER BY sequence");
+    let sql =
+        format!("SELECT {NOTICE_COLUMNS} FROM notifications WHERE {condition} ORDER BY sequence");
     let mut query = sqlx::query(&sql);
     for bind in binds {
         query = query.bind(*bind);

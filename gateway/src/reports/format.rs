@@ -61,9 +61,8 @@ fn timestamp_text(ts: Option<&prost_types::Timestamp>) -> String {
 
 /// The figures of a report, in order: (metric, agency, event, value).
 pub fn report_rows(report: &pb::StatisticsReport) -> Vec<[String; 4]> {
-    let figure = |metric: &str, value: String| {
-        [metric.to_owned(), String::new(), String::new(), value]
-    };
+    let figure =
+        |metric: &str, value: String| [metric.to_owned(), String::new(), String::new(), value];
     let mut rows = vec![
         figure("from", report.from.clone()),
         figure("to", report.to.clone()),
@@ -93,8 +92,14 @@ pub fn report_rows(report: &pb::StatisticsReport) -> Vec<[String; 4]> {
         "lead_time_median_hours",
         hours(report.lead_time_median_hours),
     ));
-    rows.push(figure("lead_time_p90_hours", hours(report.lead_time_p90_hours)));
-    rows.push(figure("breaches_opened", report.breaches_opened.to_string()));
+    rows.push(figure(
+        "lead_time_p90_hours",
+        hours(report.lead_time_p90_hours),
+    ));
+    rows.push(figure(
+        "breaches_opened",
+        report.breaches_opened.to_string(),
+    ));
     rows.push(figure(
         "breaches_closed_late",
         report.breaches_closed_late.to_string(),

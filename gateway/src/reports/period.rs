@@ -46,7 +46,10 @@ impl Period {
                 format!("{to_date} is before from ({from_date})"),
             ));
         }
-        let days = from_date.until(to_date).map(|span| span.get_days()).unwrap_or(i32::MAX);
+        let days = from_date
+            .until(to_date)
+            .map(|span| span.get_days())
+            .unwrap_or(i32::MAX);
         if days >= MAX_PERIOD_DAYS {
             return Err(FieldError::new(
                 "to",
@@ -85,10 +88,13 @@ impl Period {
 /// Parses a local date `YYYY-MM-DD`; the error names `field`.
 pub fn parse_date(field: &str, text: &str) -> Result<Date, FieldError> {
     let well_formed = text.len() == 10
-        && text
-            .bytes()
-            .enumerate()
-            .all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() });
+        && text.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
     if !well_formed {
         return Err(FieldError::new(
             field,

@@ -70,12 +70,24 @@ pub fn measurements(report: &pb::StatisticsReport) -> Vec<pb::Measurement> {
     };
     let mut out = vec![
         m("cases_opened", report.cases_opened.to_string(), "cases"),
-        m("cases_transferred", report.cases_transferred.to_string(), "cases"),
+        m(
+            "cases_transferred",
+            report.cases_transferred.to_string(),
+            "cases",
+        ),
         m("cases_filed", report.cases_filed.to_string(), "cases"),
         m("cases_declined", report.cases_declined.to_string(), "cases"),
-        m("cases_prosecuted", report.cases_prosecuted.to_string(), "cases"),
+        m(
+            "cases_prosecuted",
+            report.cases_prosecuted.to_string(),
+            "cases",
+        ),
         m("cases_judged", report.cases_judged.to_string(), "cases"),
-        m("lead_time_samples", report.lead_time_samples.to_string(), "cases"),
+        m(
+            "lead_time_samples",
+            report.lead_time_samples.to_string(),
+            "cases",
+        ),
         m(
             "lead_time_median_hours",
             report.lead_time_median_hours.to_string(),
@@ -86,7 +98,11 @@ pub fn measurements(report: &pb::StatisticsReport) -> Vec<pb::Measurement> {
             report.lead_time_p90_hours.to_string(),
             "hours",
         ),
-        m("breaches_opened", report.breaches_opened.to_string(), "breaches"),
+        m(
+            "breaches_opened",
+            report.breaches_opened.to_string(),
+            "breaches",
+        ),
         m(
             "breaches_closed_late",
             report.breaches_closed_late.to_string(),
@@ -189,10 +205,11 @@ pub async fn runs(
     conn: &mut AnyConnection,
     period: &Period,
 ) -> Result<Vec<(String, u64)>, StoreError> {
-    let rows = sqlx::query("SELECT reader, sequence FROM report_runs WHERE period = $1 ORDER BY reader")
-        .bind(period.name())
-        .fetch_all(conn)
-        .await?;
+    let rows =
+        sqlx::query("SELECT reader, sequence FROM report_runs WHERE period = $1 ORDER BY reader")
+            .bind(period.name())
+            .fetch_all(conn)
+            .await?;
     rows.iter()
         .map(|row| {
             let sequence: i64 = row.try_get("sequence")?;

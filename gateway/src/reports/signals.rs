@@ -249,7 +249,10 @@ pub async fn signals(
             found.push(pb::Signal {
                 kind: K::OpenBreach as i32,
                 case_ref: breach.case_ref,
-                state: breach.state.and_then(|s| i32::try_from(s).ok()).unwrap_or(0),
+                state: breach
+                    .state
+                    .and_then(|s| i32::try_from(s).ok())
+                    .unwrap_or(0),
                 since: timestamp(breach.due_at),
                 region: breach.region.unwrap_or_default(),
                 agency: breach.late_agency.clone(),

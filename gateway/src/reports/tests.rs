@@ -216,7 +216,10 @@ fn report_table_aligns_columns() {
         lines[2],
         "events                  cz-eeb          CASE_TRANSFERRED  3"
     );
-    assert_eq!(lines.last().copied(), Some("breaches_closed_late                                      0"));
+    assert_eq!(
+        lines.last().copied(),
+        Some("breaches_closed_late                                      0")
+    );
 }
 
 #[test]
@@ -361,7 +364,14 @@ async fn put(
     sequence
 }
 
-async fn breach(store: &Store, case_ref: &str, started: i64, due: &str, breached: &str, stopped: Option<&str>) {
+async fn breach(
+    store: &Store,
+    case_ref: &str,
+    started: i64,
+    due: &str,
+    breached: &str,
+    stopped: Option<&str>,
+) {
     let mut conn = store.read_connection().await.unwrap();
     sqlx::query(
         "INSERT INTO deadlines (rule, case_ref, started_sequence, started_at, due_at, late_agency, \
@@ -380,22 +390,104 @@ async fn breach(store: &Store, case_ref: &str, started: i64, due: &str, breached
     .unwrap();
 }
 
-use pb::EventType as E;
 use Confidentiality::{Confidential, Internal, Restricted};
+use pb::EventType as E;
 
 /// Case A: an INTERNAL clue, a RESTRICTED transfer to the county police and
 /// its filing 30 hours later, CONFIDENTIAL. Case B: RESTRICTED between the
 /// county bureau and the county police only, with a breach.
 async fn history(store: &Store) {
-    put(store, "cz-eeb-xiangyuan", "a1", "CZ-A", E::ClueShared, Internal, &[], "2026-10-31T10:00:00Z", None).await;
-    let transfer = put(store, "cz-eeb-xiangyuan", "a2", "CZ-A", E::CaseTransferred, Restricted, &["cz-psb-xiangyuan"], "2026-11-01T02:00:00Z", None).await;
-    put(store, "cz-psb-xiangyuan", "a3", "CZ-A", E::CaseFiled, Confidential, &["cz-eeb-xiangyuan"], "2026-11-02T08:00:00Z", None).await;
+    put(
+        store,
+        "cz-eeb-xiangyuan",
+        "a1",
+        "CZ-A",
+        E::ClueShared,
+        Internal,
+        &[],
+        "2026-10-31T10:00:00Z",
+        None,
+    )
+    .await;
+    let transfer = put(
+        store,
+        "cz-eeb-xiangyuan",
+        "a2",
+        "CZ-A",
+        E::CaseTransferred,
+        Restricted,
+        &["cz-psb-xiangyuan"],
+        "2026-11-01T02:00:00Z",
+        None,
+    )
+    .await;
+    put(
+        store,
+        "cz-psb-xiangyuan",
+        "a3",
+        "CZ-A",
+        E::CaseFiled,
+        Confidential,
+        &["cz-eeb-xiangyuan"],
+        "2026-11-02T08:00:00Z",
+        None,
+    )
+    .await;
     // Received 23:30 UTC on 30 November: 1 December in Shanghai.
-    put(store, "cz-psb-xiangyuan", "a4", "CZ-A", E::EarlyIntervention, Internal, &[], "2026-11-30T23:30:00Z", None).await;
-    let b = put(store, "cz-eeb-xiangyuan", "b1", "CZ-B", E::CaseTransferred, Restricted, &["cz-psb-xiangyuan"], "2026-11-03T02:00:00Z", None).await;
-    put(store, "cz-psb-xiangyuan", "b2", "CZ-B", E::FilingDeclined, Restricted, &["cz-eeb-xiangyuan"], "2026-11-10T02:00:00Z", None).await;
-    breach(store, "CZ-A", transfer, "2026-11-04T02:00:00Z", "2026-11-04T02:00:01Z", Some("2026-11-05T00:00:00Z")).await;
-    breach(store, "CZ-B", b, "2026-11-06T02:00:00Z", "2026-11-06T02:00:01Z", Some("2026-11-10T02:00:00Z")).await;
+    put(
+        store,
+        "cz-psb-xiangyuan",
+        "a4",
+        "CZ-A",
+        E::EarlyIntervention,
+        Internal,
+        &[],
+        "2026-11-30T23:30:00Z",
+        None,
+    )
+    .await;
+    let b = put(
+        store,
+        "cz-eeb-xiangyuan",
+        "b1",
+        "CZ-B",
+        E::CaseTransferred,
+        Restricted,
+        &["cz-psb-xiangyuan"],
+        "2026-11-03T02:00:00Z",
+        None,
+    )
+    .await;
+    put(
+        store,
+        "cz-psb-xiangyuan",
+        "b2",
+        "CZ-B",
+        E::FilingDeclined,
+        Restricted,
+        &["cz-eeb-xiangyuan"],
+        "2026-11-10T02:00:00Z",
+        None,
+    )
+    .await;
+    breach(
+        store,
+        "CZ-A",
+        transfer,
+        "2026-11-04T02:00:00Z",
+        "2026-11-04T02:00:01Z",
+        Some("2026-11-05T00:00:00Z"),
+    )
+    .await;
+    breach(
+        store,
+        "CZ-B",
+        b,
+        "2026-11-06T02:00:00Z",
+        "2026-11-06T02:00:01Z",
+        Some("2026-11-10T02:00:00Z"),
+    )
+    .await;
 }
 
 fn november() -> ReportQuery {
@@ -415,9 +507,15 @@ async fn the_operator_counts_everything_received_in_the_local_period() {
     for (store, _guard) in backends().await {
         history(&store).await;
         let mut conn = store.read_connection().await.unwrap();
-        let report = report(&mut conn, &rules(), &Viewer::Operator, &november(), Instant::now())
-            .await
-            .unwrap();
+        let report = report(
+            &mut conn,
+            &rules(),
+            &Viewer::Operator,
+            &november(),
+            Instant::now(),
+        )
+        .await
+        .unwrap();
         assert_eq!(
             counts(&report),
             [
@@ -442,19 +540,32 @@ async fn the_operator_counts_everything_received_in_the_local_period() {
         assert_eq!(report.breaches_closed_late, 2);
 
         let december = ReportQuery::parse("2026-12-01", "2026-12-31", "", shanghai()).unwrap();
-        let report = super::report(&mut conn, &rules(), &Viewer::Operator, &december, Instant::now())
-            .await
-            .unwrap();
+        let report = super::report(
+            &mut conn,
+            &rules(),
+            &Viewer::Operator,
+            &december,
+            Instant::now(),
+        )
+        .await
+        .unwrap();
         assert_eq!(
             counts(&report),
             [("cz-psb-xiangyuan".into(), "EARLY_INTERVENTION".into(), 1)]
         );
         assert_eq!(report.breaches_opened, 0);
 
-        let elsewhere = ReportQuery::parse("2026-11-01", "2026-11-30", "140403", shanghai()).unwrap();
-        let report = super::report(&mut conn, &rules(), &Viewer::Operator, &elsewhere, Instant::now())
-            .await
-            .unwrap();
+        let elsewhere =
+            ReportQuery::parse("2026-11-01", "2026-11-30", "140403", shanghai()).unwrap();
+        let report = super::report(
+            &mut conn,
+            &rules(),
+            &Viewer::Operator,
+            &elsewhere,
+            Instant::now(),
+        )
+        .await
+        .unwrap();
         assert!(report.events.is_empty(), "nothing in region 140403");
         assert_eq!((report.cases_transferred, report.breaches_opened), (0, 0));
     }
@@ -477,14 +588,23 @@ async fn a_reader_counts_only_what_it_may_see() {
         assert!(counts(&report).is_empty());
         assert_eq!((report.cases_transferred, report.lead_time_samples), (0, 0));
         // It sees case A's clue, so case A's breach counts; not case B's.
-        assert_eq!((report.breaches_opened, report.breaches_closed_late), (1, 1));
+        assert_eq!(
+            (report.breaches_opened, report.breaches_closed_late),
+            (1, 1)
+        );
 
         // The county procuratorate supervises transfers and filing (stubs)
         // in its region: it counts them all.
         let procuratorate = reader(&rules, "cz-procuratorate-xiangyuan");
-        let report = super::report(&mut conn, &rules, &procuratorate, &november(), Instant::now())
-            .await
-            .unwrap();
+        let report = super::report(
+            &mut conn,
+            &rules,
+            &procuratorate,
+            &november(),
+            Instant::now(),
+        )
+        .await
+        .unwrap();
         assert_eq!(counts(&report).len(), 3);
         assert_eq!(report.lead_time_samples, 2);
         assert_eq!(report.breaches_opened, 2);
@@ -514,12 +634,67 @@ fn penalty_body(tonnes: &str) -> Option<pb::CaseBody> {
 async fn penalty_without_transfer_is_flagged() {
     for (store, _guard) in backends().await {
         let at = "2026-11-05T02:00:00Z";
-        put(&store, "cz-eeb-xiangyuan", "p1", "CZ-P5", E::PenaltyDecided, Internal, &[], at, penalty_body("5")).await;
-        put(&store, "cz-eeb-xiangyuan", "p2", "CZ-P1", E::PenaltyDecided, Internal, &[], at, penalty_body("1")).await;
-        put(&store, "cz-eeb-xiangyuan", "p3", "CZ-PT", E::PenaltyDecided, Internal, &[], at, penalty_body("8")).await;
-        put(&store, "cz-eeb-xiangyuan", "p4", "CZ-PT", E::CaseTransferred, Restricted, &["cz-psb-xiangyuan"], at, None).await;
+        put(
+            &store,
+            "cz-eeb-xiangyuan",
+            "p1",
+            "CZ-P5",
+            E::PenaltyDecided,
+            Internal,
+            &[],
+            at,
+            penalty_body("5"),
+        )
+        .await;
+        put(
+            &store,
+            "cz-eeb-xiangyuan",
+            "p2",
+            "CZ-P1",
+            E::PenaltyDecided,
+            Internal,
+            &[],
+            at,
+            penalty_body("1"),
+        )
+        .await;
+        put(
+            &store,
+            "cz-eeb-xiangyuan",
+            "p3",
+            "CZ-PT",
+            E::PenaltyDecided,
+            Internal,
+            &[],
+            at,
+            penalty_body("8"),
+        )
+        .await;
+        put(
+            &store,
+            "cz-eeb-xiangyuan",
+            "p4",
+            "CZ-PT",
+            E::CaseTransferred,
+            Restricted,
+            &["cz-psb-xiangyuan"],
+            at,
+            None,
+        )
+        .await;
         // A confidential penalty the county procuratorate does not read.
-        put(&store, "cz-eeb-xiangyuan", "p5", "CZ-PC", E::PenaltyDecided, Restricted, &["cz-psb-xiangyuan"], at, penalty_body("9")).await;
+        put(
+            &store,
+            "cz-eeb-xiangyuan",
+            "p5",
+            "CZ-PC",
+            E::PenaltyDecided,
+            Restricted,
+            &["cz-psb-xiangyuan"],
+            at,
+            penalty_body("9"),
+        )
+        .await;
         let rules = rules();
         let settings = SupervisionSettings::default();
         let query = SignalQuery::try_from(pb::SignalsRequest {
@@ -528,9 +703,16 @@ async fn penalty_without_transfer_is_flagged() {
         })
         .unwrap();
         let mut conn = store.read_connection().await.unwrap();
-        let found = signals::signals(&mut conn, &rules, &Viewer::Operator, &settings, &query, Instant::now())
-            .await
-            .unwrap();
+        let found = signals::signals(
+            &mut conn,
+            &rules,
+            &Viewer::Operator,
+            &settings,
+            &query,
+            Instant::now(),
+        )
+        .await
+        .unwrap();
         let cases: Vec<&str> = found.iter().map(|s| s.case_ref.as_str()).collect();
         assert_eq!(cases, ["CZ-P5", "CZ-PC"]);
         assert_eq!(found[0].agency, "cz-eeb-xiangyuan");
@@ -538,11 +720,22 @@ async fn penalty_without_transfer_is_flagged() {
         assert_eq!(found[0].region, "140423");
 
         let procuratorate = reader(&rules, "cz-procuratorate-xiangyuan");
-        let found = signals::signals(&mut conn, &rules, &procuratorate, &settings, &query, Instant::now())
-            .await
-            .unwrap();
+        let found = signals::signals(
+            &mut conn,
+            &rules,
+            &procuratorate,
+            &settings,
+            &query,
+            Instant::now(),
+        )
+        .await
+        .unwrap();
         let cases: Vec<&str> = found.iter().map(|s| s.case_ref.as_str()).collect();
-        assert_eq!(cases, ["CZ-P5"], "a penalty it does not read is not flagged to it");
+        assert_eq!(
+            cases,
+            ["CZ-P5"],
+            "a penalty it does not read is not flagged to it"
+        );
 
         // A higher configured threshold flags nothing.
         let strict = SupervisionSettings {
@@ -552,9 +745,16 @@ async fn penalty_without_transfer_is_flagged() {
             }],
             ..SupervisionSettings::default()
         };
-        let found = signals::signals(&mut conn, &rules, &Viewer::Operator, &strict, &query, Instant::now())
-            .await
-            .unwrap();
+        let found = signals::signals(
+            &mut conn,
+            &rules,
+            &Viewer::Operator,
+            &strict,
+            &query,
+            Instant::now(),
+        )
+        .await
+        .unwrap();
         assert!(found.is_empty());
     }
 }
@@ -582,17 +782,50 @@ async fn signals_list_breaches_stuck_and_waiting_cases_the_viewer_may_see() {
         // CZ-A: filed long ago. CZ-B: declined (settled). CZ-C: transfer
         // received 40 days ago, seen by nobody but its parties.
         case(&store, "CZ-A", pb::CaseState::Filed, "2026-08-01T00:00:00Z").await;
-        case(&store, "CZ-B", pb::CaseState::Declined, "2026-08-01T00:00:00Z").await;
-        put(&store, "cz-eeb-xiangyuan", "c1", "CZ-C", E::CaseTransferred, Restricted, &["cz-psb-xiangyuan"], "2026-10-01T00:00:00Z", None).await;
-        case(&store, "CZ-C", pb::CaseState::TransferReceived, "2026-10-22T00:00:00Z").await;
+        case(
+            &store,
+            "CZ-B",
+            pb::CaseState::Declined,
+            "2026-08-01T00:00:00Z",
+        )
+        .await;
+        put(
+            &store,
+            "cz-eeb-xiangyuan",
+            "c1",
+            "CZ-C",
+            E::CaseTransferred,
+            Restricted,
+            &["cz-psb-xiangyuan"],
+            "2026-10-01T00:00:00Z",
+            None,
+        )
+        .await;
+        case(
+            &store,
+            "CZ-C",
+            pb::CaseState::TransferReceived,
+            "2026-10-22T00:00:00Z",
+        )
+        .await;
         let c = {
             let mut conn = store.read_connection().await.unwrap();
-            sqlx::query_scalar::<_, i64>("SELECT sequence FROM notifications WHERE notification_id = 'c1'")
-                .fetch_one(&mut *conn)
-                .await
-                .unwrap()
+            sqlx::query_scalar::<_, i64>(
+                "SELECT sequence FROM notifications WHERE notification_id = 'c1'",
+            )
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap()
         };
-        breach(&store, "CZ-C", c, "2026-10-04T00:00:00Z", "2026-10-04T00:00:01Z", None).await;
+        breach(
+            &store,
+            "CZ-C",
+            c,
+            "2026-10-04T00:00:00Z",
+            "2026-10-04T00:00:01Z",
+            None,
+        )
+        .await;
 
         let rules = rules();
         let now = Instant::from_unix_micros(micros("2026-12-01T00:00:00Z")).unwrap();
@@ -602,7 +835,10 @@ async fn signals_list_breaches_stuck_and_waiting_cases_the_viewer_may_see() {
         let found = signals::signals(&mut conn, &rules, &Viewer::Operator, &settings, &query, now)
             .await
             .unwrap();
-        let kinds: Vec<(i32, &str)> = found.iter().map(|s| (s.kind, s.case_ref.as_str())).collect();
+        let kinds: Vec<(i32, &str)> = found
+            .iter()
+            .map(|s| (s.kind, s.case_ref.as_str()))
+            .collect();
         use pb::SignalKind as K;
         assert_eq!(
             kinds,
@@ -681,16 +917,36 @@ async fn each_member_agency_gets_its_own_report_once_per_period() {
         let recorder = Recorder::default();
         let mut conn = store.read_connection().await.unwrap();
 
-        let error = scheduled::emit_due(&mut conn, &Failing, &rules, Schedule::Monthly, &shanghai(), now)
-            .await
-            .unwrap_err();
+        let error = scheduled::emit_due(
+            &mut conn,
+            &Failing,
+            &rules,
+            Schedule::Monthly,
+            &shanghai(),
+            now,
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(error, StoreError::Closed));
         let november = Period::parse("2026-11-01", "2026-11-30", shanghai()).unwrap();
-        assert!(scheduled::runs(&mut conn, &november).await.unwrap().is_empty(), "a failed emit records no run");
+        assert!(
+            scheduled::runs(&mut conn, &november)
+                .await
+                .unwrap()
+                .is_empty(),
+            "a failed emit records no run"
+        );
 
-        let emitted = scheduled::emit_due(&mut conn, &recorder, &rules, Schedule::Monthly, &shanghai(), now)
-            .await
-            .unwrap();
+        let emitted = scheduled::emit_due(
+            &mut conn,
+            &recorder,
+            &rules,
+            Schedule::Monthly,
+            &shanghai(),
+            now,
+        )
+        .await
+        .unwrap();
         let members: Vec<String> = rules
             .registry
             .agencies()
@@ -706,13 +962,22 @@ async fn each_member_agency_gets_its_own_report_once_per_period() {
             .iter()
             .find(|n| n.recipients == ["cz-procuratorate-xiangyuan"])
             .unwrap();
-        assert_eq!(to_procuratorate.event, pb::EventType::StatisticsReport as i32);
-        assert_eq!(to_procuratorate.confidentiality, pb::Confidentiality::Restricted as i32);
+        assert_eq!(
+            to_procuratorate.event,
+            pb::EventType::StatisticsReport as i32
+        );
+        assert_eq!(
+            to_procuratorate.confidentiality,
+            pb::Confidentiality::Restricted as i32
+        );
         assert_eq!(
             to_procuratorate.notification_id,
             "statistics:2026-11-01..2026-11-30:cz-procuratorate-xiangyuan"
         );
-        assert_eq!(to_procuratorate.case_ref, "STATISTICS/2026-11-01..2026-11-30");
+        assert_eq!(
+            to_procuratorate.case_ref,
+            "STATISTICS/2026-11-01..2026-11-30"
+        );
         assert_eq!(to_procuratorate.region, "140423");
         let body = to_procuratorate.body.as_ref().unwrap();
         let value = |name: &str| {
@@ -732,30 +997,61 @@ async fn each_member_agency_gets_its_own_report_once_per_period() {
             panic!("one attachment")
         };
         let viewer = reader(&rules, "cz-procuratorate-xiangyuan");
-        let counted = super::report(&mut conn, &rules, &viewer, &ReportQuery { period: november.clone(), region: None }, now)
-            .await
-            .unwrap();
+        let counted = super::report(
+            &mut conn,
+            &rules,
+            &viewer,
+            &ReportQuery {
+                period: november.clone(),
+                region: None,
+            },
+            now,
+        )
+        .await
+        .unwrap();
         let csv = format::report_csv(&counted);
         assert_eq!(attachment.media_type, "text/csv");
         assert_eq!(attachment.size_bytes, csv.len() as u64);
-        assert_eq!(attachment.sha256, format!("{:x}", sha2::Sha256::digest(&csv)));
+        assert_eq!(
+            attachment.sha256,
+            format!("{:x}", sha2::Sha256::digest(&csv))
+        );
         // The bureau of another county got its own, smaller view.
-        let to_luzhou = sent.iter().find(|n| n.recipients == ["cz-eeb-luzhou"]).unwrap();
-        let luzhou_body = to_luzhou.body.as_ref().unwrap();
-        assert!(luzhou_body
-            .measurements
+        let to_luzhou = sent
             .iter()
-            .any(|m| m.name == "cases_transferred" && m.value == "0"));
+            .find(|n| n.recipients == ["cz-eeb-luzhou"])
+            .unwrap();
+        let luzhou_body = to_luzhou.body.as_ref().unwrap();
+        assert!(
+            luzhou_body
+                .measurements
+                .iter()
+                .any(|m| m.name == "cases_transferred" && m.value == "0")
+        );
 
         // Asked again, nothing is sent twice.
-        let again = scheduled::emit_due(&mut conn, &recorder, &rules, Schedule::Monthly, &shanghai(), now)
-            .await
-            .unwrap();
+        let again = scheduled::emit_due(
+            &mut conn,
+            &recorder,
+            &rules,
+            Schedule::Monthly,
+            &shanghai(),
+            now,
+        )
+        .await
+        .unwrap();
         assert!(again.is_empty());
         assert_eq!(recorder.0.lock().unwrap().len(), members.len());
-        let off = scheduled::emit_due(&mut conn, &recorder, &rules, Schedule::Off, &shanghai(), now)
-            .await
-            .unwrap();
+        let off = scheduled::emit_due(
+            &mut conn,
+            &recorder,
+            &rules,
+            Schedule::Off,
+            &shanghai(),
+            now,
+        )
+        .await
+        .unwrap();
         assert!(off.is_empty());
     }
 }
