@@ -530,6 +530,34 @@ async fn only_procuratorates_and_operators_may_supervise() {
     // Nothing was written but the audit rows.
     assert_eq!(bed.stored_count().await, stored);
 
+    // A certificate the registry does not know is not a caller at all.
+    let stranger = bed
+        .pki
+        .authority
+        .agency("cz-stranger")
+        .expect("certificate");
+    let channel = bed
+        .pki
+        .credentials_with(&stranger)
+        .connect(&bed.gateway.url(), None)
+        .await
+        .expect("the TLS handshake itself succeeds");
+    let status = SupervisionClient::new(channel)
+        .list_signals(pb::SignalsRequest::default())
+        .await
+        .expect_err("unknown caller");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(
+        status.message(),
+        "the certificate's identity is not a registered agency"
+    );
+    let audited = refusals(&bed).await;
+    assert_eq!(audited.len(), 10);
+    assert_eq!(
+        (audited[9].0.as_str(), audited[9].1.as_str()),
+        ("urn:liandong:agency:cz-stranger", "UNAUTHENTICATED")
+    );
+
     // The command refuses a bad date with exit 64 and names the flag.
     let config = bed.config.to_str().expect("utf-8 path");
     let output = report_command(&[
@@ -557,5 +585,11 @@ async fn only_procuratorates_and_operators_may_supervise() {
     assert_eq!(
         String::from_utf8_lossy(&output.stderr).trim(),
         "liandong-gateway: --to: 2026-12-01 is before from (2026-12-02)"
+    );
+    let output = report_command(&["signals", "--config", config, "--stuck-days", "5000"]);
+    assert_eq!(output.status.code(), Some(64));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr).trim(),
+        "liandong-gateway: --stuck-days: must be at most 3650"
     );
 }

@@ -1055,3 +1055,98 @@ async fn each_member_agency_gets_its_own_report_once_per_period() {
         assert!(off.is_empty());
     }
 }
+
+async fn operator_november(conn: &mut sqlx::AnyConnection, rules: &Rules) -> pb::StatisticsReport {
+    super::report(conn, rules, &Viewer::Operator, &november(), Instant::now())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn rows_that_do_not_parse_or_whose_payload_changed_are_left_out() {
+    for (store, _guard) in backends().await {
+        let at = "2026-11-05T02:00:00Z";
+        put(
+            &store,
+            "cz-eeb-xiangyuan",
+            "p1",
+            "CZ-P5",
+            E::PenaltyDecided,
+            Internal,
+            &[],
+            at,
+            penalty_body("5"),
+        )
+        .await;
+        put(
+            &store,
+            "cz-eeb-xiangyuan",
+            "p2",
+            "CZ-P6",
+            E::PenaltyDecided,
+            Internal,
+            &[],
+            at,
+            penalty_body("6"),
+        )
+        .await;
+        put(
+            &store,
+            "cz-eeb-xiangyuan",
+            "c1",
+            "CZ-C",
+            E::ClueShared,
+            Internal,
+            &[],
+            at,
+            None,
+        )
+        .await;
+        let rules = rules();
+        let query = SignalQuery::all(0).unwrap();
+        let settings = SupervisionSettings::default();
+        let mut conn = store.read_connection().await.unwrap();
+        assert_eq!(
+            operator_november(&mut conn, &rules)
+                .await
+                .events
+                .iter()
+                .map(|e| e.count)
+                .sum::<u64>(),
+            3
+        );
+
+        // A region column that is not a region: the row counts for nobody.
+        sqlx::query("UPDATE notifications SET region = 'nowhere' WHERE notification_id = 'c1'")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        let report = operator_november(&mut conn, &rules).await;
+        assert_eq!(report.events.iter().map(|e| e.count).sum::<u64>(), 2);
+        assert_eq!(report.cases_opened, 2);
+
+        // A penalty whose payload no longer matches its hash is not read.
+        let forged = pb::Notification {
+            notification_id: "p2".into(),
+            body: penalty_body("60"),
+            ..Default::default()
+        };
+        sqlx::query("UPDATE notifications SET payload = $1 WHERE notification_id = 'p2'")
+            .bind(forged.encode_to_vec())
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        let found = signals::signals(
+            &mut conn,
+            &rules,
+            &Viewer::Operator,
+            &settings,
+            &query,
+            Instant::now(),
+        )
+        .await
+        .unwrap();
+        let cases: Vec<&str> = found.iter().map(|s| s.case_ref.as_str()).collect();
+        assert_eq!(cases, ["CZ-P5"]);
+    }
+}
