@@ -241,3 +241,18 @@ pub(crate) async fn cases_in(
         })
         .collect()
 }
+
+/// The state (`pb::CaseState`) the case picture has for `case_ref`.
+pub(crate) async fn case_state(
+    conn: &mut AnyConnection,
+    case_ref: &str,
+) -> Result<Option<i64>, StoreError> {
+    let row = sqlx::query("SELECT state FROM cases WHERE case_ref = $1")
+        .bind(case_ref)
+        .fetch_optional(conn)
+        .await?;
+    Ok(match row {
+        Some(row) => Some(row.try_get("state")?),
+        None => None,
+    })
+}

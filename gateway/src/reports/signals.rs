@@ -216,6 +216,31 @@ fn state_name(state: i64) -> String {
         .unwrap_or_else(|| format!("state {state}"))
 }
 
+/// The agency expected to act on a case in `state`: the police while a
+/// transfer, a reconsideration or a filed case waits on them; nobody known
+/// otherwise.
+fn expected_agency(state: i64, police: Option<&str>) -> String {
+    use pb::CaseState as S;
+    let waits_on_police = i32::try_from(state)
+        .ok()
+        .and_then(|state| S::try_from(state).ok())
+        .is_some_and(|state| {
+            matches!(
+                state,
+                S::Transferred
+                    | S::TransferReceived
+                    | S::Filed
+                    | S::Reconsideration
+                    | S::FilingSupervised
+            )
+        });
+    if waits_on_police {
+        police.unwrap_or_default().to_owned()
+    } else {
+        String::new()
+    }
+}
+
 fn days_since(now: Instant, since: i64) -> i64 {
     (now.unix_micros() - since) / MICROS_PER_DAY
 }
@@ -276,7 +301,7 @@ pub async fn signals(
                 kind: K::StuckCase as i32,
                 state: i32::try_from(case.state).unwrap_or(0),
                 since: timestamp(case.state_since),
-                agency: case.police.clone().unwrap_or_default(),
+                agency: expected_agency(case.state, case.police.as_deref()),
                 rule: format!("stuck_days = {}", query.stuck_days),
                 detail: format!(
                     "{} for {} days",
@@ -402,10 +427,11 @@ async fn penalties_without_transfer(
             continue;
         };
         flagged.insert(case_ref.clone());
+        let state = data::case_state(conn, &case_ref).await?;
         found.push(pb::Signal {
             kind: pb::SignalKind::PenaltyWithoutTransfer as i32,
             case_ref,
-            state: 0,
+            state: state.and_then(|s| i32::try_from(s).ok()).unwrap_or(0),
             since: timestamp(penalty.received_at),
             region: penalty.envelope.region.to_string(),
             agency: penalty.envelope.sender.to_string(),

@@ -631,7 +631,7 @@ fn penalty_body(tonnes: &str) -> Option<pb::CaseBody> {
 }
 
 #[tokio::test]
-async fn penalty_without_transfer_is_flagged() {
+async fn penalty_signal_follows_thresholds_and_what_the_reader_reads() {
     for (store, _guard) in backends().await {
         let at = "2026-11-05T02:00:00Z";
         put(
@@ -716,6 +716,7 @@ async fn penalty_without_transfer_is_flagged() {
         let cases: Vec<&str> = found.iter().map(|s| s.case_ref.as_str()).collect();
         assert_eq!(cases, ["CZ-P5", "CZ-PC"]);
         assert_eq!(found[0].agency, "cz-eeb-xiangyuan");
+        assert_eq!(found[0].state, 0, "no case picture yet");
         assert_eq!(found[0].rule, "crime_thresholds.hazardous_waste_tonnes = 3");
         assert_eq!(found[0].region, "140423");
 
@@ -736,6 +737,20 @@ async fn penalty_without_transfer_is_flagged() {
             ["CZ-P5"],
             "a penalty it does not read is not flagged to it"
         );
+
+        // The case picture's state is named when there is one.
+        case(&store, "CZ-P5", pb::CaseState::Penalized, at).await;
+        let found = signals::signals(
+            &mut conn,
+            &rules,
+            &procuratorate,
+            &settings,
+            &query,
+            Instant::now(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(found[0].state, pb::CaseState::Penalized as i32);
 
         // A higher configured threshold flags nothing.
         let strict = SupervisionSettings {
@@ -852,7 +867,12 @@ async fn signals_list_breaches_stuck_and_waiting_cases_the_viewer_may_see() {
         );
         assert_eq!(found[0].agency, "cz-psb-xiangyuan");
         assert_eq!(found[0].rule, "police-filing-decision");
+        assert_eq!(found[0].state, pb::CaseState::TransferReceived as i32);
         assert_eq!(found[1].detail, "FILED for 122 days");
+        assert_eq!(
+            found[1].agency, "cz-psb-xiangyuan",
+            "a filed case waits on the police"
+        );
 
         // The bureau of another county sees case A's clue, not case C.
         let luzhou = reader(&rules, "cz-eeb-luzhou");
