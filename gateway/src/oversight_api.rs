@@ -132,3 +132,6 @@ impl Supervision for SupervisionService {
         Ok(Response::new(report))
     }
 }
+
+#[cfg(test)]
+mod tests;
