@@ -20,6 +20,9 @@
 //! - [`routing`]: durable subscriptions: filters, open requests, and the
 //!   session (window, acks, redelivery, cursor).
 //! - [`store`]: SQLite/PostgreSQL persistence and migrations.
+//! - [`reports`]: statistics reports and supervision signals, counted as
+//!   a viewer may see the store; the periodic `STATISTICS_REPORT`.
+//! - [`oversight_api`]: the `liandong.v1.Supervision` service handlers.
 //! - [`error`]: the one mapping from errors to gRPC statuses.
 //!
 //! [`prepare`] loads everything a gateway needs and fails before binding
@@ -33,9 +36,11 @@ pub mod deadline;
 pub mod disclosure;
 pub mod error;
 pub mod identity;
+pub mod oversight_api;
 pub mod policy;
 pub mod quota;
 pub mod refusals;
+pub mod reports;
 pub mod routing;
 pub mod store;
 
@@ -51,6 +56,7 @@ use tonic::transport::Server;
 use arc_swap::ArcSwap;
 
 use liandong_core::pb::exchange_server::ExchangeServer;
+use liandong_core::pb::supervision_server::SupervisionServer;
 use liandong_core::registry::{Registry, RegistryError};
 
 use crate::config::GatewayConfig;
@@ -120,7 +126,8 @@ impl Gateway {
     }
 }
 
-fn load_rules(config: &GatewayConfig) -> Result<Rules, StartError> {
+/// Loads the registry and policy files `config` names, validated.
+pub fn load_rules(config: &GatewayConfig) -> Result<Rules, StartError> {
     let registry = Registry::load(&config.registry)?;
     let policy = match &config.policy {
         Some(path) => Policy::load(path)?,
@@ -262,6 +269,9 @@ pub async fn serve(
     health
         .set_serving::<ExchangeServer<api::ExchangeService>>()
         .await;
+    health
+        .set_serving::<SupervisionServer<oversight_api::SupervisionService>>()
+        .await;
     let health_stop = CancellationToken::new();
     let health_task = tokio::spawn(follow_store_health(
         gateway.store.clone(),
@@ -297,6 +307,15 @@ pub async fn serve(
         gateway.clone(),
     );
 
+    // The Supervision service resolves its caller the same way.
+    let supervision = identity::ResolveCaller::new(
+        SupervisionServer::new(oversight_api::SupervisionService::new(
+            gateway.clone(),
+            reports::ReportSettings::from_config(&config, reports::default_time_zone()),
+        )),
+        gateway.clone(),
+    );
+
     let incoming = identity::incoming(listener, tls, config.handshake_timeout, stop.clone());
     let router = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -305,7 +324,8 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(exchange);
+        .add_service(exchange)
+        .add_service(supervision);
     let mut server =
         tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned()));
 

@@ -328,6 +328,14 @@ impl Store {
         Ok(store)
     }
 
+    /// A connection of the read pool, for read-only queries of other
+    /// modules (reports, supervision signals). Never used to write.
+    pub async fn read_connection(
+        &self,
+    ) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, StoreError> {
+        Ok(self.pool.acquire().await?)
+    }
+
     /// The backend in use.
     pub fn backend(&self) -> Backend {
         self.backend

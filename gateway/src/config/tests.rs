@@ -1,4 +1,5 @@
 use super::*;
+use crate::reports::{CrimeThreshold, Schedule, SupervisionSettings};
 
 const GOOD: &str = r#"
 listen = "127.0.0.1:7443"
@@ -103,4 +104,73 @@ fn delivery_settings_and_caps_have_defaults_and_are_validated() {
             "{err}"
         );
     }
+}
+
+#[test]
+fn report_schedule_and_supervision_default_to_the_documented_values() {
+    let config = GatewayConfig::parse(GOOD, Path::new("g.toml"), no_env).unwrap();
+    assert_eq!(config.report_schedule, Schedule::Monthly);
+    assert_eq!(config.supervision, SupervisionSettings::default());
+    assert_eq!(
+        config.supervision.crime_thresholds,
+        [CrimeThreshold {
+            measurement: "hazardous_waste_tonnes".into(),
+            minimum: 3.0
+        }]
+    );
+    let text = format!(
+        "{GOOD}\n[reports]\nschedule = \"weekly\"\n\n[supervision]\nfiled_idle_days = 90\n\n\
+         [supervision.crime_thresholds]\nhazardous_waste_tonnes = 2.5\nmercury_discharge_kilograms = 1\n"
+    );
+    let config = GatewayConfig::parse(&text, Path::new("g.toml"), no_env).unwrap();
+    assert_eq!(config.report_schedule, Schedule::Weekly);
+    assert_eq!(config.supervision.filed_idle_days, 90);
+    let names: Vec<(&str, f64)> = config
+        .supervision
+        .crime_thresholds
+        .iter()
+        .map(|t| (t.measurement.as_str(), t.minimum))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("hazardous_waste_tonnes", 2.5),
+            ("mercury_discharge_kilograms", 1.0)
+        ]
+    );
+}
+
+#[test]
+fn bad_report_and_supervision_settings_are_refused_by_name() {
+    let refused = |extra: &str| {
+        GatewayConfig::parse(&format!("{GOOD}\n{extra}"), Path::new("g.toml"), no_env)
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        refused("[reports]\nschedule = \"daily\"\n"),
+        "g.toml: reports.schedule: \"daily\" is not one of \"monthly\", \"weekly\", \"off\""
+    );
+    assert_eq!(
+        refused("[supervision]\nfiled_idle_days = 0\n"),
+        "g.toml: supervision.filed_idle_days: must be between 1 and 3650"
+    );
+    assert_eq!(
+        refused("[supervision.crime_thresholds]\nhazardous_waste_tonnes = 0\n"),
+        "g.toml: supervision.crime_thresholds.hazardous_waste_tonnes: must be a number above 0"
+    );
+    assert_eq!(
+        refused("[supervision.crime_thresholds]\nTonnes = 3\n"),
+        "g.toml: supervision.crime_thresholds.Tonnes: a measurement name is lower-case a-z, \
+         0-9 and _, ending in its unit (e.g. hazardous_waste_tonnes)"
+    );
+    assert_eq!(
+        refused("[supervision.crime_thresholds]\nwaste = 3\n"),
+        "g.toml: supervision.crime_thresholds.waste: a measurement name is lower-case a-z, \
+         0-9 and _, ending in its unit (e.g. hazardous_waste_tonnes)"
+    );
+    let err = refused("[supervision.crime_thresholds]\nhazardous_waste_tonnes = \"3\"\n");
+    assert!(err.contains("crime_thresholds"), "{err}");
+    let err = refused("[reports]\nfrequency = \"monthly\"\n");
+    assert!(err.contains("frequency"), "{err}");
 }
