@@ -27,7 +27,7 @@ pub(crate) struct NoticeRow {
 }
 
 const NOTICE_COLUMNS: &str = "sequence, sender, notification_id, case_ref, event, \
-     confidentiality, region, recipients, received_at";
+     confidentiality, region, recipients, received_at, copies";
 
 /// Notifications matching `condition` (SQL over the notifications table,
 /// with `$1`… bound to `binds` in order), in sequence order.
@@ -103,6 +103,8 @@ fn parse_notice(row: &sqlx::any::AnyRow) -> Result<NoticeRow, StoreError> {
             .map(|id| AgencyId::parse("recipients", id))
             .collect::<Result<_, _>>()
             .map_err(bad)?,
+        copies: crate::store::integrity::parse_copies(&text("copies")?)
+            .ok_or_else(|| StoreError::Corrupt("column copies".into()))?,
     };
     Ok(NoticeRow {
         sequence: row.try_get("sequence")?,

@@ -345,6 +345,7 @@ async fn put(
             .iter()
             .map(|r| AgencyId::parse("r", r).unwrap())
             .collect(),
+        copies: Vec::new(),
     };
     let outcome = store
         .publish(&NewNotification::new(envelope, wire.encode_to_vec()))
