@@ -286,3 +286,152 @@ fn page_tokens_carry_their_case_and_refuse_another_case_or_a_forgery() {
         assert!(error.reason.contains("not a page token"), "{bad}: {error}");
     }
 }
+
+mod pages {
+    //! How a `GetCase` page fills: by count, by encoded size, one
+    //! oversized entry alone, invisible rows passed over.
+
+    use std::path::Path;
+
+    use prost::Message;
+
+    use liandong_core::domain::{AgencyId, CaseRef, Confidentiality, Envelope, Event, Instant};
+    use liandong_core::domain::{NotificationId, Region};
+    use liandong_core::pb;
+    use liandong_core::registry::Registry;
+
+    use crate::disclosure::{self, CasePage, PAGE_BYTES};
+    use crate::policy::{Policy, Rules};
+    use crate::store::StoredNotification;
+
+    const REGISTRY: &str = include_str!("../../../deploy/dev/agencies.toml");
+
+    fn rules() -> Rules {
+        Rules {
+            registry: Registry::parse(REGISTRY, Path::new("agencies.toml")).unwrap(),
+            policy: Policy::default_policy(),
+        }
+    }
+
+    /// A stored clue of `bytes` of description, INTERNAL or RESTRICTED to
+    /// cz-psb.
+    fn row(sequence: u64, bytes: usize, restricted: bool) -> StoredNotification {
+        let (level, recipients) = if restricted {
+            (Confidentiality::Restricted, vec!["cz-psb".to_owned()])
+        } else {
+            (Confidentiality::Internal, Vec::new())
+        };
+        let wire = pb::Notification {
+            notification_id: format!("n{sequence}"),
+            case_ref: "C-1".into(),
+            event: pb::EventType::ClueShared as i32,
+            confidentiality: level.to_wire() as i32,
+            recipients: recipients.clone(),
+            confidentiality_note: "reason".into(),
+            region: "140423".into(),
+            summary: "s".into(),
+            sender: "cz-eeb".into(),
+            body: Some(pb::CaseBody {
+                description: "x".repeat(bytes),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        StoredNotification {
+            sequence,
+            envelope: Envelope {
+                sender: AgencyId::parse("sender", "cz-eeb").unwrap(),
+                id: NotificationId::parse_field("id", &wire.notification_id).unwrap(),
+                case_ref: CaseRef::parse_field("case_ref", "C-1").unwrap(),
+                event: Event::from_wire("event", wire.event).unwrap(),
+                confidentiality: level,
+                region: Region::parse("region", "140423").unwrap(),
+                recipients: recipients
+                    .iter()
+                    .map(|r| AgencyId::parse("recipient", r).unwrap())
+                    .collect(),
+            },
+            received_at: Instant::now(),
+            payload: wire.encode_to_vec(),
+        }
+    }
+
+    fn reader(id: &str) -> liandong_core::registry::Agency {
+        rules()
+            .registry
+            .get(&AgencyId::parse("reader", id).unwrap())
+            .unwrap()
+            .clone()
+    }
+
+    fn sequences(page: &CasePage) -> Vec<u64> {
+        page.timeline.iter().map(|d| d.sequence).collect()
+    }
+
+    #[test]
+    fn a_page_stops_at_its_size_and_says_more_follows() {
+        let rows: Vec<_> = (1..=5).map(|s| row(s, 10, false)).collect();
+        let mut page = CasePage::new(3);
+        disclosure::case_timeline(&rules(), &reader("cz-psb"), &rows, &mut page);
+        assert_eq!(sequences(&page), [1, 2, 3]);
+        assert!(page.more);
+        assert_eq!(page.last_sequence(), Some(3));
+        assert_eq!(page.audit.len(), 3, "one audit entry per entry served");
+
+        // Exactly full with nothing after it: no further page.
+        let mut page = CasePage::new(5);
+        disclosure::case_timeline(&rules(), &reader("cz-psb"), &rows, &mut page);
+        assert_eq!(sequences(&page), [1, 2, 3, 4, 5]);
+        assert!(!page.more);
+    }
+
+    #[test]
+    fn a_page_stops_before_2_mib_and_an_oversized_entry_comes_alone() {
+        let quarter = PAGE_BYTES / 4;
+        let rows: Vec<_> = (1..=9).map(|s| row(s, quarter, false)).collect();
+        let mut page = CasePage::new(500);
+        disclosure::case_timeline(&rules(), &reader("cz-psb"), &rows, &mut page);
+        assert_eq!(
+            sequences(&page),
+            [1, 2, 3],
+            "a fourth quarter plus headers exceeds"
+        );
+        assert!(page.more && page.bytes() <= PAGE_BYTES);
+        let view = pb::CaseView {
+            timeline: page.timeline.clone(),
+            ..Default::default()
+        };
+        assert_eq!(
+            view.encoded_len(),
+            page.bytes(),
+            "the size counted is the size sent"
+        );
+
+        let rows = [row(1, PAGE_BYTES + 1, false), row(2, 10, false)];
+        let mut page = CasePage::new(500);
+        disclosure::case_timeline(&rules(), &reader("cz-psb"), &rows, &mut page);
+        assert_eq!(sequences(&page), [1]);
+        assert!(page.more);
+    }
+
+    #[test]
+    fn rows_the_reader_may_not_see_are_passed_over_and_do_not_count() {
+        // cz-eeb-luzhou, a member agency not listed on the RESTRICTED
+        // rows and not a parent of their parties, sees the INTERNAL ones
+        // only.
+        let rows = [
+            row(1, 10, true),
+            row(2, 10, false),
+            row(3, 10, true),
+            row(4, 10, false),
+        ];
+        let mut page = CasePage::new(1);
+        disclosure::case_timeline(&rules(), &reader("cz-eeb-luzhou"), &rows, &mut page);
+        assert_eq!(sequences(&page), [2]);
+        assert!(page.more, "sequence 4 is left for the next page");
+        let mut next = CasePage::new(1);
+        disclosure::case_timeline(&rules(), &reader("cz-eeb-luzhou"), &rows[2..], &mut next);
+        assert_eq!(sequences(&next), [4]);
+        assert!(!next.more);
+    }
+}
