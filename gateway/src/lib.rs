@@ -19,6 +19,8 @@
 //! - [`policy`]: who may see what of a notification.
 //! - [`routing`]: durable subscriptions: filters, open requests, and the
 //!   session (window, acks, redelivery, cursor).
+//! - [`cases`]: the case picture: the lifecycle state machine and the
+//!   values the publishing transaction passes on (change, refusal, record).
 //! - [`store`]: SQLite/PostgreSQL persistence and migrations.
 //! - [`reports`]: statistics reports and supervision signals, counted as
 //!   a viewer may see the store; the periodic `STATISTICS_REPORT`.
@@ -31,6 +33,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod cases;
 pub mod config;
 pub mod deadline;
 pub mod disclosure;

@@ -46,6 +46,9 @@ use tokio::sync::watch;
 use liandong_core::domain::{AgencyId, CaseRef, Envelope, Instant, StatutoryCopy};
 use liandong_core::pb;
 
+use crate::cases::{CaseRecord, CaseRefusal};
+
+pub mod cases;
 pub mod integrity;
 pub mod throttle;
 pub mod verify;
@@ -182,6 +185,8 @@ pub enum PublishOutcome {
     Duplicate(Receipt),
     /// The sender used this id before for different content; nothing stored.
     Conflict,
+    /// The event does not fit its case's state; nothing stored.
+    Refused(CaseRefusal),
 }
 
 /// A notification as stored, its envelope parsed from the routing columns
@@ -465,6 +470,44 @@ impl Store {
     pub async fn read_after(&self, after: u64, limit: u32) -> Result<ReadBatch, StoreError> {
         let sql = format!("{CHECKED_SELECT} WHERE n.sequence > $1 ORDER BY n.sequence LIMIT $2");
         let rows = sqlx::query(&sql)
+            .bind(to_i64(after))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        let through = match rows.last() {
+            Some(row) => Some(to_u64(row.try_get("sequence")?, "sequence")?),
+            None => None,
+        };
+        let rows = self.checked_rows(&rows).await?;
+        Ok(ReadBatch { rows, through })
+    }
+
+    /// The case `case_ref` as the projection holds it, if the gateway
+    /// knows such a case.
+    pub async fn case(&self, case_ref: &str) -> Result<Option<CaseRecord>, StoreError> {
+        cases::read(&self.pool, case_ref).await
+    }
+
+    /// Every case event of `case_ref`, with the state it found and left,
+    /// oldest first.
+    pub async fn case_history(&self, case_ref: &str) -> Result<Vec<cases::Transition>, StoreError> {
+        cases::history(&self.pool, case_ref).await
+    }
+
+    /// Up to `limit` notifications of a case with a sequence above
+    /// `after`, in order, each checked; rows that fail are left out but
+    /// covered by `through`.
+    pub async fn case_after(
+        &self,
+        case_ref: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<ReadBatch, StoreError> {
+        let sql = format!(
+            "{CHECKED_SELECT} WHERE n.case_ref = $1 AND n.sequence > $2 ORDER BY n.sequence LIMIT $3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(case_ref)
             .bind(to_i64(after))
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
@@ -897,6 +940,13 @@ async fn publish_in(
             copies,
         }));
     }
+    // The case's state decides before anything is written: a refusal
+    // leaves the transaction empty.
+    let ruling = match cases::rule_in(conn, backend, &new.envelope).await? {
+        cases::Ruling::Refused(refusal) => return Ok(PublishOutcome::Refused(refusal)),
+        cases::Ruling::NotCaseEvent => None,
+        cases::Ruling::Accepted(accepted) => Some(accepted),
+    };
     let state = sqlx::query("SELECT high_water, last_chain FROM store_state WHERE id = 1")
         .fetch_optional(&mut *conn)
         .await?
@@ -944,11 +994,22 @@ async fn publish_in(
         .bind(&chain)
         .execute(&mut *conn)
         .await?;
-    Ok(PublishOutcome::Stored(Receipt {
+    let receipt = Receipt {
         sequence,
         received_at,
         copies: new.envelope.copies.clone(),
-    }))
+    };
+    if let Some(accepted) = ruling {
+        let change = cases::record_in(conn, &new.envelope, accepted, &receipt).await?;
+        tracing::debug!(
+            "case.ref" = %change.case_ref,
+            case.event = %change.event,
+            case.state = crate::cases::machine::state_name(change.to),
+            notification.sequence = change.sequence,
+            "case moved"
+        );
+    }
+    Ok(PublishOutcome::Stored(receipt))
 }
 
 /// The columns of a notification row, unchecked.

@@ -717,7 +717,7 @@ async fn penalty_signal_follows_thresholds_and_what_the_reader_reads() {
         let cases: Vec<&str> = found.iter().map(|s| s.case_ref.as_str()).collect();
         assert_eq!(cases, ["CZ-P5", "CZ-PC"]);
         assert_eq!(found[0].agency, "cz-eeb-xiangyuan");
-        assert_eq!(found[0].state, 0, "no case picture yet");
+        assert_eq!(found[0].state, pb::CaseState::Penalized as i32);
         assert_eq!(found[0].rule, "crime_thresholds.hazardous_waste_tonnes = 3");
         assert_eq!(found[0].region, "140423");
 
@@ -781,7 +781,9 @@ async fn case(store: &Store, case_ref: &str, state: pb::CaseState, since: &str) 
         "INSERT INTO cases (case_ref, state, region, agencies, opened_at, state_since, \
          last_sequence, transferor, police, penalized_at) \
          VALUES ($1, $2, '140423', 'cz-eeb-xiangyuan cz-psb-xiangyuan', $3, $3, 1, \
-         'cz-eeb-xiangyuan', 'cz-psb-xiangyuan', NULL)",
+         'cz-eeb-xiangyuan', 'cz-psb-xiangyuan', NULL) \
+         ON CONFLICT (case_ref) DO UPDATE SET state = excluded.state, \
+         state_since = excluded.state_since, opened_at = excluded.opened_at",
     )
     .bind(case_ref)
     .bind(state as i32 as i64)
