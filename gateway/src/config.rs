@@ -13,6 +13,8 @@ use std::time::Duration;
 use liandong_core::toml_file::{self, FileError};
 use serde::Deserialize;
 
+use crate::supervision::{DEFAULT_TIME_ZONE, MechanismFiles};
+
 #[cfg(test)]
 mod tests;
 
@@ -55,6 +57,26 @@ struct ConfigFile {
     delivery: DeliverySection,
     #[serde(default)]
     shutdown: ShutdownSection,
+    signing: SigningSection,
+    #[serde(default)]
+    mechanism: MechanismSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SigningSection {
+    key: PathBuf,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MechanismSection {
+    #[serde(default)]
+    deadlines: Option<PathBuf>,
+    #[serde(default)]
+    calendar: Vec<PathBuf>,
+    #[serde(default)]
+    time_zone: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -216,6 +238,11 @@ pub struct GatewayConfig {
     pub max_streams_per_agency: u32,
     /// How long shutdown waits for in-flight work.
     pub shutdown_grace: Duration,
+    /// The gateway's Ed25519 signing key (PKCS#8 DER), with which it signs
+    /// the notifications it emits itself.
+    pub signing_key: PathBuf,
+    /// The deadline rules, calendar files and time zone of the mechanism.
+    pub mechanism: MechanismFiles,
 }
 
 impl GatewayConfig {
@@ -311,6 +338,18 @@ impl GatewayConfig {
                 "must be between 1 and 100000".into(),
             ));
         }
+        let time_zone = file
+            .mechanism
+            .time_zone
+            .unwrap_or_else(|| DEFAULT_TIME_ZONE.to_owned());
+        if jiff::tz::TimeZone::get(&time_zone).is_err() {
+            return Err(field(
+                "mechanism.time_zone",
+                format!(
+                    "{time_zone:?} is not a time zone of the bundled database (e.g. Asia/Shanghai)"
+                ),
+            ));
+        }
         Ok(Self {
             listen,
             registry: resolve(&file.registry),
@@ -331,6 +370,12 @@ impl GatewayConfig {
             max_subscriptions_per_agency: file.limits.max_subscriptions_per_agency,
             max_streams_per_agency: file.limits.max_streams_per_agency,
             shutdown_grace: Duration::from_secs(file.shutdown.grace_seconds),
+            signing_key: resolve(&file.signing.key),
+            mechanism: MechanismFiles {
+                deadlines: file.mechanism.deadlines.as_deref().map(resolve),
+                calendar: file.mechanism.calendar.iter().map(|p| resolve(p)).collect(),
+                time_zone,
+            },
         })
     }
 }
