@@ -39,9 +39,9 @@ fn expected_files(out: &Path) -> Vec<PathBuf> {
         "gateway.signing.pk8",
         "gateway.signing.pub",
     ]
-        .iter()
-        .map(|f| out.join(f))
-        .collect();
+    .iter()
+    .map(|f| out.join(f))
+    .collect();
     for id in ["cz-eeb", "cz-police"] {
         for ext in ["crt", "key", "signing.pk8", "signing.pub"] {
             v.push(out.join("agencies").join(format!("{id}.{ext}")));

@@ -135,7 +135,7 @@ impl Gateway {
         self.mechanism.store(Arc::new(mechanism));
         // Pending due times may now be computable.
         self.deadline_timer.notify_one();
-        tracing::info!("registry, policy, deadline rules and calendar reloaded");
+        tracing::info!("registry and policy reloaded, with the deadline rules and calendar");
         Ok(())
     }
 

@@ -460,7 +460,8 @@ fn broken_config_exits_64_with_one_line_naming_the_problem() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
-        stderr.contains("signing.key: ") && stderr.contains("k.pk8: cannot read the gateway's signing key"),
+        stderr.contains("signing.key: ")
+            && stderr.contains("k.pk8: cannot read the gateway's signing key"),
         "{stderr}"
     );
     assert!(!bed_dir.path().join("x.db").exists());
