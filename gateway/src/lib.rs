@@ -246,7 +246,6 @@ pub async fn prepare_with(
 ) -> Result<Prepared, StartError> {
     let rules = load_rules(&config)?;
     let mechanism = Mechanism::load(&config.mechanism)?;
-    mechanism.warn_provisional();
     let key = Arc::new(GatewayKey::load(&config.signing_key)?);
     let tls = identity::server_config(&config.tls)?;
     let store = Store::connect(&config.database_url, config.max_connections).await?;
@@ -270,6 +269,7 @@ pub async fn prepare_with(
         }
     }
     let latest = store.latest_sequence().await?;
+    mechanism.warn_provisional();
     let gateway = Gateway::new(store, rules, latest, DeliverySettings::from_config(&config));
     gateway.mechanism.store(Arc::new(mechanism));
     Ok(Prepared {

@@ -461,6 +461,17 @@ pub async fn fire_due(
     key: &std::sync::Arc<GatewayKey>,
     now: Instant,
 ) -> Result<FireOutcome, StoreError> {
+    // A read first: a round with nothing due writes nothing.
+    let due: Option<i64> = sqlx::query_scalar(
+        "SELECT id FROM deadlines WHERE breached_at IS NULL AND stopped_at IS NULL \
+         AND due_at <= $1 LIMIT 1",
+    )
+    .bind(now.unix_micros())
+    .fetch_optional(store.pool())
+    .await?;
+    if due.is_none() {
+        return Ok(FireOutcome::default());
+    }
     let backend = store.backend();
     let mechanism = mechanism.clone();
     let key = key.clone();
