@@ -42,6 +42,7 @@ use crate::policy::{self, PublishRefusal};
 use crate::refusals::Rpc;
 use crate::routing::{self, OpenRequest, Session, SessionEnd};
 use crate::store::{AuditEntry, NewNotification, PublishOutcome};
+use crate::supervision;
 
 /// Unary publishes running at once; more wait (until their deadline) for
 /// one to finish. Bounds the work a client can leave behind by abandoning
@@ -174,6 +175,7 @@ async fn publish_checked(
             return Err(ApiError::InvalidArgument(error));
         }
     }
+    supervision::check_notification(&notification)?;
     wire.sender = sender.to_string();
     let payload = wire.encode_to_vec();
     let mut envelope = Envelope::of(sender.clone(), &notification);
@@ -188,7 +190,11 @@ async fn publish_checked(
     envelope.copies =
         policy::statutory_copies(&rules, &principal.agency, &envelope, transferor.as_ref());
     let new = NewNotification::new(envelope, payload);
-    let (receipt, duplicate) = match gateway.store.publish(&new).await? {
+    let (receipt, duplicate) = match gateway
+        .store
+        .publish_supervised(&new, gateway.supervision_context())
+        .await?
+    {
         PublishOutcome::Stored(receipt) => {
             routing::wake::stored(gateway, &receipt, &new);
             tracing::info!(

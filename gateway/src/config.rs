@@ -14,6 +14,7 @@ use liandong_core::toml_file::{self, FileError};
 use serde::Deserialize;
 
 use crate::reports::{CrimeThreshold, Schedule, SupervisionSettings};
+use crate::supervision::{DEFAULT_TIME_ZONE, MechanismFiles};
 
 #[cfg(test)]
 mod tests;
@@ -61,6 +62,15 @@ struct ConfigFile {
     reports: ReportsSection,
     #[serde(default)]
     supervision: SupervisionSection,
+    signing: SigningSection,
+    #[serde(default)]
+    mechanism: MechanismSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SigningSection {
+    key: PathBuf,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -79,6 +89,17 @@ struct SupervisionSection {
     /// when present.
     #[serde(default)]
     crime_thresholds: Option<std::collections::BTreeMap<String, f64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MechanismSection {
+    #[serde(default)]
+    deadlines: Option<PathBuf>,
+    #[serde(default)]
+    calendar: Vec<PathBuf>,
+    #[serde(default)]
+    time_zone: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -246,6 +267,11 @@ pub struct GatewayConfig {
     /// Crime thresholds and idle limits of the supervision signals
     /// (`[supervision]`; defaults in `reports::signals`).
     pub supervision: SupervisionSettings,
+    /// The gateway's Ed25519 signing key (PKCS#8 DER), with which it signs
+    /// the notifications it emits itself.
+    pub signing_key: PathBuf,
+    /// The deadline rules, calendar files and time zone of the mechanism.
+    pub mechanism: MechanismFiles,
 }
 
 impl GatewayConfig {
@@ -351,6 +377,18 @@ impl GatewayConfig {
             })?,
         };
         let supervision = supervision_settings(file.supervision, &field)?;
+        let time_zone = file
+            .mechanism
+            .time_zone
+            .unwrap_or_else(|| DEFAULT_TIME_ZONE.to_owned());
+        if jiff::tz::TimeZone::get(&time_zone).is_err() {
+            return Err(field(
+                "mechanism.time_zone",
+                format!(
+                    "{time_zone:?} is not a time zone of the bundled database (e.g. Asia/Shanghai)"
+                ),
+            ));
+        }
         Ok(Self {
             listen,
             registry: resolve(&file.registry),
@@ -373,6 +411,12 @@ impl GatewayConfig {
             shutdown_grace: Duration::from_secs(file.shutdown.grace_seconds),
             report_schedule,
             supervision,
+            signing_key: resolve(&file.signing.key),
+            mechanism: MechanismFiles {
+                deadlines: file.mechanism.deadlines.as_deref().map(resolve),
+                calendar: file.mechanism.calendar.iter().map(|p| resolve(p)).collect(),
+                time_zone,
+            },
         })
     }
 }

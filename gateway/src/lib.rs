@@ -25,6 +25,9 @@
 //! - [`reports`]: statistics reports and supervision signals, counted as
 //!   a viewer may see the store; the periodic `STATISTICS_REPORT`.
 //! - [`oversight_api`]: the `liandong.v1.Supervision` service handlers.
+//! - [`supervision`]: the mechanism's deadlines (rules, calendar, the
+//!   clocks publishes start and stop) and the signed alerts the gateway
+//!   emits when one passes.
 //! - [`error`]: the one mapping from errors to gRPC statuses.
 //!
 //! [`prepare`] loads everything a gateway needs and fails before binding
@@ -46,6 +49,7 @@ pub mod refusals;
 pub mod reports;
 pub mod routing;
 pub mod store;
+pub mod supervision;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -67,6 +71,7 @@ use crate::identity::TlsSetupError;
 use crate::policy::{Policy, PolicyError, Rules};
 use crate::routing::{DeliverySettings, Sessions};
 use crate::store::{Store, StoreError};
+use crate::supervision::{GatewayKey, KeyError, Mechanism, MechanismError};
 
 /// The shared state of a running gateway.
 #[derive(Debug)]
@@ -87,6 +92,11 @@ pub struct Gateway {
     /// Open `PublishStream` calls per agency, held against
     /// `limits.max_streams_per_agency`.
     pub publish_streams: quota::OpenStreams,
+    /// Deadline rules, calendar and time zone in force; replaced whole on
+    /// reload.
+    pub mechanism: ArcSwap<Mechanism>,
+    /// Wakes the deadline timer when a publish starts a clock.
+    pub deadline_timer: Arc<tokio::sync::Notify>,
 }
 
 impl Gateway {
@@ -101,6 +111,18 @@ impl Gateway {
             stop: CancellationToken::new(),
             delivery,
             publish_streams: quota::OpenStreams::default(),
+            mechanism: ArcSwap::from_pointee(Mechanism::built_in()),
+            deadline_timer: Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+
+    /// What a publish needs to start and stop deadlines under the rules in
+    /// force now.
+    pub fn supervision_context(&self) -> supervision::Context {
+        supervision::Context {
+            rules: self.rules(),
+            mechanism: self.mechanism.load_full(),
+            timer: self.deadline_timer.clone(),
         }
     }
 
@@ -115,8 +137,14 @@ impl Gateway {
     /// the new rules; open subscription streams re-check their agency at
     /// once and end if it is no longer registered.
     pub fn reload(&self, config: &GatewayConfig) -> Result<(), StartError> {
-        self.put_in_force(load_rules(config)?);
-        tracing::info!("registry and policy reloaded");
+        let rules = load_rules(config)?;
+        let mechanism = Mechanism::load(&config.mechanism)?;
+        mechanism.warn_provisional();
+        self.put_in_force(rules);
+        self.mechanism.store(Arc::new(mechanism));
+        // Pending due times may now be computable.
+        self.deadline_timer.notify_one();
+        tracing::info!("registry and policy reloaded, with the deadline rules and calendar");
         Ok(())
     }
 
@@ -151,6 +179,12 @@ pub enum StartError {
     /// The TLS files are unusable.
     #[error(transparent)]
     Tls(#[from] TlsSetupError),
+    /// The deadline rules, calendar or time zone are unusable.
+    #[error(transparent)]
+    Mechanism(#[from] MechanismError),
+    /// The gateway's signing key is unusable.
+    #[error(transparent)]
+    SigningKey(#[from] KeyError),
     /// The database cannot be reached or migrated.
     #[error("database: {0}")]
     Store(#[from] StoreError),
@@ -171,6 +205,8 @@ impl StartError {
             Self::Registry(_)
                 | Self::Policy(_)
                 | Self::Tls(_)
+                | Self::Mechanism(_)
+                | Self::SigningKey(_)
                 | Self::Store(StoreError::Config(_) | StoreError::UnsupportedUrl)
         )
     }
@@ -182,6 +218,7 @@ pub struct Prepared {
     gateway: Arc<Gateway>,
     tls: Arc<rustls::ServerConfig>,
     config: GatewayConfig,
+    key: Arc<GatewayKey>,
 }
 
 impl Prepared {
@@ -218,6 +255,8 @@ pub async fn prepare_with(
     options: StartOptions,
 ) -> Result<Prepared, StartError> {
     let rules = load_rules(&config)?;
+    let mechanism = Mechanism::load(&config.mechanism)?;
+    let key = Arc::new(GatewayKey::load(&config.signing_key)?);
     let tls = identity::server_config(&config.tls)?;
     let store = Store::connect(&config.database_url, config.max_connections).await?;
     if config.startup_check_rows > 0 {
@@ -240,16 +279,14 @@ pub async fn prepare_with(
         }
     }
     let latest = store.latest_sequence().await?;
-    let gateway = Arc::new(Gateway::new(
-        store,
-        rules,
-        latest,
-        DeliverySettings::from_config(&config),
-    ));
+    mechanism.warn_provisional();
+    let gateway = Gateway::new(store, rules, latest, DeliverySettings::from_config(&config));
+    gateway.mechanism.store(Arc::new(mechanism));
     Ok(Prepared {
-        gateway,
+        gateway: Arc::new(gateway),
         tls,
         config,
+        key,
     })
 }
 
@@ -265,8 +302,11 @@ pub async fn serve(
         gateway,
         tls,
         config,
+        key,
     } = prepared;
     let stop = gateway.stop.clone();
+    let deadline_timer =
+        supervision::timer::spawn(gateway.clone(), key, Arc::new(supervision::SystemClock));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -338,6 +378,8 @@ pub async fn serve(
             health_stop.cancel();
             publishes.close();
             publishes.wait().await;
+            gateway.stop.cancel();
+            let _ = deadline_timer.await;
             gateway.store.close().await;
             return match result {
                 Ok(Ok(())) => Ok(()),
@@ -382,6 +424,9 @@ pub async fn serve(
             "grace period over with publishes still running; each completes or leaves nothing"
         );
     }
+    // Cancelled with `stop` above; a round in progress completes or leaves
+    // nothing.
+    let _ = deadline_timer.await;
     gateway.store.close().await;
     tracing::info!("stopped");
     result

@@ -55,7 +55,7 @@ pub mod verify;
 mod writer;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use integrity::Violation;
 pub use throttle::LogThrottle;
@@ -284,7 +284,7 @@ pub(crate) fn to_u64(value: i64, what: &str) -> Result<u64, StoreError> {
     u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("negative {what}")))
 }
 
-fn instant(micros: i64) -> Result<Instant, StoreError> {
+pub(crate) fn instant(micros: i64) -> Result<Instant, StoreError> {
     Instant::from_unix_micros(micros)
         .ok_or_else(|| StoreError::Corrupt("received_at out of range".into()))
 }
@@ -346,12 +346,17 @@ impl Store {
         self.backend
     }
 
+    /// The read pool, for the crate's modules that own tables of their own.
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     /// Runs `op` inside one write transaction on the writer connection, as
     /// a task of its own: dropping the returned future does not cancel it.
     /// Commits when `op` succeeds; on any error the writer connection is
     /// closed (rolling back whatever it held) and a new one is made for
     /// the next write.
-    async fn write<T, F>(&self, what: &'static str, op: F) -> Result<T, StoreError>
+    pub(crate) async fn write<T, F>(&self, what: &'static str, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(
@@ -455,12 +460,29 @@ impl Store {
     }
 
     /// Stores a notification unless the sender already used its id: then the
-    /// original receipt (same content) or a conflict (other content).
+    /// original receipt (same content) or a conflict (other content). No
+    /// deadline is started or stopped: see [`Store::publish_supervised`].
     pub async fn publish(&self, new: &NewNotification) -> Result<PublishOutcome, StoreError> {
         let new = new.clone();
         let backend = self.backend;
         self.write("publish", move |conn| {
-            Box::pin(async move { publish_in(conn, backend, &new).await })
+            Box::pin(async move { publish_in(conn, backend, &new, None).await })
+        })
+        .await
+    }
+
+    /// [`Store::publish`], starting, stopping and extending the mechanism's
+    /// deadlines under `context` in the same transaction as the
+    /// notification.
+    pub async fn publish_supervised(
+        &self,
+        new: &NewNotification,
+        context: crate::supervision::Context,
+    ) -> Result<PublishOutcome, StoreError> {
+        let new = new.clone();
+        let backend = self.backend;
+        self.write("publish", move |conn| {
+            Box::pin(async move { publish_in(conn, backend, &new, Some(&context)).await })
         })
         .await
     }
@@ -903,19 +925,16 @@ fn probe_filler() -> Vec<u8> {
     filler
 }
 
-/// The publish transaction's body: idempotency check, next sequence above
-/// the high-water mark, chain link, insert, new mark.
+/// The publish transaction's body: idempotency check, then the insert
+/// ([`insert_in`]) and, with a supervision context, the deadlines the
+/// notification starts, stops or extends — all in the one transaction.
 async fn publish_in(
     conn: &mut AnyConnection,
     backend: Backend,
     new: &NewNotification,
+    supervision: Option<&crate::supervision::Context>,
 ) -> Result<PublishOutcome, StoreError> {
-    if backend == Backend::Postgres {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(PUBLISH_LOCK_KEY)
-            .execute(&mut *conn)
-            .await?;
-    }
+    lock_publish(conn, backend).await?;
     let existing = sqlx::query(
         "SELECT sequence, received_at, content_hash, copies FROM notifications \
          WHERE sender = $1 AND notification_id = $2",
@@ -947,6 +966,47 @@ async fn publish_in(
         cases::Ruling::NotCaseEvent => None,
         cases::Ruling::Accepted(accepted) => Some(accepted),
     };
+    let receipt = insert_in(conn, new).await?;
+    if let Some(accepted) = ruling {
+        let change = cases::record_in(conn, &new.envelope, accepted, &receipt).await?;
+        tracing::debug!(
+            "case.ref" = %change.case_ref,
+            case.event = %change.event,
+            case.state = crate::cases::machine::state_name(change.to),
+            notification.sequence = change.sequence,
+            "case moved"
+        );
+    }
+    if let Some(context) = supervision {
+        crate::supervision::deadlines::on_publish(conn, context, new, &receipt).await?;
+    }
+    Ok(PublishOutcome::Stored(receipt))
+}
+
+/// Takes the publish lock inside the open transaction: on PostgreSQL an
+/// advisory transaction lock shared by every replica (on SQLite, `BEGIN
+/// IMMEDIATE` already holds the database's write lock).
+pub(crate) async fn lock_publish(
+    conn: &mut AnyConnection,
+    backend: Backend,
+) -> Result<(), StoreError> {
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(PUBLISH_LOCK_KEY)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Inserts `new` as the next notification inside the open transaction,
+/// whose caller holds the publish lock ([`lock_publish`]): sequence above
+/// the high-water mark and every stored row, chain link, new mark. It
+/// commits with whatever else the transaction writes.
+pub(crate) async fn insert_in(
+    conn: &mut AnyConnection,
+    new: &NewNotification,
+) -> Result<Receipt, StoreError> {
     let state = sqlx::query("SELECT high_water, last_chain FROM store_state WHERE id = 1")
         .fetch_optional(&mut *conn)
         .await?
@@ -994,22 +1054,11 @@ async fn publish_in(
         .bind(&chain)
         .execute(&mut *conn)
         .await?;
-    let receipt = Receipt {
+    Ok(Receipt {
         sequence,
         received_at,
         copies: new.envelope.copies.clone(),
-    };
-    if let Some(accepted) = ruling {
-        let change = cases::record_in(conn, &new.envelope, accepted, &receipt).await?;
-        tracing::debug!(
-            "case.ref" = %change.case_ref,
-            case.event = %change.event,
-            case.state = crate::cases::machine::state_name(change.to),
-            notification.sequence = change.sequence,
-            "case moved"
-        );
-    }
-    Ok(PublishOutcome::Stored(receipt))
+    })
 }
 
 /// The columns of a notification row, unchecked.

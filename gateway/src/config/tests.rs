@@ -12,6 +12,9 @@ key = "/etc/liandong/gateway.key"
 
 [database]
 url = "sqlite://data/liandong.db"
+
+[signing]
+key = "pki/gateway.signing.pk8"
 "#;
 
 fn no_env(_: &str) -> Option<String> {
@@ -26,6 +29,47 @@ fn relative_paths_resolve_against_the_config_directory() {
     assert_eq!(config.tls.key, Path::new("/etc/liandong/gateway.key"));
     assert_eq!(config.database_url, "sqlite:///srv/ld/data/liandong.db");
     assert_eq!(config.max_message_bytes, 256 * 1024);
+    assert_eq!(
+        config.signing_key,
+        Path::new("/srv/ld/pki/gateway.signing.pk8")
+    );
+    assert_eq!(config.mechanism, MechanismFiles::default());
+}
+
+#[test]
+fn the_signing_key_is_required() {
+    let bad = GOOD.replace("[signing]\nkey = \"pki/gateway.signing.pk8\"\n", "");
+    let err = GatewayConfig::parse(&bad, Path::new("g.toml"), no_env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("g.toml:") && err.contains("missing field `signing`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn mechanism_files_resolve_and_the_time_zone_is_checked() {
+    let set = format!(
+        "{GOOD}\n[mechanism]\ndeadlines = \"rules/deadlines.toml\"\ncalendar = [\"cal/2028.toml\", \"/etc/ld/2029.toml\"]\ntime_zone = \"Asia/Urumqi\"\n"
+    );
+    let config = GatewayConfig::parse(&set, Path::new("/srv/ld/gateway.toml"), no_env).unwrap();
+    assert_eq!(
+        config.mechanism,
+        MechanismFiles {
+            deadlines: Some("/srv/ld/rules/deadlines.toml".into()),
+            calendar: vec!["/srv/ld/cal/2028.toml".into(), "/etc/ld/2029.toml".into()],
+            time_zone: "Asia/Urumqi".into(),
+        }
+    );
+    let bad = format!("{GOOD}\n[mechanism]\ntime_zone = \"Asia/Beijing\"\n");
+    let err = GatewayConfig::parse(&bad, Path::new("g.toml"), no_env)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "g.toml: mechanism.time_zone: \"Asia/Beijing\" is not a time zone of the bundled database (e.g. Asia/Shanghai)"
+    );
 }
 
 #[test]

@@ -15,7 +15,7 @@ use super::*;
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 /// A fresh, empty store per backend; the guard keeps SQLite's directory.
-async fn backends() -> Vec<(Store, Option<tempfile::TempDir>)> {
+pub(crate) async fn backends() -> Vec<(Store, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().unwrap();
     let sqlite_url = format!("sqlite://{}", dir.path().join("store.db").display());
     let mut stores = vec![(Store::connect(&sqlite_url, 4).await.unwrap(), Some(dir))];
@@ -27,7 +27,7 @@ async fn backends() -> Vec<(Store, Option<tempfile::TempDir>)> {
 
 /// A URL whose search_path is a new, empty schema, or None when PostgreSQL
 /// is not reachable and not required.
-async fn postgres_schema_url() -> Option<String> {
+pub(crate) async fn postgres_schema_url() -> Option<String> {
     let base = std::env::var("LIANDONG_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
     let required = std::env::var("LIANDONG_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
