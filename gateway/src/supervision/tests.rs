@@ -827,6 +827,15 @@ async fn who_must_act_comes_from_the_case_and_the_supervisor_from_the_registry()
             &context,
             Publish {
                 case_ref: "C-2",
+                ..Publish::new("cz-eeb", "wx-t", pb::EventType::CaseTransferred)
+            },
+        )
+        .await;
+        publish(
+            &store,
+            &context,
+            Publish {
+                case_ref: "C-2",
                 ..Publish::new("cz-psb-wuxiang", "wx-r", pb::EventType::TransferReceived)
             },
         )
@@ -862,6 +871,12 @@ async fn verification_and_extension_lengthen_the_filing_period() {
     for (store, _guard) in backends().await {
         let context = drill_context();
         let zone = shanghai();
+        publish(
+            &store,
+            &context,
+            Publish::new("cz-eeb-xiangyuan", "t", pb::EventType::CaseTransferred),
+        )
+        .await;
         let received = publish(
             &store,
             &context,
