@@ -48,6 +48,8 @@ fn planned_paths(out: &Path, ids: &[String]) -> Vec<(PathBuf, bool)> {
         (out.join("ca.key"), true),
         (out.join("gateway.crt"), false),
         (out.join("gateway.key"), true),
+        (out.join("gateway.signing.pk8"), true),
+        (out.join("gateway.signing.pub"), false),
     ];
     let agencies = out.join(AGENCIES_DIR);
     for id in ids {
@@ -64,6 +66,10 @@ fn planned_paths(out: &Path, ids: &[String]) -> Vec<(PathBuf, bool)> {
 ///
 /// - `ca.crt`, `ca.key` (the CA key, so more certificates can be issued),
 /// - `gateway.crt`, `gateway.key` (SANs `localhost`, `127.0.0.1`),
+/// - `gateway.signing.pk8` (the Ed25519 PKCS#8 DER key with which the
+///   gateway signs the notifications it emits itself) and
+///   `gateway.signing.pub` (its lower-case hex public key and a newline,
+///   for receivers that verify them),
 /// - for every agency id: `agencies/<id>.crt`, `agencies/<id>.key`,
 ///   `agencies/<id>.signing.pk8` (Ed25519 PKCS#8 DER) and
 ///   `agencies/<id>.signing.pub` (lower-case hex public key and a newline).
@@ -97,11 +103,14 @@ pub fn init(registry: &Path, out: &Path, force: bool) -> Result<InitReport, Cert
     // Generate everything in memory first so that a failure writes nothing.
     let ca = Authority::new(DEV_CA_COMMON_NAME)?;
     let gateway = ca.server(&GATEWAY_SANS)?;
+    let gateway_signing = SigningKey::generate()?;
     let mut contents: Vec<Vec<u8>> = vec![
         ca.cert_pem().into_bytes(),
         ca.key_pem().into_bytes(),
         gateway.cert_pem.into_bytes(),
         gateway.key_pem.into_bytes(),
+        gateway_signing.pkcs8_der().to_vec(),
+        format!("{}\n", gateway_signing.public_key_hex()).into_bytes(),
     ];
     for id in &ids {
         let cert = ca.agency(id)?;

@@ -76,7 +76,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", file.display());
             }
             println!(
-                "wrote {} files to {}: CA, gateway server certificate and {} agencies ({})",
+                "wrote {} files to {}: CA, gateway server certificate and signing key, and {} agencies ({})",
                 report.files.len(),
                 out.display(),
                 report.agency_ids.len(),

@@ -31,10 +31,17 @@ fn write_registry(dir: &Path, text: &str) -> PathBuf {
 }
 
 fn expected_files(out: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = ["ca.crt", "ca.key", "gateway.crt", "gateway.key"]
-        .iter()
-        .map(|f| out.join(f))
-        .collect();
+    let mut v: Vec<PathBuf> = [
+        "ca.crt",
+        "ca.key",
+        "gateway.crt",
+        "gateway.key",
+        "gateway.signing.pk8",
+        "gateway.signing.pub",
+    ]
+    .iter()
+    .map(|f| out.join(f))
+    .collect();
     for id in ["cz-eeb", "cz-police"] {
         for ext in ["crt", "key", "signing.pk8", "signing.pub"] {
             v.push(out.join("agencies").join(format!("{id}.{ext}")));
@@ -122,6 +129,13 @@ fn init_writes_everything_refuses_then_forces() {
         .unwrap();
     // Two agencies get different signing keys.
     assert_ne!(pub_line, pem("agencies/cz-police.signing.pub"));
+    // The gateway's own signing key: its public key file matches it, and
+    // it is not an agency's.
+    let gateway_key =
+        SigningKey::from_pkcs8_der(&fs::read(out.join("gateway.signing.pk8")).unwrap()).unwrap();
+    let gateway_pub = pem("gateway.signing.pub");
+    assert_eq!(format!("{}\n", gateway_key.public_key_hex()), gateway_pub);
+    assert_ne!(gateway_pub, pub_line);
 
     // Permissions.
     #[cfg(unix)]
@@ -246,11 +260,11 @@ fn cli_init_prints_files_and_uses_exit_codes() {
     assert_eq!(ok.status.code(), Some(0), "{ok:?}");
     let stdout = String::from_utf8(ok.stdout).unwrap();
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 13, "{stdout}");
+    assert_eq!(lines.len(), 15, "{stdout}");
     for (line, expected) in lines.iter().zip(expected_files(&out)) {
         assert_eq!(Path::new(line), expected);
     }
-    assert!(lines[12].contains("12 files") && lines[12].contains("2 agencies"));
+    assert!(lines[14].contains("14 files") && lines[14].contains("2 agencies"));
     assert!(!stdout.contains("PRIVATE KEY"));
 
     let refused = run(&[]);

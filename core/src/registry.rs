@@ -16,9 +16,10 @@ use crate::toml_file::{self, FileError};
 #[cfg(test)]
 mod tests;
 
-/// The sender id of the notifications the gateway itself emits
-/// (supervision alerts, statistics reports, announcement releases). No
-/// agency may be registered under it.
+/// The sender id of the notifications the gateway emits itself
+/// (`SUPERVISION_ALERT`, `STATISTICS_REPORT`, `ANNOUNCEMENT_RELEASED`),
+/// signed with the gateway's own key. No agency may be registered under
+/// it, so no certificate can ever publish as the gateway.
 pub const GATEWAY_SENDER: &str = "liandong-gateway";
 
 /// A registry file that could not be used.
@@ -211,6 +212,12 @@ impl AgencyEntry {
             signing_public_key,
         } = self;
         let id = AgencyId::parse("id", &id)?;
+        if id.as_str() == GATEWAY_SENDER {
+            return Err(FieldError::new(
+                "id",
+                format!("{GATEWAY_SENDER} is reserved for the gateway's own notifications"),
+            ));
+        }
         if name.trim().is_empty() {
             return Err(FieldError::new("name", "is required"));
         }

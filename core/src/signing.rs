@@ -51,6 +51,14 @@ pub fn signing_bytes(notification: &pb::Notification, sender: &str) -> Vec<u8> {
     out
 }
 
+/// The digest that pins a notification as `sender` signed it: lower-case
+/// hex SHA-256 of its [`signing_bytes`]. A reference to a notification
+/// (an approval of a draft, the notification that started a deadline)
+/// names it by this digest, which any receiver can recompute.
+pub fn signed_digest(notification: &pb::Notification, sender: &str) -> String {
+    hex::encode(Sha256::digest(signing_bytes(notification, sender)))
+}
+
 /// The id of an agency's signing key: `<agency>:<first 16 lower-case hex
 /// characters of the SHA-256 of the raw 32-byte public key>`.
 pub fn key_id(agency: &str, public_key: &[u8; PUBLIC_KEY_LEN]) -> String {

@@ -27,7 +27,6 @@
 
 use std::collections::BTreeSet;
 
-use sha2::{Digest, Sha256};
 use sqlx::{AnyConnection, Row};
 
 use liandong_core::domain::Instant;
@@ -35,7 +34,8 @@ use liandong_core::pb;
 use liandong_core::registry::{GATEWAY_SENDER, Registry};
 use liandong_core::signing;
 
-use crate::store::{NewNotification, StoreError};
+use crate::store::{NewNotification, Store, StoreError};
+use crate::supervision::{Emitted, GatewayKey, emit_in};
 
 #[cfg(test)]
 mod tests;
@@ -173,9 +173,9 @@ impl Release {
 }
 
 /// The digest that pins a notification: hex SHA-256 of the bytes its
-/// sender signed (`signing::signing_bytes`).
+/// sender signed.
 pub fn digest(notification: &pb::Notification, sender: &str) -> String {
-    hex::encode(Sha256::digest(signing::signing_bytes(notification, sender)))
+    signing::signed_digest(notification, sender)
 }
 
 /// Checks an announcement notification about to be stored, inside the
@@ -184,9 +184,9 @@ pub async fn check_in(
     conn: &mut AnyConnection,
     registry: &Registry,
     new: &NewNotification,
-    wire: &pb::Notification,
 ) -> Result<Result<Checked, Refusal>, StoreError> {
     let event = new.envelope.event.to_wire();
+    let wire = &decode(&new.payload, 0)?;
     let sender = new.envelope.sender.as_str();
     let announcement = wire.body.as_ref().and_then(|b| b.announcement.as_ref());
     match event {
@@ -506,14 +506,40 @@ pub async fn due_in(conn: &mut AnyConnection, now: Instant) -> Result<Vec<Releas
     Ok(releases)
 }
 
-/// The earliest `release_at` of a pending announcement, for the timer.
-pub async fn next_release_in(conn: &mut AnyConnection) -> Result<Option<Instant>, StoreError> {
-    let next: Option<i64> = sqlx::query_scalar(
+/// The earliest `release_at` of a pending announcement (unix
+/// microseconds), for the timer: a read.
+pub async fn next_release(store: &Store) -> Result<Option<i64>, StoreError> {
+    let mut conn = store.read_connection().await?;
+    Ok(sqlx::query_scalar(
         "SELECT MIN(release_at) FROM announcements WHERE state = 'PENDING' AND release_at IS NOT NULL",
     )
     .fetch_one(&mut *conn)
-    .await?;
-    next.map(crate::store::instant).transpose()
+    .await?)
+}
+
+/// Emits `release` as the gateway's `ANNOUNCEMENT_RELEASED` notification
+/// and marks its draft released, in the open transaction (whose caller
+/// holds the publish lock).
+pub async fn release_in(
+    conn: &mut AnyConnection,
+    key: &GatewayKey,
+    release: &Release,
+    now: Instant,
+) -> Result<Emitted, StoreError> {
+    let emitted = emit_in(conn, key, release.notification(now)).await?;
+    if !mark_released_in(conn, release.draft_sequence, emitted.receipt.sequence, now).await? {
+        return Err(StoreError::Corrupt(format!(
+            "the announcement stored at sequence {} was released twice",
+            release.draft_sequence
+        )));
+    }
+    tracing::info!(
+        case.ref = %release.draft.case_ref,
+        announcement.sequence = release.draft_sequence,
+        notification.sequence = emitted.receipt.sequence,
+        "joint announcement released to the public"
+    );
+    Ok(emitted)
 }
 
 /// Marks a release emitted as the notification at `release_sequence`.
@@ -670,11 +696,13 @@ async fn due_group_in(
         .collect()
 }
 
+/// The notification encoded in `payload` (stored at `sequence`, or about
+/// to be stored when 0).
 fn decode(payload: &[u8], sequence: u64) -> Result<pb::Notification, StoreError> {
     use prost::Message;
     pb::Notification::decode(payload).map_err(|error| {
         StoreError::Corrupt(format!(
-            "the announcement stored at sequence {sequence} does not decode: {error}"
+            "the announcement at sequence {sequence} does not decode: {error}"
         ))
     })
 }

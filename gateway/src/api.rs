@@ -27,20 +27,23 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 
-use liandong_core::domain::{CaseRef, Envelope, FieldError, Notification, StatutoryCopy};
+use liandong_core::domain::{Envelope, FieldError, Notification, StatutoryCopy};
 use liandong_core::pb;
 use liandong_core::pb::exchange_server::Exchange;
 use liandong_core::signing;
 
 use crate::Gateway;
+use crate::announcements;
 use crate::audit;
-use crate::disclosure;
+use crate::cases::{self, page::PageRequest};
+use crate::disclosure::{self, CasePage};
 use crate::error::ApiError;
 use crate::identity::{Caller, Principal};
 use crate::policy::{self, PublishRefusal};
 use crate::refusals::Rpc;
 use crate::routing::{self, OpenRequest, Session, SessionEnd};
 use crate::store::{AuditEntry, NewNotification, PublishOutcome};
+use crate::supervision;
 
 /// Unary publishes running at once; more wait (until their deadline) for
 /// one to finish. Bounds the work a client can leave behind by abandoning
@@ -173,6 +176,7 @@ async fn publish_checked(
             return Err(ApiError::InvalidArgument(error));
         }
     }
+    supervision::check_notification(&notification)?;
     wire.sender = sender.to_string();
     let payload = wire.encode_to_vec();
     let mut envelope = Envelope::of(sender.clone(), &notification);
@@ -187,9 +191,16 @@ async fn publish_checked(
     envelope.copies =
         policy::statutory_copies(&rules, &principal.agency, &envelope, transferor.as_ref());
     let new = NewNotification::new(envelope, payload);
-    let (receipt, duplicate) = match gateway.store.publish(&new).await? {
+    let (outcome, emitted) = gateway
+        .store
+        .publish_supervised(&new, gateway.supervision_context())
+        .await?;
+    let (receipt, duplicate) = match outcome {
         PublishOutcome::Stored(receipt) => {
             routing::wake::stored(gateway, &receipt, &new);
+            for released in &emitted {
+                routing::wake::stored(gateway, &released.receipt, &released.notification);
+            }
             tracing::info!(
                 notification.sequence = receipt.sequence,
                 "notification stored"
@@ -202,6 +213,20 @@ async fn publish_checked(
                 "identical republish answered with the original receipt"
             );
             (receipt, true)
+        }
+        PublishOutcome::Refused(refusal) => {
+            tracing::info!(%refusal, "publish refused: the event does not fit its case's state");
+            return Err(ApiError::FailedPrecondition(refusal.to_string()));
+        }
+        PublishOutcome::AnnouncementRefused(refusal) => {
+            tracing::info!(%refusal, "publish refused: the announcement does not fit");
+            return Err(match refusal {
+                announcements::Refusal::Field { field, reason } => {
+                    ApiError::InvalidArgument(FieldError::new(field, reason))
+                }
+                announcements::Refusal::NotCosigner(reason) => ApiError::PermissionDenied(reason),
+                announcements::Refusal::State(reason) => ApiError::FailedPrecondition(reason),
+            });
         }
         PublishOutcome::Conflict => {
             tracing::warn!("publish refused: notification id reused for different content");
@@ -343,9 +368,13 @@ impl Exchange for ExchangeService {
         request: Request<pb::GetCaseRequest>,
     ) -> Result<Response<pb::CaseView>, Status> {
         let principal = self.principal(&request).await?;
-        let pb::GetCaseRequest { case_ref, .. } = request.into_inner();
-        let case_ref = match CaseRef::parse_field("case_ref", &case_ref) {
-            Ok(case_ref) => case_ref,
+        let pb::GetCaseRequest {
+            case_ref,
+            page_size,
+            page_token,
+        } = request.into_inner();
+        let page = match PageRequest::parse(&case_ref, page_size, &page_token) {
+            Ok(page) => page,
             Err(error) => {
                 let error = ApiError::from(error);
                 let caller = Caller::Agency(principal);
@@ -354,33 +383,74 @@ impl Exchange for ExchangeService {
                 return Err(error.into());
             }
         };
-        let rows = self
-            .gateway
-            .store
-            .case_timeline(case_ref.as_str())
+        case_page(&self.gateway, &principal, &page)
             .await
-            .map_err(ApiError::from)?;
-        let (timeline, audit) =
-            disclosure::case_timeline(&self.gateway.rules(), &principal.agency, &rows);
-        // Nothing is disclosed unless its disclosure is recorded first.
-        self.gateway
-            .store
-            .append_audit(&audit)
-            .await
-            .map_err(ApiError::from)?;
-        if timeline.is_empty() {
-            return Err(ApiError::NotFound(format!(
-                "no case {case_ref} that {} may see",
-                principal.agency.id
-            ))
-            .into());
-        }
-        Ok(Response::new(pb::CaseView {
-            case_ref: case_ref.to_string(),
-            timeline,
-            ..Default::default()
-        }))
+            .map(Response::new)
+            .map_err(Into::into)
     }
+}
+
+/// Rows read from the store per query while a `GetCase` page fills.
+const CASE_READ_BATCH: u32 = 32;
+
+/// One `GetCase` page for `principal`: the entries it may see after the
+/// page's start, audited before they are returned, with the case's
+/// projection. A page without any entry the caller may see is
+/// `NOT_FOUND`, so that neither a guessed reference nor a forged token
+/// reveals anything of a case.
+async fn case_page(
+    gateway: &Gateway,
+    principal: &Principal,
+    request: &PageRequest,
+) -> Result<pb::CaseView, ApiError> {
+    let case_ref = request.case_ref.as_str();
+    let rules = gateway.rules();
+    let mut page = CasePage::new(request.page_size as usize);
+    let mut after = request.after;
+    while !page.more {
+        let batch = gateway
+            .store
+            .case_after(case_ref, after, CASE_READ_BATCH)
+            .await?;
+        disclosure::case_timeline(&rules, &principal.agency, &batch.rows, &mut page);
+        match batch.through {
+            Some(through) => after = through,
+            None => break,
+        }
+    }
+    // Nothing is disclosed unless its disclosure is recorded first.
+    gateway.store.append_audit(&page.audit).await?;
+    if page.timeline.is_empty() {
+        return Err(ApiError::NotFound(format!(
+            "no case {case_ref} that {} may see",
+            principal.agency.id
+        )));
+    }
+    let next_page_token = match page.last_sequence() {
+        Some(last) if page.more => cases::page::token(&request.case_ref, last),
+        _ => String::new(),
+    };
+    let case = gateway.store.case(case_ref).await?;
+    let (state, region, agencies, state_since, opened_at) = match case {
+        Some(case) => (
+            case.state as i32,
+            case.region,
+            case.agencies,
+            Some(case.state_since.to_wire()),
+            Some(case.opened_at.to_wire()),
+        ),
+        None => (0, String::new(), Vec::new(), None, None),
+    };
+    Ok(pb::CaseView {
+        case_ref: case_ref.to_owned(),
+        timeline: page.timeline,
+        state,
+        region,
+        agencies,
+        next_page_token,
+        state_since,
+        opened_at,
+    })
 }
 
 /// Opens the session a Subscribe stream's first request asks for and

@@ -32,16 +32,19 @@ pub enum Action {
     SubscribeRefused,
     /// A `GetCase` request was refused.
     CaseReadRefused,
+    /// A `Supervision` request (`ListSignals`, `GetReport`) was refused.
+    SupervisionRefused,
 }
 
 impl Action {
     /// Every action, in the order above.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Delivery,
         Self::CaseRead,
         Self::PublishRefused,
         Self::SubscribeRefused,
         Self::CaseReadRefused,
+        Self::SupervisionRefused,
     ];
 
     /// The name stored in the audit log.
@@ -52,6 +55,7 @@ impl Action {
             Self::PublishRefused => "PUBLISH_REFUSED",
             Self::SubscribeRefused => "SUBSCRIBE_REFUSED",
             Self::CaseReadRefused => "CASE_READ_REFUSED",
+            Self::SupervisionRefused => "SUPERVISION_REFUSED",
         }
     }
 
@@ -150,6 +154,22 @@ pub fn refused(rpc: Option<Rpc>, caller: &Caller, error: &ApiError) -> Option<Au
     Some(AuditEntry {
         agency: truncate(&caller.audit_name(), 256),
         action: Action::refused(rpc).as_str(),
+        sequence: None,
+        sender: String::new(),
+        notification_id: String::new(),
+        decision: code.to_owned(),
+        reason: error.to_string(),
+    })
+}
+
+/// The entry recording that a `Supervision` call from `caller` was
+/// refused with `error` (not a procuratorate or operator, a bad field, an
+/// unknown caller); `None` when the gateway failed rather than refused.
+pub fn supervision_refused(caller: &Caller, error: &ApiError) -> Option<AuditEntry> {
+    let code = error.refusal_code()?;
+    Some(AuditEntry {
+        agency: truncate(&caller.audit_name(), 256),
+        action: Action::SupervisionRefused.as_str(),
         sequence: None,
         sender: String::new(),
         notification_id: String::new(),

@@ -13,6 +13,9 @@ use std::time::Duration;
 use liandong_core::toml_file::{self, FileError};
 use serde::Deserialize;
 
+use crate::reports::{CrimeThreshold, Schedule, SupervisionSettings};
+use crate::supervision::{DEFAULT_TIME_ZONE, MechanismFiles};
+
 #[cfg(test)]
 mod tests;
 
@@ -55,6 +58,48 @@ struct ConfigFile {
     delivery: DeliverySection,
     #[serde(default)]
     shutdown: ShutdownSection,
+    #[serde(default)]
+    reports: ReportsSection,
+    #[serde(default)]
+    supervision: SupervisionSection,
+    signing: SigningSection,
+    #[serde(default)]
+    mechanism: MechanismSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SigningSection {
+    key: PathBuf,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportsSection {
+    #[serde(default)]
+    schedule: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SupervisionSection {
+    #[serde(default)]
+    filed_idle_days: Option<u32>,
+    /// Measurement name -> least crime-level value; replaces the defaults
+    /// when present.
+    #[serde(default)]
+    crime_thresholds: Option<std::collections::BTreeMap<String, f64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MechanismSection {
+    #[serde(default)]
+    deadlines: Option<PathBuf>,
+    #[serde(default)]
+    calendar: Vec<PathBuf>,
+    #[serde(default)]
+    time_zone: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -216,6 +261,17 @@ pub struct GatewayConfig {
     pub max_streams_per_agency: u32,
     /// How long shutdown waits for in-flight work.
     pub shutdown_grace: Duration,
+    /// How often member agencies receive their statistics report
+    /// (`[reports] schedule`: `monthly`, the default, `weekly` or `off`).
+    pub report_schedule: Schedule,
+    /// Crime thresholds and idle limits of the supervision signals
+    /// (`[supervision]`; defaults in `reports::signals`).
+    pub supervision: SupervisionSettings,
+    /// The gateway's Ed25519 signing key (PKCS#8 DER), with which it signs
+    /// the notifications it emits itself.
+    pub signing_key: PathBuf,
+    /// The deadline rules, calendar files and time zone of the mechanism.
+    pub mechanism: MechanismFiles,
 }
 
 impl GatewayConfig {
@@ -311,6 +367,28 @@ impl GatewayConfig {
                 "must be between 1 and 100000".into(),
             ));
         }
+        let report_schedule = match file.reports.schedule.as_deref() {
+            None => Schedule::default(),
+            Some(text) => Schedule::parse(text).ok_or_else(|| {
+                field(
+                    "reports.schedule",
+                    format!("{text:?} is not one of \"monthly\", \"weekly\", \"off\""),
+                )
+            })?,
+        };
+        let supervision = supervision_settings(file.supervision, &field)?;
+        let time_zone = file
+            .mechanism
+            .time_zone
+            .unwrap_or_else(|| DEFAULT_TIME_ZONE.to_owned());
+        if jiff::tz::TimeZone::get(&time_zone).is_err() {
+            return Err(field(
+                "mechanism.time_zone",
+                format!(
+                    "{time_zone:?} is not a time zone of the bundled database (e.g. Asia/Shanghai)"
+                ),
+            ));
+        }
         Ok(Self {
             listen,
             registry: resolve(&file.registry),
@@ -331,8 +409,63 @@ impl GatewayConfig {
             max_subscriptions_per_agency: file.limits.max_subscriptions_per_agency,
             max_streams_per_agency: file.limits.max_streams_per_agency,
             shutdown_grace: Duration::from_secs(file.shutdown.grace_seconds),
+            report_schedule,
+            supervision,
+            signing_key: resolve(&file.signing.key),
+            mechanism: MechanismFiles {
+                deadlines: file.mechanism.deadlines.as_deref().map(resolve),
+                calendar: file.mechanism.calendar.iter().map(|p| resolve(p)).collect(),
+                time_zone,
+            },
         })
     }
+}
+
+/// The `[supervision]` section, validated: idle days between 1 and 3650,
+/// threshold names of `[a-z0-9_]` with a unit word, finite positive
+/// minimums.
+fn supervision_settings(
+    section: SupervisionSection,
+    field: &impl Fn(&str, String) -> ConfigError,
+) -> Result<SupervisionSettings, ConfigError> {
+    let mut settings = SupervisionSettings::default();
+    if let Some(days) = section.filed_idle_days {
+        if !(1..=3650).contains(&days) {
+            return Err(field(
+                "supervision.filed_idle_days",
+                "must be between 1 and 3650".into(),
+            ));
+        }
+        settings.filed_idle_days = days;
+    }
+    if let Some(thresholds) = section.crime_thresholds {
+        settings.crime_thresholds = Vec::with_capacity(thresholds.len());
+        for (name, minimum) in thresholds {
+            let key = format!("supervision.crime_thresholds.{name}");
+            let well_formed = name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                && name.contains('_')
+                && !name.ends_with('_')
+                && !name.starts_with('_');
+            if !well_formed {
+                return Err(field(
+                    &key,
+                    "a measurement name is lower-case a-z, 0-9 and _, ending in its unit \
+                     (e.g. hazardous_waste_tonnes)"
+                        .into(),
+                ));
+            }
+            if !(minimum.is_finite() && minimum > 0.0) {
+                return Err(field(&key, "must be a number above 0".into()));
+            }
+            settings.crime_thresholds.push(CrimeThreshold {
+                measurement: name,
+                minimum,
+            });
+        }
+    }
+    Ok(settings)
 }
 
 fn resolve_database_url(url: &str, base: &Path) -> Result<String, String> {

@@ -69,22 +69,84 @@ pub fn disclose(
     })
 }
 
-/// The `GetCase` timeline `reader` may see of a case's stored rows, in
-/// order, with the audit entries to write before it is returned.
+/// The most encoded bytes of timeline entries one `GetCase` page carries
+/// (a single entry larger than this comes alone on its page).
+pub const PAGE_BYTES: usize = 2 * 1024 * 1024;
+
+/// One `GetCase` page being filled: the entries a reader may see, in
+/// order, up to a number of entries and [`PAGE_BYTES`], with the audit
+/// entries to write before the page is returned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CasePage {
+    /// The entries, in sequence order.
+    pub timeline: Vec<pb::Delivery>,
+    /// Their audit entries.
+    pub audit: Vec<AuditEntry>,
+    /// True when an entry the reader may see was left for the next page.
+    pub more: bool,
+    /// The most entries this page takes.
+    max_entries: usize,
+    /// Encoded size of `timeline` within a `CaseView`.
+    bytes: usize,
+}
+
+impl CasePage {
+    /// An empty page of at most `max_entries` entries.
+    pub fn new(max_entries: usize) -> Self {
+        Self {
+            timeline: Vec::new(),
+            audit: Vec::new(),
+            more: false,
+            max_entries,
+            bytes: 0,
+        }
+    }
+
+    /// The sequence of the page's last entry.
+    pub fn last_sequence(&self) -> Option<u64> {
+        self.timeline.last().map(|entry| entry.sequence)
+    }
+
+    /// Encoded size of the page's entries within a `CaseView`.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+/// Adds to `page` what `reader` may see of a case's stored `rows` (in
+/// order), until the page is full: the first visible row that does not fit
+/// sets `page.more` and ends the page; rows the reader may not see are
+/// passed over. Nothing is added once `page.more` is set.
 pub fn case_timeline(
     rules: &Rules,
     reader: &Agency,
     rows: &[StoredNotification],
-) -> (Vec<pb::Delivery>, Vec<AuditEntry>) {
-    let mut timeline = Vec::new();
-    let mut entries = Vec::new();
+    page: &mut CasePage,
+) {
     for row in rows {
-        if let Some(disclosure) = disclose(rules, reader, row, 0, Channel::CaseRead) {
-            entries.extend(disclosure.audit);
-            timeline.push(disclosure.frame);
+        if page.more {
+            return;
         }
+        let Some(disclosure) = disclose(rules, reader, row, 0, Channel::CaseRead) else {
+            continue;
+        };
+        let size = entry_len(&disclosure.frame);
+        let full = page.timeline.len() >= page.max_entries
+            || (!page.timeline.is_empty() && page.bytes + size > PAGE_BYTES);
+        if full {
+            page.more = true;
+            return;
+        }
+        page.bytes += size;
+        page.audit.extend(disclosure.audit);
+        page.timeline.push(disclosure.frame);
     }
-    (timeline, entries)
+}
+
+/// Encoded size of one `CaseView.timeline` entry: tag, length, message.
+fn entry_len(frame: &pb::Delivery) -> usize {
+    let len = frame.encoded_len();
+    1 + prost::length_delimiter_len(len) + len
 }
 
 /// The delivery `reader` may receive of `stored` under `rules`, with the

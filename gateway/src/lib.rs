@@ -20,7 +20,15 @@
 //! - [`policy`]: who may see what of a notification.
 //! - [`routing`]: durable subscriptions: filters, open requests, and the
 //!   session (window, acks, redelivery, cursor).
+//! - [`cases`]: the case picture: the lifecycle state machine and the
+//!   values the publishing transaction passes on (change, refusal, record).
 //! - [`store`]: SQLite/PostgreSQL persistence and migrations.
+//! - [`reports`]: statistics reports and supervision signals, counted as
+//!   a viewer may see the store; the periodic `STATISTICS_REPORT`.
+//! - [`oversight_api`]: the `liandong.v1.Supervision` service handlers.
+//! - [`supervision`]: the mechanism's deadlines (rules, calendar, the
+//!   clocks publishes start and stop) and the signed alerts the gateway
+//!   emits when one passes.
 //! - [`error`]: the one mapping from errors to gRPC statuses.
 //!
 //! [`prepare`] loads everything a gateway needs and fails before binding
@@ -30,16 +38,20 @@
 pub mod announcements;
 pub mod api;
 pub mod audit;
+pub mod cases;
 pub mod config;
 pub mod deadline;
 pub mod disclosure;
 pub mod error;
 pub mod identity;
+pub mod oversight_api;
 pub mod policy;
 pub mod quota;
 pub mod refusals;
+pub mod reports;
 pub mod routing;
 pub mod store;
+pub mod supervision;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -53,6 +65,7 @@ use tonic::transport::Server;
 use arc_swap::ArcSwap;
 
 use liandong_core::pb::exchange_server::ExchangeServer;
+use liandong_core::pb::supervision_server::SupervisionServer;
 use liandong_core::registry::{Registry, RegistryError};
 
 use crate::config::GatewayConfig;
@@ -60,6 +73,7 @@ use crate::identity::TlsSetupError;
 use crate::policy::{Policy, PolicyError, Rules};
 use crate::routing::{DeliverySettings, Sessions};
 use crate::store::{Store, StoreError};
+use crate::supervision::{GatewayKey, KeyError, Mechanism, MechanismError};
 
 /// The shared state of a running gateway.
 #[derive(Debug)]
@@ -80,12 +94,25 @@ pub struct Gateway {
     /// Open `PublishStream` calls per agency, held against
     /// `limits.max_streams_per_agency`.
     pub publish_streams: quota::OpenStreams,
+    /// Deadline rules, calendar and time zone in force; replaced whole on
+    /// reload.
+    pub mechanism: ArcSwap<Mechanism>,
+    /// Wakes the deadline timer when a publish starts a clock.
+    pub deadline_timer: Arc<tokio::sync::Notify>,
+    /// The gateway's own signing key, for the notifications it emits.
+    pub key: Arc<GatewayKey>,
 }
 
 impl Gateway {
-    /// A gateway over `store` with `rules` in force; `latest` is the
-    /// highest sequence already stored.
-    pub fn new(store: Store, rules: Rules, latest: u64, delivery: DeliverySettings) -> Self {
+    /// A gateway over `store` with `rules` in force, signing what it emits
+    /// with `key`; `latest` is the highest sequence already stored.
+    pub fn new(
+        store: Store,
+        rules: Rules,
+        latest: u64,
+        delivery: DeliverySettings,
+        key: Arc<GatewayKey>,
+    ) -> Self {
         Self {
             store,
             rules: ArcSwap::from_pointee(rules),
@@ -94,6 +121,20 @@ impl Gateway {
             stop: CancellationToken::new(),
             delivery,
             publish_streams: quota::OpenStreams::default(),
+            mechanism: ArcSwap::from_pointee(Mechanism::built_in()),
+            deadline_timer: Arc::new(tokio::sync::Notify::new()),
+            key,
+        }
+    }
+
+    /// What a publish needs to start and stop deadlines under the rules in
+    /// force now.
+    pub fn supervision_context(&self) -> supervision::Context {
+        supervision::Context {
+            rules: self.rules(),
+            mechanism: self.mechanism.load_full(),
+            timer: self.deadline_timer.clone(),
+            key: self.key.clone(),
         }
     }
 
@@ -108,8 +149,14 @@ impl Gateway {
     /// the new rules; open subscription streams re-check their agency at
     /// once and end if it is no longer registered.
     pub fn reload(&self, config: &GatewayConfig) -> Result<(), StartError> {
-        self.put_in_force(load_rules(config)?);
-        tracing::info!("registry and policy reloaded");
+        let rules = load_rules(config)?;
+        let mechanism = Mechanism::load(&config.mechanism)?;
+        mechanism.warn_provisional();
+        self.put_in_force(rules);
+        self.mechanism.store(Arc::new(mechanism));
+        // Pending due times may now be computable.
+        self.deadline_timer.notify_one();
+        tracing::info!("registry and policy reloaded, with the deadline rules and calendar");
         Ok(())
     }
 
@@ -122,7 +169,8 @@ impl Gateway {
     }
 }
 
-fn load_rules(config: &GatewayConfig) -> Result<Rules, StartError> {
+/// Loads the registry and policy files `config` names, validated.
+pub fn load_rules(config: &GatewayConfig) -> Result<Rules, StartError> {
     let registry = Registry::load(&config.registry)?;
     let policy = match &config.policy {
         Some(path) => Policy::load(path)?,
@@ -143,6 +191,12 @@ pub enum StartError {
     /// The TLS files are unusable.
     #[error(transparent)]
     Tls(#[from] TlsSetupError),
+    /// The deadline rules, calendar or time zone are unusable.
+    #[error(transparent)]
+    Mechanism(#[from] MechanismError),
+    /// The gateway's signing key is unusable.
+    #[error(transparent)]
+    SigningKey(#[from] KeyError),
     /// The database cannot be reached or migrated.
     #[error("database: {0}")]
     Store(#[from] StoreError),
@@ -163,6 +217,8 @@ impl StartError {
             Self::Registry(_)
                 | Self::Policy(_)
                 | Self::Tls(_)
+                | Self::Mechanism(_)
+                | Self::SigningKey(_)
                 | Self::Store(StoreError::Config(_) | StoreError::UnsupportedUrl)
         )
     }
@@ -210,6 +266,8 @@ pub async fn prepare_with(
     options: StartOptions,
 ) -> Result<Prepared, StartError> {
     let rules = load_rules(&config)?;
+    let mechanism = Mechanism::load(&config.mechanism)?;
+    let key = Arc::new(GatewayKey::load(&config.signing_key)?);
     let tls = identity::server_config(&config.tls)?;
     let store = Store::connect(&config.database_url, config.max_connections).await?;
     if config.startup_check_rows > 0 {
@@ -232,14 +290,17 @@ pub async fn prepare_with(
         }
     }
     let latest = store.latest_sequence().await?;
-    let gateway = Arc::new(Gateway::new(
+    mechanism.warn_provisional();
+    let gateway = Gateway::new(
         store,
         rules,
         latest,
         DeliverySettings::from_config(&config),
-    ));
+        key,
+    );
+    gateway.mechanism.store(Arc::new(mechanism));
     Ok(Prepared {
-        gateway,
+        gateway: Arc::new(gateway),
         tls,
         config,
     })
@@ -259,10 +320,18 @@ pub async fn serve(
         config,
     } = prepared;
     let stop = gateway.stop.clone();
+    let deadline_timer = supervision::timer::spawn(
+        gateway.clone(),
+        reports::ReportSettings::from_config(&config),
+        Arc::new(supervision::SystemClock),
+    );
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<ExchangeServer<api::ExchangeService>>()
+        .await;
+    health
+        .set_serving::<SupervisionServer<oversight_api::SupervisionService>>()
         .await;
     let health_stop = CancellationToken::new();
     let health_task = tokio::spawn(follow_store_health(
@@ -299,6 +368,15 @@ pub async fn serve(
         gateway.clone(),
     );
 
+    // The Supervision service resolves its caller the same way.
+    let supervision = identity::ResolveCaller::new(
+        SupervisionServer::new(oversight_api::SupervisionService::new(
+            gateway.clone(),
+            reports::ReportSettings::from_config(&config),
+        )),
+        gateway.clone(),
+    );
+
     let incoming = identity::incoming(listener, tls, config.handshake_timeout, stop.clone());
     let router = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -307,7 +385,8 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(exchange);
+        .add_service(exchange)
+        .add_service(supervision);
     let mut server =
         tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned()));
 
@@ -317,6 +396,8 @@ pub async fn serve(
             health_stop.cancel();
             publishes.close();
             publishes.wait().await;
+            gateway.stop.cancel();
+            let _ = deadline_timer.await;
             gateway.store.close().await;
             return match result {
                 Ok(Ok(())) => Ok(()),
@@ -361,6 +442,9 @@ pub async fn serve(
             "grace period over with publishes still running; each completes or leaves nothing"
         );
     }
+    // Cancelled with `stop` above; a round in progress completes or leaves
+    // nothing.
+    let _ = deadline_timer.await;
     gateway.store.close().await;
     tracing::info!("stopped");
     result

@@ -1,6 +1,7 @@
 //! `liandong-gateway`: parses the command line, loads the configuration,
-//! and runs the gateway (or applies migrations, or verifies the store). A
-//! bad configuration prints one line to stderr and exits 64.
+//! and runs the gateway (or applies migrations, verifies the store, or
+//! prints a statistics report or the supervision signals). A bad
+//! configuration or a bad date prints one line to stderr and exits 64.
 //!
 //! Exit codes: 0 success; 64 bad configuration or usage; 65 the store's
 //! integrity check found a problem (`verify-store`, or `serve` refusing to
@@ -10,7 +11,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
 
 use liandong_gateway::config::GatewayConfig;
@@ -53,6 +54,86 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Prints the statistics of a period of local dates, counted over
+    /// everything stored (the operator's view); `report signals` prints
+    /// the supervision signals instead.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Report {
+        #[command(subcommand)]
+        what: Option<ReportCommand>,
+        #[command(flatten)]
+        period: ReportArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ReportArgs {
+    /// The gateway's TOML configuration.
+    #[arg(long, required = true)]
+    config: Option<PathBuf>,
+    /// First local date of the period, YYYY-MM-DD.
+    #[arg(long, required = true)]
+    from: Option<String>,
+    /// Last local date of the period (included), YYYY-MM-DD.
+    #[arg(long, required = true)]
+    to: Option<String>,
+    /// Only notifications within this GB/T 2260 region (six digits).
+    #[arg(long, default_value = "")]
+    region: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    format: OutputFormat,
+}
+
+#[derive(Debug, Subcommand)]
+enum ReportCommand {
+    /// Prints the supervision signals now: open breaches, stuck cases,
+    /// penalties without transfer, transfers without filing, filed cases
+    /// without progress.
+    Signals {
+        /// The gateway's TOML configuration.
+        #[arg(long)]
+        config: PathBuf,
+        /// Days in one state after which a case counts as stuck.
+        #[arg(long, default_value_t = liandong_gateway::reports::signals::DEFAULT_STUCK_DAYS)]
+        stuck_days: u32,
+        /// Only cases within this GB/T 2260 region (six digits).
+        #[arg(long, default_value = "")]
+        region: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+}
+
+/// How `report` prints.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum OutputFormat {
+    /// An aligned table.
+    Table,
+    /// Comma-separated values with a header row.
+    Csv,
+    /// The proto3 JSON form of the message.
+    Json,
+}
+
+impl Command {
+    /// The configuration file the command reads.
+    fn config(&self) -> &std::path::Path {
+        match self {
+            Self::Serve { config, .. }
+            | Self::Migrate { config }
+            | Self::VerifyStore { config, .. }
+            | Self::Report {
+                what: Some(ReportCommand::Signals { config, .. }),
+                ..
+            } => config,
+            Self::Report { period, .. } => period
+                .config
+                .as_deref()
+                .expect("clap requires --config without a subcommand"),
+        }
+    }
 }
 
 const EX_USAGE: u8 = 64;
@@ -75,10 +156,7 @@ fn main() -> ExitCode {
         eprintln!("liandong-gateway: a TLS crypto provider was already installed");
         return ExitCode::FAILURE;
     }
-    let (Command::Serve { config, .. }
-    | Command::Migrate { config }
-    | Command::VerifyStore { config, .. }) = &cli.command;
-    let config = match GatewayConfig::load(config, |key| std::env::var(key).ok()) {
+    let config = match GatewayConfig::load(cli.command.config(), |key| std::env::var(key).ok()) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("liandong-gateway: {error}");
@@ -108,6 +186,17 @@ fn main() -> ExitCode {
             }
             Command::Migrate { .. } => migrate(config).await,
             Command::VerifyStore { json, .. } => verify_store(config, json).await,
+            Command::Report {
+                what:
+                    Some(ReportCommand::Signals {
+                        stuck_days,
+                        region,
+                        format,
+                        ..
+                    }),
+                ..
+            } => signals(config, stuck_days, &region, format).await,
+            Command::Report { period, .. } => report(config, &period).await,
         }
     })
 }
@@ -168,6 +257,151 @@ async fn migrate(config: GatewayConfig) -> ExitCode {
             ExitCode::from(EX_UNAVAILABLE)
         }
     }
+}
+
+/// Loads the rules and connects to the store for a report; prints why not.
+async fn open_for_report(
+    config: &GatewayConfig,
+) -> Result<(liandong_gateway::policy::Rules, Store), ExitCode> {
+    let rules = match liandong_gateway::load_rules(config) {
+        Ok(rules) => rules,
+        Err(error) => {
+            eprintln!("liandong-gateway: {error}");
+            return Err(ExitCode::from(EX_USAGE));
+        }
+    };
+    match Store::connect(&config.database_url, 1).await {
+        Ok(store) => Ok((rules, store)),
+        Err(error) => {
+            eprintln!("liandong-gateway: database: {error}");
+            Err(ExitCode::from(EX_UNAVAILABLE))
+        }
+    }
+}
+
+/// Prints text to stdout; a reader that stops early is not an error.
+fn print_out(text: &[u8]) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("liandong-gateway: cannot write the report: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn report(config: GatewayConfig, args: &ReportArgs) -> ExitCode {
+    use liandong_gateway::reports::{self, ReportQuery, ReportSettings, Viewer, format};
+    let settings = ReportSettings::from_config(&config);
+    let query = match ReportQuery::parse(
+        args.from.as_deref().unwrap_or_default(),
+        args.to.as_deref().unwrap_or_default(),
+        &args.region,
+        settings.time_zone.clone(),
+    ) {
+        Ok(query) => query,
+        Err(error) => {
+            eprintln!("liandong-gateway: --{}: {}", error.field, error.reason);
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let (rules, store) = match open_for_report(&config).await {
+        Ok(opened) => opened,
+        Err(code) => return code,
+    };
+    let result = async {
+        let mut conn = store.read_connection().await?;
+        reports::report(
+            &mut conn,
+            &rules,
+            &Viewer::Operator,
+            &query,
+            liandong_core::domain::Instant::now(),
+        )
+        .await
+    }
+    .await;
+    store.close().await;
+    let report = match result {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("liandong-gateway: database: {error}");
+            return ExitCode::from(EX_UNAVAILABLE);
+        }
+    };
+    let text = match args.format {
+        OutputFormat::Table => format::report_table(&report).into_bytes(),
+        OutputFormat::Csv => format::report_csv(&report),
+        OutputFormat::Json => {
+            let mut text = format::report_json(&report).to_string().into_bytes();
+            text.push(b'\n');
+            text
+        }
+    };
+    print_out(&text)
+}
+
+async fn signals(
+    config: GatewayConfig,
+    stuck_days: u32,
+    region: &str,
+    output: OutputFormat,
+) -> ExitCode {
+    use liandong_gateway::reports::{self, ReportSettings, Viewer, format};
+    let settings = ReportSettings::from_config(&config);
+    let query = match reports::SignalQuery::try_from(liandong_core::pb::SignalsRequest {
+        kinds: Vec::new(),
+        stuck_days,
+        region: region.to_owned(),
+    }) {
+        Ok(query) => query,
+        Err(error) => {
+            eprintln!(
+                "liandong-gateway: --{}: {}",
+                error.field.replace('_', "-"),
+                error.reason
+            );
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let (rules, store) = match open_for_report(&config).await {
+        Ok(opened) => opened,
+        Err(code) => return code,
+    };
+    let result = async {
+        let mut conn = store.read_connection().await?;
+        reports::signals::signals(
+            &mut conn,
+            &rules,
+            &Viewer::Operator,
+            &settings.supervision,
+            &query,
+            liandong_core::domain::Instant::now(),
+        )
+        .await
+    }
+    .await;
+    store.close().await;
+    let signals = match result {
+        Ok(signals) => signals,
+        Err(error) => {
+            eprintln!("liandong-gateway: database: {error}");
+            return ExitCode::from(EX_UNAVAILABLE);
+        }
+    };
+    let text = match output {
+        OutputFormat::Table => format::signals_table(&signals).into_bytes(),
+        OutputFormat::Csv => format::signals_csv(&signals),
+        OutputFormat::Json => {
+            let mut text = format::signals_json(&signals).to_string().into_bytes();
+            text.push(b'\n');
+            text
+        }
+    };
+    print_out(&text)
 }
 
 /// Rows from which `verify-store` shows a progress bar (on a terminal).

@@ -46,6 +46,11 @@ use tokio::sync::watch;
 use liandong_core::domain::{AgencyId, CaseRef, Envelope, Instant, StatutoryCopy};
 use liandong_core::pb;
 
+use crate::announcements;
+use crate::cases::{CaseRecord, CaseRefusal};
+use crate::supervision::Emitted;
+
+pub mod cases;
 pub mod integrity;
 pub mod throttle;
 pub mod verify;
@@ -182,6 +187,11 @@ pub enum PublishOutcome {
     Duplicate(Receipt),
     /// The sender used this id before for different content; nothing stored.
     Conflict,
+    /// The event does not fit its case's state; nothing stored.
+    Refused(CaseRefusal),
+    /// The announcement draft or answer does not fit (no such draft, not a
+    /// co-signer, another text, already answered); nothing stored.
+    AnnouncementRefused(crate::announcements::Refusal),
 }
 
 /// A notification as stored, its envelope parsed from the routing columns
@@ -328,9 +338,22 @@ impl Store {
         Ok(store)
     }
 
+    /// A connection of the read pool, for read-only queries of other
+    /// modules (reports, supervision signals). Never used to write.
+    pub async fn read_connection(
+        &self,
+    ) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, StoreError> {
+        Ok(self.pool.acquire().await?)
+    }
+
     /// The backend in use.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The read pool, for the crate's modules that own tables of their own.
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
     }
 
     /// Runs `op` inside one write transaction on the writer connection, as
@@ -442,12 +465,32 @@ impl Store {
     }
 
     /// Stores a notification unless the sender already used its id: then the
-    /// original receipt (same content) or a conflict (other content).
+    /// original receipt (same content) or a conflict (other content). No
+    /// deadline is started or stopped: see [`Store::publish_supervised`].
     pub async fn publish(&self, new: &NewNotification) -> Result<PublishOutcome, StoreError> {
         let new = new.clone();
         let backend = self.backend;
         self.write("publish", move |conn| {
-            Box::pin(async move { publish_in(conn, backend, &new).await })
+            Box::pin(async move { Ok(publish_in(conn, backend, &new, None).await?.0) })
+        })
+        .await
+    }
+
+    /// [`Store::publish`] under the mechanism's rules in `context`, in the
+    /// same transaction as the notification: deadlines started, stopped and
+    /// extended; announcement drafts and answers checked and tracked. Also
+    /// returns what the publish made the gateway emit at once (a release
+    /// after an announcement's last approval), for the caller to wake its
+    /// subscribers.
+    pub async fn publish_supervised(
+        &self,
+        new: &NewNotification,
+        context: crate::supervision::Context,
+    ) -> Result<(PublishOutcome, Vec<Emitted>), StoreError> {
+        let new = new.clone();
+        let backend = self.backend;
+        self.write("publish", move |conn| {
+            Box::pin(async move { publish_in(conn, backend, &new, Some(&context)).await })
         })
         .await
     }
@@ -457,6 +500,44 @@ impl Store {
     pub async fn read_after(&self, after: u64, limit: u32) -> Result<ReadBatch, StoreError> {
         let sql = format!("{CHECKED_SELECT} WHERE n.sequence > $1 ORDER BY n.sequence LIMIT $2");
         let rows = sqlx::query(&sql)
+            .bind(to_i64(after))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        let through = match rows.last() {
+            Some(row) => Some(to_u64(row.try_get("sequence")?, "sequence")?),
+            None => None,
+        };
+        let rows = self.checked_rows(&rows).await?;
+        Ok(ReadBatch { rows, through })
+    }
+
+    /// The case `case_ref` as the projection holds it, if the gateway
+    /// knows such a case.
+    pub async fn case(&self, case_ref: &str) -> Result<Option<CaseRecord>, StoreError> {
+        cases::read(&self.pool, case_ref).await
+    }
+
+    /// Every case event of `case_ref`, with the state it found and left,
+    /// oldest first.
+    pub async fn case_history(&self, case_ref: &str) -> Result<Vec<cases::Transition>, StoreError> {
+        cases::history(&self.pool, case_ref).await
+    }
+
+    /// Up to `limit` notifications of a case with a sequence above
+    /// `after`, in order, each checked; rows that fail are left out but
+    /// covered by `through`.
+    pub async fn case_after(
+        &self,
+        case_ref: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<ReadBatch, StoreError> {
+        let sql = format!(
+            "{CHECKED_SELECT} WHERE n.case_ref = $1 AND n.sequence > $2 ORDER BY n.sequence LIMIT $3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(case_ref)
             .bind(to_i64(after))
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
@@ -852,19 +933,16 @@ fn probe_filler() -> Vec<u8> {
     filler
 }
 
-/// The publish transaction's body: idempotency check, next sequence above
-/// the high-water mark, chain link, insert, new mark.
+/// The publish transaction's body: idempotency check, then the insert
+/// ([`insert_in`]) and, with a supervision context, the deadlines the
+/// notification starts, stops or extends — all in the one transaction.
 async fn publish_in(
     conn: &mut AnyConnection,
     backend: Backend,
     new: &NewNotification,
-) -> Result<PublishOutcome, StoreError> {
-    if backend == Backend::Postgres {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(PUBLISH_LOCK_KEY)
-            .execute(&mut *conn)
-            .await?;
-    }
+    supervision: Option<&crate::supervision::Context>,
+) -> Result<(PublishOutcome, Vec<Emitted>), StoreError> {
+    lock_publish(conn, backend).await?;
     let existing = sqlx::query(
         "SELECT sequence, received_at, content_hash, copies FROM notifications \
          WHERE sender = $1 AND notification_id = $2",
@@ -876,19 +954,92 @@ async fn publish_in(
     if let Some(row) = existing {
         let hash: Vec<u8> = row.try_get("content_hash")?;
         if hash != new.content_hash {
-            return Ok(PublishOutcome::Conflict);
+            return Ok((PublishOutcome::Conflict, Vec::new()));
         }
         let sequence = to_u64(row.try_get("sequence")?, "sequence")?;
         let copies: String = row.try_get("copies")?;
         let copies = integrity::parse_copies(&copies).ok_or_else(|| {
             StoreError::Corrupt(format!("the copies of sequence {sequence} do not parse"))
         })?;
-        return Ok(PublishOutcome::Duplicate(Receipt {
-            sequence,
-            received_at: instant(row.try_get("received_at")?)?,
-            copies,
-        }));
+        return Ok((
+            PublishOutcome::Duplicate(Receipt {
+                sequence,
+                received_at: instant(row.try_get("received_at")?)?,
+                copies,
+            }),
+            Vec::new(),
+        ));
     }
+    // The case's state decides before anything is written: a refusal
+    // leaves the transaction empty.
+    let ruling = match cases::rule_in(conn, backend, &new.envelope).await? {
+        cases::Ruling::Refused(refusal) => {
+            return Ok((PublishOutcome::Refused(refusal), Vec::new()));
+        }
+        cases::Ruling::NotCaseEvent => None,
+        cases::Ruling::Accepted(accepted) => Some(accepted),
+    };
+    // So do the announcement rules (a draft's co-signers, an answer's
+    // draft); they need the registry, which only a supervised publish has.
+    let announcement = match supervision {
+        Some(context) => match announcements::check_in(conn, &context.rules.registry, new).await? {
+            Ok(checked) => Some(checked),
+            Err(refusal) => {
+                return Ok((PublishOutcome::AnnouncementRefused(refusal), Vec::new()));
+            }
+        },
+        None => None,
+    };
+    let receipt = insert_in(conn, new).await?;
+    if let Some(accepted) = ruling {
+        let change = cases::record_in(conn, &new.envelope, accepted, &receipt).await?;
+        tracing::debug!(
+            "case.ref" = %change.case_ref,
+            case.event = %change.event,
+            case.state = crate::cases::machine::state_name(change.to),
+            notification.sequence = change.sequence,
+            "case moved"
+        );
+    }
+    let mut emitted = Vec::new();
+    if let Some(context) = supervision {
+        crate::supervision::deadlines::on_publish(conn, context, new, &receipt).await?;
+        if let Some(checked) = &announcement {
+            let now = receipt.received_at;
+            for release in
+                announcements::record_in(conn, new, checked, receipt.sequence, now).await?
+            {
+                emitted.push(announcements::release_in(conn, &context.key, &release, now).await?);
+            }
+        }
+    }
+    Ok((PublishOutcome::Stored(receipt), emitted))
+}
+
+/// Takes the publish lock inside the open transaction: on PostgreSQL an
+/// advisory transaction lock shared by every replica (on SQLite, `BEGIN
+/// IMMEDIATE` already holds the database's write lock).
+pub(crate) async fn lock_publish(
+    conn: &mut AnyConnection,
+    backend: Backend,
+) -> Result<(), StoreError> {
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(PUBLISH_LOCK_KEY)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Inserts `new` as the next notification inside the open transaction,
+/// whose caller holds the publish lock ([`lock_publish`]): sequence above
+/// the high-water mark and every stored row, chain link, new mark. It
+/// commits with whatever else the transaction writes.
+pub(crate) async fn insert_in(
+    conn: &mut AnyConnection,
+    new: &NewNotification,
+) -> Result<Receipt, StoreError> {
     let state = sqlx::query("SELECT high_water, last_chain FROM store_state WHERE id = 1")
         .fetch_optional(&mut *conn)
         .await?
@@ -936,11 +1087,11 @@ async fn publish_in(
         .bind(&chain)
         .execute(&mut *conn)
         .await?;
-    Ok(PublishOutcome::Stored(Receipt {
+    Ok(Receipt {
         sequence,
         received_at,
         copies: new.envelope.copies.clone(),
-    }))
+    })
 }
 
 /// The columns of a notification row, unchecked.

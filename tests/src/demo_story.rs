@@ -335,4 +335,26 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{}: {e}", step.notification.notification_id));
         }
     }
+
+    #[test]
+    fn the_story_follows_the_case_lifecycle() {
+        use liandong_gateway::cases::machine::{self, Step as Move};
+        let mut states = std::collections::BTreeMap::new();
+        for step in steps() {
+            let n = &step.notification;
+            let event = liandong_core::domain::Event::from_wire("event", n.event).unwrap();
+            let state = states.get(&n.case_ref).copied();
+            match machine::step(state, event) {
+                Move::Moves { to, .. } => {
+                    states.insert(n.case_ref.clone(), to);
+                }
+                Move::NotCaseEvent => {}
+                Move::Refused => panic!("{}: {event} refused in {state:?}", step.name),
+            }
+        }
+        assert_eq!(
+            states.get(CASE_REF).copied(),
+            Some(liandong_core::pb::CaseState::Judged)
+        );
+    }
 }

@@ -511,6 +511,7 @@ impl Testbed {
                 "listen = \"127.0.0.1:0\"\nregistry = \"agencies.toml\"\n\n[tls]\nca = \"pki/ca.crt\"\n\
                  cert = \"pki/gateway.crt\"\nkey = \"pki/gateway.key\"\n\
                  handshake_timeout_seconds = {handshake_timeout_seconds}\n\n\
+                 [signing]\nkey = \"pki/gateway.signing.pk8\"\n\n\
                  [database]\nurl = \"{database_url}\"\n\n[delivery]\npoll_interval_ms = 200\n\n\
                  [shutdown]\ngrace_seconds = 5\n{extra}"
             ),
@@ -716,6 +717,47 @@ pub async fn publish_clues(
             publish(client, n)
                 .await
                 .expect("the gateway accepts a well-formed clue"),
+        );
+    }
+    receipts
+}
+
+/// The usual path of a case through the mechanism, each step with the
+/// agency that publishes it: the bureau transfers to the police, which
+/// acknowledge, file and request an arrest; the procuratorate approves it,
+/// prosecutes and records the judgment.
+pub const LIFECYCLE: [(&str, pb::EventType); 7] = [
+    ("cz-eeb", pb::EventType::CaseTransferred),
+    ("cz-psb", pb::EventType::TransferReceived),
+    ("cz-psb", pb::EventType::CaseFiled),
+    ("cz-psb", pb::EventType::ArrestRequested),
+    ("cz-procuratorate", pb::EventType::ArrestApproved),
+    ("cz-procuratorate", pb::EventType::ProsecutionFiled),
+    ("cz-procuratorate", pb::EventType::JudgmentRecorded),
+];
+
+/// Publishes the steps of [`LIFECYCLE`] on `case_ref` from the first
+/// through `last`, INTERNAL, each from its agency, so that the case
+/// accepts what follows `last`; returns their receipts. The ids are
+/// `{case_ref}.{step}` ('/' read as '.').
+pub async fn publish_lifecycle(
+    bed: &Testbed,
+    case_ref: &str,
+    last: pb::EventType,
+) -> Vec<pb::PublishReceipt> {
+    let steps = LIFECYCLE
+        .iter()
+        .position(|(_, event)| *event == last)
+        .expect("an event of the lifecycle");
+    let mut receipts = Vec::new();
+    for (i, (agency, event)) in LIFECYCLE[..=steps].iter().enumerate() {
+        let mut client = bed.client(agency).await;
+        let id = format!("{}.{i}", case_ref.replace('/', "."));
+        let n = notification(&id, case_ref, *event, pb::Confidentiality::Internal, &[]);
+        receipts.push(
+            publish(&mut client, n)
+                .await
+                .unwrap_or_else(|status| panic!("{id} ({event:?}) refused: {status:?}")),
         );
     }
     receipts

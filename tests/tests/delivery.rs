@@ -15,11 +15,12 @@ use liandong_tests::{GatewayProcess, Subscriber, Testbed, notification, publish,
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A transfer from the Xiangyuan bureau to the Xiangyuan police, RESTRICTED.
+/// A transfer from the Xiangyuan bureau to the Xiangyuan police,
+/// RESTRICTED; each opens a case of its own (a case is transferred once).
 fn transfer(id: &str) -> pb::Notification {
     notification(
         id,
-        "CZ-2026-HW-0042",
+        &format!("CZ-2026-HW-{id}"),
         Event::CaseTransferred,
         Level::Restricted,
         &["cz-psb-xiangyuan"],

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tonic::Code;
 
 use liandong_core::pb::{self, Confidentiality as Level, EventType as Event};
-use liandong_tests::{Subscriber, Testbed, binary, notification, publish};
+use liandong_tests::{Subscriber, Testbed, binary, notification, publish, publish_lifecycle};
 
 const WAIT: Duration = Duration::from_secs(10);
 const CANARY: &str = "CANARY-案情-4d1c";
@@ -78,7 +78,8 @@ async fn police_cannot_approve_arrest() {
     );
     let status = publish(&mut procuratorate, alert).await.unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
-    // The procuratorate may approve it.
+    // The procuratorate may approve it, once the police requested it.
+    publish_lifecycle(&bed, "CZ-XY-1", Event::ArrestRequested).await;
     let n = notification(
         "a-2",
         "CZ-XY-1",
@@ -284,7 +285,7 @@ async fn lowered_clearance_withholds_backlog() {
             &mut eeb,
             secret(
                 &format!("c-{i}"),
-                "CZ-C",
+                &format!("CZ-C-{i}"),
                 Event::CaseTransferred,
                 Level::Confidential,
                 &["cz-psb"],

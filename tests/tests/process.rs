@@ -419,7 +419,7 @@ async fn health_and_reflection_are_served_behind_mutual_tls() {
 fn broken_config_exits_64_with_one_line_naming_the_problem() {
     let bed_dir = tempfile::tempdir().unwrap();
     let config = bed_dir.path().join("gateway.toml");
-    std::fs::write(&config, "listen = \"nowhere\"\nregistry = \"r.toml\"\n[tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n[database]\nurl=\"sqlite://x.db\"\n").unwrap();
+    std::fs::write(&config, "listen = \"nowhere\"\nregistry = \"r.toml\"\n[tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n[database]\nurl=\"sqlite://x.db\"\n[signing]\nkey=\"k.pk8\"\n").unwrap();
     let out = Command::new(binary("liandong-gateway", "liandong-gateway"))
         .args(["serve", "--config"])
         .arg(&config)
@@ -432,7 +432,7 @@ fn broken_config_exits_64_with_one_line_naming_the_problem() {
 
     // A registry error names the file, the entry and the field.
     std::fs::write(bed_dir.path().join("r.toml"), "[[agency]]\nid = \"cz-x\"\nname = \"x\"\nrole = \"POLICE\"\nregion = \"14\"\nclearance = \"PUBLIC\"\n").unwrap();
-    std::fs::write(&config, "listen = \"127.0.0.1:0\"\nregistry = \"r.toml\"\n[tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n[database]\nurl=\"sqlite://x.db\"\n").unwrap();
+    std::fs::write(&config, "listen = \"127.0.0.1:0\"\nregistry = \"r.toml\"\n[tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n[database]\nurl=\"sqlite://x.db\"\n[signing]\nkey=\"k.pk8\"\n").unwrap();
     let out = Command::new(binary("liandong-gateway", "liandong-gateway"))
         .args(["serve", "--config"])
         .arg(&config)
@@ -448,4 +448,21 @@ fn broken_config_exits_64_with_one_line_naming_the_problem() {
         !bed_dir.path().join("x.db").exists(),
         "nothing is created when the config is refused"
     );
+
+    // An unreadable signing key names the config key and the file.
+    std::fs::write(bed_dir.path().join("r.toml"), "[[agency]]\nid = \"cz-x\"\nname = \"x\"\nrole = \"POLICE\"\nregion = \"140400\"\nclearance = \"PUBLIC\"\n").unwrap();
+    let out = Command::new(binary("liandong-gateway", "liandong-gateway"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("signing.key: ")
+            && stderr.contains("k.pk8: cannot read the gateway's signing key"),
+        "{stderr}"
+    );
+    assert!(!bed_dir.path().join("x.db").exists());
 }

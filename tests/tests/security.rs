@@ -218,7 +218,7 @@ async fn publish_as_other_agency_is_refused() {
     );
     assert_eq!(bed.stored_count().await, 0);
     // Naming itself is fine.
-    let mut honest = notification("f-2", "C-1", Event::CaseFiled, Level::Internal, &[]);
+    let mut honest = notification("f-2", "C-1", Event::ClueShared, Level::Internal, &[]);
     honest.sender = "cz-psb".into();
     publish(&mut police, honest).await.unwrap();
 }

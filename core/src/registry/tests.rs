@@ -81,3 +81,13 @@ fn duplicates_unknown_keys_and_empty_files_are_refused() {
         RegistryError::Empty { .. }
     ));
 }
+
+#[test]
+fn an_agency_cannot_take_the_gateway_sender_id() {
+    let bad = GOOD.replace("id = \"cz-psb-xiangyuan\"", "id = \"liandong-gateway\"");
+    let message = parse(&bad).unwrap_err().to_string();
+    assert_eq!(
+        message,
+        "agencies.toml: agency[1] (liandong-gateway): id: liandong-gateway is reserved for the gateway's own notifications"
+    );
+}

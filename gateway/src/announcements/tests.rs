@@ -107,10 +107,10 @@ async fn step(
     let sender = liandong_core::domain::AgencyId::parse("sender", &wire.sender).unwrap();
     let new = NewNotification::new(Envelope::of(sender, &notification), wire.encode_to_vec());
     let checked = {
-        let (new, wire) = (new.clone(), wire.clone());
+        let new = new.clone();
         store
             .write("check", move |conn| {
-                Box::pin(async move { check_in(conn, &registry, &new, &wire).await })
+                Box::pin(async move { check_in(conn, &registry, &new).await })
             })
             .await
             .unwrap()?

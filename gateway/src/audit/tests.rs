@@ -48,7 +48,8 @@ fn actions_are_stored_under_their_established_names() {
             "CASE_READ",
             "PUBLISH_REFUSED",
             "SUBSCRIBE_REFUSED",
-            "CASE_READ_REFUSED"
+            "CASE_READ_REFUSED",
+            "SUPERVISION_REFUSED"
         ]
     );
     for action in Action::ALL {

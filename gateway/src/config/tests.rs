@@ -1,4 +1,5 @@
 use super::*;
+use crate::reports::{CrimeThreshold, Schedule, SupervisionSettings};
 
 const GOOD: &str = r#"
 listen = "127.0.0.1:7443"
@@ -11,6 +12,9 @@ key = "/etc/liandong/gateway.key"
 
 [database]
 url = "sqlite://data/liandong.db"
+
+[signing]
+key = "pki/gateway.signing.pk8"
 "#;
 
 fn no_env(_: &str) -> Option<String> {
@@ -25,6 +29,47 @@ fn relative_paths_resolve_against_the_config_directory() {
     assert_eq!(config.tls.key, Path::new("/etc/liandong/gateway.key"));
     assert_eq!(config.database_url, "sqlite:///srv/ld/data/liandong.db");
     assert_eq!(config.max_message_bytes, 256 * 1024);
+    assert_eq!(
+        config.signing_key,
+        Path::new("/srv/ld/pki/gateway.signing.pk8")
+    );
+    assert_eq!(config.mechanism, MechanismFiles::default());
+}
+
+#[test]
+fn the_signing_key_is_required() {
+    let bad = GOOD.replace("[signing]\nkey = \"pki/gateway.signing.pk8\"\n", "");
+    let err = GatewayConfig::parse(&bad, Path::new("g.toml"), no_env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("g.toml:") && err.contains("missing field `signing`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn mechanism_files_resolve_and_the_time_zone_is_checked() {
+    let set = format!(
+        "{GOOD}\n[mechanism]\ndeadlines = \"rules/deadlines.toml\"\ncalendar = [\"cal/2028.toml\", \"/etc/ld/2029.toml\"]\ntime_zone = \"Asia/Urumqi\"\n"
+    );
+    let config = GatewayConfig::parse(&set, Path::new("/srv/ld/gateway.toml"), no_env).unwrap();
+    assert_eq!(
+        config.mechanism,
+        MechanismFiles {
+            deadlines: Some("/srv/ld/rules/deadlines.toml".into()),
+            calendar: vec!["/srv/ld/cal/2028.toml".into(), "/etc/ld/2029.toml".into()],
+            time_zone: "Asia/Urumqi".into(),
+        }
+    );
+    let bad = format!("{GOOD}\n[mechanism]\ntime_zone = \"Asia/Beijing\"\n");
+    let err = GatewayConfig::parse(&bad, Path::new("g.toml"), no_env)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "g.toml: mechanism.time_zone: \"Asia/Beijing\" is not a time zone of the bundled database (e.g. Asia/Shanghai)"
+    );
 }
 
 #[test]
@@ -103,4 +148,73 @@ fn delivery_settings_and_caps_have_defaults_and_are_validated() {
             "{err}"
         );
     }
+}
+
+#[test]
+fn report_schedule_and_supervision_default_to_the_documented_values() {
+    let config = GatewayConfig::parse(GOOD, Path::new("g.toml"), no_env).unwrap();
+    assert_eq!(config.report_schedule, Schedule::Monthly);
+    assert_eq!(config.supervision, SupervisionSettings::default());
+    assert_eq!(
+        config.supervision.crime_thresholds,
+        [CrimeThreshold {
+            measurement: "hazardous_waste_tonnes".into(),
+            minimum: 3.0
+        }]
+    );
+    let text = format!(
+        "{GOOD}\n[reports]\nschedule = \"weekly\"\n\n[supervision]\nfiled_idle_days = 90\n\n\
+         [supervision.crime_thresholds]\nhazardous_waste_tonnes = 2.5\nmercury_discharge_kilograms = 1\n"
+    );
+    let config = GatewayConfig::parse(&text, Path::new("g.toml"), no_env).unwrap();
+    assert_eq!(config.report_schedule, Schedule::Weekly);
+    assert_eq!(config.supervision.filed_idle_days, 90);
+    let names: Vec<(&str, f64)> = config
+        .supervision
+        .crime_thresholds
+        .iter()
+        .map(|t| (t.measurement.as_str(), t.minimum))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("hazardous_waste_tonnes", 2.5),
+            ("mercury_discharge_kilograms", 1.0)
+        ]
+    );
+}
+
+#[test]
+fn bad_report_and_supervision_settings_are_refused_by_name() {
+    let refused = |extra: &str| {
+        GatewayConfig::parse(&format!("{GOOD}\n{extra}"), Path::new("g.toml"), no_env)
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        refused("[reports]\nschedule = \"daily\"\n"),
+        "g.toml: reports.schedule: \"daily\" is not one of \"monthly\", \"weekly\", \"off\""
+    );
+    assert_eq!(
+        refused("[supervision]\nfiled_idle_days = 0\n"),
+        "g.toml: supervision.filed_idle_days: must be between 1 and 3650"
+    );
+    assert_eq!(
+        refused("[supervision.crime_thresholds]\nhazardous_waste_tonnes = 0\n"),
+        "g.toml: supervision.crime_thresholds.hazardous_waste_tonnes: must be a number above 0"
+    );
+    assert_eq!(
+        refused("[supervision.crime_thresholds]\nTonnes = 3\n"),
+        "g.toml: supervision.crime_thresholds.Tonnes: a measurement name is lower-case a-z, \
+         0-9 and _, ending in its unit (e.g. hazardous_waste_tonnes)"
+    );
+    assert_eq!(
+        refused("[supervision.crime_thresholds]\nwaste = 3\n"),
+        "g.toml: supervision.crime_thresholds.waste: a measurement name is lower-case a-z, \
+         0-9 and _, ending in its unit (e.g. hazardous_waste_tonnes)"
+    );
+    let err = refused("[supervision.crime_thresholds]\nhazardous_waste_tonnes = \"3\"\n");
+    assert!(err.contains("crime_thresholds"), "{err}");
+    let err = refused("[reports]\nfrequency = \"monthly\"\n");
+    assert!(err.contains("frequency"), "{err}");
 }

@@ -124,6 +124,7 @@ async fn every_request_gets_its_caller_resolved_before_the_handler() {
         rules,
         0,
         crate::routing::DeliverySettings::default(),
+        Arc::new(crate::supervision::GatewayKey::generate()),
     ));
     let handler = tower::service_fn(|request: http::Request<()>| async move {
         Ok::<_, std::convert::Infallible>(Caller::of(request.extensions()).audit_name())

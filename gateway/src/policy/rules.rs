@@ -16,9 +16,10 @@ use liandong_core::toml_file::{self, FileError};
 pub const DEFAULT_POLICY: &str = include_str!("default.toml");
 
 /// Events only the gateway itself may emit.
-pub const GATEWAY_ONLY_EVENTS: [pb::EventType; 2] = [
+pub const GATEWAY_ONLY_EVENTS: [pb::EventType; 3] = [
     pb::EventType::SupervisionAlert,
     pb::EventType::StatisticsReport,
+    pb::EventType::AnnouncementReleased,
 ];
 
 /// A policy file that cannot be used.

@@ -33,7 +33,19 @@ async fn gateway(dir: &tempfile::TempDir) -> Arc<Gateway> {
 async fn gateway_with(dir: &tempfile::TempDir, delivery: DeliverySettings) -> Arc<Gateway> {
     let url = format!("sqlite://{}", dir.path().join("test.db").display());
     let store = Store::connect(&url, 2).await.unwrap();
-    Arc::new(Gateway::new(store, rules(REGISTRY), 0, delivery))
+    Arc::new(Gateway::new(
+        store,
+        rules(REGISTRY),
+        0,
+        delivery,
+        Arc::new(crate::supervision::GatewayKey::generate()),
+    ))
+}
+
+/// The case of the transfer `store_transfer` stores as `id`: each
+/// transfer opens a case of its own (a case is transferred once).
+fn transfer_case(id: &str) -> String {
+    format!("CZ-2026-HW-{id}")
 }
 
 /// The envelope of the transfer `store_transfer` stores.
@@ -41,7 +53,7 @@ fn transfer_envelope(id: &str) -> Envelope {
     Envelope {
         sender: AgencyId::parse("sender", "cz-eeb-xiangyuan").unwrap(),
         id: NotificationId::parse_field("id", id).unwrap(),
-        case_ref: CaseRef::parse_field("case_ref", "CZ-2026-HW-0042").unwrap(),
+        case_ref: CaseRef::parse_field("case_ref", &transfer_case(id)).unwrap(),
         event: Event::from_wire("event", pb::EventType::CaseTransferred as i32).unwrap(),
         confidentiality: Confidentiality::Restricted,
         region: Region::parse("region", "140423").unwrap(),
@@ -53,7 +65,7 @@ fn transfer_envelope(id: &str) -> Envelope {
 async fn store_transfer(gateway: &Gateway, id: &str) -> u64 {
     let wire = pb::Notification {
         notification_id: id.into(),
-        case_ref: "CZ-2026-HW-0042".into(),
+        case_ref: transfer_case(id),
         event: pb::EventType::CaseTransferred as i32,
         confidentiality: pb::Confidentiality::Restricted as i32,
         recipients: vec!["cz-psb-xiangyuan".into()],

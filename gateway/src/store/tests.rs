@@ -27,7 +27,7 @@ pub(crate) async fn backends() -> Vec<(Store, Option<tempfile::TempDir>)> {
 
 /// A URL whose search_path is a new, empty schema, or None when PostgreSQL
 /// is not reachable and not required.
-async fn postgres_schema_url() -> Option<String> {
+pub(crate) async fn postgres_schema_url() -> Option<String> {
     let base = std::env::var("LIANDONG_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
     let required = std::env::var("LIANDONG_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
@@ -59,12 +59,24 @@ async fn postgres_schema_url() -> Option<String> {
 }
 
 /// A notification as `api` builds it: the encoded wire message (with
-/// `content` as its summary) and the routing columns taken from it.
+/// `content` as its summary) and the routing columns taken from it. It
+/// shares a clue, which a case accepts any number of times.
 fn new_notification(sender: &str, id: &str, case_ref: &str, content: &str) -> NewNotification {
+    new_event(sender, id, case_ref, pb::EventType::ClueShared, content)
+}
+
+/// [`new_notification`] of `event`.
+fn new_event(
+    sender: &str,
+    id: &str,
+    case_ref: &str,
+    event: pb::EventType,
+    content: &str,
+) -> NewNotification {
     let wire = pb::Notification {
         notification_id: id.into(),
         case_ref: case_ref.into(),
-        event: 3,
+        event: event as i32,
         confidentiality: 3,
         recipients: vec!["cz-psb".into(), "cz-procuratorate".into()],
         confidentiality_note: "reason".into(),
@@ -1174,25 +1186,27 @@ async fn case_transferor_is_the_sender_of_the_first_transfer() {
             None,
             "a clue is no transfer"
         );
-        // new_notification makes CASE_TRANSFERRED (event 3).
-        store
-            .publish(&new_notification("cz-eeb-xiangyuan", "t-1", "C-9", "x"))
-            .await
-            .unwrap();
-        store
-            .publish(&new_notification("cz-eeb", "t-2", "C-9", "x"))
-            .await
-            .unwrap();
-        store
-            .publish(&new_notification("cz-eeb-luzhou", "t-3", "C-10", "x"))
-            .await
-            .unwrap();
+        let transfer = |sender: &str, id: &str, case_ref: &str| {
+            new_event(sender, id, case_ref, pb::EventType::CaseTransferred, "x")
+        };
+        stored(
+            store
+                .publish(&transfer("cz-eeb-xiangyuan", "t-1", "C-9"))
+                .await
+                .unwrap(),
+        );
+        stored(
+            store
+                .publish(&transfer("cz-eeb-luzhou", "t-3", "C-10"))
+                .await
+                .unwrap(),
+        );
         assert_eq!(
             store.case_transferor(&case).await.unwrap(),
             Some(AgencyId::parse("id", "cz-eeb-xiangyuan").unwrap())
         );
-        // A first transfer that fails its checks is not taken for the
-        // case's transferor; the next one that passes is.
+        // A transfer that fails its checks is not taken for the case's
+        // transferor.
         exec(
             &store,
             "UPDATE notifications SET sender = 'cz-psb' WHERE notification_id = 't-1'",
@@ -1200,7 +1214,7 @@ async fn case_transferor_is_the_sender_of_the_first_transfer() {
         .await;
         assert_eq!(
             store.case_transferor(&case).await.unwrap(),
-            Some(AgencyId::parse("id", "cz-eeb").unwrap()),
+            None,
             "{:?}",
             store.backend()
         );
@@ -1322,4 +1336,231 @@ async fn rows_without_copies_keep_the_chain_formula_of_before() {
             "a copy changes the link"
         );
     }
+}
+
+/// Publishes `event` as `sender` on `case_ref` with id `id`.
+async fn publish_event(
+    store: &Store,
+    sender: &str,
+    id: &str,
+    case_ref: &str,
+    event: pb::EventType,
+) -> PublishOutcome {
+    store
+        .publish(&new_event(sender, id, case_ref, event, "x"))
+        .await
+        .unwrap_or_else(|e| panic!("{:?}: {id}: {e}", store.backend()))
+}
+
+/// What the store holds of the case picture and the log: the case row,
+/// its history, the stored rows and the high-water mark.
+async fn picture(store: &Store, case_ref: &str) -> Picture {
+    (
+        store.case(case_ref).await.unwrap(),
+        store.case_history(case_ref).await.unwrap(),
+        store.count_notifications().await.unwrap(),
+        store.latest_sequence().await.unwrap(),
+    )
+}
+
+fn refused(outcome: PublishOutcome) -> CaseRefusal {
+    match outcome {
+        PublishOutcome::Refused(refusal) => refusal,
+        other => panic!("must be refused, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn refused_case_event_writes_nothing_and_changes_no_state() {
+    use pb::EventType as E;
+    for (store, _guard) in backends().await {
+        let backend = store.backend();
+        stored(publish_event(&store, "cz-eeb", "t1", "CZ-1", E::CaseTransferred).await);
+        let before = picture(&store, "CZ-1").await;
+        let filing =
+            refused(publish_event(&store, "cz-psb", "f1", "CZ-1", E::JudgmentRecorded).await);
+        assert_eq!(
+            filing.to_string(),
+            "case CZ-1 is TRANSFERRED; JUDGMENT_RECORDED needs PROSECUTED",
+            "{backend:?}"
+        );
+        assert_eq!(picture(&store, "CZ-1").await, before, "{backend:?}");
+
+        // A decision on a case the gateway never saw opens nothing.
+        let unknown = refused(publish_event(&store, "cz-psb", "f2", "CZ-9", E::CaseFiled).await);
+        assert_eq!(unknown.state, None, "{backend:?}");
+        assert_eq!(store.case("CZ-9").await.unwrap(), None, "{backend:?}");
+        assert_eq!(picture(&store, "CZ-1").await, before, "{backend:?}");
+        // The refused ids stay free: the right event under the same id is
+        // stored afterwards.
+        stored(publish_event(&store, "cz-psb", "f1", "CZ-1", E::CaseFiled).await);
+        assert_eq!(
+            store.case("CZ-1").await.unwrap().unwrap().state,
+            pb::CaseState::Filed,
+            "{backend:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn projection_follows_a_case_lifecycle() {
+    use pb::CaseState as S;
+    use pb::EventType as E;
+    for (store, _guard) in backends().await {
+        let backend = store.backend();
+        let steps = [
+            ("cz-eeb", "c1", E::ClueShared, S::Clue),
+            ("cz-eeb", "t1", E::CaseTransferred, S::Transferred),
+            ("cz-eeb", "p1", E::PenaltyDecided, S::Transferred),
+            ("cz-psb", "r1", E::TransferReceived, S::TransferReceived),
+            ("cz-psb", "x1", E::DeadlineExtended, S::TransferReceived),
+            ("cz-psb", "f1", E::CaseFiled, S::Filed),
+            ("cz-psb", "a1", E::ArrestRequested, S::ArrestRequested),
+            (
+                "cz-procuratorate",
+                "a2",
+                E::ArrestApproved,
+                S::ArrestApproved,
+            ),
+            ("cz-procuratorate", "pr", E::ProsecutionFiled, S::Prosecuted),
+            ("cz-procuratorate", "j1", E::JudgmentRecorded, S::Judged),
+        ];
+        let mut receipts = Vec::new();
+        for (sender, id, event, state) in steps {
+            let receipt = stored(publish_event(&store, sender, id, "CZ-7", event).await);
+            let case = store.case("CZ-7").await.unwrap().expect("the case exists");
+            assert_eq!(case.state, state, "{backend:?}: after {id}");
+            assert_eq!(case.last_sequence, receipt.sequence, "{backend:?}");
+            receipts.push(receipt);
+        }
+        // A notice on the case's reference is no case event.
+        let notice = stored(publish_event(&store, "cz-eeb", "m1", "CZ-7", E::MeetingNotice).await);
+        let case = store.case("CZ-7").await.unwrap().unwrap();
+        assert_eq!(case.last_sequence, receipts[9].sequence, "{backend:?}");
+        assert!(notice.sequence > case.last_sequence);
+        assert_eq!(case.region, "140423");
+        assert_eq!(case.agencies, ["cz-eeb", "cz-procuratorate", "cz-psb"]);
+        assert_eq!(case.opened_at, receipts[0].received_at);
+        assert_eq!(case.state_since, receipts[9].received_at);
+        assert_eq!(case.transferor.as_deref(), Some("cz-eeb"));
+        assert_eq!(case.police.as_deref(), Some("cz-psb"));
+        assert_eq!(case.penalized_at, Some(receipts[2].received_at));
+
+        let history = store.case_history("CZ-7").await.unwrap();
+        let moves: Vec<(Option<S>, S)> = history.iter().map(|t| (t.from, t.to)).collect();
+        assert_eq!(
+            moves,
+            [
+                (None, S::Clue),
+                (Some(S::Clue), S::Transferred),
+                (Some(S::Transferred), S::Transferred),
+                (Some(S::Transferred), S::TransferReceived),
+                (Some(S::TransferReceived), S::TransferReceived),
+                (Some(S::TransferReceived), S::Filed),
+                (Some(S::Filed), S::ArrestRequested),
+                (Some(S::ArrestRequested), S::ArrestApproved),
+                (Some(S::ArrestApproved), S::Prosecuted),
+                (Some(S::Prosecuted), S::Judged),
+            ],
+            "{backend:?}"
+        );
+        let sequences: Vec<u64> = history.iter().map(|t| t.sequence).collect();
+        let expected: Vec<u64> = receipts.iter().map(|r| r.sequence).collect();
+        assert_eq!(sequences, expected);
+        assert_eq!(history[3].at, receipts[3].received_at);
+        assert_eq!(history[3].event.to_wire(), E::TransferReceived);
+
+        // Closed: a second judgment is refused, naming the state.
+        let second = refused(
+            publish_event(
+                &store,
+                "cz-procuratorate",
+                "j2",
+                "CZ-7",
+                E::JudgmentRecorded,
+            )
+            .await,
+        );
+        assert_eq!(
+            second.to_string(),
+            "case CZ-7 is JUDGED, which is closed; JUDGMENT_RECORDED needs PROSECUTED"
+        );
+        // Notices on a reference that is no case make no case.
+        stored(publish_event(&store, "cz-eeb", "m2", "MEET-1", E::MeetingNotice).await);
+        assert_eq!(store.case("MEET-1").await.unwrap(), None, "{backend:?}");
+        assert!(store.case_history("MEET-1").await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn duplicate_after_the_case_moved_on_still_answers_its_receipt() {
+    use pb::EventType as E;
+    for (store, _guard) in backends().await {
+        let backend = store.backend();
+        let transfer =
+            stored(publish_event(&store, "cz-eeb", "t1", "CZ-3", E::CaseTransferred).await);
+        stored(publish_event(&store, "cz-psb", "r1", "CZ-3", E::TransferReceived).await);
+        // The case no longer accepts a transfer, but this is the same one.
+        let again = publish_event(&store, "cz-eeb", "t1", "CZ-3", E::CaseTransferred).await;
+        assert_eq!(again, PublishOutcome::Duplicate(transfer), "{backend:?}");
+        // The same id for other content stays a conflict, not a case refusal.
+        let changed = store
+            .publish(&new_event(
+                "cz-eeb",
+                "t1",
+                "CZ-3",
+                E::CaseTransferred,
+                "other",
+            ))
+            .await
+            .unwrap();
+        assert_eq!(changed, PublishOutcome::Conflict, "{backend:?}");
+        let case = store.case("CZ-3").await.unwrap().unwrap();
+        assert_eq!(case.state, pb::CaseState::TransferReceived, "{backend:?}");
+        assert_eq!(store.case_history("CZ-3").await.unwrap().len(), 2);
+    }
+}
+
+#[tokio::test]
+async fn refused_event_after_a_failed_write_leaves_nothing() {
+    use pb::EventType as E;
+    for (store, _guard) in backends().await {
+        let backend = store.backend();
+        fail_commits_of_case(&store).await;
+        let failed = store
+            .publish(&new_event(
+                "cz-eeb",
+                "t1",
+                "FAIL-AT-COMMIT",
+                E::CaseTransferred,
+                "x",
+            ))
+            .await;
+        assert!(
+            matches!(failed, Err(StoreError::Database(_))),
+            "{backend:?}: {failed:?}"
+        );
+        // The failed transfer made no case: a filing decision finds none,
+        // is refused, and writes nothing either.
+        let filing =
+            refused(publish_event(&store, "cz-psb", "f1", "FAIL-AT-COMMIT", E::CaseFiled).await);
+        assert_eq!(filing.state, None, "{backend:?}");
+        assert_eq!(
+            picture(&store, "FAIL-AT-COMMIT").await,
+            picture_of_nothing(),
+            "{backend:?}"
+        );
+        assert!(
+            store.is_healthy(),
+            "{backend:?}: a refusal is a committed write"
+        );
+    }
+}
+
+/// A case row, its history, the number of stored rows, the high-water mark.
+type Picture = (Option<CaseRecord>, Vec<cases::Transition>, u64, u64);
+
+/// [`picture`] of an empty store.
+fn picture_of_nothing() -> Picture {
+    (None, Vec::new(), 0, 0)
 }

@@ -249,9 +249,11 @@ async fn main() -> anyhow::Result<()> {
     let mut latencies = Vec::with_capacity(args.round_trips);
     let started = Instant::now();
     for i in 0..args.round_trips {
+        // Each round trip transfers a case of its own: a case is
+        // transferred once.
         let n = notification(
             &format!("r{i}"),
-            "CZ-BENCH-3",
+            &format!("CZ-BENCH-3-{i}"),
             Event::CaseTransferred,
             Level::Restricted,
             &["cz-psb"],

@@ -767,6 +767,9 @@ fn gateway_config() -> String {
      key = \"pki/gateway.key\"\n\
      handshake_timeout_seconds = 5\n\
      \n\
+     [signing]\n\
+     key = \"pki/gateway.signing.pk8\"\n\
+     \n\
      [database]\n\
      url = \"sqlite://data/liandong.db\"\n\
      \n\

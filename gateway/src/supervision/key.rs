@@ -1,0 +1,113 @@
+//! The gateway's own Ed25519 signing key, with which it signs the
+//! notifications it emits (`SUPERVISION_ALERT`, and the other gateway
+//! events) exactly as an agency signs its own (`docs/SIGNING.md`), under
+//! the sender id [`GATEWAY_SENDER`].
+//!
+//! This module never reveals the private key: `Debug` shows the key id
+//! only, and errors name the file, never its bytes.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use ring::signature::{Ed25519KeyPair, KeyPair as _};
+
+use liandong_core::pb;
+use liandong_core::registry::GATEWAY_SENDER;
+use liandong_core::signing::{PUBLIC_KEY_LEN, key_id, signing_bytes};
+
+/// The signing key could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The file could not be read.
+    #[error("signing.key: {path}: cannot read the gateway's signing key: {source}")]
+    Read {
+        /// The key file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not an Ed25519 key in PKCS#8 DER.
+    #[error("signing.key: {path}: not an Ed25519 PKCS#8 (DER) key: {reason}")]
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// What ring said.
+        reason: String,
+    },
+}
+
+/// The gateway's signing key.
+pub struct GatewayKey {
+    pair: Ed25519KeyPair,
+    public: [u8; PUBLIC_KEY_LEN],
+    key_id: String,
+}
+
+impl fmt::Debug for GatewayKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GatewayKey")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GatewayKey {
+    /// Loads a PKCS#8 DER file (`gateway.signing.pk8` as `liandong-certs
+    /// init` writes it: v2; v1 as OpenSSL writes it is accepted too).
+    pub fn load(path: &Path) -> Result<Self, KeyError> {
+        let der = std::fs::read(path).map_err(|source| KeyError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_pkcs8(&der).map_err(|reason| KeyError::Key {
+            path: path.to_owned(),
+            reason,
+        })
+    }
+
+    /// A fresh key, kept in memory only: for tests and tools that run a
+    /// gateway without a configured identity. `serve` always loads the
+    /// configured key ([`GatewayKey::load`]).
+    pub fn generate() -> Self {
+        let der = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+            .expect("the system random source works");
+        Self::from_pkcs8(der.as_ref()).expect("a generated key is valid PKCS#8")
+    }
+
+    /// A key from PKCS#8 DER bytes.
+    pub fn from_pkcs8(der: &[u8]) -> Result<Self, String> {
+        let pair = Ed25519KeyPair::from_pkcs8(der)
+            .or_else(|_| Ed25519KeyPair::from_pkcs8_maybe_unchecked(der))
+            .map_err(|e| e.to_string())?;
+        let public: [u8; PUBLIC_KEY_LEN] = pair
+            .public_key()
+            .as_ref()
+            .try_into()
+            .map_err(|_| "the public key is not 32 bytes".to_owned())?;
+        Ok(Self {
+            key_id: key_id(GATEWAY_SENDER, &public),
+            pair,
+            public,
+        })
+    }
+
+    /// The raw public key, for receivers that verify the gateway's
+    /// notifications.
+    pub fn public_key(&self) -> [u8; PUBLIC_KEY_LEN] {
+        self.public
+    }
+
+    /// The key id (`liandong-gateway:<16 hex>`), as SIGNING.md defines it.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// Sets `sender` to [`GATEWAY_SENDER`] and signs `notification` over
+    /// its signing bytes, filling `signature` and `signing_key_id`.
+    pub fn sign(&self, notification: &mut pb::Notification) {
+        notification.sender = GATEWAY_SENDER.to_owned();
+        let bytes = signing_bytes(notification, GATEWAY_SENDER);
+        notification.signature = self.pair.sign(&bytes).as_ref().to_vec();
+        notification.signing_key_id = self.key_id.clone();
+    }
+}
