@@ -464,7 +464,7 @@ async fn await_alert(
                 .deliveries()
                 .with_context(|| format!("reading {agency}'s deliveries"))?
                 .into_iter()
-                .find(|d| is_alert(d));
+                .find(is_alert);
             if let Some(alert) = alert {
                 found.push((agency, alert));
             }
@@ -954,6 +954,10 @@ struct DeadlineRow {
     stopped_at: Option<i64>,
 }
 
+/// `due_at, breached_at, alert_sequence, stopped_sequence, stopped_at` of
+/// a `deadlines` row.
+type DeadlineColumns = (i64, Option<i64>, Option<i64>, Option<i64>, Option<i64>);
+
 /// Reads the demo case's [`DRILL_RULE`] deadline from the gateway's
 /// SQLite database.
 async fn deadline_row(dir: &Path) -> anyhow::Result<Option<DeadlineRow>> {
@@ -966,7 +970,7 @@ async fn deadline_row(dir: &Path) -> anyhow::Result<Option<DeadlineRow>> {
     let mut conn = sqlx::AnyConnection::connect(&url)
         .await
         .with_context(|| format!("opening {url}"))?;
-    let row: Option<(i64, Option<i64>, Option<i64>, Option<i64>, Option<i64>)> = sqlx::query_as(
+    let row: Option<DeadlineColumns> = sqlx::query_as(
         "SELECT due_at, breached_at, alert_sequence, stopped_sequence, stopped_at \
              FROM deadlines WHERE case_ref = $1 AND rule = $2",
     )
