@@ -53,7 +53,9 @@ json_message!(
     PublishReceipt,
     Delivery,
     CaseView,
-    SubscriptionFilter
+    SubscriptionFilter,
+    StatisticsReport,
+    SignalsResponse
 );
 
 /// Parses the JSON form of `M`.

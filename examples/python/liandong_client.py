@@ -264,9 +264,30 @@ class Client:
         )
         return Subscription(self.stub, open_request)
 
-    def get_case(self, case_ref: str):
-        """The case's timeline (a CaseView) as this agency may see it."""
-        return self.stub.GetCase(pb.GetCaseRequest(case_ref=case_ref), timeout=self.timeout)
+    def get_case(self, case_ref: str, page_size: int = 0):
+        """The case's whole timeline (a CaseView) as this agency may see it.
+
+        The gateway answers GetCase in pages (`page_size` entries, 0 = its
+        default of 50, and at most 2 MiB each); this follows every
+        `next_page_token` and returns the first page's view with the
+        timelines of all pages joined and `next_page_token` empty.
+        """
+        view = None
+        token = ""
+        while True:
+            page = self.stub.GetCase(
+                pb.GetCaseRequest(case_ref=case_ref, page_size=page_size, page_token=token),
+                timeout=self.timeout,
+            )
+            if view is None:
+                view = page
+            else:
+                view.timeline.extend(page.timeline)
+            token = page.next_page_token
+            if not token:
+                break
+        view.next_page_token = ""
+        return view
 
     def health(self, service: str = "liandong.v1.Exchange") -> int:
         """`grpc.health.v1.Health/Check`: 1 = SERVING, 2 = NOT_SERVING.

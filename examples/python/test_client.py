@@ -343,6 +343,21 @@ class ClientTest(unittest.TestCase):
         self.assertRefused(grpc.StatusCode.INVALID_ARGUMENT, "case_ref", client(PSB).get_case, "not a case ref")
         self.assertRefused(grpc.StatusCode.NOT_FOUND, "", client(PSB).get_case, case("no-such-case"))
 
+    def test_get_case_follows_every_page(self):
+        ref = case("paged")
+        sequences = publish_clues([f"paged-{i}" for i in range(5)], ref)
+
+        # The gateway answers two entries a page: three pages.
+        first = client(PSB).stub.GetCase(pb.GetCaseRequest(case_ref=ref, page_size=2), timeout=WAIT)
+        self.assertEqual([d.sequence for d in first.timeline], sequences[:2])
+        self.assertNotEqual(first.next_page_token, "")
+
+        view = client(PSB).get_case(ref, page_size=2)
+        self.assertEqual(view.case_ref, ref)
+        self.assertEqual([d.sequence for d in view.timeline], sequences)
+        self.assertEqual(view.next_page_token, "")
+        self.assertEqual(client(PSB).get_case(ref), view)
+
 
 if __name__ == "__main__":
     if not GATEWAY or not PKI:

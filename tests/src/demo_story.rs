@@ -43,6 +43,38 @@ pub const SUBSCRIBERS: [&str; 6] = [
     EEB,
 ];
 
+/// The deadline rule the demo shows breached: the police decide whether to
+/// file within 3 days of receiving a transferred case (the 2017 measures).
+pub const DRILL_RULE: &str = "police-filing-decision";
+
+/// The drill period of [`DRILL_RULE`] in the demo, in seconds: the demo's
+/// gateway counts the rule's 3 days as this many seconds of its clock, so
+/// that a filing decision can come late while one watches.
+pub const DRILL_SECONDS: u32 = 3;
+
+/// The deadline rules file the demo's gateway runs with (`[mechanism]
+/// deadlines`, docs/CASES.md): the police filing rule of the 2017
+/// measures, with its period shortened to [`DRILL_SECONDS`] seconds for a
+/// drill. A rules file replaces the built-in set, so the demo's gateway
+/// keeps no other deadline.
+pub fn drill_deadlines() -> String {
+    format!(
+        "# Drill: the police filing rule of the 2017 measures with its 3 days\n\
+         # counted as {DRILL_SECONDS} seconds, to show a late decision and its alert.\n\
+         [[deadline]]\n\
+         name = \"{DRILL_RULE}\"\n\
+         legal_basis = \"《环境保护行政执法与刑事司法衔接工作办法》（2017）：公安机关自接受案件之日起3日内\
+         作出立案或者不予立案的决定（演练：{DRILL_SECONDS}秒 drill: {DRILL_SECONDS} seconds）\"\n\
+         starts_on = [\"TRANSFER_RECEIVED\"]\n\
+         stops_on = [\"CASE_FILED\", \"FILING_DECLINED\"]\n\
+         period = {{ amount = {DRILL_SECONDS}, unit = \"seconds\" }}\n\
+         roll_to_working_day = false\n\
+         late = \"starter\"\n\
+         supervisor = \"procuratorate\"\n\
+         alert = true\n"
+    )
+}
+
 /// How `agency`'s case system hands notifications to its adapter: the
 /// environment bureau's older system drops files, the police's and the
 /// procuratorate's post to the local endpoint; the others only receive.
@@ -108,7 +140,7 @@ pub fn steps() -> Vec<Step> {
         step(
             PSB,
             "04-filed",
-            (2026, 3, 12, 15, 0),
+            (2026, 3, 16, 15, 0),
             Event::CaseFiled,
             Level::Restricted,
             &[EEB, PROCURATORATE],
@@ -334,6 +366,36 @@ mod tests {
             liandong_core::domain::Notification::try_from(step.notification.clone())
                 .unwrap_or_else(|e| panic!("{}: {e}", step.notification.notification_id));
         }
+    }
+
+    #[test]
+    fn the_drill_rules_time_the_police_filing_decision_in_seconds() {
+        let event = |e: Event| liandong_core::domain::Event::from_wire("event", e as i32).unwrap();
+        let rules = liandong_gateway::supervision::DeadlineRules::parse(
+            &drill_deadlines(),
+            std::path::Path::new("drill-deadlines.toml"),
+        )
+        .unwrap();
+        let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, [DRILL_RULE]);
+        let started: Vec<&str> = rules
+            .started_by(event(Event::TransferReceived))
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(started, [DRILL_RULE]);
+        assert_eq!(rules.stopped_by(event(Event::CaseFiled)).count(), 1);
+        let rule = rules.get(DRILL_RULE).unwrap();
+        assert!(rule.legal_basis.contains("drill"), "{}", rule.legal_basis);
+        // Three seconds after a receipt it is due, not before.
+        let period = rule.period_for(false, false);
+        let calendar = liandong_gateway::supervision::Calendar::built_in();
+        let zone = jiff::tz::TimeZone::fixed(jiff::tz::offset(8));
+        let start = jiff::Timestamp::from_second(1_772_415_000).unwrap();
+        let due = period.end(start, &zone, &calendar, false).unwrap();
+        assert_eq!(
+            due.as_second() - start.as_second(),
+            i64::from(DRILL_SECONDS)
+        );
     }
 
     #[test]

@@ -320,6 +320,27 @@ impl Pki {
         Ok(())
     }
 
+    /// The gateway's own Ed25519 public key, as `init` wrote it beside its
+    /// signing key (`gateway.signing.pub`, lower-case hex): what receivers
+    /// verify the gateway's supervision alerts with.
+    pub fn gateway_public_key(&self) -> anyhow::Result<[u8; 32]> {
+        let path = self.dir.join("gateway.signing.pub");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let text = text.trim();
+        anyhow::ensure!(
+            text.len() == 64 && text.is_ascii(),
+            "{}: not 64 hex digits",
+            path.display()
+        );
+        let mut key = [0u8; 32];
+        for (i, byte) in key.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16)
+                .with_context(|| format!("{}: not hex", path.display()))?;
+        }
+        Ok(key)
+    }
+
     /// The credentials `init` wrote for a registered agency.
     pub fn credentials(&self, agency: &str) -> ClientCredentials {
         let agencies = self.dir.join("agencies");

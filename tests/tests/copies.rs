@@ -284,6 +284,19 @@ async fn oversight_follows_sender_region() {
     let mut inbox = Subscriber::open(&mut procuratorate, "supervision")
         .await
         .unwrap();
+    // The city bureau transfers a Luzhou matter to the county police: the
+    // Xiangyuan procuratorate is neither party, copied (the city's own
+    // procuratorate is the same level) nor overseeing the city bureau, and
+    // receives nothing of it.
+    let mut bureau = bed.client("cz-eeb").await;
+    let mut transfer = restricted(
+        "t-1",
+        "CZ-LZ-34",
+        Event::CaseTransferred,
+        &["cz-psb-xiangyuan"],
+    );
+    transfer.region = "140403".into();
+    publish(&mut bureau, transfer).await.unwrap();
     let mut police = bed.client("cz-psb-xiangyuan").await;
     let mut acknowledged = restricted("r-1", "CZ-LZ-34", Event::TransferReceived, &["cz-eeb"]);
     acknowledged.region = "140403".into();
@@ -291,7 +304,8 @@ async fn oversight_follows_sender_region() {
     assert!(receipt.copies.is_empty());
 
     // The region field points to Luzhou, outside the Xiangyuan
-    // procuratorate's region; the sender's registered region does not.
+    // procuratorate's region; the sender's registered region does not. The
+    // first delivery is this stub: the transfer did not reach it.
     let stub = inbox.take_acked(1, WAIT).await.remove(0);
     assert_eq!(stub.sequence, receipt.sequence);
     assert!(stub.withheld);

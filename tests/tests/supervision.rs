@@ -62,15 +62,7 @@ async fn police_filing_overdue_alerts_procuratorate() {
         rules.display()
     ))
     .unwrap();
-    let public_key: [u8; 32] = {
-        let text = std::fs::read_to_string(bed.dir.path().join("pki/gateway.signing.pub")).unwrap();
-        let text = text.trim();
-        let mut key = [0u8; 32];
-        for (i, byte) in key.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).unwrap();
-        }
-        key
-    };
+    let public_key = bed.pki.gateway_public_key().unwrap();
     bed.wait_for_log(
         "calendar year is PROVISIONAL",
         "a warning at start for the provisional 2027 calendar",

@@ -21,6 +21,16 @@
 //! prosecutes and records the judgment, and the bureau announces the
 //! outcome to the public.
 //!
+//! The gateway runs a deadline drill: its rules file (`[mechanism]
+//! deadlines`, written by the demo) counts the police's 3 days to decide on
+//! filing a received transfer as a few seconds, and the police decide only
+//! after that. The gateway itself then sends a SUPERVISION_ALERT, signed
+//! with its own key, to the supervising county procuratorate and the
+//! police; the demo verifies it with the gateway's public key and checks
+//! that the late filing decision closed the breach. At the end it prints
+//! the statistics report of `liandong-gateway report` for the days the
+//! story was received on and checks that it counts what was published.
+//!
 //! Six agencies subscribe, including the city's procuratorate, an
 //! environment bureau of another district and the press office. The report
 //! shows what each received, and the closing checks verify the point of the
@@ -40,13 +50,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
+use liandong_core::json::from_json;
 use liandong_core::json::to_json;
 use liandong_core::pb::{self, Confidentiality as Level, EventType as Event};
-use liandong_core::registry::Registry;
+use liandong_core::registry::{GATEWAY_SENDER, Registry};
 use liandong_tests::demo_adapters::{AdapterDaemon, AdapterFiles, Source, overdue};
 use liandong_tests::demo_story::{
-    self, BYSTANDER, CASE_REF, CITY_PROCURATORATE, EEB, PRESS, PROCURATORATE, PSB, REGION,
-    SUBSCRIBERS, SUBSCRIPTION, event_name, level_name,
+    self, BYSTANDER, CASE_REF, CITY_PROCURATORATE, DRILL_RULE, DRILL_SECONDS, EEB, PRESS,
+    PROCURATORATE, PSB, REGION, SUBSCRIBERS, SUBSCRIPTION, event_name, level_name,
 };
 use liandong_tests::{GatewayProcess, Pki, REGISTRY};
 use nix::sys::signal::Signal;
@@ -61,6 +72,9 @@ const COLLECT_TIMEOUT: Duration = Duration::from_secs(30);
 const ADAPTER_STOP_TIMEOUT: Duration = Duration::from_secs(25);
 /// How long the gateway may take to stop after SIGTERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+/// The drill deadline rules file in the work directory, named by the
+/// gateway config's `[mechanism] deadlines`.
+const DRILL_RULES_FILE: &str = "drill-deadlines.toml";
 
 fn main() -> anyhow::Result<()> {
     shed_cargo_package_env()?;
@@ -186,7 +200,8 @@ async fn run(dir: &Path) -> anyhow::Result<()> {
     }
 }
 
-/// The story's phases, in order: the gateway, the daemons, the story, the
+/// The story's phases, in order: the gateway, the daemons, the story (with
+/// the alert for the late filing decision), the deliveries, the statistics
 /// report, the checks and the shutdown, then the verdict.
 async fn play(
     dir: &Path,
@@ -195,12 +210,20 @@ async fn play(
     deadline: Instant,
 ) -> anyhow::Result<()> {
     let names = Names(registry);
-    let gateway = start_gateway(dir)?;
+    let (gateway, gateway_key) = start_gateway(dir)?;
     let daemons = start_daemons(dir, adapter, &gateway.url(), &names, deadline).await?;
-    let story = publish_story(&daemons, deadline).await?;
+    let story = publish_story(&daemons, &gateway_key, deadline).await?;
     let inboxes = collect(&daemons, &story, deadline).await?;
     report(&inboxes, &story, &names);
+    let statistics = statistics_report(dir, &story).await?;
     let mut checks = check_disclosure(&inboxes, &story, registry);
+    checks.push(alert_reaches_supervisor_and_police(
+        &inboxes,
+        &story,
+        &gateway_key,
+    ));
+    checks.push(late_filing_closes_the_breach(dir, &story).await);
+    checks.push(report_counts_the_story(&statistics, &story));
     checks.extend(shut_down(daemons, gateway).await?);
     verdict(&checks, deadline)
 }
@@ -223,7 +246,15 @@ struct Story {
     published: Vec<(pb::Notification, u64)>,
     clue: u64,
     transfer: u64,
+    received: u64,
+    filed: u64,
     announcement: u64,
+    /// The gateway's SUPERVISION_ALERT for the late filing decision.
+    alert: u64,
+    /// The local dates (UTC+8) the gateway received the story on: the
+    /// first and the last.
+    first_day: jiff::civil::Date,
+    last_day: jiff::civil::Date,
 }
 
 /// What each subscriber's case system found in its folder sink.
@@ -246,15 +277,27 @@ impl Inboxes<'_> {
 /// found.
 type Check = (bool, String);
 
-/// The gateway on a loopback port, with the development PKI and every
-/// agency's signing key registered.
-fn start_gateway(dir: &Path) -> anyhow::Result<GatewayProcess> {
+/// The gateway on a loopback port, with the development PKI, every
+/// agency's signing key registered and the drill deadline rules; and the
+/// gateway's own public key, which its alerts are verified with.
+fn start_gateway(dir: &Path) -> anyhow::Result<(GatewayProcess, [u8; 32])> {
     println!("\nStarting the gateway");
     let pki = Pki::create(dir).context("creating the development PKI")?;
     // Every agency's public key is registered: the gateway then requires
     // and checks the signature the adapters put on each notification.
     pki.register_signing_keys()
         .context("registering the signing keys")?;
+    let gateway_key = pki
+        .gateway_public_key()
+        .context("reading the gateway's public key")?;
+    std::fs::write(dir.join(DRILL_RULES_FILE), demo_story::drill_deadlines())
+        .context("writing the drill deadline rules")?;
+    println!(
+        "  DEADLINE DRILL: the gateway runs with {DRILL_RULES_FILE}, in which the police's \
+         filing decision ({DRILL_RULE}: 3 days from receiving a transfer, the 2017 measures) \
+         is due {DRILL_SECONDS} seconds after the receipt; the demo's police decide late on \
+         purpose"
+    );
     let config = dir.join("gateway.toml");
     std::fs::write(&config, gateway_config()).context("writing the gateway config")?;
     let log = dir.join("gateway.log");
@@ -268,7 +311,7 @@ fn start_gateway(dir: &Path) -> anyhow::Result<GatewayProcess> {
         gateway.url(),
         gateway.pid()
     );
-    Ok(gateway)
+    Ok((gateway, gateway_key))
 }
 
 /// One adapter daemon per agency, each subscribed from the beginning.
@@ -316,13 +359,28 @@ async fn start_daemons(
 /// The story, handed over one notification at a time, each once the
 /// previous one is stored: the order of the story is the order of the
 /// sequences.
-async fn publish_story(daemons: &[AdapterDaemon], deadline: Instant) -> anyhow::Result<Story> {
+async fn publish_story(
+    daemons: &[AdapterDaemon],
+    gateway_key: &[u8; 32],
+    deadline: Instant,
+) -> anyhow::Result<Story> {
     println!(
         "\nPublishing: sender → event (level) → sequence, as each case system hands the \
          notification to its adapter"
     );
+    let first_day = local_today();
     let mut published = Vec::new();
+    let mut alert = None;
     for step in demo_story::steps() {
+        if step.notification.event == Event::CaseFiled as i32 {
+            // The police decide late: only once the gateway has alerted.
+            let received = published
+                .iter()
+                .find(|(n, _): &&(pb::Notification, u64)| n.event == Event::TransferReceived as i32)
+                .map(|(_, sequence)| *sequence)
+                .context("the transfer is received before it is filed")?;
+            alert = Some(await_alert(daemons, received, gateway_key, deadline).await?);
+        }
         let daemon = daemons
             .iter()
             .find(|d| d.agency() == step.sender)
@@ -362,9 +420,106 @@ async fn publish_story(daemons: &[AdapterDaemon], deadline: Instant) -> anyhow::
     Ok(Story {
         clue: sequence_of(Event::ClueShared)?,
         transfer: sequence_of(Event::CaseTransferred)?,
+        received: sequence_of(Event::TransferReceived)?,
+        filed: sequence_of(Event::CaseFiled)?,
         announcement: sequence_of(Event::JointAnnouncement)?,
+        alert: alert.context("the story has a filing decision")?,
         published,
+        first_day,
+        last_day: local_today(),
     })
+}
+
+/// The agencies a supervision alert of [`DRILL_RULE`] goes to: the
+/// supervising procuratorate and the police that must decide.
+const ALERTED: [&str; 2] = [PROCURATORATE, PSB];
+
+/// Waits until the gateway's SUPERVISION_ALERT for the filing decision the
+/// receipt `received` started has reached the supervising procuratorate's
+/// and the police's case systems, shows it with its signature checked
+/// against the gateway's public key, and returns its sequence.
+async fn await_alert(
+    daemons: &[AdapterDaemon],
+    received: u64,
+    gateway_key: &[u8; 32],
+    deadline: Instant,
+) -> anyhow::Result<u64> {
+    let waiting_since = Instant::now();
+    println!(
+        "      (drill) no filing decision yet; the gateway's clock {DRILL_RULE} started at \
+         #{received} and is due {DRILL_SECONDS} s later..."
+    );
+    let mut found: Vec<(&str, pb::Delivery)> = Vec::new();
+    while found.len() < ALERTED.len() {
+        if Instant::now() >= deadline {
+            bail!(overdue("waiting for the supervision alert"));
+        }
+        found.clear();
+        for agency in ALERTED {
+            let daemon = daemons
+                .iter()
+                .find(|d| d.agency() == agency)
+                .context("every alerted agency runs an adapter")?;
+            let alert = daemon
+                .deliveries()
+                .with_context(|| format!("reading {agency}'s deliveries"))?
+                .into_iter()
+                .find(is_alert);
+            if let Some(alert) = alert {
+                found.push((agency, alert));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, first) = &found[0];
+    let n = first.notification.clone().unwrap_or_default();
+    let body = n
+        .body
+        .as_ref()
+        .and_then(|b| b.alert.clone())
+        .unwrap_or_default();
+    println!(
+        "  {:<10}  {GATEWAY_SENDER} → {} ({}, for {}) → #{}  (in both case systems {:.1} s later)",
+        "(drill)",
+        event_name(n.event),
+        level_name(n.confidentiality),
+        n.recipients.join(" + "),
+        first.sequence,
+        waiting_since.elapsed().as_secs_f64()
+    );
+    println!("       {}", n.summary);
+    println!(
+        "       rule {}: {} awaited from {}, supervisor {}",
+        body.rule, body.awaited, body.late_agency, body.supervisor
+    );
+    for (agency, delivery) in &found {
+        let verified = delivery.notification.as_ref().map_or_else(
+            || "no notification".to_owned(),
+            |n| match liandong_core::signing::verify(n, GATEWAY_SENDER, gateway_key) {
+                Ok(()) => "signature verified with pki/gateway.signing.pub".to_owned(),
+                Err(error) => format!("signature NOT verified: {error}"),
+            },
+        );
+        println!("       at {agency}: #{} {verified}", delivery.sequence);
+    }
+    Ok(first.sequence)
+}
+
+/// Whether `delivery` is a supervision alert the gateway itself sent.
+fn is_alert(delivery: &pb::Delivery) -> bool {
+    delivery.sender == GATEWAY_SENDER
+        && delivery
+            .notification
+            .as_ref()
+            .is_some_and(|n| n.event == Event::SupervisionAlert as i32)
+}
+
+/// Today's local date in the mechanism's zone (Asia/Shanghai, UTC+8 all
+/// year), which the gateway's reports count received notifications by.
+fn local_today() -> jiff::civil::Date {
+    jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::fixed(jiff::tz::offset(8)))
+        .date()
 }
 
 /// Waits until every sink has written the announcement (the last
@@ -413,7 +568,7 @@ fn report(inboxes: &Inboxes<'_>, story: &Story, names: &Names<'_>) {
             "\n  {}: {} of {} notifications",
             names.display(agency),
             deliveries.len(),
-            story.published.len()
+            story.published.len() + 1
         );
         for delivery in deliveries {
             println!("    {}", describe(delivery));
@@ -696,6 +851,255 @@ fn announcement_reaches_everyone(inboxes: &Inboxes<'_>, story: &Story) -> Check 
     (missing.is_empty(), line)
 }
 
+/// The gateway's SUPERVISION_ALERT reached the supervising procuratorate
+/// and the police in full, signed with the gateway's key, naming the rule,
+/// the late agency, the supervisor and the receipt that started the clock.
+fn alert_reaches_supervisor_and_police(
+    inboxes: &Inboxes<'_>,
+    story: &Story,
+    gateway_key: &[u8; 32],
+) -> Check {
+    let alert = story.alert;
+    let mut problems = Vec::new();
+    for agency in ALERTED {
+        let Some(d) = inboxes.delivered(agency, alert) else {
+            problems.push(format!("{agency}: not delivered"));
+            continue;
+        };
+        if d.withheld {
+            problems.push(format!("{agency}: withheld ({})", d.withheld_reason));
+            continue;
+        }
+        let n = d.notification.clone().unwrap_or_default();
+        if d.sender != GATEWAY_SENDER || n.event != Event::SupervisionAlert as i32 {
+            problems.push(format!("{agency}: #{alert} is not the gateway's alert"));
+            continue;
+        }
+        if let Err(error) = liandong_core::signing::verify(&n, GATEWAY_SENDER, gateway_key) {
+            problems.push(format!("{agency}: the signature does not verify: {error}"));
+        }
+        let body = n.body.and_then(|b| b.alert).unwrap_or_default();
+        let started = body.started_by.map_or(0, |s| s.sequence);
+        if body.rule != DRILL_RULE
+            || body.late_agency != PSB
+            || body.supervisor != PROCURATORATE
+            || started != story.received
+            || n.case_ref != CASE_REF
+        {
+            problems.push(format!(
+                "{agency}: it names rule {:?}, late {:?}, supervisor {:?}, started by #{started}, \
+                 case {:?}",
+                body.rule, body.late_agency, body.supervisor, n.case_ref
+            ));
+        }
+    }
+    let mut line = format!(
+        "{PROCURATORATE} (supervisor) and {PSB} (late) received the gateway's signed \
+         SUPERVISION_ALERT #{alert} for {DRILL_RULE}, started by the receipt #{}",
+        story.received
+    );
+    if problems.is_empty() {
+        line.push_str(" (signature verified with the gateway's public key at both)");
+    } else {
+        line.push_str(&format!("; but {}", problems.join("; ")));
+    }
+    (problems.is_empty(), line)
+}
+
+/// The police's late CASE_FILED closed the breached clock, after its due
+/// time, as the gateway recorded it.
+async fn late_filing_closes_the_breach(dir: &Path, story: &Story) -> Check {
+    let row = deadline_row(dir).await;
+    let (ok, detail) = match row {
+        Err(error) => (false, format!("reading the deadline failed: {error:#}")),
+        Ok(None) => (false, "the gateway recorded no such deadline".to_owned()),
+        Ok(Some(row)) => {
+            let late_by = row.stopped_at.map(|at| (at - row.due_at) as f64 / 1e6);
+            if row.alert_sequence != Some(story.alert as i64) || row.breached_at.is_none() {
+                (false, format!("its alert is {:?}", row.alert_sequence))
+            } else if row.stopped_sequence != Some(story.filed as i64) {
+                (
+                    false,
+                    format!("it was stopped by {:?}", row.stopped_sequence),
+                )
+            } else {
+                match late_by {
+                    Some(late_by) if late_by > 0.0 => {
+                        (true, format!("{late_by:.1} s after the due time"))
+                    }
+                    _ => (
+                        false,
+                        format!("it was stopped {late_by:?} s after its due time"),
+                    ),
+                }
+            }
+        }
+    };
+    (
+        ok,
+        format!(
+            "the late filing decision #{} closed the breached {DRILL_RULE} clock of the receipt \
+             #{}, late ({detail})",
+            story.filed, story.received
+        ),
+    )
+}
+
+/// The gateway's record of the drill deadline (unix micros).
+struct DeadlineRow {
+    due_at: i64,
+    breached_at: Option<i64>,
+    alert_sequence: Option<i64>,
+    stopped_sequence: Option<i64>,
+    stopped_at: Option<i64>,
+}
+
+/// `due_at, breached_at, alert_sequence, stopped_sequence, stopped_at` of
+/// a `deadlines` row.
+type DeadlineColumns = (i64, Option<i64>, Option<i64>, Option<i64>, Option<i64>);
+
+/// Reads the demo case's [`DRILL_RULE`] deadline from the gateway's
+/// SQLite database.
+async fn deadline_row(dir: &Path) -> anyhow::Result<Option<DeadlineRow>> {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let url = format!(
+        "sqlite://{}?mode=ro",
+        dir.join("data/liandong.db").display()
+    );
+    let mut conn = sqlx::AnyConnection::connect(&url)
+        .await
+        .with_context(|| format!("opening {url}"))?;
+    let row: Option<DeadlineColumns> = sqlx::query_as(
+        "SELECT due_at, breached_at, alert_sequence, stopped_sequence, stopped_at \
+             FROM deadlines WHERE case_ref = $1 AND rule = $2",
+    )
+    .bind(CASE_REF)
+    .bind(DRILL_RULE)
+    .fetch_optional(&mut conn)
+    .await
+    .context("reading the deadlines table")?;
+    conn.close().await.ok();
+    Ok(row.map(
+        |(due_at, breached_at, alert_sequence, stopped_sequence, stopped_at)| DeadlineRow {
+            due_at,
+            breached_at,
+            alert_sequence,
+            stopped_sequence,
+            stopped_at,
+        },
+    ))
+}
+
+/// Runs `liandong-gateway report` on the demo's config for the days the
+/// story was received on: prints the table, and returns the report (its
+/// JSON form) for the checks.
+async fn statistics_report(dir: &Path, story: &Story) -> anyhow::Result<pb::StatisticsReport> {
+    let gateway = liandong_tests::binary("liandong-gateway", "liandong-gateway");
+    let config = dir.join("gateway.toml");
+    let (from, to) = (story.first_day.to_string(), story.last_day.to_string());
+    let run = |format: &str| {
+        let output = std::process::Command::new(&gateway)
+            .arg("report")
+            .arg("--config")
+            .arg(&config)
+            .args(["--from", &from, "--to", &to, "--format", format])
+            .env("NO_COLOR", "1")
+            .output()
+            .with_context(|| format!("running {}", gateway.display()))?;
+        if !output.status.success() {
+            bail!(
+                "liandong-gateway report --format {format} failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        String::from_utf8(output.stdout).context("the report is UTF-8")
+    };
+    let (table, json) =
+        tokio::task::block_in_place(|| Ok::<_, anyhow::Error>((run("table")?, run("json")?)))?;
+    println!(
+        "\nThe statistics report, as the operator prints it on the gateway host \
+         (counted by the gateway's receipt dates, Asia/Shanghai):\n  \
+         liandong-gateway report --config gateway.toml --from {from} --to {to} --format table\n"
+    );
+    for line in table.lines() {
+        println!("    {line}");
+    }
+    from_json::<pb::StatisticsReport>(&json)
+        .map_err(|e| anyhow!("the report's JSON form does not parse: {e}"))
+}
+
+/// The report counts what the story published: every notification per
+/// sender and event (the gateway's alert included), the case's steps, the
+/// filing lead time and the breach, opened and closed late.
+fn report_counts_the_story(report: &pb::StatisticsReport, story: &Story) -> Check {
+    use std::collections::BTreeMap;
+    let mut expected: BTreeMap<(String, i32), u64> = BTreeMap::new();
+    for (n, _) in &story.published {
+        *expected.entry((n.sender.clone(), n.event)).or_default() += 1;
+    }
+    *expected
+        .entry((GATEWAY_SENDER.to_owned(), Event::SupervisionAlert as i32))
+        .or_default() += 1;
+    let counted: BTreeMap<(String, i32), u64> = report
+        .events
+        .iter()
+        .map(|e| ((e.agency.clone(), e.event), e.count))
+        .collect();
+    // One case: a figure is 1 when the story has its event, else 0.
+    let has =
+        |event: Event| u64::from(story.published.iter().any(|(n, _)| n.event == event as i32));
+    let figures = [
+        ("cases_opened", report.cases_opened, 1),
+        (
+            "cases_transferred",
+            report.cases_transferred,
+            has(Event::CaseTransferred),
+        ),
+        ("cases_filed", report.cases_filed, has(Event::CaseFiled)),
+        (
+            "cases_declined",
+            report.cases_declined,
+            has(Event::FilingDeclined),
+        ),
+        (
+            "cases_prosecuted",
+            report.cases_prosecuted,
+            has(Event::ProsecutionFiled),
+        ),
+        (
+            "cases_judged",
+            report.cases_judged,
+            has(Event::JudgmentRecorded),
+        ),
+        ("lead_time_samples", report.lead_time_samples, 1),
+        ("breaches_opened", report.breaches_opened, 1),
+        ("breaches_closed_late", report.breaches_closed_late, 1),
+    ];
+    let mut problems: Vec<String> = figures
+        .iter()
+        .filter(|(_, got, want)| got != want)
+        .map(|(name, got, want)| format!("{name} {got}, not {want}"))
+        .collect();
+    if counted != expected {
+        problems.push(format!(
+            "events per sender and event {counted:?}, not {expected:?}"
+        ));
+    }
+    let total: u64 = expected.values().sum();
+    let mut line = format!(
+        "the report for {}..{} counts what was published: {total} notifications by sender and \
+         event (the gateway's alert included), 1 case opened, transferred, filed, prosecuted \
+         and judged, 1 breach opened and closed late",
+        report.from, report.to
+    );
+    if !problems.is_empty() {
+        line.push_str(&format!("; but {}", problems.join("; ")));
+    }
+    (problems.is_empty(), line)
+}
+
 /// The daemons (closing their subscriptions), then the gateway, each on
 /// SIGTERM and each expected to exit cleanly.
 async fn shut_down(
@@ -769,6 +1173,10 @@ fn gateway_config() -> String {
      \n\
      [signing]\n\
      key = \"pki/gateway.signing.pk8\"\n\
+     \n\
+     [mechanism]\n\
+     deadlines = \"drill-deadlines.toml\"\n\
+     time_zone = \"Asia/Shanghai\"\n\
      \n\
      [database]\n\
      url = \"sqlite://data/liandong.db\"\n\
