@@ -52,7 +52,13 @@ fn answer(
         Level::Internal,
         &[],
     );
-    n.region = "140400".into();
+    // Within the answering agency's own jurisdiction.
+    n.region = match agency_id {
+        "cz-eeb-luzhou" => "140403",
+        "cz-eeb-xiangyuan" => "140423",
+        _ => "140400",
+    }
+    .into();
     n.body = Some(pb::CaseBody {
         announcement: Some(pb::Announcement {
             draft: Some(pb::NotificationRef {
@@ -185,9 +191,16 @@ async fn announcement_released_only_after_all_cosigners() {
     );
     signing::verify(&released, GATEWAY_SENDER, &gateway_public_key(&bed))
         .expect("the release carries the gateway's signature");
-    // Members receive the release too (PUBLIC); the draft stays theirs.
-    let member = members.take_acked(1, WAIT).await.remove(0);
-    assert_eq!(member.sequence, release.sequence);
+    // Another member received the three INTERNAL approvals and the
+    // release, never the draft.
+    let seen: Vec<u64> = members
+        .take_acked(4, WAIT)
+        .await
+        .iter()
+        .map(|d| d.sequence)
+        .collect();
+    assert_eq!(seen.last(), Some(&release.sequence));
+    assert!(!seen.contains(&drafted.sequence), "{seen:?}");
 
     // Released once: a late answer is refused.
     let late = publish(&mut psb, answer("cz-psb", false, &text, "cz-eeb", &text))
