@@ -29,6 +29,9 @@ use crate::reports::scheduled;
 use crate::routing;
 use crate::store::{self, LogThrottle, StoreError};
 
+#[cfg(test)]
+mod tests;
+
 /// The longest the timer sleeps between rounds.
 pub const MAX_SLEEP: Duration = Duration::from_secs(30);
 
