@@ -504,11 +504,16 @@ impl Store {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
+        self.batch(&rows).await
+    }
+
+    /// The checked rows of a read, and the highest sequence it covered.
+    async fn batch(&self, rows: &[sqlx::any::AnyRow]) -> Result<ReadBatch, StoreError> {
         let through = match rows.last() {
             Some(row) => Some(to_u64(row.try_get("sequence")?, "sequence")?),
             None => None,
         };
-        let rows = self.checked_rows(&rows).await?;
+        let rows = self.checked_rows(rows).await?;
         Ok(ReadBatch { rows, through })
     }
 
@@ -542,12 +547,7 @@ impl Store {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-        let through = match rows.last() {
-            Some(row) => Some(to_u64(row.try_get("sequence")?, "sequence")?),
-            None => None,
-        };
-        let rows = self.checked_rows(&rows).await?;
-        Ok(ReadBatch { rows, through })
+        self.batch(&rows).await
     }
 
     /// Every notification of a case that passes its checks, in order.
