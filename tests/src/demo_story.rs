@@ -1,7 +1,8 @@
 //! The story `liandong-demo` plays: one hazardous-waste case in Xiangyuan
 //! county (襄垣县, 140423), from the environment bureau's first clue to the
-//! joint public announcement, as the notifications each agency publishes,
-//! and how each agency's case system hands them to its adapter daemon.
+//! joint public announcement its three co-signers approve, as the
+//! notifications each agency publishes, and how each agency's case system
+//! hands them to its adapter daemon.
 //!
 //! Names, identity numbers and phone numbers of people and companies are
 //! fictitious.
@@ -31,6 +32,12 @@ pub const CITY_PROCURATORATE: &str = "cz-procuratorate";
 pub const BYSTANDER: &str = "cz-eeb-luzhou";
 /// The city's press office: an observer.
 pub const PRESS: &str = "cz-press-office";
+
+/// Who co-signs the county bureau's joint announcement: the county
+/// police, the county procuratorate and the municipal procuratorate. The
+/// draft reaches only them (and the bureau); the gateway releases it to
+/// everyone once all three approved it.
+pub const COSIGNERS: [&str; 3] = [PSB, PROCURATORATE, CITY_PROCURATORATE];
 
 /// The agencies that run an adapter daemon and subscribe, in the order
 /// they start (and are reported).
@@ -77,11 +84,11 @@ pub fn drill_deadlines() -> String {
 
 /// How `agency`'s case system hands notifications to its adapter: the
 /// environment bureau's older system drops files, the police's and the
-/// procuratorate's post to the local endpoint; the others only receive.
+/// procuratorates' post to the local endpoint; the others only receive.
 pub fn source_of(agency: &str) -> Source {
     match agency {
         EEB => Source::DropFolder,
-        PSB | PROCURATORATE => Source::Http,
+        PSB | PROCURATORATE | CITY_PROCURATORATE => Source::Http,
         _ => Source::None,
     }
 }
@@ -102,7 +109,7 @@ pub struct Step {
 
 /// The steps, in the order they are published.
 pub fn steps() -> Vec<Step> {
-    vec![
+    let mut steps = vec![
         step(
             EEB,
             "01-clue",
@@ -193,18 +200,94 @@ pub fn steps() -> Vec<Step> {
              并承担应急处置及生态修复费用",
             None,
         ),
-        step(
-            EEB,
-            "09-announcement",
-            (2026, 9, 25, 10, 0),
-            Event::JointAnnouncement,
-            Level::Public,
-            &[],
-            "",
-            "襄垣县生态环境、公安、检察机关联合通报：一起非法倾倒危险废物案已依法判决",
-            None,
+    ];
+    let draft = step(
+        EEB,
+        "09-announcement",
+        (2026, 9, 25, 10, 0),
+        Event::JointAnnouncement,
+        Level::Public,
+        &COSIGNERS,
+        "",
+        "襄垣县生态环境、公安、检察机关联合通报：一起非法倾倒危险废物案已依法判决",
+        Some(announcement_body()),
+    );
+    let approvals = [
+        (PSB, "10-approved-psb", (2026, 9, 25, 16, 0)),
+        (
+            PROCURATORATE,
+            "11-approved-procuratorate",
+            (2026, 9, 27, 9, 0),
         ),
+        (CITY_PROCURATORATE, "12-approved-city", (2026, 9, 28, 11, 0)),
     ]
+    .map(|(cosigner, name, at)| approval(cosigner, name, at, &draft.notification));
+    steps.push(draft);
+    steps.extend(approvals);
+    steps
+}
+
+/// The text the county bureau drafts and its co-signers approve.
+pub fn announcement_body() -> pb::CaseBody {
+    pb::CaseBody {
+        title: "襄垣县王桥镇非法倾倒危险废物案办理情况联合通报".to_owned(),
+        description: "2026年3月，襄垣县生态环境分局在王桥镇一废弃煤场发现非法倾倒的废矿物油约12.6吨，\
+                      依法移送县公安局。经侦查、审查起诉，襄垣县人民法院一审以污染环境罪判处被告单位罚金，\
+                      判处被告人有期徒刑一年六个月，并判令承担应急处置及生态修复费用。"
+            .to_owned(),
+        location: "山西省长治市襄垣县".to_owned(),
+        ..Default::default()
+    }
+}
+
+/// `cosigner`'s ANNOUNCEMENT_APPROVED of `draft`: naming it by sender, id
+/// and the digest of the bytes its sender signed ([`digest_as_signed`]),
+/// RESTRICTED to the drafter and the other co-signers until the release.
+fn approval(
+    cosigner: &'static str,
+    name: &str,
+    at: (i64, i64, i64, i64, i64),
+    draft: &pb::Notification,
+) -> Step {
+    let others: Vec<&str> = std::iter::once(draft.sender.as_str())
+        .chain(COSIGNERS)
+        .filter(|agency| *agency != cosigner)
+        .collect();
+    let mut step = step(
+        cosigner,
+        name,
+        at,
+        Event::AnnouncementApproved,
+        Level::Restricted,
+        &others,
+        "联合通报发布前不得公开 (not public before the joint release)",
+        "同意联合通报稿",
+        None,
+    );
+    step.notification.body = Some(pb::CaseBody {
+        announcement: Some(pb::Announcement {
+            draft: Some(pb::NotificationRef {
+                sender: draft.sender.clone(),
+                notification_id: draft.notification_id.clone(),
+                sha256: digest_as_signed(draft),
+                sequence: 0,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    step
+}
+
+/// The digest that names `notification` (SIGNING.md): the SHA-256 of the
+/// bytes its sender's adapter signs. The adapter signs the notification in
+/// the form it checked it (`liandong_core::domain::Notification`), with
+/// `sender` set, so the digest is taken of that form; a notification that
+/// does not pass the check is digested as it is.
+pub fn digest_as_signed(notification: &pb::Notification) -> String {
+    let checked = liandong_core::domain::Notification::try_from(notification.clone())
+        .map_or_else(|_| notification.clone(), pb::Notification::from);
+    liandong_core::signing::signed_digest(&checked, &notification.sender)
 }
 
 /// The structured content of the clue. The suspect's identity number and
@@ -396,6 +479,56 @@ mod tests {
             due.as_second() - start.as_second(),
             i64::from(DRILL_SECONDS)
         );
+    }
+
+    #[test]
+    fn each_cosigner_approves_the_draft_as_the_bureau_s_adapter_signs_it() {
+        let all = steps();
+        let draft = &all
+            .iter()
+            .find(|s| s.notification.event == Event::JointAnnouncement as i32)
+            .unwrap()
+            .notification;
+        assert_eq!(draft.recipients, COSIGNERS);
+        // What the bureau's adapter signs: the drop file's JSON, checked
+        // and signed by `prepare`, as the daemon does.
+        let key = liandong_certs::SigningKey::generate().unwrap();
+        let agency = liandong_core::domain::AgencyId::parse("agency", EEB).unwrap();
+        let signer = liandong_adapter::signer::Signer::from_pkcs8(agency, key.pkcs8_der()).unwrap();
+        let handed: pb::Notification =
+            liandong_core::json::from_json(&liandong_core::json::to_json(draft).to_string())
+                .unwrap();
+        let prepared = liandong_adapter::daemon::accept::prepare(&signer, handed).unwrap();
+        let signed = liandong_core::signing::signed_digest(&prepared.signed, EEB);
+        assert_eq!(digest_as_signed(draft), signed);
+
+        let approvals: Vec<&pb::Notification> = all
+            .iter()
+            .map(|s| &s.notification)
+            .filter(|n| n.event == Event::AnnouncementApproved as i32)
+            .collect();
+        let approvers: Vec<&str> = approvals.iter().map(|n| n.sender.as_str()).collect();
+        assert_eq!(approvers, COSIGNERS);
+        for approval in approvals {
+            let named = approval
+                .body
+                .as_ref()
+                .and_then(|b| b.announcement.as_ref())
+                .and_then(|a| a.draft.clone())
+                .unwrap();
+            assert_eq!(
+                named,
+                pb::NotificationRef {
+                    sender: EEB.to_owned(),
+                    notification_id: draft.notification_id.clone(),
+                    sha256: signed.clone(),
+                    sequence: 0,
+                }
+            );
+            assert_eq!(approval.case_ref, CASE_REF);
+            assert!(!approval.recipients.iter().any(|r| r == &approval.sender));
+            assert!(approval.recipients.iter().any(|r| r == EEB));
+        }
     }
 
     #[test]

@@ -9,8 +9,8 @@
 //! own config file: a durable outbox, a durable subscription from the
 //! beginning handed to a folder sink (one JSON file per delivery, as a case
 //! system reads them), and — for the agencies that publish — a drop folder
-//! (the environment bureau) or the local HTTP endpoint (police and
-//! procuratorate). The demo acts as the agencies' case systems: it hands
+//! (the environment bureau) or the local HTTP endpoint (the police and the
+//! two procuratorates). The demo acts as the agencies' case systems: it hands
 //! the story's notifications over one at a time, each once the previous
 //! one is stored at the gateway, and reads what each sink wrote.
 //!
@@ -18,8 +18,12 @@
 //! bureau shares a clue (naming an informant and the suspect's identity
 //! number) and transfers the case to the police, the police acknowledge and
 //! file it and request an arrest, the procuratorate approves the arrest,
-//! prosecutes and records the judgment, and the bureau announces the
-//! outcome to the public.
+//! prosecutes and records the judgment. The bureau then drafts a joint
+//! announcement of the outcome, co-signed by the county police, the county
+//! procuratorate and the city procuratorate: the draft reaches only them,
+//! each approves it in turn, and once the third has approved the gateway
+//! releases it to everyone in an ANNOUNCEMENT_RELEASED of its own, signed
+//! with its key.
 //!
 //! The gateway runs a deadline drill: its rules file (`[mechanism]
 //! deadlines`, written by the demo) counts the police's 3 days to decide on
@@ -40,7 +44,11 @@
 //! procuratorate, its supervisor but no party, gets a withheld stub saying
 //! whom to ask; fields marked
 //! CONFIDENTIAL in the contract are stripped for a bureau cleared only to
-//! RESTRICTED; and what is meant for everyone reaches everyone. The process
+//! RESTRICTED; the joint announcement's draft reaches its co-signers and
+//! nobody else, each approval names the digest of the text its co-signer
+//! received, and the release comes after the third approval, not before,
+//! and reaches every subscriber — the press office included — signed by
+//! the gateway. The process
 //! exits 0 only when every check passes; the daemons and the gateway are
 //! stopped with SIGTERM and the directory removed (it is kept, with the
 //! logs, on failure).
@@ -56,8 +64,8 @@ use liandong_core::pb::{self, Confidentiality as Level, EventType as Event};
 use liandong_core::registry::{GATEWAY_SENDER, Registry};
 use liandong_tests::demo_adapters::{AdapterDaemon, AdapterFiles, Source, overdue};
 use liandong_tests::demo_story::{
-    self, BYSTANDER, CASE_REF, CITY_PROCURATORATE, DRILL_RULE, DRILL_SECONDS, EEB, PRESS,
-    PROCURATORATE, PSB, REGION, SUBSCRIBERS, SUBSCRIPTION, event_name, level_name,
+    self, BYSTANDER, CASE_REF, CITY_PROCURATORATE, COSIGNERS, DRILL_RULE, DRILL_SECONDS, EEB,
+    PRESS, PROCURATORATE, PSB, REGION, SUBSCRIBERS, SUBSCRIPTION, event_name, level_name,
 };
 use liandong_tests::{GatewayProcess, Pki, REGISTRY};
 use nix::sys::signal::Signal;
@@ -213,7 +221,7 @@ async fn play(
     let (gateway, gateway_key) = start_gateway(dir)?;
     let daemons = start_daemons(dir, adapter, &gateway.url(), &names, deadline).await?;
     let story = publish_story(&daemons, &gateway_key, deadline).await?;
-    let inboxes = collect(&daemons, &story, deadline).await?;
+    let inboxes = collect(&daemons, &story, &gateway_key, deadline).await?;
     report(&inboxes, &story, &names);
     let statistics = statistics_report(dir, &story).await?;
     let mut checks = check_disclosure(&inboxes, &story, registry);
@@ -223,6 +231,11 @@ async fn play(
         &gateway_key,
     ));
     checks.push(late_filing_closes_the_breach(dir, &story).await);
+    checks.push(release_reaches_everyone_signed(
+        &inboxes,
+        &story,
+        &gateway_key,
+    ));
     checks.push(report_counts_the_story(&statistics, &story));
     checks.extend(shut_down(daemons, gateway).await?);
     verdict(&checks, deadline)
@@ -248,7 +261,10 @@ struct Story {
     transfer: u64,
     received: u64,
     filed: u64,
+    /// The county bureau's draft of the joint announcement.
     announcement: u64,
+    /// The co-signers' approvals of the draft, in the order published.
+    approvals: Vec<u64>,
     /// The gateway's SUPERVISION_ALERT for the late filing decision.
     alert: u64,
     /// The local dates (UTC+8) the gateway received the story on: the
@@ -270,6 +286,15 @@ impl Inboxes<'_> {
 
     fn delivered(&self, agency: &str, sequence: u64) -> Option<&pb::Delivery> {
         self.of(agency).iter().find(|d| d.sequence == sequence)
+    }
+
+    /// The sequence of the gateway's ANNOUNCEMENT_RELEASED, as the
+    /// drafting bureau received it.
+    fn release(&self) -> Option<u64> {
+        self.of(EEB)
+            .iter()
+            .find(|d| is_release(d))
+            .map(|d| d.sequence)
     }
 }
 
@@ -423,6 +448,11 @@ async fn publish_story(
         received: sequence_of(Event::TransferReceived)?,
         filed: sequence_of(Event::CaseFiled)?,
         announcement: sequence_of(Event::JointAnnouncement)?,
+        approvals: published
+            .iter()
+            .filter(|(n, _)| n.event == Event::AnnouncementApproved as i32)
+            .map(|(_, sequence)| *sequence)
+            .collect(),
         alert: alert.context("the story has a filing decision")?,
         published,
         first_day,
@@ -505,6 +535,15 @@ async fn await_alert(
     Ok(first.sequence)
 }
 
+/// Whether `delivery` is a joint announcement the gateway released.
+fn is_release(delivery: &pb::Delivery) -> bool {
+    delivery.sender == GATEWAY_SENDER
+        && delivery
+            .notification
+            .as_ref()
+            .is_some_and(|n| n.event == Event::AnnouncementReleased as i32)
+}
+
 /// Whether `delivery` is a supervision alert the gateway itself sent.
 fn is_alert(delivery: &pb::Delivery) -> bool {
     delivery.sender == GATEWAY_SENDER
@@ -522,33 +561,72 @@ fn local_today() -> jiff::civil::Date {
         .date()
 }
 
-/// Waits until every sink has written the announcement (the last
-/// notification), or [`COLLECT_TIMEOUT`] passes, and reads every inbox.
+/// Waits until every sink has written the gateway's ANNOUNCEMENT_RELEASED
+/// (the last notification; the gateway gives it its sequence, so it is
+/// found by its event), or [`COLLECT_TIMEOUT`] passes, shows it, and reads
+/// every inbox.
 async fn collect(
     daemons: &[AdapterDaemon],
     story: &Story,
+    gateway_key: &[u8; 32],
     deadline: Instant,
 ) -> anyhow::Result<Inboxes<'static>> {
-    let announcement = story.announcement;
+    let waiting_since = Instant::now();
     let collect_deadline = deadline.min(Instant::now() + COLLECT_TIMEOUT);
+    let mut released: Vec<(&str, pb::Delivery)> = Vec::new();
     loop {
-        let waiting: Vec<&str> = daemons
-            .iter()
-            .filter(|d| !d.has_delivery(announcement))
-            .map(AdapterDaemon::agency)
-            .collect();
+        released.clear();
+        let mut waiting = Vec::new();
+        for daemon in daemons {
+            let release = daemon
+                .deliveries()
+                .with_context(|| format!("reading {}'s deliveries", daemon.agency()))?
+                .into_iter()
+                .find(is_release);
+            match release {
+                Some(release) => released.push((daemon.agency(), release)),
+                None => waiting.push(daemon.agency()),
+            }
+        }
         if waiting.is_empty() {
             break;
         }
         if Instant::now() >= collect_deadline {
             println!(
-                "\n  (after {COLLECT_TIMEOUT:?}, no delivery #{announcement} at {}: \
+                "\n  (after {COLLECT_TIMEOUT:?}, no ANNOUNCEMENT_RELEASED at {}: \
                  reporting what arrived)",
                 waiting.join(", ")
             );
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if let Some((_, first)) = released.first() {
+        let n = first.notification.clone().unwrap_or_default();
+        let verified = released
+            .iter()
+            .filter(|(_, d)| {
+                d.notification.as_ref().is_some_and(|n| {
+                    liandong_core::signing::verify(n, GATEWAY_SENDER, gateway_key).is_ok()
+                })
+            })
+            .count();
+        println!(
+            "  {:<10}  {GATEWAY_SENDER} → {} ({}) → #{}  (released on the third approval #{}; \
+             in {} case systems {:.1} s after it was stored)",
+            "(release)",
+            event_name(n.event),
+            level_name(n.confidentiality),
+            first.sequence,
+            story.approvals.last().copied().unwrap_or_default(),
+            released.len(),
+            waiting_since.elapsed().as_secs_f64()
+        );
+        println!("       {}", n.summary);
+        println!(
+            "       signature verified with pki/gateway.signing.pub at {verified} of {}",
+            released.len()
+        );
     }
     let mut inboxes = Vec::new();
     for (agency, daemon) in SUBSCRIBERS.into_iter().zip(daemons) {
@@ -568,7 +646,8 @@ fn report(inboxes: &Inboxes<'_>, story: &Story, names: &Names<'_>) {
             "\n  {}: {} of {} notifications",
             names.display(agency),
             deliveries.len(),
-            story.published.len() + 1
+            // The story, the gateway's alert and its release.
+            story.published.len() + 2
         );
         for delivery in deliveries {
             println!("    {}", describe(delivery));
@@ -591,6 +670,9 @@ fn report(inboxes: &Inboxes<'_>, story: &Story, names: &Names<'_>) {
             if *agency == PSB && delivery.sequence == story.transfer {
                 print_fields(delivery, &[]);
             }
+            if *agency == PRESS && is_release(delivery) {
+                print_fields(delivery, &["announcement"]);
+            }
         }
     }
 }
@@ -603,7 +685,9 @@ fn check_disclosure(inboxes: &Inboxes<'_>, story: &Story, registry: &Registry) -
     checks.push(transfer_reaches_police_intact(inboxes, story));
     checks.push(clue_stripped_for_restricted_clearance(inboxes, story));
     checks.push(clue_whole_for_confidential_clearance(inboxes, story));
-    checks.push(announcement_reaches_everyone(inboxes, story));
+    checks.push(draft_only_at_cosigners(inboxes, story));
+    checks.push(released_after_the_last_approval(inboxes, story));
+    checks.push(approvals_name_the_draft_s_digest(inboxes, story));
     checks
 }
 
@@ -830,25 +914,274 @@ fn clue_whole_for_confidential_clearance(inboxes: &Inboxes<'_>, story: &Story) -
     )
 }
 
-/// What is meant for everyone reaches everyone.
-fn announcement_reaches_everyone(inboxes: &Inboxes<'_>, story: &Story) -> Check {
-    let announcement = story.announcement;
-    let missing: Vec<&str> = SUBSCRIBERS
-        .into_iter()
-        .filter(|agency| {
-            inboxes
-                .delivered(agency, announcement)
-                .is_none_or(|d| d.withheld)
+/// The notification the story published at `sequence`.
+fn published_at(story: &Story, sequence: u64) -> Option<&pb::Notification> {
+    story
+        .published
+        .iter()
+        .find(|(_, s)| *s == sequence)
+        .map(|(n, _)| n)
+}
+
+/// The draft, marked PUBLIC, reached its drafter and its co-signers in
+/// full and nobody else: not the press office, not the bystander bureau.
+fn draft_only_at_cosigners(inboxes: &Inboxes<'_>, story: &Story) -> Check {
+    let draft = story.announcement;
+    let summary = published_at(story, draft).map_or("", |n| n.summary.as_str());
+    let mut problems = Vec::new();
+    for agency in SUBSCRIBERS {
+        let party = agency == EEB || COSIGNERS.contains(&agency);
+        match (party, inboxes.delivered(agency, draft)) {
+            (true, None) => problems.push(format!("{agency}: not delivered")),
+            (true, Some(d)) if d.withheld => {
+                problems.push(format!("{agency}: withheld ({})", d.withheld_reason));
+            }
+            (true, Some(d))
+                if d.notification.as_ref().map(|n| n.summary.as_str()) != Some(summary) =>
+            {
+                problems.push(format!("{agency}: another text arrived"));
+            }
+            (false, Some(d)) => problems.push(format!("{agency} received {}", describe(d))),
+            _ => {}
+        }
+    }
+    let mut line = format!(
+        "the draft #{draft} (marked PUBLIC) reached only {EEB} (drafter) and its co-signers {}, \
+         in full; {PRESS} (observer) and {BYSTANDER} received nothing of it",
+        COSIGNERS.join(", ")
+    );
+    if !problems.is_empty() {
+        line.push_str(&format!("; but {}", problems.join("; ")));
+    }
+    (problems.is_empty(), line)
+}
+
+/// Every co-signer approved, and the gateway released the draft once,
+/// after the third approval: no release anywhere has a sequence at or
+/// before it.
+fn released_after_the_last_approval(inboxes: &Inboxes<'_>, story: &Story) -> Check {
+    let draft = story.announcement;
+    let approvals = &story.approvals;
+    let approvers: Vec<&str> = story
+        .published
+        .iter()
+        .filter(|(n, _)| n.event == Event::AnnouncementApproved as i32)
+        .map(|(n, _)| n.sender.as_str())
+        .collect();
+    let last = approvals.last().copied().unwrap_or_default();
+    let mut problems = Vec::new();
+    if approvers != COSIGNERS {
+        problems.push(format!("the approvals came from {}", approvers.join(", ")));
+    }
+    if approvals.iter().any(|a| *a <= draft) {
+        problems.push("an approval precedes the draft".to_owned());
+    }
+    let release = inboxes.release();
+    match release {
+        None => problems.push(format!("{EEB} received no release")),
+        Some(release) if release <= last => problems.push(format!(
+            "the release #{release} does not come after the third approval #{last}"
+        )),
+        Some(_) => {}
+    }
+    for agency in SUBSCRIBERS {
+        let releases: Vec<u64> = inboxes
+            .of(agency)
+            .iter()
+            .filter(|d| is_release(d))
+            .map(|d| d.sequence)
+            .collect();
+        if releases.len() > 1 || releases.iter().any(|r| Some(*r) != release) {
+            problems.push(format!(
+                "{agency} received releases #{}",
+                releases
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", #")
+            ));
+        }
+    }
+    let approved: Vec<String> = approvals.iter().map(|a| format!("#{a}")).collect();
+    let mut line = format!(
+        "{} approved the draft #{draft} in turn ({}); the gateway released it once, as #{}, \
+         after the third approval #{last} and not before (no release at or before #{last} at \
+         any subscriber)",
+        COSIGNERS.join(", "),
+        approved.join(", "),
+        release.map_or_else(|| "?".to_owned(), |r| r.to_string())
+    );
+    if !problems.is_empty() {
+        line.push_str(&format!("; but {}", problems.join("; ")));
+    }
+    (problems.is_empty(), line)
+}
+
+/// The gateway's ANNOUNCEMENT_RELEASED reached every subscriber in full:
+/// PUBLIC, signed with the gateway's key, carrying the draft's text and
+/// naming the draft and the three approvals.
+fn release_reaches_everyone_signed(
+    inboxes: &Inboxes<'_>,
+    story: &Story,
+    gateway_key: &[u8; 32],
+) -> Check {
+    let Some(release) = inboxes.release() else {
+        return (
+            false,
+            "no subscriber received the gateway's ANNOUNCEMENT_RELEASED".to_owned(),
+        );
+    };
+    let draft = published_at(story, story.announcement)
+        .cloned()
+        .unwrap_or_default();
+    let approvals: Vec<(String, String, u64)> = story
+        .approvals
+        .iter()
+        .filter_map(|a| {
+            published_at(story, *a).map(|n| (n.sender.clone(), n.notification_id.clone(), *a))
         })
         .collect();
-    let mut line = format!(
-        "all {} subscribers received the PUBLIC joint announcement #{announcement}",
-        SUBSCRIBERS.len()
-    );
-    if !missing.is_empty() {
-        line.push_str(&format!("; missing at {}", missing.join(", ")));
+    let mut problems = Vec::new();
+    for agency in SUBSCRIBERS {
+        let Some(d) = inboxes.delivered(agency, release) else {
+            problems.push(format!("{agency}: not delivered"));
+            continue;
+        };
+        if d.withheld {
+            problems.push(format!("{agency}: withheld ({})", d.withheld_reason));
+            continue;
+        }
+        let n = d.notification.clone().unwrap_or_default();
+        if d.sender != GATEWAY_SENDER || n.event != Event::AnnouncementReleased as i32 {
+            problems.push(format!("{agency}: #{release} is not the gateway's release"));
+            continue;
+        }
+        if n.confidentiality != Level::Public as i32 {
+            problems.push(format!(
+                "{agency}: it is marked {}",
+                level_name(n.confidentiality)
+            ));
+        }
+        if let Err(error) = liandong_core::signing::verify(&n, GATEWAY_SENDER, gateway_key) {
+            problems.push(format!("{agency}: the signature does not verify: {error}"));
+        }
+        let mut body = n.body.clone().unwrap_or_default();
+        let announcement = body.announcement.take().unwrap_or_default();
+        if n.summary != draft.summary
+            || Some(&body) != draft.body.as_ref()
+            || n.case_ref != CASE_REF
+        {
+            problems.push(format!("{agency}: its text is not the draft's"));
+        }
+        let named = announcement.draft.unwrap_or_default();
+        if (
+            named.sender.as_str(),
+            named.notification_id.as_str(),
+            named.sequence,
+        ) != (EEB, draft.notification_id.as_str(), story.announcement)
+        {
+            problems.push(format!(
+                "{agency}: it names the draft {}/{} #{}",
+                named.sender, named.notification_id, named.sequence
+            ));
+        }
+        let listed: Vec<(String, String, u64)> = announcement
+            .approvals
+            .into_iter()
+            .map(|a| (a.sender, a.notification_id, a.sequence))
+            .collect();
+        if listed != approvals {
+            problems.push(format!("{agency}: it names the approvals {listed:?}"));
+        }
     }
-    (missing.is_empty(), line)
+    let mut line = format!(
+        "all {} subscribers, {PRESS} included, received the gateway's PUBLIC \
+         ANNOUNCEMENT_RELEASED #{release} with the draft's text, naming the draft #{} and the \
+         approvals #{}",
+        SUBSCRIBERS.len(),
+        story.announcement,
+        story
+            .approvals
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", #")
+    );
+    if problems.is_empty() {
+        line.push_str(" (signature verified with the gateway's public key at each)");
+    } else {
+        line.push_str(&format!("; but {}", problems.join("; ")));
+    }
+    (problems.is_empty(), line)
+}
+
+/// Each approval names the draft by the digest its co-signer recomputes
+/// from the draft it received, which is the digest the gateway recorded
+/// (the release's reference to the draft); and the release names each
+/// approval by the digest of what its co-signer signed.
+fn approvals_name_the_draft_s_digest(inboxes: &Inboxes<'_>, story: &Story) -> Check {
+    let recorded = inboxes
+        .release()
+        .and_then(|r| inboxes.delivered(EEB, r))
+        .and_then(|d| d.notification.as_ref())
+        .and_then(|n| n.body.as_ref())
+        .and_then(|b| b.announcement.clone())
+        .unwrap_or_default();
+    let draft_digest = recorded.draft.map(|d| d.sha256).unwrap_or_default();
+    let mut problems = Vec::new();
+    if draft_digest.is_empty() {
+        problems.push("the release names no draft digest".to_owned());
+    }
+    for &approval in &story.approvals {
+        let Some(n) = published_at(story, approval) else {
+            continue;
+        };
+        let cosigner = n.sender.as_str();
+        let named = n
+            .body
+            .as_ref()
+            .and_then(|b| b.announcement.as_ref())
+            .and_then(|a| a.draft.as_ref())
+            .map_or("", |d| d.sha256.as_str());
+        if named != draft_digest {
+            problems.push(format!(
+                "{cosigner}'s approval #{approval} names {named}, the gateway recorded \
+                 {draft_digest}"
+            ));
+        }
+        // What the co-signer's case system computes from the draft it received.
+        let received = inboxes
+            .delivered(cosigner, story.announcement)
+            .and_then(|d| d.notification.as_ref())
+            .map(|n| liandong_core::signing::signed_digest(n, &n.sender));
+        if received.as_deref() != Some(named) {
+            problems.push(format!(
+                "{cosigner} computes {received:?} from the draft it received, not {named}"
+            ));
+        }
+        let listed = recorded
+            .approvals
+            .iter()
+            .find(|a| a.sequence == approval)
+            .map(|a| a.sha256.as_str());
+        let signed = demo_story::digest_as_signed(n);
+        if listed != Some(signed.as_str()) {
+            problems.push(format!(
+                "the release names {cosigner}'s approval by {listed:?}, not {signed}"
+            ));
+        }
+    }
+    let mut line = format!(
+        "the three approvals name the draft #{} by the SHA-256 of what {EEB} signed, {}…, which \
+         each co-signer recomputes from the draft it received and the gateway recorded; the \
+         release names each approval by its own digest",
+        story.announcement,
+        draft_digest.get(..16).unwrap_or(&draft_digest)
+    );
+    if !problems.is_empty() {
+        line.push_str(&format!("; but {}", problems.join("; ")));
+    }
+    (problems.is_empty(), line)
 }
 
 /// The gateway's SUPERVISION_ALERT reached the supervising procuratorate
@@ -1031,17 +1364,20 @@ async fn statistics_report(dir: &Path, story: &Story) -> anyhow::Result<pb::Stat
 }
 
 /// The report counts what the story published: every notification per
-/// sender and event (the gateway's alert included), the case's steps, the
-/// filing lead time and the breach, opened and closed late.
+/// sender and event (the approvals, the gateway's alert and its release
+/// included), the case's steps, the filing lead time and the breach,
+/// opened and closed late.
 fn report_counts_the_story(report: &pb::StatisticsReport, story: &Story) -> Check {
     use std::collections::BTreeMap;
     let mut expected: BTreeMap<(String, i32), u64> = BTreeMap::new();
     for (n, _) in &story.published {
         *expected.entry((n.sender.clone(), n.event)).or_default() += 1;
     }
-    *expected
-        .entry((GATEWAY_SENDER.to_owned(), Event::SupervisionAlert as i32))
-        .or_default() += 1;
+    for event in [Event::SupervisionAlert, Event::AnnouncementReleased] {
+        *expected
+            .entry((GATEWAY_SENDER.to_owned(), event as i32))
+            .or_default() += 1;
+    }
     let counted: BTreeMap<(String, i32), u64> = report
         .events
         .iter()
@@ -1090,8 +1426,8 @@ fn report_counts_the_story(report: &pb::StatisticsReport, story: &Story) -> Chec
     let total: u64 = expected.values().sum();
     let mut line = format!(
         "the report for {}..{} counts what was published: {total} notifications by sender and \
-         event (the gateway's alert included), 1 case opened, transferred, filed, prosecuted \
-         and judged, 1 breach opened and closed late",
+         event (the co-signers' approvals and the gateway's alert and release included), 1 case \
+         opened, transferred, filed, prosecuted and judged, 1 breach opened and closed late",
         report.from, report.to
     );
     if !problems.is_empty() {
