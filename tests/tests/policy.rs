@@ -98,7 +98,7 @@ async fn police_cannot_approve_arrest() {
 }
 
 #[tokio::test]
-async fn observer_sees_public_announcement_only() {
+async fn observer_sees_public_notices_only() {
     let bed = Testbed::start().unwrap();
     let mut observer = bed.client("cz-press-office").await;
     let mut inbox = Subscriber::open(&mut observer, "inbox").await.unwrap();
@@ -124,31 +124,31 @@ async fn observer_sees_public_announcement_only() {
     let mut announcement = notification(
         "p-1",
         "CZ-XY-7",
-        Event::JointAnnouncement,
+        Event::MeetingNotice,
         Level::Public,
         &[],
     );
-    announcement.summary = "联合发布：依法查处非法倾倒危险废物案".into();
+    announcement.summary = "联席会议通知：依法查处非法倾倒危险废物案通报会".into();
     publish(&mut eeb, announcement).await.unwrap();
 
     let got = inbox.take_acked(1, WAIT).await.remove(0);
     assert_eq!(got.notification.as_ref().unwrap().notification_id, "p-1");
     assert!(!got.withheld);
     // Nothing else reaches the observer, and its stream stays open: the
-    // next public announcement is its very next delivery.
+    // next public notice is its very next delivery.
     publish(
         &mut eeb,
         notification(
             "p-2",
             "CZ-XY-8",
-            Event::JointAnnouncement,
+            Event::MeetingNotice,
             Level::Public,
             &[],
         ),
     )
     .await
     .unwrap();
-    let next = inbox.expect_delivery(WAIT, "the second announcement").await;
+    let next = inbox.expect_delivery(WAIT, "the second public notice").await;
     assert_eq!(next.notification.as_ref().unwrap().notification_id, "p-2");
     let view = observer
         .get_case(pb::GetCaseRequest {

@@ -357,7 +357,7 @@ async fn restricted_not_delivered_to_non_recipient() {
     let marker = notification(
         "t-2",
         "CZ-2026-ANN-1",
-        Event::JointAnnouncement,
+        Event::MeetingNotice,
         Level::Public,
         &[],
     );

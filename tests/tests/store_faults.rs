@@ -701,7 +701,7 @@ async fn tampered_routing_column_not_served() {
         notification(
             "p-1",
             "CZ-XY-9",
-            Event::JointAnnouncement,
+            Event::MeetingNotice,
             Level::Public,
             &[],
         ),
