@@ -121,13 +121,7 @@ async fn observer_sees_public_notices_only() {
     )
     .await
     .unwrap();
-    let mut announcement = notification(
-        "p-1",
-        "CZ-XY-7",
-        Event::MeetingNotice,
-        Level::Public,
-        &[],
-    );
+    let mut announcement = notification("p-1", "CZ-XY-7", Event::MeetingNotice, Level::Public, &[]);
     announcement.summary = "联席会议通知：依法查处非法倾倒危险废物案通报会".into();
     publish(&mut eeb, announcement).await.unwrap();
 
@@ -138,17 +132,13 @@ async fn observer_sees_public_notices_only() {
     // next public notice is its very next delivery.
     publish(
         &mut eeb,
-        notification(
-            "p-2",
-            "CZ-XY-8",
-            Event::MeetingNotice,
-            Level::Public,
-            &[],
-        ),
+        notification("p-2", "CZ-XY-8", Event::MeetingNotice, Level::Public, &[]),
     )
     .await
     .unwrap();
-    let next = inbox.expect_delivery(WAIT, "the second public notice").await;
+    let next = inbox
+        .expect_delivery(WAIT, "the second public notice")
+        .await;
     assert_eq!(next.notification.as_ref().unwrap().notification_id, "p-2");
     let view = observer
         .get_case(pb::GetCaseRequest {

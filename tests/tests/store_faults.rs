@@ -698,13 +698,7 @@ async fn tampered_routing_column_not_served() {
     let mut eeb = gateway.client(&bed, "cz-eeb-xiangyuan").await;
     let announcement = publish(
         &mut eeb,
-        notification(
-            "p-1",
-            "CZ-XY-9",
-            Event::MeetingNotice,
-            Level::Public,
-            &[],
-        ),
+        notification("p-1", "CZ-XY-9", Event::MeetingNotice, Level::Public, &[]),
     )
     .await
     .unwrap();
