@@ -71,6 +71,7 @@ impl Action {
             None | Some(Rpc::Publish | Rpc::PublishStream) => Self::PublishRefused,
             Some(Rpc::Subscribe) => Self::SubscribeRefused,
             Some(Rpc::GetCase) => Self::CaseReadRefused,
+            Some(Rpc::ListSignals | Rpc::GetReport) => Self::SupervisionRefused,
         }
     }
 }

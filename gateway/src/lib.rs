@@ -368,12 +368,17 @@ pub async fn serve(
         gateway.clone(),
     );
 
-    // The Supervision service resolves its caller the same way.
+    // The Supervision service resolves its caller and audits refusals
+    // made before its handlers the same way.
     let supervision = identity::ResolveCaller::new(
-        SupervisionServer::new(oversight_api::SupervisionService::new(
+        refusals::RefusalAudit::new(
+            SupervisionServer::new(oversight_api::SupervisionService::new(
+                gateway.clone(),
+                reports::ReportSettings::from_config(&config),
+            ))
+            .max_decoding_message_size(config.max_message_bytes.saturating_mul(4)),
             gateway.clone(),
-            reports::ReportSettings::from_config(&config),
-        )),
+        ),
         gateway.clone(),
     );
 

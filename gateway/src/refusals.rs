@@ -3,7 +3,7 @@
 //! A request whose message does not decode, or is over the size limit, is
 //! refused by the codec (`liandong_proto::codec`) or by tonic's own length
 //! check before the handler ever sees it, so the handler's audit cannot
-//! record it. [`RefusalAudit`] wraps the Exchange service: it notes which
+//! record it. [`RefusalAudit`] wraps the Exchange and Supervision services: it notes which
 //! RPC is called and by whom (the [`Caller`] `identity` resolved and put in
 //! the request's extensions), and watches the status the call ends with — in
 //! the response headers (a call refused outright) or in the trailers (a
@@ -45,7 +45,7 @@ use crate::audit::{self, Action};
 use crate::error;
 use crate::identity::Caller;
 
-/// The Exchange RPC a request calls.
+/// The Exchange or Supervision RPC a request calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rpc {
     /// `Publish`.
@@ -56,11 +56,23 @@ pub enum Rpc {
     Subscribe,
     /// `GetCase`.
     GetCase,
+    /// `Supervision.ListSignals`.
+    ListSignals,
+    /// `Supervision.GetReport`.
+    GetReport,
 }
 
 impl Rpc {
-    /// The RPC named by a request path, if it is one of the Exchange's.
+    /// The RPC named by a request path, if it is one of the Exchange's or
+    /// the Supervision service's.
     pub fn from_path(path: &str) -> Option<Self> {
+        if let Some(method) = path.strip_prefix("/liandong.v1.Supervision/") {
+            return match method {
+                "ListSignals" => Some(Self::ListSignals),
+                "GetReport" => Some(Self::GetReport),
+                _ => None,
+            };
+        }
         match path.strip_prefix("/liandong.v1.Exchange/")? {
             "Publish" => Some(Self::Publish),
             "PublishStream" => Some(Self::PublishStream),
@@ -76,7 +88,8 @@ impl Rpc {
     }
 }
 
-/// The Exchange service, with refusals made before its handlers audited.
+/// A service (Exchange or Supervision), with refusals made before its
+/// handlers audited.
 #[derive(Debug, Clone)]
 pub struct RefusalAudit<S> {
     /// The Exchange service.

@@ -732,8 +732,64 @@ async fn undecodable_request_refusal_is_audited() {
     assert_eq!(stored, 0);
 }
 
+#[tokio::test]
+async fn undecodable_supervision_request_refusal_is_audited() {
+    let bed = Testbed::start_with("\n[limits]\nmax_message_bytes = 65536\n").unwrap();
+    let calls = [
+        (
+            "Supervision/ListSignals",
+            vec![0x0a, 100, 1, 2, 3],
+            Code::InvalidArgument,
+        ),
+        (
+            "Supervision/GetReport",
+            vec![0x0a, 50, 1],
+            Code::InvalidArgument,
+        ),
+        (
+            "Supervision/GetReport",
+            vec![0x0a; 70_000],
+            Code::ResourceExhausted,
+        ),
+    ];
+    for (rpc, body, code) in calls {
+        let status = undecodable::call(&bed, "cz-procuratorate", rpc, body).await;
+        assert_eq!(status.code(), code, "{rpc}: {status:?}");
+    }
+    let mut conn = bed.connect_database().await;
+    // Refusals made before a handler are recorded by a task of their own.
+    let deadline = std::time::Instant::now() + WAIT;
+    let rows: Vec<(String, String, String)> = loop {
+        let rows: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT agency, action, decision FROM audit_log ORDER BY id")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        if rows.len() >= 3 || std::time::Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let refused = |code: &str| {
+        (
+            "cz-procuratorate".to_owned(),
+            "SUPERVISION_REFUSED".to_owned(),
+            code.to_owned(),
+        )
+    };
+    assert_eq!(
+        rows,
+        [
+            refused("INVALID_ARGUMENT"),
+            refused("INVALID_ARGUMENT"),
+            refused("RESOURCE_EXHAUSTED"),
+        ]
+    );
+    assert_eq!(bed.stored_count().await, 0);
+}
+
 mod undecodable {
-    //! Raw request bytes to any Exchange RPC, and the status it ends with.
+    //! Raw request bytes to any RPC, and the status it ends with.
     use liandong_tests::Testbed;
     use tonic::Status;
 
@@ -748,7 +804,13 @@ mod undecodable {
             .unwrap();
         let mut grpc = tonic::client::Grpc::new(channel);
         grpc.ready().await.unwrap();
-        let path: http::uri::PathAndQuery = format!("/liandong.v1.Exchange/{rpc}").parse().unwrap();
+        // `rpc` is an Exchange method, or `Service/Method` of another.
+        let path = if rpc.contains('/') {
+            format!("/liandong.v1.{rpc}")
+        } else {
+            format!("/liandong.v1.Exchange/{rpc}")
+        };
+        let path: http::uri::PathAndQuery = path.parse().unwrap();
         let request = tonic::Request::new(tokio_stream::iter(vec![body]));
         let status = match grpc.streaming(request, path, crate::raw::RawCodec).await {
             Err(status) => status,

@@ -1,8 +1,13 @@
 use super::*;
 
 #[test]
-fn each_exchange_rpc_has_its_own_refusal_action() {
+fn each_rpc_has_its_own_refusal_action() {
     let cases = [
+        (
+            "/liandong.v1.Supervision/ListSignals",
+            "SUPERVISION_REFUSED",
+        ),
+        ("/liandong.v1.Supervision/GetReport", "SUPERVISION_REFUSED"),
         ("/liandong.v1.Exchange/Publish", "PUBLISH_REFUSED"),
         ("/liandong.v1.Exchange/PublishStream", "PUBLISH_REFUSED"),
         ("/liandong.v1.Exchange/Subscribe", "SUBSCRIBE_REFUSED"),
@@ -18,6 +23,7 @@ fn each_exchange_rpc_has_its_own_refusal_action() {
     for other in [
         "/liandong.v1.Exchange/Nope",
         "/liandong.v1.Operations/Status",
+        "/liandong.v1.Supervision/Nope",
         "/grpc.health.v1.Health/Check",
         "/liandong.v1.Exchange/",
     ] {
