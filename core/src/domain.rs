@@ -511,7 +511,16 @@ fn check_text(field: &str, value: &str, max: usize, required: bool) -> Result<()
     Ok(())
 }
 
-fn check_body(body: &pb::CaseBody) -> Result<(), FieldError> {
+/// The events that carry `body.announcement`: a draft, its answers and
+/// its release.
+const ANNOUNCEMENT_EVENTS: [pb::EventType; 4] = [
+    pb::EventType::JointAnnouncement,
+    pb::EventType::AnnouncementApproved,
+    pb::EventType::AnnouncementRejected,
+    pb::EventType::AnnouncementReleased,
+];
+
+fn check_body(body: &pb::CaseBody, event: Event) -> Result<(), FieldError> {
     let pb::CaseBody {
         title: _,
         description: _,
@@ -536,6 +545,12 @@ fn check_body(body: &pb::CaseBody) -> Result<(), FieldError> {
     }
     if let Some(announcement) = announcement {
         let field = "notification.body.announcement";
+        if !ANNOUNCEMENT_EVENTS.contains(&event.to_wire()) {
+            return Err(FieldError::new(
+                field,
+                format!("is only for announcements, not {event}"),
+            ));
+        }
         if announcement.release_at.is_some() {
             Instant::from_wire(&format!("{field}.release_at"), announcement.release_at)?;
         }
@@ -648,7 +663,7 @@ impl TryFrom<pb::Notification> for Notification {
         let occurred_at = Instant::from_wire("notification.occurred_at", occurred_at)?;
         check_text("notification.summary", &summary, MAX_SUMMARY_CHARS, true)?;
         if let Some(body) = &body {
-            check_body(body)?;
+            check_body(body, event)?;
         }
         let claimed_sender = if sender.is_empty() {
             None

@@ -116,3 +116,32 @@ fn names_parse_in_short_and_full_form() {
         Confidentiality::Public
     );
 }
+
+#[test]
+fn announcement_fields_only_on_announcements() {
+    let announcement = pb::CaseBody {
+        announcement: Some(pb::Announcement::default()),
+        ..Default::default()
+    };
+    let mut clue = valid();
+    clue.event = pb::EventType::ClueShared as i32;
+    clue.body = Some(announcement.clone());
+    assert_eq!(
+        Notification::try_from(clue).unwrap_err(),
+        FieldError::new(
+            "notification.body.announcement",
+            "is only for announcements, not CLUE_SHARED"
+        )
+    );
+    for event in [
+        pb::EventType::JointAnnouncement,
+        pb::EventType::AnnouncementApproved,
+        pb::EventType::AnnouncementRejected,
+        pb::EventType::AnnouncementReleased,
+    ] {
+        let mut n = valid();
+        n.event = event as i32;
+        n.body = Some(announcement.clone());
+        assert!(Notification::try_from(n).is_ok(), "{event:?}");
+    }
+}

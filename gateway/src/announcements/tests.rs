@@ -332,15 +332,3 @@ async fn simultaneous_versions_go_out_together_at_their_time() {
         assert!(due(&store, at(61)).await.is_empty());
     }
 }
-
-#[tokio::test]
-async fn announcement_fields_on_other_events_are_refused() {
-    for (store, _guard) in backends().await {
-        let mut clue = draft("cz-eeb", "c1", &[], "t", None, false);
-        clue.event = pb::EventType::ClueShared as i32;
-        let Err(Refusal::Field { field, .. }) = step(&store, &clue, at(1)).await else {
-            panic!("body.announcement on a clue is refused");
-        };
-        assert_eq!(field, "notification.body.announcement");
-    }
-}
