@@ -34,17 +34,25 @@ pub enum Action {
     CaseReadRefused,
     /// A `Supervision` request (`ListSignals`, `GetReport`) was refused.
     SupervisionRefused,
+    /// A TLS handshake was refused (bad, revoked or unknown certificate,
+    /// not TLS at all, timed out).
+    TlsRefused,
+    /// The registry, policy, TLS material or mechanism files were loaded
+    /// again (`decision` says whether they were put in force).
+    Reload,
 }
 
 impl Action {
     /// Every action, in the order above.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 8] = [
         Self::Delivery,
         Self::CaseRead,
         Self::PublishRefused,
         Self::SubscribeRefused,
         Self::CaseReadRefused,
         Self::SupervisionRefused,
+        Self::TlsRefused,
+        Self::Reload,
     ];
 
     /// The name stored in the audit log.
@@ -56,6 +64,8 @@ impl Action {
             Self::SubscribeRefused => "SUBSCRIBE_REFUSED",
             Self::CaseReadRefused => "CASE_READ_REFUSED",
             Self::SupervisionRefused => "SUPERVISION_REFUSED",
+            Self::TlsRefused => "TLS_REFUSED",
+            Self::Reload => "RELOAD",
         }
     }
 
@@ -201,6 +211,34 @@ pub fn refused_before_handler(
         notification_id: String::new(),
         decision: code.to_owned(),
         reason: format!("undecodable request: {message}"),
+    }
+}
+
+/// The entry recording that the TLS handshake of a connection from `peer`
+/// was refused, and why (rustls' reason, "timed out", "not TLS").
+pub fn tls_refused(peer: std::net::SocketAddr, reason: &str) -> AuditEntry {
+    AuditEntry {
+        agency: truncate(&peer.to_string(), 256),
+        action: Action::TlsRefused.as_str(),
+        sequence: None,
+        sender: String::new(),
+        notification_id: String::new(),
+        decision: "REFUSED".to_owned(),
+        reason: truncate(reason, 1024),
+    }
+}
+
+/// The entry recording a reload of `what` (e.g. "registry, policy, TLS"):
+/// `applied` when it was put in force, otherwise refused with `reason`.
+pub fn reload(what: &str, applied: bool, reason: &str) -> AuditEntry {
+    AuditEntry {
+        agency: "operator".to_owned(),
+        action: Action::Reload.as_str(),
+        sequence: None,
+        sender: String::new(),
+        notification_id: String::new(),
+        decision: if applied { "APPLIED" } else { "REFUSED" }.to_owned(),
+        reason: truncate(&format!("{what}: {reason}"), 1024),
     }
 }
 

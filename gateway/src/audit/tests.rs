@@ -49,7 +49,9 @@ fn actions_are_stored_under_their_established_names() {
             "PUBLISH_REFUSED",
             "SUBSCRIBE_REFUSED",
             "CASE_READ_REFUSED",
-            "SUPERVISION_REFUSED"
+            "SUPERVISION_REFUSED",
+            "TLS_REFUSED",
+            "RELOAD"
         ]
     );
     for action in Action::ALL {
