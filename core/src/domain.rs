@@ -27,6 +27,22 @@ pub const MAX_NOTE_CHARS: usize = 1000;
 pub const MAX_CONTACT_CHARS: usize = 200;
 /// Most recipients one notification may list.
 pub const MAX_RECIPIENTS: usize = 64;
+/// Most characters of `body.title`, `body.location`, a party's or an
+/// informant's name and contact, an attachment's name (one line each).
+pub const MAX_BODY_LINE_CHARS: usize = 500;
+/// Most characters of `body.description`, `body.legal_basis` and
+/// `body.decision` (and of an alert's `legal_basis`).
+pub const MAX_BODY_TEXT_CHARS: usize = 20_000;
+/// Most characters of a short code: `body.document_number`, a party's role
+/// and identifier, an attachment's media type, a measurement's name, value
+/// and unit, an alert's rule, agencies and awaited events.
+pub const MAX_BODY_CODE_CHARS: usize = 200;
+/// Most entries of `body.parties`, `body.attachments` and
+/// `body.related_case_refs` each.
+pub const MAX_BODY_ENTRIES: usize = 200;
+/// Most entries of `body.measurements` (a statistics report has one per
+/// agency and event).
+pub const MAX_BODY_MEASUREMENTS: usize = 2_000;
 
 /// A refused field: which one, and why. Never carries the field's content.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -511,6 +527,178 @@ fn check_text(field: &str, value: &str, max: usize, required: bool) -> Result<()
     Ok(())
 }
 
+/// Checks a one-line text field: at most `max` characters, no control
+/// character at all (not even a newline or a tab).
+fn check_line(field: &str, value: &str, max: usize) -> Result<(), FieldError> {
+    if value.chars().count() > max {
+        return Err(FieldError::new(
+            field,
+            format!("is longer than {max} characters"),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(FieldError::new(
+            field,
+            "contains control characters (it is one line: no newline or tab)",
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a list of more than `max` entries.
+fn check_entries(field: &str, count: usize, max: usize) -> Result<(), FieldError> {
+    if count > max {
+        return Err(FieldError::new(
+            field,
+            format!("has more than {max} entries"),
+        ));
+    }
+    Ok(())
+}
+
+/// The free-text fields of a body: bounded, and free of control
+/// characters other than newline and tab in multi-line text (none at all
+/// in one-line fields).
+fn check_body_text(body: &pb::CaseBody) -> Result<(), FieldError> {
+    let pb::CaseBody {
+        title,
+        description,
+        location,
+        legal_basis,
+        decision,
+        document_number,
+        parties,
+        attachments,
+        informant,
+        related_case_refs,
+        measurements,
+        announcement: _,
+        needs_verification: _,
+        alert,
+    } = body;
+    let at = "notification.body";
+    check_line(&format!("{at}.title"), title, MAX_BODY_LINE_CHARS)?;
+    check_text(
+        &format!("{at}.description"),
+        description,
+        MAX_BODY_TEXT_CHARS,
+        false,
+    )?;
+    check_line(&format!("{at}.location"), location, MAX_BODY_LINE_CHARS)?;
+    check_text(
+        &format!("{at}.legal_basis"),
+        legal_basis,
+        MAX_BODY_TEXT_CHARS,
+        false,
+    )?;
+    check_text(
+        &format!("{at}.decision"),
+        decision,
+        MAX_BODY_TEXT_CHARS,
+        false,
+    )?;
+    check_line(
+        &format!("{at}.document_number"),
+        document_number,
+        MAX_BODY_CODE_CHARS,
+    )?;
+    check_entries(&format!("{at}.parties"), parties.len(), MAX_BODY_ENTRIES)?;
+    for (i, party) in parties.iter().enumerate() {
+        let pb::Party {
+            role,
+            name,
+            identifier,
+            contact,
+        } = party;
+        let field = format!("{at}.parties[{i}]");
+        check_line(&format!("{field}.role"), role, MAX_BODY_CODE_CHARS)?;
+        check_line(&format!("{field}.name"), name, MAX_BODY_LINE_CHARS)?;
+        check_line(
+            &format!("{field}.identifier"),
+            identifier,
+            MAX_BODY_CODE_CHARS,
+        )?;
+        check_line(&format!("{field}.contact"), contact, MAX_BODY_LINE_CHARS)?;
+    }
+    check_entries(
+        &format!("{at}.attachments"),
+        attachments.len(),
+        MAX_BODY_ENTRIES,
+    )?;
+    for (i, attachment) in attachments.iter().enumerate() {
+        let pb::Attachment {
+            name,
+            media_type,
+            sha256: _,
+            size_bytes: _,
+        } = attachment;
+        let field = format!("{at}.attachments[{i}]");
+        check_line(&format!("{field}.name"), name, MAX_BODY_LINE_CHARS)?;
+        check_line(
+            &format!("{field}.media_type"),
+            media_type,
+            MAX_BODY_CODE_CHARS,
+        )?;
+    }
+    if let Some(pb::Informant { name, contact }) = informant {
+        check_line(&format!("{at}.informant.name"), name, MAX_BODY_LINE_CHARS)?;
+        check_line(
+            &format!("{at}.informant.contact"),
+            contact,
+            MAX_BODY_LINE_CHARS,
+        )?;
+    }
+    check_entries(
+        &format!("{at}.related_case_refs"),
+        related_case_refs.len(),
+        MAX_BODY_ENTRIES,
+    )?;
+    check_entries(
+        &format!("{at}.measurements"),
+        measurements.len(),
+        MAX_BODY_MEASUREMENTS,
+    )?;
+    for (i, measurement) in measurements.iter().enumerate() {
+        let pb::Measurement { name, value, unit } = measurement;
+        let field = format!("{at}.measurements[{i}]");
+        check_line(&format!("{field}.name"), name, MAX_BODY_CODE_CHARS)?;
+        check_line(&format!("{field}.value"), value, MAX_BODY_CODE_CHARS)?;
+        check_line(&format!("{field}.unit"), unit, MAX_BODY_CODE_CHARS)?;
+    }
+    if let Some(alert) = alert {
+        let pb::SupervisionAlert {
+            rule,
+            legal_basis,
+            started_by: _,
+            started_at: _,
+            due_at: _,
+            late_agency,
+            supervisor,
+            awaited,
+        } = alert;
+        let field = format!("{at}.alert");
+        check_line(&format!("{field}.rule"), rule, MAX_BODY_CODE_CHARS)?;
+        check_text(
+            &format!("{field}.legal_basis"),
+            legal_basis,
+            MAX_BODY_TEXT_CHARS,
+            false,
+        )?;
+        check_line(
+            &format!("{field}.late_agency"),
+            late_agency,
+            MAX_BODY_CODE_CHARS,
+        )?;
+        check_line(
+            &format!("{field}.supervisor"),
+            supervisor,
+            MAX_BODY_CODE_CHARS,
+        )?;
+        check_line(&format!("{field}.awaited"), awaited, MAX_BODY_CODE_CHARS)?;
+    }
+    Ok(())
+}
+
 /// The events that carry `body.announcement`: a draft, its answers and
 /// its release.
 const ANNOUNCEMENT_EVENTS: [pb::EventType; 4] = [
@@ -521,6 +709,7 @@ const ANNOUNCEMENT_EVENTS: [pb::EventType; 4] = [
 ];
 
 fn check_body(body: &pb::CaseBody, event: Event) -> Result<(), FieldError> {
+    check_body_text(body)?;
     let pb::CaseBody {
         title: _,
         description: _,
