@@ -96,6 +96,9 @@ pub enum DaemonError {
     /// The state file cannot be used, or another daemon holds it.
     #[error(transparent)]
     State(#[from] StoreError),
+    /// The HTTP source's token file is unusable.
+    #[error("source http: {0}")]
+    Token(#[from] http::TokenError),
     /// The HTTP source's address cannot be bound.
     #[error("cannot listen on {addr} (source http): {source}")]
     Bind {
@@ -110,7 +113,7 @@ impl DaemonError {
     /// The process exit code for this failure.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Signing(_) | Self::Credentials(_) => exit::USAGE,
+            Self::Signing(_) | Self::Credentials(_) | Self::Token(_) => exit::USAGE,
             Self::Sink {
                 source: SinkError::Setup(_),
                 ..
@@ -131,7 +134,7 @@ pub struct Daemon {
     /// Keeps any other daemon off the state file until this one ends.
     lock: DaemonLock,
     signer: Arc<Signer>,
-    http: Option<tokio::net::TcpListener>,
+    http: Option<(tokio::net::TcpListener, http::Guard)>,
     sinks: Vec<Arc<Sink>>,
     dead_letter_sink: Option<Arc<Sink>>,
 }
@@ -147,6 +150,14 @@ impl Daemon {
             &config.gateway.key,
         )
         .map_err(DaemonError::Credentials)?;
+        crate::report::log_certificate(
+            &config.gateway.cert,
+            liandong_core::domain::Instant::now().unix_micros(),
+        );
+        let token = match config.http_source() {
+            Some(source) => Some(http::HttpToken::load(&source.token_file)?),
+            None => None,
+        };
         let mut sinks = Vec::new();
         for (i, subscription) in config.subscriptions.iter().enumerate() {
             let sink = Sink::build(&subscription.sink).map_err(|source| DaemonError::Sink {
@@ -174,15 +185,25 @@ impl Daemon {
         }
         let store = Store::open(&config.outbox.path).await?;
         let lock = store.claim_daemon(std::process::id()).await?;
-        let http = match config.http_listen() {
-            Some(addr) => match tokio::net::TcpListener::bind(addr).await {
-                Ok(listener) => Some(listener),
-                Err(source) => {
-                    let _ = store.release_daemon().await;
-                    return Err(DaemonError::Bind { addr, source });
+        let http = match (config.http_source(), token) {
+            (Some(source), Some(token)) => {
+                let addr = source.listen;
+                match tokio::net::TcpListener::bind(addr)
+                    .await
+                    .and_then(|l| l.local_addr().map(|bound| (l, bound)))
+                {
+                    Ok((listener, bound)) => {
+                        let guard =
+                            http::Guard::new(token, bound, source.public_address.as_deref());
+                        Some((listener, guard))
+                    }
+                    Err(source) => {
+                        let _ = store.release_daemon().await;
+                        return Err(DaemonError::Bind { addr, source });
+                    }
                 }
-            },
-            None => None,
+            }
+            _ => None,
         };
         Ok(Self {
             config,
@@ -197,7 +218,7 @@ impl Daemon {
 
     /// The HTTP source's bound address, if it has one.
     pub fn http_addr(&self) -> Option<SocketAddr> {
-        self.http.as_ref().and_then(|l| l.local_addr().ok())
+        self.http.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// The agency's signing key id.
@@ -247,10 +268,16 @@ impl Daemon {
                 tasks.spawn(folder::run(folder.clone(), acceptor.clone(), stop.clone()));
             }
         }
-        if let Some(listener) = http {
+        if let Some((listener, guard)) = http {
             let max_body =
                 (config.outbox.max_notification_bytes.saturating_mul(4) as usize).max(64 * 1024);
-            let router = http::router(acceptor.clone(), Limits::from(&config), max_body);
+            let router = http::router(
+                acceptor.clone(),
+                Limits::from(&config),
+                Some(config.gateway.cert.clone()),
+                max_body,
+                guard,
+            );
             tasks.spawn(http::serve(listener, router, stop.clone()));
         }
         for (subscription, sink) in config.subscriptions.iter().zip(sinks) {

@@ -123,6 +123,9 @@ pub enum CommandError {
     /// The signing key could not be loaded.
     #[error(transparent)]
     Signing(#[from] SignerError),
+    /// The HTTP source's token file could not be used (`send`).
+    #[error(transparent)]
+    Token(#[from] crate::daemon::source::http::TokenError),
 }
 
 impl From<tonic::Status> for CommandError {
@@ -146,10 +149,15 @@ impl CommandError {
             Self::State(StoreError::Missing { .. }) => exit::UNHEALTHY,
             Self::State(_) => exit::SOFTWARE,
             Self::Handoff { status: 503, .. } => exit::TEMPFAIL,
+            // The token, Origin or Host was refused: a setup problem.
+            Self::Handoff {
+                status: 401 | 403 | 421,
+                ..
+            } => exit::USAGE,
             Self::Handoff { status, .. } if (400..500).contains(status) => exit::DATA,
             Self::Handoff { .. } => exit::SOFTWARE,
             Self::Daemon { .. } => exit::UNAVAILABLE,
-            Self::Signing(_) => exit::USAGE,
+            Self::Signing(_) | Self::Token(_) => exit::USAGE,
         }
     }
 

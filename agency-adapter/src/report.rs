@@ -1,16 +1,19 @@
 //! The status report: what a [`Snapshot`] of the adapter's local state
 //! says — outbox depth and the age of the oldest pending notification, dead
 //! letters, the last successful push and the last error, each
-//! subscription's last acknowledged sequence, whether the daemon runs — and
+//! subscription's last acknowledged sequence, whether the daemon runs, when
+//! the client certificate expires — and
 //! whether that is healthy by the config's `[status]` limits, as text for
 //! people or as JSON. Shared by the `status` command
 //! ([`crate::commands::status`]) and the HTTP source's `GET /v1/status`.
 //!
-//! This module only judges and formats what it is given: it never reads or
-//! changes the state, never prints, and never shows content (ids, codes and
+//! This module only judges and formats what it is given (besides reading a
+//! certificate file's validity when asked, [`Certificate::read`]): it never
+//! reads or changes the state, never prints, and never shows content (ids, codes and
 //! the gateway's reasons only).
 
 use std::fmt::Write as _;
+use std::path::Path;
 
 use liandong_core::domain::Instant;
 use serde_json::{Value, json};
@@ -21,6 +24,75 @@ use crate::store::{DAEMON_STALE_AFTER, Snapshot};
 #[cfg(test)]
 mod tests;
 
+/// Fewer days than this left on the client certificate earn a warning.
+pub const CERTIFICATE_WARN_DAYS: i64 = 30;
+
+const DAY_MICROS: i64 = 86_400 * 1_000_000;
+
+/// What is known of the adapter's client certificate (`gateway.cert`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Certificate {
+    /// Not looked at.
+    Unchecked,
+    /// The file could not be read or holds no certificate.
+    Unreadable,
+    /// Valid until this time (its notAfter, microseconds since the epoch).
+    NotAfter(i64),
+}
+
+impl Certificate {
+    /// The notAfter of the first certificate of the PEM file at `path`.
+    pub fn read(path: &Path) -> Result<i64, String> {
+        let pem = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+        let (_, pem) = x509_parser::pem::parse_x509_pem(&pem)
+            .map_err(|e| format!("not a PEM certificate: {e}"))?;
+        let certificate = pem
+            .parse_x509()
+            .map_err(|e| format!("not a certificate: {e}"))?;
+        Ok(certificate
+            .validity()
+            .not_after
+            .timestamp()
+            .saturating_mul(1_000_000))
+    }
+
+    /// The state of the certificate file at `path`.
+    pub fn of_file(path: &Path) -> Self {
+        Self::read(path).map_or(Self::Unreadable, Self::NotAfter)
+    }
+
+    /// Whole days left at `now` (negative once expired).
+    pub fn days_left(not_after: i64, now: i64) -> i64 {
+        (not_after - now).div_euclid(DAY_MICROS)
+    }
+}
+
+/// Logs the client certificate's end of validity: info, a warning when
+/// fewer than [`CERTIFICATE_WARN_DAYS`] remain, an error once expired or
+/// unreadable.
+pub fn log_certificate(path: &Path, now: i64) {
+    match Certificate::read(path) {
+        Ok(not_after) => {
+            let days = Certificate::days_left(not_after, now);
+            let at = time(Some(not_after));
+            if not_after <= now {
+                tracing::error!(certificate.path = ?path, certificate.not_after = %at,
+                    "the client certificate has expired: the gateway will refuse it; renew it");
+            } else if days < CERTIFICATE_WARN_DAYS {
+                tracing::warn!(certificate.path = ?path, certificate.not_after = %at,
+                    certificate.days_left = days, "the client certificate expires soon; renew it");
+            } else {
+                tracing::info!(certificate.path = ?path, certificate.not_after = %at,
+                    certificate.days_left = days, "client certificate");
+            }
+        }
+        Err(reason) => {
+            tracing::error!(certificate.path = ?path, error = %reason,
+                "cannot read the client certificate's validity");
+        }
+    }
+}
+
 /// What health is judged against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -28,13 +100,17 @@ pub struct Limits {
     pub status: StatusSettings,
     /// `outbox.max_pending`.
     pub max_pending: u64,
+    /// The client certificate's validity.
+    pub certificate: Certificate,
 }
 
 impl From<&DaemonConfig> for Limits {
+    /// The limits of `config`, the client certificate read from its file.
     fn from(config: &DaemonConfig) -> Self {
         Self {
             status: config.status,
             max_pending: config.outbox.max_pending,
+            certificate: Certificate::of_file(&config.gateway.cert),
         }
     }
 }
@@ -46,6 +122,8 @@ pub struct Health {
     pub healthy: bool,
     /// What is wrong, one line each.
     pub problems: Vec<String>,
+    /// What will soon be wrong (not unhealthy yet), one line each.
+    pub warnings: Vec<String>,
 }
 
 fn seconds(micros: i64) -> i64 {
@@ -109,9 +187,45 @@ pub fn evaluate(snapshot: &Snapshot, limits: &Limits, now: i64) -> Health {
     if limits.status.require_daemon && !daemon_running(snapshot, now) {
         problems.push("the daemon is not running".into());
     }
+    let mut warnings = Vec::new();
+    match limits.certificate {
+        Certificate::Unchecked => {}
+        Certificate::Unreadable => {
+            problems.push("the client certificate (gateway.cert) cannot be read".into());
+        }
+        Certificate::NotAfter(not_after) if not_after <= now => {
+            problems.push(format!(
+                "the client certificate expired at {}; the gateway refuses it: renew it",
+                time(Some(not_after)).as_str().unwrap_or("?")
+            ));
+        }
+        Certificate::NotAfter(not_after) => {
+            let days = Certificate::days_left(not_after, now);
+            if days < CERTIFICATE_WARN_DAYS {
+                warnings.push(format!(
+                    "the client certificate expires in {days} days (at {}); renew it",
+                    time(Some(not_after)).as_str().unwrap_or("?")
+                ));
+            }
+        }
+    }
     Health {
         healthy: problems.is_empty(),
         problems,
+        warnings,
+    }
+}
+
+/// The certificate part of the JSON report.
+fn certificate_json(certificate: Certificate, now: i64) -> Value {
+    match certificate {
+        Certificate::Unchecked => Value::Null,
+        Certificate::Unreadable => json!({ "readable": false }),
+        Certificate::NotAfter(not_after) => json!({
+            "readable": true,
+            "not_after": time(Some(not_after)),
+            "days_left": Certificate::days_left(not_after, now),
+        }),
     }
 }
 
@@ -122,6 +236,8 @@ pub fn report_json(snapshot: &Snapshot, limits: &Limits, now: i64) -> Value {
     json!({
         "healthy": health.healthy,
         "problems": health.problems,
+        "warnings": health.warnings,
+        "certificate": certificate_json(limits.certificate, now),
         "outbox": {
             "pending": snapshot.outbox_depth,
             "max_pending": limits.max_pending,
@@ -182,6 +298,9 @@ pub fn report_text(snapshot: &Snapshot, limits: &Limits, now: i64) -> String {
     for problem in &health.problems {
         let _ = writeln!(out, "  - {problem}");
     }
+    for warning in &health.warnings {
+        let _ = writeln!(out, "  warning: {warning}");
+    }
     let daemon = match snapshot.daemon {
         Some(lease) if daemon_running(snapshot, now) => {
             format!(
@@ -200,6 +319,14 @@ pub fn report_text(snapshot: &Snapshot, limits: &Limits, now: i64) -> String {
         None => "never ran".into(),
     };
     let _ = writeln!(out, "daemon:        {daemon}");
+    if let Certificate::NotAfter(not_after) = limits.certificate {
+        let _ = writeln!(
+            out,
+            "certificate:   valid until {} ({} days left)",
+            time(Some(not_after)).as_str().unwrap_or("?"),
+            Certificate::days_left(not_after, now)
+        );
+    }
     let oldest = match snapshot.oldest_pending_accepted_at {
         Some(t) => format!(", oldest accepted {}", at(Some(t))),
         None => String::new(),

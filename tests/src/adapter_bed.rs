@@ -103,15 +103,32 @@ pub struct AdapterBed {
     _postgres: Option<PostgresDatabase>,
 }
 
+/// The HTTP source's token in every bed: the content of `http.token` in
+/// the bed's directory, which [`http`] presents.
+pub const HTTP_TOKEN: &str = "dGVzdC1iZWQtaHR0cC1zb3VyY2UtdG9rZW4K";
+
+/// The `[[source]] kind = "http"` table of an adapter of the bed listening
+/// on `127.0.0.1:port`, with the bed's token file.
+pub fn http_source_config(port: u16) -> String {
+    format!(
+        "\n[[source]]\nkind = \"http\"\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"http.token\"\n"
+    )
+}
+
 impl AdapterBed {
     /// A PKI and a gateway config on the backend `LIANDONG_TEST_BACKEND`
-    /// chooses; the gateway is not started.
+    /// chooses, and the HTTP source's token file; the gateway is not
+    /// started.
     pub fn new() -> Self {
         // So that tests may open `database_url()` with
         // `sqlx::AnyConnection::connect` on either backend.
         sqlx::any::install_default_drivers();
         let dir = tempfile::tempdir().expect("temporary directory");
         let pki = Pki::create(dir.path()).expect("dev PKI");
+        let token = dir.path().join("http.token");
+        std::fs::write(&token, format!("{HTTP_TOKEN}\n")).expect("write the token file");
+        std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("make the token file private");
         let postgres = match Backend::from_env() {
             Backend::Sqlite => None,
             Backend::Postgres => Some(PostgresDatabase::create().expect("a test database")),
@@ -448,7 +465,8 @@ impl Answer {
     }
 }
 
-/// One HTTP/1.1 request to `127.0.0.1:port` (connection closed after).
+/// One HTTP/1.1 request to `127.0.0.1:port` (connection closed after),
+/// presenting [`HTTP_TOKEN`].
 pub fn http(port: u16, method: &str, path: &str, body: &str) -> Answer {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the HTTP source");
     stream
@@ -457,7 +475,7 @@ pub fn http(port: u16, method: &str, path: &str, body: &str) -> Answer {
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+         Authorization: Bearer {HTTP_TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .expect("send the request");

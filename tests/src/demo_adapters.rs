@@ -61,6 +61,8 @@ pub struct AdapterFiles {
     pub inbox: PathBuf,
     /// The folder sink of dead letters.
     pub dead_letters: PathBuf,
+    /// The HTTP source's token file (owner-only).
+    pub token: PathBuf,
 }
 
 impl AdapterFiles {
@@ -73,6 +75,7 @@ impl AdapterFiles {
             outgoing: root.join("outgoing"),
             inbox: root.join("inbox"),
             dead_letters: root.join("dead-letters"),
+            token: root.join("http.token"),
             root,
         }
     }
@@ -110,11 +113,12 @@ pub fn config(agency: &str, gateway_url: &str, source: Source, subscription: &st
              path = \"adapters/{agency}/outgoing\"\n\
              poll_interval_ms = 100\n"
         )),
-        Source::Http => text.push_str(
+        Source::Http => text.push_str(&format!(
             "\n[[source]]\n\
              kind = \"http\"\n\
-             listen = \"127.0.0.1:0\"\n",
-        ),
+             listen = \"127.0.0.1:0\"\n\
+             token_file = \"adapters/{agency}/http.token\"\n"
+        )),
     }
     text.push_str(&format!(
         "\n[[subscription]]\n\
@@ -137,6 +141,8 @@ pub struct AdapterDaemon {
     subscription: String,
     files: AdapterFiles,
     http: Option<SocketAddr>,
+    /// The HTTP source's token.
+    token: String,
     child: Option<Child>,
 }
 
@@ -162,6 +168,7 @@ impl AdapterDaemon {
             config(agency, gateway_url, source, subscription),
         )
         .with_context(|| format!("writing {}", files.config.display()))?;
+        let token = write_token(&files.token)?;
         let log = std::fs::File::create(&files.log)
             .with_context(|| format!("creating {}", files.log.display()))?;
         let child = Command::new(binary)
@@ -181,6 +188,7 @@ impl AdapterDaemon {
             subscription: subscription.to_owned(),
             files,
             http: None,
+            token,
             child: Some(child),
         };
         let line = loop {
@@ -273,7 +281,8 @@ impl AdapterDaemon {
                 Ok((sequence, format!("drop file {file}")))
             }
             (Source::Http, Some(addr)) => {
-                let (status, body) = http(addr, "POST", "/v1/notifications", &json).await?;
+                let (status, body) =
+                    http(addr, &self.token, "POST", "/v1/notifications", &json).await?;
                 if status != 202 {
                     bail!(
                         "{}'s adapter refused {id}: HTTP {status}: {body}",
@@ -296,7 +305,14 @@ impl AdapterDaemon {
         deadline: Instant,
     ) -> anyhow::Result<u64> {
         loop {
-            let (status, body) = http(addr, "GET", &format!("/v1/notifications/{id}"), "").await?;
+            let (status, body) = http(
+                addr,
+                &self.token,
+                "GET",
+                &format!("/v1/notifications/{id}"),
+                "",
+            )
+            .await?;
             if status != 200 {
                 bail!(
                     "{}'s adapter does not know {id}: HTTP {status}: {body}",
@@ -466,10 +482,28 @@ fn read_envelopes(folder: &Path, prefix: &str) -> anyhow::Result<Vec<Value>> {
         .collect()
 }
 
+/// Writes a fresh random token to `path`, readable by its owner only, as
+/// `docs/ADAPTER.md` says to, and returns it.
+fn write_token(path: &Path) -> anyhow::Result<String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut random = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut random))
+        .context("reading /dev/urandom")?;
+    let token: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(path, format!("{token}\n"))
+        .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(token)
+}
+
 /// One HTTP/1.1 request to an adapter's loopback endpoint (connection
-/// closed after): the status and the JSON body (`Null` if not JSON).
+/// closed after), with its token: the status and the JSON body (`Null` if
+/// not JSON).
 async fn http(
     addr: SocketAddr,
+    token: &str,
     method: &str,
     path: &str,
     body: &str,
@@ -478,7 +512,7 @@ async fn http(
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
         let request = format!(
             "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+             Authorization: Bearer {token}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         );
         stream.write_all(request.as_bytes()).await?;

@@ -40,7 +40,7 @@ fn clue(id: Option<&str>, summary: &str) -> String {
 }
 
 fn http_source(port: u16) -> String {
-    format!("\n[[source]]\nkind = \"http\"\nlisten = \"127.0.0.1:{port}\"\n")
+    liandong_tests::adapter_bed::http_source_config(port)
 }
 
 fn folder_source(path: &Path) -> String {

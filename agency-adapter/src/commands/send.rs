@@ -28,7 +28,7 @@ use crate::commands::write_json_line;
 use crate::config::GatewaySettings;
 use crate::config::daemon::{DaemonConfig, is_daemon_config};
 use crate::daemon::accept::{AcceptError, prepare};
-use crate::daemon::source::http::SOURCE_HEADER;
+use crate::daemon::source::http::{HttpToken, SOURCE_HEADER};
 use crate::error::{CommandError, InputError};
 use crate::signer::Signer;
 
@@ -131,12 +131,14 @@ pub async fn send_command(gateway: &GatewayArgs, args: &SendArgs) -> Result<(), 
         _ => None,
     };
     let mut stdout = std::io::stdout();
-    if let Some(addr) = daemon
+    if let Some(source) = daemon
         .as_ref()
         .filter(|_| !args.direct)
-        .and_then(DaemonConfig::http_listen)
+        .and_then(DaemonConfig::http_source)
     {
-        if let Some(answer) = hand_over(addr, &notification).await? {
+        let addr = source.listen;
+        let token = HttpToken::load(&source.token_file)?;
+        if let Some(answer) = hand_over(addr, &token, &notification).await? {
             write_json_line(&mut stdout, &answer)?;
             return Ok(());
         }
@@ -165,12 +167,22 @@ pub async fn send_command(gateway: &GatewayArgs, args: &SendArgs) -> Result<(), 
     Ok(())
 }
 
-/// Hands `notification` to the daemon's HTTP source at `addr`: its
+/// Hands `notification` to the daemon's HTTP source at `addr` (over
+/// loopback when it listens on every address), presenting `token`: its
 /// acceptance answer, or `None` when nothing listens there.
 pub async fn hand_over(
     addr: SocketAddr,
+    token: &HttpToken,
     notification: &pb::Notification,
 ) -> Result<Option<serde_json::Value>, CommandError> {
+    let mut addr = addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
     let url = format!("http://{addr}/v1/notifications");
     let failed = |reason: String| CommandError::Daemon {
         url: url.clone(),
@@ -185,6 +197,7 @@ pub async fn hand_over(
         .post(&url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header(SOURCE_HEADER, "send")
+        .bearer_auth(token.expose())
         .body(to_json(notification).to_string())
         .send()
         .await

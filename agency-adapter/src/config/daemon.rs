@@ -124,6 +124,13 @@ pub struct FolderSource {
 pub struct HttpSource {
     /// The address to listen on; loopback unless `allow_non_loopback`.
     pub listen: SocketAddr,
+    /// The file holding the secret every request must present as
+    /// `Authorization: Bearer <token>`; readable by its owner only.
+    pub token_file: PathBuf,
+    /// `host:port` clients name in `Host` when the endpoint is reached on
+    /// a non-loopback address (only with `allow_non_loopback`); loopback
+    /// names are always accepted.
+    pub public_address: Option<String>,
 }
 
 /// One `[[subscription]]`.
@@ -171,12 +178,12 @@ pub enum SinkSettings {
 /// A `kind = "webhook"` sink.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookSink {
-    /// `http://` or `https://` URL to POST to.
+    /// `https://` URL to POST to (`http://` only to a loopback host).
     pub url: String,
     /// Extra request headers (e.g. `Authorization`); never logged.
     pub headers: BTreeMap<String, String>,
-    /// PEM file of a CA to trust for an `https://` URL, besides the
-    /// system's roots.
+    /// PEM file of the CA(s) to trust for an `https://` URL: when set,
+    /// the only roots trusted (pinned); the system's roots otherwise.
     pub ca: Option<PathBuf>,
     /// How long one attempt may take.
     pub timeout: Duration,
@@ -343,6 +350,14 @@ impl DaemonConfig {
         })
     }
 
+    /// The HTTP source, when there is one.
+    pub fn http_source(&self) -> Option<&HttpSource> {
+        self.sources.iter().find_map(|source| match source {
+            SourceSettings::Http(http) => Some(http),
+            SourceSettings::Folder(_) => None,
+        })
+    }
+
     /// The address of the HTTP source, when there is one.
     pub fn http_listen(&self) -> Option<SocketAddr> {
         self.sources.iter().find_map(|source| match source {
@@ -444,6 +459,8 @@ fn source(
         RawSource::Http {
             listen,
             allow_non_loopback,
+            token_file,
+            public_address,
         } => {
             let field = format!("source[{i}].listen");
             let listen = listen.ok_or_else(|| check.missing(&field))?;
@@ -457,8 +474,8 @@ fn source(
                 return Err(check.invalid(
                     &field,
                     format!(
-                        "{listen} is not a loopback address; the endpoint has no authentication, \
-                         so set source[{i}].allow_non_loopback = true to bind it anyway"
+                        "{listen} is not a loopback address; any host that reaches it can try \
+                         the token, so set source[{i}].allow_non_loopback = true to bind it anyway"
                     ),
                 ));
             }
@@ -468,9 +485,48 @@ fn source(
                     "only one http source is allowed",
                 ));
             }
-            Ok(SourceSettings::Http(HttpSource { listen }))
+            let token_file = check.path(&format!("source[{i}].token_file"), token_file)?;
+            let public_address = match public_address {
+                None => None,
+                Some(_) if !allow_non_loopback.unwrap_or(false) => {
+                    return Err(check.invalid(
+                        format!("source[{i}].public_address"),
+                        "is only for an endpoint with allow_non_loopback = true",
+                    ));
+                }
+                Some(address) => Some(public_address_field(check, i, &address)?),
+            };
+            Ok(SourceSettings::Http(HttpSource {
+                listen,
+                token_file,
+                public_address,
+            }))
         }
     }
+}
+
+/// `public_address` of the http source: `host:port`, lower-cased, as a
+/// client names it in `Host`.
+fn public_address_field(
+    check: &Checker<'_>,
+    i: usize,
+    address: &str,
+) -> Result<String, ConfigError> {
+    let field = format!("source[{i}].public_address");
+    let valid = address.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty()
+            && port.parse::<u16>().is_ok_and(|p| p != 0)
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-.[]:".contains(c))
+    });
+    if !valid {
+        return Err(check.invalid(
+            field,
+            format!("{address:?} is not host:port, e.g. adapter.eeb.example:7601"),
+        ));
+    }
+    Ok(address.to_ascii_lowercase())
 }
 
 fn subscription(
@@ -591,6 +647,15 @@ fn sink(check: &Checker<'_>, prefix: &str, raw: RawSink) -> Result<SinkSettings,
                     format!("{url:?} must be an http:// or https:// URL with a host"),
                 ));
             }
+            if parsed.scheme() == "http" && !is_loopback_host(&parsed) {
+                return Err(check.invalid(
+                    format!("{prefix}.url"),
+                    format!(
+                        "{url:?}: plain http:// is only allowed to a loopback host \
+                         (127.0.0.1, [::1], localhost); use https:// for another host"
+                    ),
+                ));
+            }
             for (name, value) in &headers {
                 if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
                     return Err(check.invalid(
@@ -607,6 +672,11 @@ fn sink(check: &Checker<'_>, prefix: &str, raw: RawSink) -> Result<SinkSettings,
                 }
             }
             let ca = match ca {
+                Some(_) if parsed.scheme() == "http" => {
+                    return Err(
+                        check.invalid(format!("{prefix}.ca"), "is only for an https:// url")
+                    );
+                }
                 Some(ca) => Some(check.path(&format!("{prefix}.ca"), Some(ca))?),
                 None => None,
             };
@@ -629,6 +699,19 @@ fn sink(check: &Checker<'_>, prefix: &str, raw: RawSink) -> Result<SinkSettings,
         })),
         RawSink::Stdout {} => Ok(SinkSettings::Stdout),
     }
+}
+
+/// True when `url` names a loopback host: `localhost`, 127.0.0.0/8 or
+/// `[::1]`.
+fn is_loopback_host(url: &reqwest::Url) -> bool {
+    url.host_str().is_some_and(|host| {
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    })
 }
 
 fn status(check: &Checker<'_>, raw: RawStatus) -> Result<StatusSettings, ConfigError> {

@@ -64,6 +64,8 @@ pub(super) enum RawSource {
     Http {
         listen: Option<String>,
         allow_non_loopback: Option<bool>,
+        token_file: Option<PathBuf>,
+        public_address: Option<String>,
     },
 }
 

@@ -166,6 +166,10 @@ impl Sink {
                     .connect_timeout(webhook.timeout)
                     .redirect(reqwest::redirect::Policy::none());
                 if let Some(ca) = &webhook.ca {
+                    // Pinned: the configured CA is the only root, so a
+                    // certificate from any other CA (a system one
+                    // included) is refused.
+                    builder = builder.tls_built_in_root_certs(false);
                     for certificate in read_ca(ca)? {
                         builder = builder.add_root_certificate(certificate);
                     }
@@ -179,10 +183,12 @@ impl Sink {
                 })
             }
             SinkSettings::Folder(folder) => {
-                std::fs::create_dir_all(&folder.path).map_err(|source| SinkError::Io {
-                    path: folder.path.clone(),
-                    source,
-                })?;
+                std::fs::create_dir_all(&folder.path)
+                    .and_then(|()| check_owned_dir(&folder.path))
+                    .map_err(|source| SinkError::Io {
+                        path: folder.path.clone(),
+                        source,
+                    })?;
                 Ok(Self::Folder {
                     path: folder.path.clone(),
                 })
@@ -273,26 +279,88 @@ fn read_ca(path: &Path) -> Result<Vec<reqwest::Certificate>, SinkError> {
     Ok(certificates)
 }
 
+/// Checks that `dir` is a folder the adapter may write into: a real
+/// directory (not a symbolic link), owned by the adapter's own user, and
+/// not writable by others. Whoever could swap or share the folder could
+/// otherwise make the adapter write where they choose.
+pub fn check_owned_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let refuse = |reason: String| {
+        std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("{}: {reason}; refusing to write into it", dir.display()),
+        )
+    };
+    let metadata = std::fs::symlink_metadata(dir)?;
+    if metadata.file_type().is_symlink() {
+        return Err(refuse("is a symbolic link, not a folder".into()));
+    }
+    if !metadata.is_dir() {
+        return Err(refuse("is not a folder".into()));
+    }
+    let uid = nix::unistd::geteuid().as_raw();
+    if metadata.uid() != uid {
+        return Err(refuse(format!(
+            "is owned by uid {}, not by the adapter's uid {uid}",
+            metadata.uid()
+        )));
+    }
+    if metadata.mode() & 0o002 != 0 {
+        return Err(refuse(format!(
+            "is writable by others (mode {:o})",
+            metadata.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
+/// True when `name` can be used as one file name in a folder: not empty,
+/// not `.` or `..`, no `/`, no control character.
+pub fn is_safe_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains('/')
+        && !name.chars().any(char::is_control)
+}
+
 /// Writes `bytes` to `target` so that a reader sees the whole file or
-/// none: a temporary `.<name>.tmp` in the same folder, synced, renamed
-/// over `target`, then the folder synced.
+/// none, and so that nothing planted in the folder can redirect the
+/// write: the folder is checked first ([`check_owned_dir`]); the data goes
+/// to a new temporary `.<name>.<random>.tmp` in the same folder, created
+/// exclusively (`O_CREAT|O_EXCL`: it fails on any existing entry, a
+/// symbolic link included, and never follows one), synced, renamed over
+/// `target` (a rename replaces a link at `target` rather than following
+/// it), then the folder is synced.
 pub fn write_atomically(target: &Path, bytes: &[u8]) -> Result<(), SinkError> {
     let io = |source| SinkError::Io {
         path: target.to_owned(),
         source,
     };
-    let dir = target.parent().unwrap_or(Path::new("."));
+    let dir = match target.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
     let name = target
         .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temporary = dir.join(format!(".{name}.tmp"));
-    let mut file = std::fs::File::create(&temporary).map_err(io)?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
+        .and_then(|n| n.to_str())
+        .filter(|n| is_safe_file_name(n))
+        .ok_or_else(|| {
+            io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a plain file name",
+            ))
+        })?;
+    check_owned_dir(dir).map_err(io)?;
+    let mut file = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)
         .map_err(io)?;
-    drop(file);
-    std::fs::rename(&temporary, target).map_err(io)?;
+    file.write_all(bytes)
+        .and_then(|()| file.as_file().sync_all())
+        .map_err(io)?;
+    file.persist(target).map_err(|e| io(e.error))?;
     if let Ok(dir) = std::fs::File::open(dir) {
         // Makes the rename durable; not every platform can sync a folder.
         let _ = dir.sync_all();

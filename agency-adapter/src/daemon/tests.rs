@@ -3,17 +3,25 @@ use crate::testing::{self, MockGateway, Script, eventually, notification_json};
 
 use super::*;
 
+const HTTP_TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
 /// A daemon config for the mock gateway's credentials, with an HTTP source
 /// on a free port and a state file in `dir`.
 fn config(dir: &std::path::Path, gateway: &MockGateway) -> DaemonConfig {
     let key = liandong_certs::SigningKey::generate().unwrap();
     std::fs::write(dir.join("cz-psb.signing.pk8"), key.pkcs8_der()).unwrap();
+    std::fs::write(dir.join("http.token"), HTTP_TOKEN).unwrap();
+    std::fs::set_permissions(
+        dir.join("http.token"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let settings = &gateway.settings;
     let text = format!(
         "agency = \"cz-psb\"\nsigning_key = \"cz-psb.signing.pk8\"\n\
          [gateway]\nurl = \"{}\"\nserver_name = \"localhost\"\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\
          [outbox]\npath = \"state/adapter.db\"\nretry_initial_ms = 10\nretry_max_ms = 50\n\
-         [[source]]\nkind = \"http\"\nlisten = \"127.0.0.1:0\"\n\
+         [[source]]\nkind = \"http\"\nlisten = \"127.0.0.1:0\"\ntoken_file = \"http.token\"\n\
          [[source]]\nkind = \"folder\"\npath = \"inbox\"\npoll_interval_ms = 20\n",
         settings.url,
         settings.ca.display(),
@@ -41,6 +49,8 @@ async fn the_daemon_publishes_what_its_sources_accept_and_stops_cleanly() {
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let response = client
         .post(format!("http://{addr}/v1/notifications"))
+        .bearer_auth(HTTP_TOKEN)
+        .header("content-type", "application/json")
         .body(notification_json(Some("d-1"), "a"))
         .send()
         .await
@@ -94,8 +104,11 @@ async fn what_cannot_work_is_refused_before_starting() {
 
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mut config = good.clone();
+    let token_file = dir.path().join("http.token");
     config.sources = vec![SourceSettings::Http(crate::config::daemon::HttpSource {
         listen: taken.local_addr().unwrap(),
+        token_file: token_file.clone(),
+        public_address: None,
     })];
     let err = Daemon::prepare(config).await.unwrap_err();
     assert!(matches!(err, DaemonError::Bind { .. }), "{err:?}");

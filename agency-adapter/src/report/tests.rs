@@ -16,6 +16,7 @@ fn limits() -> Limits {
             require_daemon: true,
         },
         max_pending: 100,
+        certificate: Certificate::Unchecked,
     }
 }
 
@@ -53,7 +54,8 @@ fn a_running_daemon_keeping_up_is_healthy() {
         health,
         Health {
             healthy: true,
-            problems: vec![]
+            problems: vec![],
+            warnings: vec![],
         }
     );
     let text = report_text(&healthy(), &limits(), NOW);
@@ -131,4 +133,56 @@ fn each_problem_makes_it_unhealthy_and_is_named() {
     stopped.daemon.as_mut().unwrap().stopped_at = Some(NOW - SECOND);
     assert!(evaluate(&stopped, &relaxed, NOW).healthy);
     assert!(!evaluate(&stopped, &limits(), NOW).healthy);
+}
+
+#[test]
+fn status_warns_of_certificate_expiry() {
+    const DAY: i64 = 86_400 * SECOND;
+    let with = |certificate| Limits {
+        certificate,
+        ..limits()
+    };
+    let far = evaluate(
+        &healthy(),
+        &with(Certificate::NotAfter(NOW + 200 * DAY)),
+        NOW,
+    );
+    assert!(far.healthy && far.warnings.is_empty(), "{far:?}");
+    let report = report_json(
+        &healthy(),
+        &with(Certificate::NotAfter(NOW + 200 * DAY)),
+        NOW,
+    );
+    assert_eq!(report["certificate"]["days_left"], 200);
+    assert_eq!(report["certificate"]["not_after"], "2027-06-08T08:30:00Z");
+
+    let soon = with(Certificate::NotAfter(NOW + 29 * DAY + SECOND));
+    let health = evaluate(&healthy(), &soon, NOW);
+    assert!(health.healthy, "a warning is not yet unhealthy");
+    assert_eq!(
+        health.warnings,
+        ["the client certificate expires in 29 days (at 2026-12-19T08:30:01Z); renew it"]
+    );
+    let report = report_json(&healthy(), &soon, NOW);
+    assert_eq!(report["warnings"][0], health.warnings[0].as_str());
+    assert!(
+        report_text(&healthy(), &soon, NOW)
+            .contains("warning: the client certificate expires in 29 days")
+    );
+    assert!(report_text(&healthy(), &soon, NOW).contains("(29 days left)"));
+
+    let expired = with(Certificate::NotAfter(NOW - SECOND));
+    let health = evaluate(&healthy(), &expired, NOW);
+    assert!(!health.healthy);
+    assert!(
+        health.problems[0].starts_with("the client certificate expired at 2026-11-20T08:29:59Z"),
+        "{health:?}"
+    );
+    assert_eq!(
+        report_json(&healthy(), &expired, NOW)["certificate"]["days_left"],
+        -1
+    );
+
+    let unreadable = evaluate(&healthy(), &with(Certificate::Unreadable), NOW);
+    assert!(!unreadable.healthy);
 }

@@ -151,7 +151,7 @@ sink = { kind = "stdout" }
 #[test]
 fn the_http_source_binds_loopback_unless_allowed_otherwise() {
     let message = refused(&with(
-        "[[source]]\nkind = \"http\"\nlisten = \"0.0.0.0:7601\"\n",
+        "[[source]]\nkind = \"http\"\nlisten = \"0.0.0.0:7601\"\ntoken_file = \"t\"\n",
     ));
     assert!(
         message.starts_with(
@@ -161,12 +161,18 @@ fn the_http_source_binds_loopback_unless_allowed_otherwise() {
     );
     assert!(message.contains("allow_non_loopback = true"), "{message}");
     let config = parse(&with(
-        "[[source]]\nkind = \"http\"\nlisten = \"0.0.0.0:7601\"\nallow_non_loopback = true\n",
+        "[[source]]\nkind = \"http\"\nlisten = \"0.0.0.0:7601\"\nallow_non_loopback = true\ntoken_file = \"t\"\npublic_address = \"Adapter.example:7601\"\n",
     ))
     .unwrap();
     assert_eq!(config.http_listen(), Some("0.0.0.0:7601".parse().unwrap()));
+    let source = config.http_source().unwrap();
+    assert_eq!(source.token_file, Path::new("etc/t"));
+    assert_eq!(
+        source.public_address.as_deref(),
+        Some("adapter.example:7601")
+    );
     let config = parse(&with(
-        "[[source]]\nkind = \"http\"\nlisten = \"[::1]:7601\"\n",
+        "[[source]]\nkind = \"http\"\nlisten = \"[::1]:7601\"\ntoken_file = \"t\"\n",
     ))
     .unwrap();
     assert!(config.http_listen().unwrap().ip().is_loopback());
@@ -186,6 +192,22 @@ fn errors_name_the_file_and_the_field() {
         (
             "[[source]]\nkind = \"folder\"\n",
             "etc/adapter.toml: missing field `source[0].path`",
+        ),
+        (
+            "[[source]]\nkind = \"http\"\nlisten = \"127.0.0.1:1\"\n",
+            "etc/adapter.toml: missing field `source[0].token_file`",
+        ),
+        (
+            "[[source]]\nkind = \"http\"\nlisten = \"127.0.0.1:1\"\ntoken_file = \"t\"\npublic_address = \"a.example:1\"\n",
+            "`source[0].public_address`: is only for an endpoint with allow_non_loopback = true",
+        ),
+        (
+            "[[source]]\nkind = \"http\"\nlisten = \"0.0.0.0:1\"\nallow_non_loopback = true\ntoken_file = \"t\"\npublic_address = \"a.example\"\n",
+            "`source[0].public_address`: \"a.example\" is not host:port",
+        ),
+        (
+            "[[subscription]]\nname = \"a\"\nsink = { kind = \"webhook\", url = \"http://127.0.0.1:9/\", ca = \"ca.pem\" }\n",
+            "`subscription[0].sink.ca`: is only for an https:// url",
         ),
         (
             "[[source]]\nkind = \"http\"\nlisten = \"localhost:1\"\n",
@@ -232,7 +254,7 @@ fn errors_name_the_file_and_the_field() {
             "`subscription[0].sink.url`: \"ftp://x/y\" must be an http:// or https:// URL",
         ),
         (
-            "[[subscription]]\nname = \"a\"\nsink = { kind = \"webhook\", url = \"http://x/\", headers = { Authorization = \"a\\nb\" } }\n",
+            "[[subscription]]\nname = \"a\"\nsink = { kind = \"webhook\", url = \"http://127.0.0.1/\", headers = { Authorization = \"a\\nb\" } }\n",
             "`subscription[0].sink.headers.Authorization`: is not a valid header value",
         ),
         ("[dead_letter]\n", "missing field `dead_letter.sink`"),
@@ -273,4 +295,39 @@ fn a_gateway_only_file_is_not_a_daemon_config() {
     assert!(!is_daemon_config(&path).unwrap());
     std::fs::write(&path, MINIMAL).unwrap();
     assert!(is_daemon_config(&path).unwrap());
+}
+
+#[test]
+fn webhook_plain_http_to_remote_host_is_refused() {
+    for url in [
+        "http://case-system.eeb.example/hook",
+        "http://10.0.0.7:8080/hook",
+        "http://127.0.0.1.evil.example/hook",
+        "http://[fe80::1]/hook",
+    ] {
+        let message = refused(&with(&format!(
+            "[[subscription]]\nname = \"a\"\nsink = {{ kind = \"webhook\", url = \"{url}\" }}\n"
+        )));
+        assert!(
+            message.contains("`subscription[0].sink.url`")
+                && message.contains("plain http:// is only allowed to a loopback host"),
+            "{url}: {message}"
+        );
+        let message = refused(&with(&format!(
+            "[dead_letter]\nsink = {{ kind = \"webhook\", url = \"{url}\" }}\n"
+        )));
+        assert!(message.contains("`dead_letter.sink.url`"), "{message}");
+    }
+    for url in [
+        "http://127.0.0.1:8080/hook",
+        "http://127.0.0.2/hook",
+        "http://localhost/hook",
+        "http://[::1]:9/hook",
+        "https://case-system.eeb.example/hook",
+    ] {
+        parse(&with(&format!(
+            "[[subscription]]\nname = \"a\"\nsink = {{ kind = \"webhook\", url = \"{url}\" }}\n"
+        )))
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    }
 }

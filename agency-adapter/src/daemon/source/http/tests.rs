@@ -3,11 +3,22 @@ use crate::testing::{self, notification_json};
 
 use super::*;
 
+const TOKEN: &str = "c2VjcmV0LXRva2VuLWZvci10ZXN0cw==";
+
 struct Endpoint {
     _dir: tempfile::TempDir,
     base: String,
     client: reqwest::Client,
     stop: CancellationToken,
+}
+
+/// A token file holding `content` with `mode`.
+fn token_file(dir: &std::path::Path, content: &str, mode: u32) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = dir.join("http.token");
+    std::fs::write(&path, content).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path
 }
 
 async fn start(max_pending: u64) -> Endpoint {
@@ -21,13 +32,17 @@ async fn start(max_pending: u64) -> Endpoint {
             require_daemon: false,
         },
         max_pending,
+        certificate: crate::report::Certificate::Unchecked,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
+    let bound = listener.local_addr().unwrap();
+    let base = format!("http://{bound}");
     let stop = CancellationToken::new();
+    let token = HttpToken::load(&token_file(dir.path(), &format!("{TOKEN}\n"), 0o600)).unwrap();
+    let guard = Guard::new(token, bound, None);
     tokio::spawn(serve(
         listener,
-        router(acceptor, limits, 1 << 20),
+        router(acceptor, limits, None, 1 << 20, guard),
         stop.clone(),
     ));
     Endpoint {
@@ -43,6 +58,8 @@ impl Endpoint {
         let response = self
             .client
             .post(format!("{}/v1/notifications", self.base))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json; charset=utf-8")
             .body(body.to_owned())
             .send()
             .await
@@ -60,6 +77,7 @@ impl Endpoint {
         let response = self
             .client
             .get(format!("{}{path}", self.base))
+            .bearer_auth(TOKEN)
             .send()
             .await
             .unwrap();
@@ -159,4 +177,119 @@ async fn refusals_are_4xx_naming_the_field_and_a_full_outbox_is_503() {
         (404, json!("not_found"))
     );
     endpoint.stop.cancel();
+}
+
+#[test]
+fn token_files_that_others_could_read_or_swap_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = HttpToken::load(&dir.path().join("absent")).unwrap_err();
+    assert!(
+        missing.reason.contains("head -c 32 /dev/urandom"),
+        "{missing}"
+    );
+    for (content, mode, expected) in [
+        ("", 0o600, "is empty"),
+        ("  \n", 0o600, "is empty"),
+        (TOKEN, 0o640, "group or others (mode 640)"),
+        (TOKEN, 0o604, "group or others (mode 604)"),
+        ("short", 0o600, "at least 16"),
+        ("has a space inside it", 0o600, "without spaces"),
+    ] {
+        let path = token_file(dir.path(), content, mode);
+        let err = HttpToken::load(&path).unwrap_err();
+        assert!(err.reason.contains(expected), "{content:?} {mode:o}: {err}");
+        assert!(!err.to_string().contains(TOKEN), "the token is never shown");
+    }
+    let real = token_file(dir.path(), TOKEN, 0o600);
+    let link = dir.path().join("link.token");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let err = HttpToken::load(&link).unwrap_err();
+    assert!(err.reason.contains("symbolic link"), "{err}");
+    let token = HttpToken::load(&real).unwrap();
+    assert_eq!(format!("{token:?}"), "HttpToken(<redacted>)");
+    assert!(token.matches(TOKEN.as_bytes()));
+    assert!(!token.matches(&TOKEN.as_bytes()[1..]));
+    assert!(!token.matches(b""));
+}
+
+#[test]
+fn the_guard_checks_origin_host_token_and_media_type_in_that_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = HttpToken::load(&token_file(dir.path(), TOKEN, 0o600)).unwrap();
+    let guard = Guard::new(
+        token,
+        "10.1.2.3:7601".parse().unwrap(),
+        Some("Adapter.EEB.example:7601"),
+    );
+    let headers = |pairs: &[(&'static str, &str)]| {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    };
+    let bearer = format!("Bearer {TOKEN}");
+    let code = |method: Method, pairs: &[(&'static str, &str)]| {
+        guard
+            .check(&method, &headers(pairs))
+            .map(|r| r.status().as_u16())
+    };
+    let good = [
+        ("host", "127.0.0.1:7601"),
+        ("authorization", bearer.as_str()),
+        ("content-type", "application/json"),
+    ];
+    assert_eq!(code(Method::POST, &good), None);
+    for host in [
+        "localhost:7601",
+        "LOCALHOST:7601",
+        "[::1]:7601",
+        "10.1.2.3:7601",
+        "adapter.eeb.example:7601",
+    ] {
+        let mut pairs = good;
+        pairs[0].1 = host;
+        assert_eq!(code(Method::POST, &pairs), None, "{host}");
+    }
+    for host in [
+        "evil.example:7601",
+        "127.0.0.1:80",
+        "127.0.0.1",
+        "localhost.evil.example:7601",
+    ] {
+        let mut pairs = good;
+        pairs[0].1 = host;
+        assert_eq!(code(Method::GET, &pairs), Some(421), "{host}");
+    }
+    let with_origin = [
+        good[0],
+        good[1],
+        good[2],
+        ("origin", "http://127.0.0.1:7601"),
+    ];
+    assert_eq!(code(Method::GET, &with_origin), Some(403));
+    assert_eq!(code(Method::GET, &[good[0]]), Some(401));
+    for wrong in ["Bearer nope", "Basic abc", "bearer", TOKEN] {
+        assert_eq!(
+            code(Method::GET, &[good[0], ("authorization", wrong)]),
+            Some(401),
+            "{wrong}"
+        );
+    }
+    let lower = format!("bearer {TOKEN}");
+    assert_eq!(
+        code(Method::GET, &[good[0], ("authorization", lower.as_str())]),
+        None
+    );
+    for media in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "application/jsonx",
+    ] {
+        let mut pairs = good;
+        pairs[2].1 = media;
+        assert_eq!(code(Method::POST, &pairs), Some(415), "{media}");
+    }
+    assert_eq!(code(Method::POST, &good[..2]), Some(415));
+    assert_eq!(code(Method::GET, &good[..2]), None);
 }
