@@ -85,8 +85,10 @@ pub enum DaemonError {
         /// What is wrong.
         source: SinkError,
     },
-    /// A drop folder cannot be created.
-    #[error("{path}: cannot create the drop folder: {source}")]
+    /// A drop folder (or its `done/`, `rejected/`) cannot be created, or
+    /// is not the adapter's own (a symbolic link, another owner, writable
+    /// by others).
+    #[error("{path}: cannot use the drop folder: {source}")]
     Folder {
         /// The folder.
         path: PathBuf,
@@ -150,10 +152,6 @@ impl Daemon {
             &config.gateway.key,
         )
         .map_err(DaemonError::Credentials)?;
-        crate::report::log_certificate(
-            &config.gateway.cert,
-            liandong_core::domain::Instant::now().unix_micros(),
-        );
         let token = match config.http_source() {
             Some(source) => Some(http::HttpToken::load(&source.token_file)?),
             None => None,
@@ -237,6 +235,10 @@ impl Daemon {
             sinks,
             dead_letter_sink,
         } = self;
+        crate::report::log_certificate(
+            &config.gateway.cert,
+            liandong_core::domain::Instant::now().unix_micros(),
+        );
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
         let wake = Arc::new(Notify::new());

@@ -347,6 +347,11 @@ impl AdapterProcess {
     /// Starts the daemon with `config`, its stderr appended to `log`, and
     /// waits until it says it runs.
     pub fn start(config: &Path, log: &Path) -> Self {
+        Self::start_with_env(config, log, &[])
+    }
+
+    /// As [`AdapterProcess::start`], with `env` added to its environment.
+    pub fn start_with_env(config: &Path, log: &Path, env: &[(&str, &Path)]) -> Self {
         let before = std::fs::read_to_string(log).map(|l| l.len()).unwrap_or(0);
         let log_file = std::fs::OpenOptions::new()
             .create(true)
@@ -359,6 +364,7 @@ impl AdapterProcess {
             .arg(config)
             .env("LIANDONG_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
