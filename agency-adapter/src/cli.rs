@@ -96,7 +96,15 @@ pub enum Command {
     /// Report the adapter's state from its local state file (needs
     /// --config); exit 2 when unhealthy.
     Status(StatusArgs),
+    /// Create the HTTP source's token file named by the config (needs
+    /// --config): random, readable by its owner only; an existing one is
+    /// checked and kept.
+    HttpToken(HttpTokenArgs),
 }
+
+/// Flags of `http-token` (none besides --config).
+#[derive(Debug, Clone, Args)]
+pub struct HttpTokenArgs {}
 
 /// Flags of `run` (none besides --config).
 #[derive(Debug, Clone, Args)]

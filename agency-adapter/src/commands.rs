@@ -7,6 +7,7 @@
 //! - [`tail`]: a subscription's deliveries out as JSON lines, each
 //!   acknowledged once printed.
 //! - [`status`]: the status report of the local state, and its verdict.
+//! - [`http_token`]: creates the HTTP source's token file.
 //!
 //! Commands write only their JSON lines (and `status`'s report) on
 //! standard output, and never notification content to logs. They never run
@@ -17,6 +18,7 @@ use std::io::Write;
 
 use crate::error::CommandError;
 
+pub mod http_token;
 pub mod send;
 pub mod status;
 pub mod tail;

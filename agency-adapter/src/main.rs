@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use liandong_adapter::cli::{Cli, Command};
-use liandong_adapter::commands::{send, status, tail};
+use liandong_adapter::commands::{http_token, send, status, tail};
 use liandong_adapter::daemon::Daemon;
 use liandong_adapter::{CommandError, ConfigError, DaemonConfig, exit, shutdown};
 use tracing_subscriber::EnvFilter;
@@ -122,6 +122,10 @@ fn run(cli: Cli) -> anyhow::Result<Result<u8, CommandError>> {
                 let config = daemon_config(&cli, "status")?;
                 let healthy = status::status(&config, args.json, &mut std::io::stdout()).await?;
                 Ok(if healthy { exit::OK } else { exit::UNHEALTHY })
+            }
+            Command::HttpToken(_) => {
+                let config = daemon_config(&cli, "http-token")?;
+                http_token::http_token(&config, &mut std::io::stdout()).map(|()| exit::OK)
             }
             Command::Run(_) => unreachable!("run is handled by run_daemon"),
         }

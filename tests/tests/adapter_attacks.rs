@@ -407,11 +407,9 @@ async fn symlink_at_temp_file_name_is_not_followed() {
     let config = bed.adapter_config(
         "psb",
         PSB,
-        &format!(
-            "\n[[source]]\nkind = \"folder\"\npath = \"inbox\"\npoll_interval_ms = 50\n\
-             \n[[subscription]]\nname = \"xy-psb-inbox\"\nstart = \"beginning\"\n\
-             sink = {{ kind = \"folder\", path = \"deliveries\" }}\n"
-        ),
+        "\n[[source]]\nkind = \"folder\"\npath = \"inbox\"\npoll_interval_ms = 50\n\
+         \n[[subscription]]\nname = \"xy-psb-inbox\"\nstart = \"beginning\"\n\
+         sink = { kind = \"folder\", path = \"deliveries\" }\n",
     );
     let mut adapter = AdapterProcess::start(&config, &bed.path("psb.log"));
     std::fs::write(inbox.join("bad.json.part"), "not json").unwrap();

@@ -193,7 +193,7 @@ impl Guard {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|host| {
                 let host = host.to_ascii_lowercase();
-                self.hosts.iter().any(|allowed| *allowed == host)
+                self.hosts.contains(&host)
             });
         if !host_ok {
             return Some(error(
