@@ -31,8 +31,10 @@ pub const MAX_RECIPIENTS: usize = 64;
 /// informant's name and contact, an attachment's name (one line each).
 pub const MAX_BODY_LINE_CHARS: usize = 500;
 /// Most characters of `body.description`, `body.legal_basis` and
-/// `body.decision` (and of an alert's `legal_basis`).
-pub const MAX_BODY_TEXT_CHARS: usize = 20_000;
+/// `body.decision` (and of an alert's `legal_basis`): as many as the
+/// gateway's default message limit has bytes, so long facts are bounded by
+/// that limit first.
+pub const MAX_BODY_TEXT_CHARS: usize = 262_144;
 /// Most characters of a short code: `body.document_number`, a party's role
 /// and identifier, an attachment's media type, a measurement's name, value
 /// and unit, an alert's rule, agencies and awaited events.
