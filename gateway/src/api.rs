@@ -105,6 +105,14 @@ async fn record(gateway: &Gateway, entry: Option<AuditEntry>) {
     }
 }
 
+/// The remote address of the connection a request came on, when known.
+fn peer_addr<T>(request: &Request<T>) -> Option<std::net::SocketAddr> {
+    request
+        .extensions()
+        .get::<crate::identity::PeerIdentity>()
+        .map(|peer| peer.remote_addr)
+}
+
 /// The refusal of a publish arriving once shutdown began.
 fn publish_stopped() -> ApiError {
     ApiError::Unavailable("the gateway is shutting down; resend what has no receipt".into())
@@ -117,16 +125,28 @@ pub async fn publish_one(
     principal: &Principal,
     request: pb::PublishRequest,
 ) -> Result<pb::PublishReceipt, ApiError> {
+    publish_one_from(gateway, principal, None, request).await
+}
+
+/// [`publish_one`] of a request sent from `peer`, which its audit rows
+/// record.
+pub async fn publish_one_from(
+    gateway: &Gateway,
+    principal: &Principal,
+    peer: Option<std::net::SocketAddr>,
+    request: pb::PublishRequest,
+) -> Result<pb::PublishReceipt, ApiError> {
     let notification_id = request
         .notification
         .as_ref()
         .map(|n| n.notification_id.clone())
         .unwrap_or_default();
-    let result = publish_checked(gateway, principal, request).await;
+    let result = publish_checked(gateway, principal, peer, request).await;
     if let Err(error) = &result {
         record(
             gateway,
-            audit::publish_refused(principal, &notification_id, error),
+            audit::publish_refused(principal, &notification_id, error)
+                .map(|entry| entry.with_peer(peer)),
         )
         .await;
     }
@@ -137,6 +157,7 @@ pub async fn publish_one(
 async fn publish_checked(
     gateway: &Gateway,
     principal: &Principal,
+    peer: Option<std::net::SocketAddr>,
     request: pb::PublishRequest,
 ) -> Result<pb::PublishReceipt, ApiError> {
     let pb::PublishRequest { notification } = request;
@@ -190,7 +211,7 @@ async fn publish_checked(
     };
     envelope.copies =
         policy::statutory_copies(&rules, &principal.agency, &envelope, transferor.as_ref());
-    let new = NewNotification::new(envelope, payload);
+    let new = NewNotification::new(envelope, payload).from_peer(peer);
     let (outcome, emitted) = gateway
         .store
         .publish_supervised(&new, gateway.supervision_context())
@@ -271,7 +292,8 @@ impl Exchange for ExchangeService {
         let work = self.publishes.spawn(async move {
             let _slot = slot;
             let principal = service.principal(&request).await?;
-            publish_one(&gateway, &principal, request.into_inner())
+            let peer = peer_addr(&request);
+            publish_one_from(&gateway, &principal, peer, request.into_inner())
                 .await
                 .map_err(Into::into)
         });
@@ -303,6 +325,7 @@ impl Exchange for ExchangeService {
                 return Err(error.into());
             }
         };
+        let peer = peer_addr(&request);
         let mut inbound = request.into_inner();
         let gateway = self.gateway.clone();
         let (tx, rx) = mpsc::channel(64);
@@ -318,7 +341,7 @@ impl Exchange for ExchangeService {
                     }
                 };
                 match next {
-                    Ok(Some(request)) => match publish_one(&gateway, &principal, request).await {
+                    Ok(Some(request)) => match publish_one_from(&gateway, &principal, peer, request).await {
                         Ok(receipt) => {
                             if tx.send(Ok(receipt)).await.is_err() {
                                 return;

@@ -718,6 +718,7 @@ impl Session {
                 self.principal.agency.id.as_str(),
                 self.request.name.as_str(),
                 cursor,
+                None,
             )
             .await?;
         self.persisted = cursor;
