@@ -341,17 +341,19 @@ impl Exchange for ExchangeService {
                     }
                 };
                 match next {
-                    Ok(Some(request)) => match publish_one_from(&gateway, &principal, peer, request).await {
-                        Ok(receipt) => {
-                            if tx.send(Ok(receipt)).await.is_err() {
+                    Ok(Some(request)) => {
+                        match publish_one_from(&gateway, &principal, peer, request).await {
+                            Ok(receipt) => {
+                                if tx.send(Ok(receipt)).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Err(error) => {
+                                let _ = tx.send(Err(error.into())).await;
                                 return;
                             }
                         }
-                        Err(error) => {
-                            let _ = tx.send(Err(error.into())).await;
-                            return;
-                        }
-                    },
+                    }
                     Ok(None) => return,
                     Err(status) => {
                         let _ = tx.send(Err(status)).await;

@@ -214,9 +214,10 @@ fn main() -> ExitCode {
             Command::Migrate { .. } => migrate(config).await,
             Command::VerifyStore { json, .. } => verify_store(config, json).await,
             Command::Audit {
-                what: AuditCommand::Verify {
-                    json, checkpoint, ..
-                },
+                what:
+                    AuditCommand::Verify {
+                        json, checkpoint, ..
+                    },
             } => audit_verify(config, json, checkpoint.as_deref()).await,
             Command::Report {
                 what:

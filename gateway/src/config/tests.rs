@@ -232,7 +232,8 @@ fn audit_settings_have_defaults_and_are_validated() {
         }
     );
     let postgres = GOOD.replace("sqlite://data/liandong.db", "postgres://db/ld");
-    let config = GatewayConfig::parse(&postgres, Path::new("/srv/ld/gateway.toml"), no_env).unwrap();
+    let config =
+        GatewayConfig::parse(&postgres, Path::new("/srv/ld/gateway.toml"), no_env).unwrap();
     assert_eq!(
         config.audit.checkpoint_file,
         Path::new("/srv/ld/audit-checkpoint.json")

@@ -101,8 +101,9 @@ pub fn canonical_bytes(row: &ChainFields<'_>) -> Vec<u8> {
         row.reason,
         row.peer,
     ];
-    let mut out =
-        Vec::with_capacity(ROW_DOMAIN.len() + 25 + texts.iter().map(|t| 4 + t.len()).sum::<usize>());
+    let mut out = Vec::with_capacity(
+        ROW_DOMAIN.len() + 25 + texts.iter().map(|t| 4 + t.len()).sum::<usize>(),
+    );
     let text = |out: &mut Vec<u8>, text: &str| {
         let len = u32::try_from(text.len()).unwrap_or(u32::MAX);
         out.extend_from_slice(&len.to_be_bytes());
@@ -1048,3 +1049,6 @@ impl Store {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -61,7 +61,12 @@ pub(crate) async fn postgres_schema_url() -> Option<String> {
 /// A notification as `api` builds it: the encoded wire message (with
 /// `content` as its summary) and the routing columns taken from it. It
 /// shares a clue, which a case accepts any number of times.
-fn new_notification(sender: &str, id: &str, case_ref: &str, content: &str) -> NewNotification {
+pub(crate) fn new_notification(
+    sender: &str,
+    id: &str,
+    case_ref: &str,
+    content: &str,
+) -> NewNotification {
     new_event(sender, id, case_ref, pb::EventType::ClueShared, content)
 }
 
