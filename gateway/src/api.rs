@@ -86,7 +86,8 @@ impl ExchangeService {
             Caller::Refused { error, .. } => ApiError::from(error.clone()),
         };
         let rpc = request.extensions().get::<Rpc>().copied();
-        record(&self.gateway, audit::refused(rpc, &caller, &error)).await;
+        let entry = audit::refused(rpc, &caller, &error).map(|e| e.with_peer(peer_addr(request)));
+        record(&self.gateway, entry).await;
         Err(error.into())
     }
 }
@@ -393,6 +394,7 @@ impl Exchange for ExchangeService {
         request: Request<pb::GetCaseRequest>,
     ) -> Result<Response<pb::CaseView>, Status> {
         let principal = self.principal(&request).await?;
+        let peer = peer_addr(&request);
         let pb::GetCaseRequest {
             case_ref,
             page_size,
@@ -403,12 +405,13 @@ impl Exchange for ExchangeService {
             Err(error) => {
                 let error = ApiError::from(error);
                 let caller = Caller::Agency(principal);
-                let entry = audit::refused(Some(Rpc::GetCase), &caller, &error);
+                let entry =
+                    audit::refused(Some(Rpc::GetCase), &caller, &error).map(|e| e.with_peer(peer));
                 record(&self.gateway, entry).await;
                 return Err(error.into());
             }
         };
-        case_page(&self.gateway, &principal, &page)
+        case_page(&self.gateway, &principal, peer, &page)
             .await
             .map(Response::new)
             .map_err(Into::into)
@@ -426,6 +429,7 @@ const CASE_READ_BATCH: u32 = 32;
 async fn case_page(
     gateway: &Gateway,
     principal: &Principal,
+    peer: Option<std::net::SocketAddr>,
     request: &PageRequest,
 ) -> Result<pb::CaseView, ApiError> {
     let case_ref = request.case_ref.as_str();
@@ -444,6 +448,9 @@ async fn case_page(
         }
     }
     // Nothing is disclosed unless its disclosure is recorded first.
+    for entry in &mut page.audit {
+        entry.peer = peer;
+    }
     gateway.store.append_audit(&page.audit).await?;
     if page.timeline.is_empty() {
         return Err(ApiError::NotFound(format!(
