@@ -2,9 +2,10 @@
 //! intruder with the database's credentials drops the append-only triggers
 //! and tampers with rows by raw SQL, and `liandong-gateway audit verify`
 //! must name the first row and the kind of tampering (exit 65), and a
-//! clean log must pass (exit 0). Also: a publish whose audit row cannot be
-//! written is refused with nothing stored, and the signed checkpoint file
-//! is written and matches the chain.
+//! clean log must pass (exit 0), and the gateway refuses to start on a
+//! broken chain. Also: a publish or a delivery whose audit row cannot be
+//! written is refused (nothing stored, nothing sent), and the signed
+//! checkpoint file is written and matches the chain.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -119,6 +120,52 @@ async fn drop_triggers(bed: &Testbed) {
         Backend::Postgres => {
             execute(&url, "DROP TRIGGER audit_log_no_change ON audit_log").await;
         }
+    }
+}
+
+/// Makes the audit log refuse rows of `action` (as a full audit tablespace
+/// or a broken disk would refuse them all), by a trigger named `name`.
+async fn refuse_audit_rows(bed: &Testbed, name: &str, action: &str) {
+    let url = bed.database_url();
+    match bed.backend() {
+        Backend::Sqlite => {
+            execute(
+                &url,
+                &format!(
+                    "CREATE TRIGGER {name} BEFORE INSERT ON audit_log \
+                     WHEN NEW.action = '{action}' BEGIN SELECT RAISE(ABORT, 'audit refused'); END"
+                ),
+            )
+            .await;
+        }
+        Backend::Postgres => {
+            execute(
+                &url,
+                &format!(
+                    "CREATE FUNCTION {name}() RETURNS trigger AS $$ BEGIN \
+                     IF NEW.action = '{action}' THEN RAISE EXCEPTION 'audit refused'; END IF; \
+                     RETURN NEW; END; $$ LANGUAGE plpgsql"
+                ),
+            )
+            .await;
+            execute(
+                &url,
+                &format!(
+                    "CREATE TRIGGER {name} BEFORE INSERT ON audit_log \
+                     FOR EACH ROW EXECUTE FUNCTION {name}()"
+                ),
+            )
+            .await;
+        }
+    }
+}
+
+/// Removes what [`refuse_audit_rows`] made.
+async fn accept_audit_rows(bed: &Testbed, name: &str) {
+    let url = bed.database_url();
+    match bed.backend() {
+        Backend::Sqlite => execute(&url, &format!("DROP TRIGGER {name}")).await,
+        Backend::Postgres => execute(&url, &format!("DROP TRIGGER {name} ON audit_log")).await,
     }
 }
 
@@ -275,6 +322,72 @@ async fn audit_verify_detects_each_kind_of_tampering() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(64));
+
+    // The gateway itself refuses to start on the broken chain.
+    let output = Command::new(binary("liandong-gateway", "liandong-gateway"))
+        .args(["serve", "--config"])
+        .arg(&bed.config)
+        .env("LIANDONG_LOG", "off")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(EX_DATAERR), "{stderr}");
+    assert!(
+        stderr.contains("audit log") && stderr.contains("truncated"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn delivery_is_withheld_when_its_audit_row_cannot_be_written() {
+    let bed = Testbed::start().unwrap();
+    refuse_audit_rows(&bed, "refuse_delivery", "DELIVERY").await;
+    let mut eeb = bed.client("cz-eeb").await;
+    let receipt = publish(
+        &mut eeb,
+        notification(
+            "clue-1",
+            "C-AUDIT-DELIVERY",
+            Event::ClueShared,
+            Level::Internal,
+            &[],
+        ),
+    )
+    .await
+    .unwrap();
+    let mut psb = bed.client("cz-psb").await;
+    let mut inbox = liandong_tests::Subscriber::open(&mut psb, "inbox")
+        .await
+        .unwrap();
+    // No frame without its audit row: the stream ends instead.
+    let status = inbox
+        .expect_failure(
+            Duration::from_secs(10),
+            "the stream ends when its audit row is refused",
+        )
+        .await;
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+
+    // Once the log takes rows again, the reopened subscription gets it,
+    // recorded.
+    accept_audit_rows(&bed, "refuse_delivery").await;
+    let mut inbox = liandong_tests::Subscriber::open(&mut psb, "inbox")
+        .await
+        .unwrap();
+    let frame = inbox
+        .expect_delivery(Duration::from_secs(10), "delivered once audited")
+        .await;
+    assert_eq!(frame.sequence, receipt.sequence);
+    let mut conn = database(&bed.database_url()).await;
+    let delivered: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit_log WHERE action = 'DELIVERY' AND agency = 'cz-psb' AND sequence = $1",
+    )
+    .bind(receipt.sequence as i64)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(delivered, 1);
 }
 
 #[tokio::test]
@@ -282,34 +395,8 @@ async fn publish_is_refused_when_its_audit_row_cannot_be_written() {
     let bed = Testbed::start().unwrap();
     let mut eeb = bed.client("cz-eeb").await;
     publish_clues(&mut eeb, "before-", "C-AUDIT-FAIL", 0..1).await;
-    // The audit log refuses PUBLISHED rows (as a full audit tablespace
-    // or a broken disk would refuse them all).
+    refuse_audit_rows(&bed, "refuse_published", "PUBLISHED").await;
     let url = bed.database_url();
-    match bed.backend() {
-        Backend::Sqlite => {
-            execute(
-                &url,
-                "CREATE TRIGGER refuse_published BEFORE INSERT ON audit_log \
-                 WHEN NEW.action = 'PUBLISHED' BEGIN SELECT RAISE(ABORT, 'audit refused'); END",
-            )
-            .await;
-        }
-        Backend::Postgres => {
-            execute(
-                &url,
-                "CREATE FUNCTION refuse_published() RETURNS trigger AS $$ BEGIN \
-                 IF NEW.action = 'PUBLISHED' THEN RAISE EXCEPTION 'audit refused'; END IF; \
-                 RETURN NEW; END; $$ LANGUAGE plpgsql",
-            )
-            .await;
-            execute(
-                &url,
-                "CREATE TRIGGER refuse_published BEFORE INSERT ON audit_log \
-                 FOR EACH ROW EXECUTE FUNCTION refuse_published()",
-            )
-            .await;
-        }
-    }
     let refused = notification(
         "refused-1",
         "C-AUDIT-FAIL",
@@ -332,10 +419,7 @@ async fn publish_is_refused_when_its_audit_row_cannot_be_written() {
 
     // Once the log takes rows again, the same notification is stored as
     // new (nothing of the refused attempt remained), with its row.
-    match bed.backend() {
-        Backend::Sqlite => execute(&url, "DROP TRIGGER refuse_published").await,
-        Backend::Postgres => execute(&url, "DROP TRIGGER refuse_published ON audit_log").await,
-    }
+    accept_audit_rows(&bed, "refuse_published").await;
     let receipt = publish(&mut eeb, refused).await.expect("stored now");
     assert_eq!(receipt.sequence, 2);
     let rows = sqlx::query(
