@@ -440,8 +440,9 @@ async fn head_in(conn: &mut AnyConnection) -> Result<Head, StoreError> {
 }
 
 /// Gives rows written before the chain existed their link, in id order,
-/// once: only while no row has one. Otherwise (the head's hash was erased
-/// behind the gateway's back) the last chained row is the head, and the
+/// once: only while no row has one and no checkpoint was ever signed.
+/// Otherwise (the head's hash was erased behind the gateway's back) the
+/// last chained row, or the last signed checkpoint, is the head, and the
 /// walk reports whatever is wrong.
 async fn link_unchained_in(conn: &mut AnyConnection, last_id: i64) -> Result<Head, StoreError> {
     let chained: Option<(i64, Vec<u8>)> = sqlx::query_as(
@@ -457,6 +458,22 @@ async fn link_unchained_in(conn: &mut AnyConnection, last_id: i64) -> Result<Hea
         return Ok(Head {
             last_id: id.max(last_id),
             last_hash: hash,
+        });
+    }
+    // Once a checkpoint was signed, every row had a hash: rows without one
+    // now were stripped of it (or forged) and are never linked again.
+    let signed: Option<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT row_id, row_hash FROM audit_checkpoints ORDER BY id DESC LIMIT 1")
+            .fetch_optional(&mut *conn)
+            .await?;
+    if let Some((row_id, row_hash)) = signed {
+        tracing::error!(
+            audit.row = row_id,
+            "no audit row has a hash although a checkpoint was signed; continuing from the checkpoint (run audit verify)"
+        );
+        return Ok(Head {
+            last_id: row_id.max(last_id),
+            last_hash: row_hash,
         });
     }
     let mut prev = GENESIS.to_vec();
