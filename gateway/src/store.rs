@@ -754,7 +754,7 @@ impl Store {
                     return Ok(());
                 }
                 let now = Instant::now().unix_micros();
-                sqlx::query(
+                let moved = sqlx::query(
                     "UPDATE subscriptions SET acked_through = $1, updated_at = $2 \
                      WHERE owner = $3 AND name = $4 AND acked_through < $1",
                 )
@@ -763,7 +763,11 @@ impl Store {
                 .bind(&owner)
                 .bind(&name)
                 .execute(&mut *conn)
-                .await?;
+                .await?
+                .rows_affected();
+                if moved == 0 {
+                    return Ok(());
+                }
                 let entry = crate::audit::ack(&owner, &name, from, acked_through, peer);
                 audit::append_in(conn, backend, &[entry], now).await
             })
