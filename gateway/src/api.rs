@@ -373,16 +373,18 @@ impl Exchange for ExchangeService {
         request: Request<Streaming<pb::SubscribeRequest>>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let principal = self.principal(&request).await?;
+        let peer = peer_addr(&request);
         let mut inbound = request.into_inner();
         // A request stream that fails before opening passes its status on
         // as it is: undecodable requests are recorded by `refusals`, with
         // the rest of the refusals made before any handler.
         let first = inbound.message().await?;
-        match open_session(&self.gateway, principal.clone(), first, inbound).await {
+        match open_session(&self.gateway, principal.clone(), peer, first, inbound).await {
             Ok(stream) => Ok(Response::new(Box::pin(stream))),
             Err(error) => {
                 let caller = Caller::Agency(principal);
-                let entry = audit::refused(Some(Rpc::Subscribe), &caller, &error);
+                let entry = audit::refused(Some(Rpc::Subscribe), &caller, &error)
+                    .map(|e| e.with_peer(peer));
                 record(&self.gateway, entry).await;
                 Err(error.into())
             }
@@ -485,11 +487,13 @@ async fn case_page(
     })
 }
 
-/// Opens the session a Subscribe stream's first request asks for and
-/// starts it; the error says why the subscription could not be opened.
+/// Opens the session a Subscribe stream's first request (sent from
+/// `peer`) asks for and starts it; the error says why the subscription
+/// could not be opened.
 async fn open_session(
     gateway: &Arc<Gateway>,
     principal: Principal,
+    peer: Option<std::net::SocketAddr>,
     first: Option<pb::SubscribeRequest>,
     inbound: Streaming<pb::SubscribeRequest>,
 ) -> Result<routing::Outbound, ApiError> {
@@ -513,7 +517,9 @@ async fn open_session(
         }
     };
     let open = OpenRequest::try_from(open)?;
-    let session = Session::open(gateway.clone(), principal, open).await?;
+    let session = Session::open(gateway.clone(), principal, open)
+        .await?
+        .from_peer(peer);
     let (sink, stream) = routing::outbound();
     tokio::spawn(session.run(inbound, sink));
     Ok(stream)

@@ -380,14 +380,45 @@ async fn delivery_is_withheld_when_its_audit_row_cannot_be_written() {
         .await;
     assert_eq!(frame.sequence, receipt.sequence);
     let mut conn = database(&bed.database_url()).await;
-    let delivered: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM audit_log WHERE action = 'DELIVERY' AND agency = 'cz-psb' AND sequence = $1",
+    let peers: Vec<String> = sqlx::query_scalar(
+        "SELECT peer FROM audit_log WHERE action = 'DELIVERY' AND agency = 'cz-psb' AND sequence = $1",
     )
     .bind(receipt.sequence as i64)
-    .fetch_one(&mut conn)
+    .fetch_all(&mut conn)
     .await
     .unwrap();
-    assert_eq!(delivered, 1);
+    assert_eq!(peers.len(), 1, "one DELIVERY row: {peers:?}");
+    assert!(
+        peers[0].starts_with("127.0.0.1:"),
+        "with the subscriber's address: {peers:?}"
+    );
+
+    // Its acknowledgement moves the cursor, recorded as an ACK row.
+    inbox.ack(&[receipt.sequence]).await;
+    inbox.close().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let acks: Vec<(String, String)> = sqlx::query_as(
+            "SELECT reason, peer FROM audit_log WHERE action = 'ACK' AND agency = 'cz-psb'",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        if let Some((reason, peer)) = acks.first() {
+            assert_eq!(
+                reason,
+                &format!("subscription inbox: 0 -> {}", receipt.sequence)
+            );
+            assert!(peer.starts_with("127.0.0.1:"), "{peer:?}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no ACK row: {}",
+            bed.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
