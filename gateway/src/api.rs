@@ -86,7 +86,8 @@ impl ExchangeService {
             Caller::Refused { error, .. } => ApiError::from(error.clone()),
         };
         let rpc = request.extensions().get::<Rpc>().copied();
-        record(&self.gateway, audit::refused(rpc, &caller, &error)).await;
+        let entry = audit::refused(rpc, &caller, &error).map(|e| e.with_peer(peer_addr(request)));
+        record(&self.gateway, entry).await;
         Err(error.into())
     }
 }
@@ -105,6 +106,14 @@ async fn record(gateway: &Gateway, entry: Option<AuditEntry>) {
     }
 }
 
+/// The remote address of the connection a request came on, when known.
+fn peer_addr<T>(request: &Request<T>) -> Option<std::net::SocketAddr> {
+    request
+        .extensions()
+        .get::<crate::identity::PeerIdentity>()
+        .map(|peer| peer.remote_addr)
+}
+
 /// The refusal of a publish arriving once shutdown began.
 fn publish_stopped() -> ApiError {
     ApiError::Unavailable("the gateway is shutting down; resend what has no receipt".into())
@@ -117,16 +126,28 @@ pub async fn publish_one(
     principal: &Principal,
     request: pb::PublishRequest,
 ) -> Result<pb::PublishReceipt, ApiError> {
+    publish_one_from(gateway, principal, None, request).await
+}
+
+/// [`publish_one`] of a request sent from `peer`, which its audit rows
+/// record.
+pub async fn publish_one_from(
+    gateway: &Gateway,
+    principal: &Principal,
+    peer: Option<std::net::SocketAddr>,
+    request: pb::PublishRequest,
+) -> Result<pb::PublishReceipt, ApiError> {
     let notification_id = request
         .notification
         .as_ref()
         .map(|n| n.notification_id.clone())
         .unwrap_or_default();
-    let result = publish_checked(gateway, principal, request).await;
+    let result = publish_checked(gateway, principal, peer, request).await;
     if let Err(error) = &result {
         record(
             gateway,
-            audit::publish_refused(principal, &notification_id, error),
+            audit::publish_refused(principal, &notification_id, error)
+                .map(|entry| entry.with_peer(peer)),
         )
         .await;
     }
@@ -137,6 +158,7 @@ pub async fn publish_one(
 async fn publish_checked(
     gateway: &Gateway,
     principal: &Principal,
+    peer: Option<std::net::SocketAddr>,
     request: pb::PublishRequest,
 ) -> Result<pb::PublishReceipt, ApiError> {
     let pb::PublishRequest { notification } = request;
@@ -190,7 +212,7 @@ async fn publish_checked(
     };
     envelope.copies =
         policy::statutory_copies(&rules, &principal.agency, &envelope, transferor.as_ref());
-    let new = NewNotification::new(envelope, payload);
+    let new = NewNotification::new(envelope, payload).from_peer(peer);
     let (outcome, emitted) = gateway
         .store
         .publish_supervised(&new, gateway.supervision_context())
@@ -271,7 +293,8 @@ impl Exchange for ExchangeService {
         let work = self.publishes.spawn(async move {
             let _slot = slot;
             let principal = service.principal(&request).await?;
-            publish_one(&gateway, &principal, request.into_inner())
+            let peer = peer_addr(&request);
+            publish_one_from(&gateway, &principal, peer, request.into_inner())
                 .await
                 .map_err(Into::into)
         });
@@ -303,6 +326,7 @@ impl Exchange for ExchangeService {
                 return Err(error.into());
             }
         };
+        let peer = peer_addr(&request);
         let mut inbound = request.into_inner();
         let gateway = self.gateway.clone();
         let (tx, rx) = mpsc::channel(64);
@@ -318,17 +342,19 @@ impl Exchange for ExchangeService {
                     }
                 };
                 match next {
-                    Ok(Some(request)) => match publish_one(&gateway, &principal, request).await {
-                        Ok(receipt) => {
-                            if tx.send(Ok(receipt)).await.is_err() {
+                    Ok(Some(request)) => {
+                        match publish_one_from(&gateway, &principal, peer, request).await {
+                            Ok(receipt) => {
+                                if tx.send(Ok(receipt)).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Err(error) => {
+                                let _ = tx.send(Err(error.into())).await;
                                 return;
                             }
                         }
-                        Err(error) => {
-                            let _ = tx.send(Err(error.into())).await;
-                            return;
-                        }
-                    },
+                    }
                     Ok(None) => return,
                     Err(status) => {
                         let _ = tx.send(Err(status)).await;
@@ -347,16 +373,18 @@ impl Exchange for ExchangeService {
         request: Request<Streaming<pb::SubscribeRequest>>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let principal = self.principal(&request).await?;
+        let peer = peer_addr(&request);
         let mut inbound = request.into_inner();
         // A request stream that fails before opening passes its status on
         // as it is: undecodable requests are recorded by `refusals`, with
         // the rest of the refusals made before any handler.
         let first = inbound.message().await?;
-        match open_session(&self.gateway, principal.clone(), first, inbound).await {
+        match open_session(&self.gateway, principal.clone(), peer, first, inbound).await {
             Ok(stream) => Ok(Response::new(Box::pin(stream))),
             Err(error) => {
                 let caller = Caller::Agency(principal);
-                let entry = audit::refused(Some(Rpc::Subscribe), &caller, &error);
+                let entry = audit::refused(Some(Rpc::Subscribe), &caller, &error)
+                    .map(|e| e.with_peer(peer));
                 record(&self.gateway, entry).await;
                 Err(error.into())
             }
@@ -368,6 +396,7 @@ impl Exchange for ExchangeService {
         request: Request<pb::GetCaseRequest>,
     ) -> Result<Response<pb::CaseView>, Status> {
         let principal = self.principal(&request).await?;
+        let peer = peer_addr(&request);
         let pb::GetCaseRequest {
             case_ref,
             page_size,
@@ -378,12 +407,13 @@ impl Exchange for ExchangeService {
             Err(error) => {
                 let error = ApiError::from(error);
                 let caller = Caller::Agency(principal);
-                let entry = audit::refused(Some(Rpc::GetCase), &caller, &error);
+                let entry =
+                    audit::refused(Some(Rpc::GetCase), &caller, &error).map(|e| e.with_peer(peer));
                 record(&self.gateway, entry).await;
                 return Err(error.into());
             }
         };
-        case_page(&self.gateway, &principal, &page)
+        case_page(&self.gateway, &principal, peer, &page)
             .await
             .map(Response::new)
             .map_err(Into::into)
@@ -401,6 +431,7 @@ const CASE_READ_BATCH: u32 = 32;
 async fn case_page(
     gateway: &Gateway,
     principal: &Principal,
+    peer: Option<std::net::SocketAddr>,
     request: &PageRequest,
 ) -> Result<pb::CaseView, ApiError> {
     let case_ref = request.case_ref.as_str();
@@ -419,6 +450,9 @@ async fn case_page(
         }
     }
     // Nothing is disclosed unless its disclosure is recorded first.
+    for entry in &mut page.audit {
+        entry.peer = peer;
+    }
     gateway.store.append_audit(&page.audit).await?;
     if page.timeline.is_empty() {
         return Err(ApiError::NotFound(format!(
@@ -453,11 +487,13 @@ async fn case_page(
     })
 }
 
-/// Opens the session a Subscribe stream's first request asks for and
-/// starts it; the error says why the subscription could not be opened.
+/// Opens the session a Subscribe stream's first request (sent from
+/// `peer`) asks for and starts it; the error says why the subscription
+/// could not be opened.
 async fn open_session(
     gateway: &Arc<Gateway>,
     principal: Principal,
+    peer: Option<std::net::SocketAddr>,
     first: Option<pb::SubscribeRequest>,
     inbound: Streaming<pb::SubscribeRequest>,
 ) -> Result<routing::Outbound, ApiError> {
@@ -481,7 +517,9 @@ async fn open_session(
         }
     };
     let open = OpenRequest::try_from(open)?;
-    let session = Session::open(gateway.clone(), principal, open).await?;
+    let session = Session::open(gateway.clone(), principal, open)
+        .await?
+        .from_peer(peer);
     let (sink, stream) = routing::outbound();
     tokio::spawn(session.run(inbound, sink));
     Ok(stream)

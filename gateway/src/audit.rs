@@ -1,8 +1,11 @@
 //! What the audit log records, and the one builder for each kind of entry.
 //!
 //! Every disclosure of non-public content (a delivered frame, a `GetCase`
-//! timeline entry), every withheld stub and every refused request is
-//! recorded under an [`Action`]. The builders here decide what an entry
+//! timeline entry), every withheld stub, every refused request or TLS
+//! handshake, every reload, every stored notification and every moved
+//! subscription cursor is recorded under an [`Action`]. The log is a hash
+//! chain with signed checkpoints (`store::audit`, [`checkpoints`];
+//! `docs/AUDIT.md`). The builders here decide what an entry
 //! holds; callers decide when it is written (before what it records leaves
 //! the gateway).
 //!
@@ -18,6 +21,8 @@ use crate::identity::{Caller, Principal};
 use crate::policy::Decision;
 use crate::refusals::Rpc;
 use crate::store::{AuditEntry, StoredNotification};
+
+pub mod checkpoints;
 
 /// What an audit entry records. Stored as [`Action::as_str`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,11 +45,16 @@ pub enum Action {
     /// The registry, policy, TLS material or mechanism files were loaded
     /// again (`decision` says whether they were put in force).
     Reload,
+    /// A notification was stored (written in the publish transaction).
+    Published,
+    /// A subscription's cursor moved (written in the cursor's
+    /// transaction).
+    Ack,
 }
 
 impl Action {
     /// Every action, in the order above.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 10] = [
         Self::Delivery,
         Self::CaseRead,
         Self::PublishRefused,
@@ -53,6 +63,8 @@ impl Action {
         Self::SupervisionRefused,
         Self::TlsRefused,
         Self::Reload,
+        Self::Published,
+        Self::Ack,
     ];
 
     /// The name stored in the audit log.
@@ -66,6 +78,8 @@ impl Action {
             Self::SupervisionRefused => "SUPERVISION_REFUSED",
             Self::TlsRefused => "TLS_REFUSED",
             Self::Reload => "RELOAD",
+            Self::Published => "PUBLISHED",
+            Self::Ack => "ACK",
         }
     }
 
@@ -132,6 +146,7 @@ fn disclosure(
         notification_id: stored.envelope.id.to_string(),
         decision: decision.name().to_owned(),
         reason,
+        peer: None,
     })
 }
 
@@ -153,6 +168,7 @@ pub fn publish_refused(
         notification_id: truncate(notification_id, 128),
         decision: code.to_owned(),
         reason: error.to_string(),
+        peer: None,
     })
 }
 
@@ -170,6 +186,7 @@ pub fn refused(rpc: Option<Rpc>, caller: &Caller, error: &ApiError) -> Option<Au
         notification_id: String::new(),
         decision: code.to_owned(),
         reason: error.to_string(),
+        peer: None,
     })
 }
 
@@ -186,6 +203,7 @@ pub fn supervision_refused(caller: &Caller, error: &ApiError) -> Option<AuditEnt
         notification_id: String::new(),
         decision: code.to_owned(),
         reason: error.to_string(),
+        peer: None,
     })
 }
 
@@ -211,6 +229,7 @@ pub fn refused_before_handler(
         notification_id: String::new(),
         decision: code.to_owned(),
         reason: format!("undecodable request: {message}"),
+        peer: None,
     }
 }
 
@@ -225,6 +244,7 @@ pub fn tls_refused(peer: std::net::SocketAddr, reason: &str) -> AuditEntry {
         notification_id: String::new(),
         decision: "REFUSED".to_owned(),
         reason: truncate(reason, 1024),
+        peer: Some(peer),
     }
 }
 
@@ -239,6 +259,54 @@ pub fn reload(what: &str, applied: bool, reason: &str) -> AuditEntry {
         notification_id: String::new(),
         decision: if applied { "APPLIED" } else { "REFUSED" }.to_owned(),
         reason: truncate(&format!("{what}: {reason}"), 1024),
+        peer: None,
+    }
+}
+
+/// The entry recording that the notification `envelope` describes was
+/// stored as `sequence`, sent from `peer`.
+pub fn published(
+    envelope: &liandong_core::domain::Envelope,
+    sequence: u64,
+    peer: Option<std::net::SocketAddr>,
+) -> AuditEntry {
+    AuditEntry {
+        agency: envelope.sender.to_string(),
+        action: Action::Published.as_str(),
+        sequence: Some(sequence),
+        sender: envelope.sender.to_string(),
+        notification_id: envelope.id.to_string(),
+        decision: "STORED".to_owned(),
+        reason: String::new(),
+        peer,
+    }
+}
+
+/// The entry recording that `owner`'s subscription `name` acknowledged
+/// everything through `through` (its cursor was at `from`).
+pub fn ack(
+    owner: &str,
+    name: &str,
+    from: u64,
+    through: u64,
+    peer: Option<std::net::SocketAddr>,
+) -> AuditEntry {
+    AuditEntry {
+        agency: truncate(owner, 256),
+        action: Action::Ack.as_str(),
+        sequence: Some(through),
+        sender: String::new(),
+        notification_id: String::new(),
+        decision: "ACKED".to_owned(),
+        reason: truncate(&format!("subscription {name}: {from} -> {through}"), 1024),
+        peer,
+    }
+}
+
+impl AuditEntry {
+    /// The same entry, from `peer` (when known).
+    pub fn with_peer(self, peer: Option<std::net::SocketAddr>) -> Self {
+        Self { peer, ..self }
     }
 }
 

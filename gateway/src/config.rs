@@ -65,6 +65,39 @@ struct ConfigFile {
     signing: SigningSection,
     #[serde(default)]
     mechanism: MechanismSection,
+    #[serde(default)]
+    audit: AuditSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditSection {
+    #[serde(default)]
+    checkpoint_rows: Option<u64>,
+    #[serde(default)]
+    checkpoint_seconds: Option<u64>,
+    #[serde(default)]
+    checkpoint_file: Option<PathBuf>,
+    #[serde(default)]
+    startup_check_rows: Option<u64>,
+}
+
+/// The `[audit]` section: when the chain head is signed, where the latest
+/// checkpoint is written, and how much of the chain the start-up check
+/// walks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditSettings {
+    /// A checkpoint is signed after this many new rows (default 1000).
+    pub checkpoint_rows: u64,
+    /// … or this long after the last one, when rows were added (default
+    /// 60 s).
+    pub checkpoint_interval: Duration,
+    /// Where the latest checkpoint is written as JSON (default: beside the
+    /// SQLite database, or beside the config file on PostgreSQL).
+    pub checkpoint_file: PathBuf,
+    /// How many of the newest audit rows the start-up check walks (0:
+    /// none; default 1000).
+    pub startup_check_rows: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -272,6 +305,8 @@ pub struct GatewayConfig {
     pub signing_key: PathBuf,
     /// The deadline rules, calendar files and time zone of the mechanism.
     pub mechanism: MechanismFiles,
+    /// The audit chain's checkpoints and start-up check (`[audit]`).
+    pub audit: AuditSettings,
 }
 
 impl GatewayConfig {
@@ -377,6 +412,36 @@ impl GatewayConfig {
             })?,
         };
         let supervision = supervision_settings(file.supervision, &field)?;
+        let checkpoint_rows = file.audit.checkpoint_rows.unwrap_or(1000);
+        if !(1..=10_000_000).contains(&checkpoint_rows) {
+            return Err(field(
+                "audit.checkpoint_rows",
+                "must be between 1 and 10000000".into(),
+            ));
+        }
+        let checkpoint_seconds = file.audit.checkpoint_seconds.unwrap_or(60);
+        if !(1..=86_400).contains(&checkpoint_seconds) {
+            return Err(field(
+                "audit.checkpoint_seconds",
+                "must be between 1 and 86400".into(),
+            ));
+        }
+        let checkpoint_file = match &file.audit.checkpoint_file {
+            Some(path) => resolve(path),
+            None => match database_url.strip_prefix("sqlite://") {
+                Some(rest) => {
+                    let db = rest.split_once('?').map_or(rest, |(db, _)| db);
+                    PathBuf::from(format!("{db}.audit-checkpoint.json"))
+                }
+                None => base.join("audit-checkpoint.json"),
+            },
+        };
+        let audit = AuditSettings {
+            checkpoint_rows,
+            checkpoint_interval: Duration::from_secs(checkpoint_seconds),
+            checkpoint_file,
+            startup_check_rows: file.audit.startup_check_rows.unwrap_or(1000),
+        };
         let time_zone = file
             .mechanism
             .time_zone
@@ -417,6 +482,7 @@ impl GatewayConfig {
                 calendar: file.mechanism.calendar.iter().map(|p| resolve(p)).collect(),
                 time_zone,
             },
+            audit,
         })
     }
 }

@@ -289,6 +289,29 @@ pub async fn prepare_with(
             );
         }
     }
+    if config.audit.startup_check_rows > 0 {
+        let report = store
+            .verify_audit_tail(config.audit.startup_check_rows, Some(key.public_key()))
+            .await?;
+        if !report.is_clean() {
+            if !options.allow_integrity_failures {
+                store.close().await;
+                return Err(StartError::Integrity(format!(
+                    "{}; run `liandong-gateway audit verify`",
+                    report.summary()
+                )));
+            }
+            tracing::error!(
+                report = %report.summary(),
+                "STARTING DESPITE AUDIT LOG INTEGRITY FAILURES (--allow-integrity-failures): run audit verify"
+            );
+        } else {
+            tracing::info!(
+                rows = report.rows_checked,
+                "start-up audit chain check passed"
+            );
+        }
+    }
     let latest = store.latest_sequence().await?;
     mechanism.warn_provisional();
     let gateway = Gateway::new(
@@ -325,6 +348,7 @@ pub async fn serve(
         reports::ReportSettings::from_config(&config),
         Arc::new(supervision::SystemClock),
     );
+    let audit_checkpoints = audit::checkpoints::spawn(gateway.clone(), config.audit.clone());
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -403,6 +427,8 @@ pub async fn serve(
             publishes.wait().await;
             gateway.stop.cancel();
             let _ = deadline_timer.await;
+            let _ = audit_checkpoints.await;
+            final_checkpoint(&gateway, &config).await;
             gateway.store.close().await;
             return match result {
                 Ok(Ok(())) => Ok(()),
@@ -450,9 +476,21 @@ pub async fn serve(
     // Cancelled with `stop` above; a round in progress completes or leaves
     // nothing.
     let _ = deadline_timer.await;
+    let _ = audit_checkpoints.await;
+    final_checkpoint(&gateway, &config).await;
     gateway.store.close().await;
     tracing::info!("stopped");
     result
+}
+
+/// Signs the audit chain head once every write is done, so the
+/// checkpoint file covers everything this process appended.
+async fn final_checkpoint(gateway: &Gateway, config: &GatewayConfig) {
+    if let Err(error) =
+        audit::checkpoints::checkpoint_now(gateway, &config.audit.checkpoint_file).await
+    {
+        tracing::error!(%error, "no audit checkpoint at shutdown");
+    }
 }
 
 /// How often an unhealthy store is probed with a small write.

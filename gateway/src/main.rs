@@ -4,8 +4,8 @@
 //! configuration or a bad date prints one line to stderr and exits 64.
 //!
 //! Exit codes: 0 success; 64 bad configuration or usage; 65 the store's
-//! integrity check found a problem (`verify-store`, or `serve` refusing to
-//! start without `--allow-integrity-failures`); 69 the database, the
+//! integrity check found a problem (`verify-store`, `audit verify`, or
+//! `serve` refusing to start without `--allow-integrity-failures`); 69 the database, the
 //! listen address or another service is unavailable; 1 anything else.
 
 use std::path::PathBuf;
@@ -53,6 +53,11 @@ enum Command {
         /// Print the report as JSON (no progress bar).
         #[arg(long)]
         json: bool,
+    },
+    /// Checks the audit log: `audit verify`.
+    Audit {
+        #[command(subcommand)]
+        what: AuditCommand,
     },
     /// Prints the statistics of a period of local dates, counted over
     /// everything stored (the operator's view); `report signals` prints
@@ -106,6 +111,25 @@ enum ReportCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Walks the audit chain and reports the first row changed, deleted,
+    /// inserted or reordered, a log cut short, checkpoints that do not
+    /// match or verify, and missing append-only triggers. Exits 0 when
+    /// clean, 65 when a problem was found.
+    Verify {
+        /// The gateway's TOML configuration.
+        #[arg(long)]
+        config: PathBuf,
+        /// Print the report as JSON (no progress bar).
+        #[arg(long)]
+        json: bool,
+        /// A checkpoint file kept elsewhere, to check the log against.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+    },
+}
+
 /// How `report` prints.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum OutputFormat {
@@ -124,6 +148,9 @@ impl Command {
             Self::Serve { config, .. }
             | Self::Migrate { config }
             | Self::VerifyStore { config, .. }
+            | Self::Audit {
+                what: AuditCommand::Verify { config, .. },
+            }
             | Self::Report {
                 what: Some(ReportCommand::Signals { config, .. }),
                 ..
@@ -186,6 +213,12 @@ fn main() -> ExitCode {
             }
             Command::Migrate { .. } => migrate(config).await,
             Command::VerifyStore { json, .. } => verify_store(config, json).await,
+            Command::Audit {
+                what:
+                    AuditCommand::Verify {
+                        json, checkpoint, ..
+                    },
+            } => audit_verify(config, json, checkpoint.as_deref()).await,
             Command::Report {
                 what:
                     Some(ReportCommand::Signals {
@@ -207,7 +240,7 @@ async fn serve(config: GatewayConfig, options: liandong_gateway::StartOptions) -
         Ok(prepared) => prepared,
         Err(error @ liandong_gateway::StartError::Integrity(_)) => {
             eprintln!(
-                "liandong-gateway: {error}; run verify-store for the full report, or start with --allow-integrity-failures"
+                "liandong-gateway: {error}; run verify-store (or audit verify) for the full report, or start with --allow-integrity-failures"
             );
             return ExitCode::from(EX_DATAERR);
         }
@@ -504,6 +537,132 @@ fn print_report(report: &liandong_gateway::store::VerifyReport, json: bool) -> s
             writeln!(out, "state         {state}")?;
         }
     }
+    out.flush()
+}
+
+async fn audit_verify(
+    config: GatewayConfig,
+    json: bool,
+    checkpoint: Option<&std::path::Path>,
+) -> ExitCode {
+    use liandong_gateway::store::audit::{AuditVerifyOptions, Checkpoint};
+    let key = match liandong_gateway::supervision::GatewayKey::load(&config.signing_key) {
+        Ok(key) => key,
+        Err(error) => {
+            eprintln!("liandong-gateway: {error}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let checkpoint_file = match checkpoint {
+        None => None,
+        Some(path) => {
+            match std::fs::read_to_string(path)
+                .map_err(|e| e.to_string())
+                .and_then(|text| Checkpoint::from_json(&text))
+            {
+                Ok(checkpoint) => Some((path.display().to_string(), checkpoint)),
+                Err(error) => {
+                    eprintln!("liandong-gateway: --checkpoint {}: {error}", path.display());
+                    return ExitCode::from(EX_USAGE);
+                }
+            }
+        }
+    };
+    let store = match Store::connect(&config.database_url, 2).await {
+        Ok(store) => store,
+        Err(error) => {
+            eprintln!("liandong-gateway: database: {error}");
+            return ExitCode::from(EX_UNAVAILABLE);
+        }
+    };
+    let options = AuditVerifyOptions {
+        from_id: 0,
+        public_key: Some(key.public_key()),
+        checkpoint_file,
+    };
+    let bar = indicatif::ProgressBar::hidden();
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "verifying the audit log {bar:40} {pos}/{len} rows ({eta} left)",
+    ) {
+        bar.set_style(style);
+    }
+    let result = if json {
+        store
+            .verify_audit(&options, &liandong_gateway::store::verify::NoProgress)
+            .await
+    } else {
+        store.verify_audit(&options, &Bar(bar.clone())).await
+    };
+    bar.finish_and_clear();
+    store.close().await;
+    let report = match result {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("liandong-gateway: database: {error}");
+            return ExitCode::from(EX_UNAVAILABLE);
+        }
+    };
+    if let Err(error) = print_audit_report(&report, json)
+        && error.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("liandong-gateway: cannot write the report: {error}");
+        return ExitCode::FAILURE;
+    }
+    if report.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EX_DATAERR)
+    }
+}
+
+/// Writes the audit report to stdout: JSON, or a summary line, one line
+/// per problem, per checkpoint and the triggers found.
+fn print_audit_report(
+    report: &liandong_gateway::store::audit::AuditReport,
+    json: bool,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, report)?;
+        writeln!(out)?;
+        return out.flush();
+    }
+    writeln!(out, "{}", report.summary())?;
+    for problem in &report.problems {
+        let row = problem
+            .row
+            .map(|row| format!("row {row}"))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "{:<11} {:>14}  {}",
+            problem.kind.as_str(),
+            row,
+            problem.detail
+        )?;
+    }
+    if report.problems_omitted > 0 {
+        writeln!(out, "… and {} more", report.problems_omitted)?;
+    }
+    for checkpoint in &report.checkpoints {
+        let signature = match checkpoint.signature_valid {
+            Some(true) => "signature valid",
+            Some(false) => "SIGNATURE INVALID",
+            None => "signature not checked",
+        };
+        let matches = if checkpoint.matches {
+            "matches the chain"
+        } else {
+            "DOES NOT MATCH the chain"
+        };
+        writeln!(
+            out,
+            "checkpoint  {} row {}: {signature}, {matches}",
+            checkpoint.source, checkpoint.row_id
+        )?;
+    }
+    writeln!(out, "triggers    {}", report.triggers.join(", "))?;
     out.flush()
 }
 

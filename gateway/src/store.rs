@@ -50,6 +50,7 @@ use crate::announcements;
 use crate::cases::{CaseRecord, CaseRefusal};
 use crate::supervision::Emitted;
 
+pub mod audit;
 pub mod cases;
 pub mod integrity;
 pub mod throttle;
@@ -152,6 +153,8 @@ pub struct NewNotification {
     pub content_hash: Vec<u8>,
     /// Encoded notification.
     pub payload: Vec<u8>,
+    /// The address it was sent from, when known, for its audit row.
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 impl NewNotification {
@@ -162,7 +165,13 @@ impl NewNotification {
             envelope,
             content_hash: Sha256::digest(&payload).to_vec(),
             payload,
+            peer: None,
         }
+    }
+
+    /// The same, sent from `peer`.
+    pub fn from_peer(self, peer: Option<std::net::SocketAddr>) -> Self {
+        Self { peer, ..self }
     }
 }
 
@@ -236,6 +245,8 @@ pub struct AuditEntry {
     pub decision: String,
     /// Why; never content.
     pub reason: String,
+    /// The remote address of the connection, when known.
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 /// The gateway's database. Cloning is cheap: clones share the read pool,
@@ -335,6 +346,7 @@ impl Store {
             }),
         };
         store.chain_unchained_rows().await?;
+        store.link_unchained_audit().await?;
         Ok(store)
     }
 
@@ -714,27 +726,50 @@ impl Store {
         .await
     }
 
-    /// Moves a subscription's cursor forward to `acked_through` (never back).
+    /// Moves a subscription's cursor forward to `acked_through` (never
+    /// back). When it moves, an `ACK` audit row (the subscription, from →
+    /// through, `peer`) is written in the same transaction.
     pub async fn advance_subscription(
         &self,
         owner: &str,
         name: &str,
         acked_through: u64,
+        peer: Option<std::net::SocketAddr>,
     ) -> Result<(), StoreError> {
         let (owner, name) = (owner.to_owned(), name.to_owned());
+        let backend = self.backend;
         self.write("advance_subscription", move |conn| {
             Box::pin(async move {
-                sqlx::query(
+                let from: Option<i64> = sqlx::query_scalar(
+                    "SELECT acked_through FROM subscriptions WHERE owner = $1 AND name = $2",
+                )
+                .bind(&owner)
+                .bind(&name)
+                .fetch_optional(&mut *conn)
+                .await?;
+                let Some(from) = from.map(|from| to_u64(from, "acked_through")).transpose()? else {
+                    return Ok(());
+                };
+                if from >= acked_through {
+                    return Ok(());
+                }
+                let now = Instant::now().unix_micros();
+                let moved = sqlx::query(
                     "UPDATE subscriptions SET acked_through = $1, updated_at = $2 \
                      WHERE owner = $3 AND name = $4 AND acked_through < $1",
                 )
                 .bind(to_i64(acked_through))
-                .bind(Instant::now().unix_micros())
+                .bind(now)
                 .bind(&owner)
                 .bind(&name)
                 .execute(&mut *conn)
-                .await?;
-                Ok(())
+                .await?
+                .rows_affected();
+                if moved == 0 {
+                    return Ok(());
+                }
+                let entry = crate::audit::ack(&owner, &name, from, acked_through, peer);
+                audit::append_in(conn, backend, &[entry], now).await
             })
         })
         .await
@@ -771,26 +806,10 @@ impl Store {
             return Ok(());
         }
         let entries = entries.to_vec();
+        let backend = self.backend;
         self.write("append_audit", move |conn| {
             Box::pin(async move {
-                let at = Instant::now().unix_micros();
-                for entry in &entries {
-                    sqlx::query(
-                        "INSERT INTO audit_log (at, agency, action, sequence, sender, notification_id, decision, reason) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                    )
-                    .bind(at)
-                    .bind(&entry.agency)
-                    .bind(entry.action)
-                    .bind(entry.sequence.map(to_i64))
-                    .bind(&entry.sender)
-                    .bind(&entry.notification_id)
-                    .bind(&entry.decision)
-                    .bind(&entry.reason)
-                    .execute(&mut *conn)
-                    .await?;
-                }
-                Ok(())
+                audit::append_in(conn, backend, &entries, Instant::now().unix_micros()).await
             })
         })
         .await
@@ -799,7 +818,7 @@ impl Store {
     /// The audit log, oldest first.
     pub async fn audit_entries(&self) -> Result<Vec<AuditEntry>, StoreError> {
         let rows = sqlx::query(
-            "SELECT agency, action, sequence, sender, notification_id, decision, reason FROM audit_log ORDER BY id",
+            "SELECT agency, action, sequence, sender, notification_id, decision, reason, peer FROM audit_log ORDER BY id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -807,6 +826,7 @@ impl Store {
             .map(|row| {
                 let action: String = row.try_get("action")?;
                 let sequence: Option<i64> = row.try_get("sequence")?;
+                let peer: String = row.try_get("peer")?;
                 Ok(AuditEntry {
                     agency: row.try_get("agency")?,
                     action: crate::audit::Action::parse(&action)
@@ -819,6 +839,7 @@ impl Store {
                     notification_id: row.try_get("notification_id")?,
                     decision: row.try_get("decision")?,
                     reason: row.try_get("reason")?,
+                    peer: peer.parse().ok(),
                 })
             })
             .collect()
@@ -935,7 +956,9 @@ fn probe_filler() -> Vec<u8> {
 
 /// The publish transaction's body: idempotency check, then the insert
 /// ([`insert_in`]) and, with a supervision context, the deadlines the
-/// notification starts, stops or extends — all in the one transaction.
+/// notification starts, stops or extends, and last its `PUBLISHED` audit
+/// row — all in the one transaction: a publish whose audit row cannot be
+/// written is not stored.
 async fn publish_in(
     conn: &mut AnyConnection,
     backend: Backend,
@@ -1013,6 +1036,8 @@ async fn publish_in(
             }
         }
     }
+    let entry = crate::audit::published(&new.envelope, receipt.sequence, new.peer);
+    audit::append_in(conn, backend, &[entry], receipt.received_at.unix_micros()).await?;
     Ok((PublishOutcome::Stored(receipt), emitted))
 }
 

@@ -34,10 +34,13 @@ fn copy(agency: &str, rule: &str) -> pb::StatutoryCopy {
 
 async fn audit_rows(bed: &Testbed) -> Vec<(String, String, String, String)> {
     let mut conn = bed.connect_database().await;
-    sqlx::query_as("SELECT agency, action, decision, reason FROM audit_log ORDER BY id")
-        .fetch_all(&mut conn)
-        .await
-        .unwrap()
+    sqlx::query_as(
+        "SELECT agency, action, decision, reason FROM audit_log \
+         WHERE action NOT IN ('PUBLISHED', 'ACK') ORDER BY id",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap()
 }
 
 async fn case_view(bed: &Testbed, agency: &str, case_ref: &str) -> pb::CaseView {

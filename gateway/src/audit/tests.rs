@@ -51,7 +51,9 @@ fn actions_are_stored_under_their_established_names() {
             "CASE_READ_REFUSED",
             "SUPERVISION_REFUSED",
             "TLS_REFUSED",
-            "RELOAD"
+            "RELOAD",
+            "PUBLISHED",
+            "ACK"
         ]
     );
     for action in Action::ALL {

@@ -218,3 +218,45 @@ fn bad_report_and_supervision_settings_are_refused_by_name() {
     let err = refused("[reports]\nfrequency = \"monthly\"\n");
     assert!(err.contains("frequency"), "{err}");
 }
+
+#[test]
+fn audit_settings_have_defaults_and_are_validated() {
+    let config = GatewayConfig::parse(GOOD, Path::new("/srv/ld/gateway.toml"), no_env).unwrap();
+    assert_eq!(
+        config.audit,
+        AuditSettings {
+            checkpoint_rows: 1000,
+            checkpoint_interval: Duration::from_secs(60),
+            checkpoint_file: PathBuf::from("/srv/ld/data/liandong.db.audit-checkpoint.json"),
+            startup_check_rows: 1000,
+        }
+    );
+    let postgres = GOOD.replace("sqlite://data/liandong.db", "postgres://db/ld");
+    let config =
+        GatewayConfig::parse(&postgres, Path::new("/srv/ld/gateway.toml"), no_env).unwrap();
+    assert_eq!(
+        config.audit.checkpoint_file,
+        Path::new("/srv/ld/audit-checkpoint.json")
+    );
+    let set = format!(
+        "{GOOD}\n[audit]\ncheckpoint_rows = 5\ncheckpoint_seconds = 2\n\
+         checkpoint_file = \"ship/cp.json\"\nstartup_check_rows = 0\n"
+    );
+    let config = GatewayConfig::parse(&set, Path::new("/srv/ld/gateway.toml"), no_env).unwrap();
+    assert_eq!(
+        config.audit,
+        AuditSettings {
+            checkpoint_rows: 5,
+            checkpoint_interval: Duration::from_secs(2),
+            checkpoint_file: PathBuf::from("/srv/ld/ship/cp.json"),
+            startup_check_rows: 0,
+        }
+    );
+    for (key, value) in [("checkpoint_rows", "0"), ("checkpoint_seconds", "0")] {
+        let bad = format!("{GOOD}\n[audit]\n{key} = {value}\n");
+        let err = GatewayConfig::parse(&bad, Path::new("g.toml"), no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with(&format!("g.toml: audit.{key}: ")), "{err}");
+    }
+}

@@ -253,9 +253,18 @@ pub struct Session {
     /// nothing never writes its cursor (what it passed over is passed over
     /// again, read-only, after a reconnect).
     delivered: bool,
+    /// The subscriber's address, for the audit rows of its frames and
+    /// acknowledgements.
+    peer: Option<std::net::SocketAddr>,
 }
 
 impl Session {
+    /// The same session, its subscriber connected from `peer`.
+    pub fn from_peer(mut self, peer: Option<std::net::SocketAddr>) -> Self {
+        self.peer = peer;
+        self
+    }
+
     /// Opens (creating if new) the subscription, within the agency's caps,
     /// ends any older session of it and resumes from its written cursor.
     pub async fn open(
@@ -355,6 +364,7 @@ impl Session {
             more: true,
             rules_version,
             delivered: false,
+            peer: None,
         };
         if let Some(previous) = previous {
             session.resume_after(previous).await?;
@@ -617,7 +627,7 @@ impl Session {
                 };
                 match disclosure::disclose(&rules, reader, row, attempt, Channel::Delivery) {
                     Some(disclosed) => {
-                        audit.extend(disclosed.audit);
+                        audit.extend(disclosed.audit.map(|entry| entry.with_peer(self.peer)));
                         if attempt > 1 {
                             tracing::debug!(
                                 notification.sequence = row.sequence,
@@ -718,6 +728,7 @@ impl Session {
                 self.principal.agency.id.as_str(),
                 self.request.name.as_str(),
                 cursor,
+                self.peer,
             )
             .await?;
         self.persisted = cursor;

@@ -210,6 +210,7 @@ async fn a_publish_wakes_only_the_sessions_that_may_want_it() {
         envelope: transfer_envelope("t-1"),
         content_hash: Vec::new(),
         payload: Vec::new(),
+        peer: None,
     };
     wake::stored(&gateway, &receipt, &new);
     assert!(woken(&recipient));

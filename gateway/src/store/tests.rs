@@ -61,7 +61,12 @@ pub(crate) async fn postgres_schema_url() -> Option<String> {
 /// A notification as `api` builds it: the encoded wire message (with
 /// `content` as its summary) and the routing columns taken from it. It
 /// shares a clue, which a case accepts any number of times.
-fn new_notification(sender: &str, id: &str, case_ref: &str, content: &str) -> NewNotification {
+pub(crate) fn new_notification(
+    sender: &str,
+    id: &str,
+    case_ref: &str,
+    content: &str,
+) -> NewNotification {
     new_event(sender, id, case_ref, pb::EventType::ClueShared, content)
 }
 
@@ -287,11 +292,11 @@ async fn subscription_is_created_once_and_its_cursor_only_moves_forward() {
         assert_eq!(again.filter, b"filter");
         assert_eq!(again.acked_through, 5);
         store
-            .advance_subscription("cz-psb", "inbox", 9)
+            .advance_subscription("cz-psb", "inbox", 9, None)
             .await
             .unwrap();
         store
-            .advance_subscription("cz-psb", "inbox", 7)
+            .advance_subscription("cz-psb", "inbox", 7, None)
             .await
             .unwrap();
         assert_eq!(
@@ -363,6 +368,7 @@ async fn audit_log_appends_and_refuses_changes() {
             notification_id: "n7".into(),
             decision: "FULL".into(),
             reason: "recipient".into(),
+            peer: None,
         };
         let refused = AuditEntry {
             action: "PUBLISH_REFUSED",
@@ -507,6 +513,7 @@ async fn failed_commit_writes_nothing_and_the_next_write_commits() {
             notification_id: "n2".into(),
             decision: "FULL".into(),
             reason: "recipient".into(),
+            peer: None,
         };
         store
             .append_audit(std::slice::from_ref(&audit))
@@ -530,7 +537,15 @@ async fn check_after_failed_commits(store: &Store, audit: &AuditEntry) {
     let rows = store.read_after(0, 10).await.unwrap().rows;
     let ids: Vec<&str> = rows.iter().map(|r| r.envelope.id.as_str()).collect();
     assert_eq!(ids, ["n1", "n2"], "{:?}", store.backend());
-    assert_eq!(store.audit_entries().await.unwrap(), vec![audit.clone()]);
+    // The refused commit left no PUBLISHED row either.
+    let entries = store.audit_entries().await.unwrap();
+    let published: Vec<&str> = entries
+        .iter()
+        .filter(|e| e.action == "PUBLISHED")
+        .map(|e| e.notification_id.as_str())
+        .collect();
+    assert_eq!(published, ["n1", "n2"], "{:?}", store.backend());
+    assert_eq!(entries.last(), Some(audit));
     assert!(store.verify(&verify::NoProgress).await.unwrap().is_clean());
 }
 

@@ -102,6 +102,14 @@ impl GatewayKey {
         &self.key_id
     }
 
+    /// An Ed25519 signature over exactly `message`. Every caller prefixes
+    /// a domain of its own (e.g. `liandong.v1.AuditCheckpoint\n`), distinct
+    /// from the notifications' `liandong.v1.Notification\n`, so a signature
+    /// made for one purpose never verifies for another.
+    pub fn sign_bytes(&self, message: &[u8]) -> Vec<u8> {
+        self.pair.sign(message).as_ref().to_vec()
+    }
+
     /// Sets `sender` to [`GATEWAY_SENDER`] and signs `notification` over
     /// its signing bytes, filling `signature` and `signing_key_id`.
     pub fn sign(&self, notification: &mut pb::Notification) {
