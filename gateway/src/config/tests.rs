@@ -37,6 +37,20 @@ fn relative_paths_resolve_against_the_config_directory() {
 }
 
 #[test]
+fn signatures_are_required_only_when_the_signing_section_says_so() {
+    let config = GatewayConfig::parse(GOOD, Path::new("g.toml"), no_env).unwrap();
+    assert!(!config.require_signatures, "off by default");
+    let on = GOOD.replace(
+        "[signing]\nkey = \"pki/gateway.signing.pk8\"\n",
+        "[signing]\nkey = \"pki/gateway.signing.pk8\"\nrequire_signatures = true\n",
+    );
+    let config = GatewayConfig::parse(&on, Path::new("g.toml"), no_env).unwrap();
+    assert!(config.require_signatures);
+    let mistyped = on.replace("require_signatures = true", "require_signatures = \"yes\"");
+    assert!(GatewayConfig::parse(&mistyped, Path::new("g.toml"), no_env).is_err());
+}
+
+#[test]
 fn the_signing_key_is_required() {
     let bad = GOOD.replace("[signing]\nkey = \"pki/gateway.signing.pk8\"\n", "");
     let err = GatewayConfig::parse(&bad, Path::new("g.toml"), no_env)
