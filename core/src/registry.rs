@@ -157,11 +157,12 @@ impl Registry {
         }
         let mut registry = Registry::default();
         if let Some(gateway) = file.gateway {
-            let key = parse_public_key("signing_public_key", &gateway.signing_public_key)
-                .map_err(|error| RegistryError::Gateway {
+            let key = parse_public_key("signing_public_key", &gateway.signing_public_key).map_err(
+                |error| RegistryError::Gateway {
                     path: path.to_owned(),
                     error,
-                })?;
+                },
+            )?;
             registry.add_key(GATEWAY_SENDER, key);
             registry.gateway_key = Some(key);
         }
@@ -404,8 +405,7 @@ fn signing_keys(
 
 fn parse_public_key(field: &str, text: &str) -> Result<[u8; PUBLIC_KEY_LEN], FieldError> {
     let mut key = [0u8; PUBLIC_KEY_LEN];
-    hex::decode_to_slice(text.trim(), &mut key).map_err(|_| {
-        FieldError::new(field, "must be 64 hex digits (a raw Ed25519 public key)")
-    })?;
+    hex::decode_to_slice(text.trim(), &mut key)
+        .map_err(|_| FieldError::new(field, "must be 64 hex digits (a raw Ed25519 public key)"))?;
     Ok(key)
 }

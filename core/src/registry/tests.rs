@@ -124,7 +124,12 @@ fn signing_keys_are_a_list_of_one_or_two_or_the_legacy_single_key() {
     let legacy = parse(&with_psb(&format!("signing_public_key = \"{KEY_A}\""))).unwrap();
     assert_eq!(psb(&one).signing_keys, vec![key(KEY_A)]);
     assert_eq!(psb(&legacy).signing_keys, psb(&one).signing_keys);
-    assert!(parse(GOOD).unwrap().agencies().all(|a| a.signing_keys.is_empty()));
+    assert!(
+        parse(GOOD)
+            .unwrap()
+            .agencies()
+            .all(|a| a.signing_keys.is_empty())
+    );
     assert_eq!(parse(GOOD).unwrap().gateway_key(), None);
 }
 
@@ -157,11 +162,10 @@ fn bad_signing_key_entries_are_refused_naming_the_field() {
         assert_eq!(message, expected);
     }
     // One key registered for two agencies.
-    let shared = with_psb(&format!("signing_public_key = \"{KEY_A}\""))
-        .replace(
-            "clearance = \"RESTRICTED\"",
-            &format!("clearance = \"RESTRICTED\"\nsigning_public_key = \"{KEY_A}\""),
-        );
+    let shared = with_psb(&format!("signing_public_key = \"{KEY_A}\"")).replace(
+        "clearance = \"RESTRICTED\"",
+        &format!("clearance = \"RESTRICTED\"\nsigning_public_key = \"{KEY_A}\""),
+    );
     assert_eq!(
         parse(&shared).unwrap_err().to_string(),
         "agencies.toml: agency[1] (cz-psb-xiangyuan): signing_public_keys: holds a key already registered for cz-psb"
@@ -242,8 +246,16 @@ mod key_choice {
                 &format!("clearance = \"RESTRICTED\"\nsigning_public_keys = [\"{branch_hex}\"]"),
             );
         let registry = parse(&text).unwrap();
-        assert!(registry.verify_signature(&signed(&psb_old, "cz-psb"), "cz-psb").is_ok());
-        assert!(registry.verify_signature(&signed(&psb_new, "cz-psb"), "cz-psb").is_ok());
+        assert!(
+            registry
+                .verify_signature(&signed(&psb_old, "cz-psb"), "cz-psb")
+                .is_ok()
+        );
+        assert!(
+            registry
+                .verify_signature(&signed(&psb_new, "cz-psb"), "cz-psb")
+                .is_ok()
+        );
         assert!(
             registry
                 .verify_signature(&signed(&gateway, GATEWAY_SENDER), GATEWAY_SENDER)
