@@ -274,3 +274,46 @@ fn a_gateway_only_file_is_not_a_daemon_config() {
     std::fs::write(&path, MINIMAL).unwrap();
     assert!(is_daemon_config(&path).unwrap());
 }
+
+#[test]
+fn verify_defaults_to_reject_and_names_bad_values() {
+    assert_eq!(parse(MINIMAL).unwrap().verify, None);
+    let config = parse(&with("[verify]\nregistry = \"agencies.toml\"\n")).unwrap();
+    assert_eq!(
+        config.verify,
+        Some(VerifySettings {
+            registry: PathBuf::from("etc/agencies.toml"),
+            on_failure: OnFailure::Reject,
+        })
+    );
+    let warn = parse(&with(
+        "[verify]\nregistry = \"agencies.toml\"\non_failure = \"warn\"\n",
+    ))
+    .unwrap();
+    assert_eq!(warn.verify.unwrap().on_failure, OnFailure::Warn);
+    assert_eq!(
+        refused(&with(
+            "[verify]\nregistry = \"agencies.toml\"\non_failure = \"drop\"\n"
+        )),
+        "etc/adapter.toml: `verify.on_failure`: \"drop\" is not \"reject\" or \"warn\""
+    );
+    assert!(refused(&with("[verify]\non_failure = \"warn\"\n")).contains("verify.registry"));
+}
+
+#[test]
+fn a_subscriptions_rejected_folder_defaults_beside_the_config() {
+    let text = with(
+        "[[subscription]]\nname = \"psb-inbox\"\n[subscription.sink]\nkind = \"stdout\"\n\
+         [[subscription]]\nname = \"psb-two\"\nrejected = \"/var/lib/ld/rejected-two\"\n\
+         [subscription.sink]\nkind = \"stdout\"\n",
+    );
+    let config = parse(&text).unwrap();
+    assert_eq!(
+        config.subscriptions[0].rejected,
+        Path::new("etc/rejected/psb-inbox")
+    );
+    assert_eq!(
+        config.subscriptions[1].rejected,
+        Path::new("/var/lib/ld/rejected-two")
+    );
+}
