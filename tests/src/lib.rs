@@ -37,6 +37,7 @@ pub mod adapter_bed;
 pub mod demo_adapters;
 pub mod demo_story;
 pub mod faults;
+pub mod signed;
 
 /// The dev registry: the agencies of the Changzhi mechanism.
 pub const REGISTRY: &str = include_str!("../../deploy/dev/agencies.toml");
