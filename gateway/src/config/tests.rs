@@ -232,3 +232,18 @@ fn bad_report_and_supervision_settings_are_refused_by_name() {
     let err = refused("[reports]\nfrequency = \"monthly\"\n");
     assert!(err.contains("frequency"), "{err}");
 }
+
+#[test]
+fn the_production_example_requires_signatures_on_postgresql() {
+    let path = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/production/gateway.toml"
+    ));
+    let config = GatewayConfig::load(path, no_env).unwrap();
+    assert!(config.require_signatures);
+    assert!(config.database_url.starts_with("postgres://"));
+    assert_eq!(
+        config.tls.ca,
+        Path::new("/etc/liandong/tls/agencies-ca.pem")
+    );
+}

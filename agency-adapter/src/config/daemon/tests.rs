@@ -317,3 +317,23 @@ fn a_subscriptions_rejected_folder_defaults_beside_the_config() {
         Path::new("/var/lib/ld/rejected-two")
     );
 }
+
+#[test]
+fn the_production_example_verifies_deliveries() {
+    let path = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/production/adapter.toml"
+    ));
+    let config = DaemonConfig::load(path, PartialGateway::default()).unwrap();
+    assert_eq!(
+        config.verify,
+        Some(VerifySettings {
+            registry: PathBuf::from("/etc/liandong-adapter/agencies.toml"),
+            on_failure: OnFailure::Reject,
+        })
+    );
+    assert_eq!(
+        config.subscriptions[0].rejected,
+        Path::new("/var/lib/liandong-adapter/rejected/psb-main")
+    );
+}
