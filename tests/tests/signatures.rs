@@ -385,3 +385,126 @@ async fn adapter_rejects_delivery_whose_signature_does_not_verify() {
         adapter.log()
     );
 }
+
+/// The police filing rule with a drill period of two seconds, so the
+/// gateway emits its own SUPERVISION_ALERT quickly.
+const DRILL_RULES: &str = r#"
+[[deadline]]
+name = "police-filing-decision"
+legal_basis = "drill: 2 seconds"
+starts_on = ["TRANSFER_RECEIVED"]
+stops_on = ["CASE_FILED", "FILING_DECLINED"]
+period = { amount = 2, unit = "seconds" }
+roll_to_working_day = false
+late = "starter"
+supervisor = "procuratorate"
+alert = true
+"#;
+
+/// An adapter config subscribing `agency` to supervision alerts only,
+/// verified against `registry`, under `<name>/inbox` and `<name>/rejected`.
+fn alerts_adapter(
+    bed: &AdapterBed,
+    name: &str,
+    agency: &str,
+    registry: &str,
+) -> std::path::PathBuf {
+    bed.adapter_config(
+        name,
+        agency,
+        &format!(
+            "\n[verify]\nregistry = \"{registry}\"\n\n\
+             [[subscription]]\nname = \"alerts\"\nrejected = \"{name}/rejected\"\n\
+             [subscription.filter]\nevents = [\"SUPERVISION_ALERT\"]\n\
+             [subscription.sink]\nkind = \"folder\"\npath = \"{name}/inbox\"\n"
+        ),
+    )
+}
+
+#[tokio::test]
+async fn adapter_verifies_gateway_alerts_with_the_registry_gateway_key() {
+    if skip_unless_sqlite(BACKEND) {
+        return;
+    }
+    let mut bed = AdapterBed::new();
+    std::fs::write(bed.path("drill.toml"), DRILL_RULES).unwrap();
+    let config = bed.path("gateway.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}\n[mechanism]\ndeadlines = \"drill.toml\"\n"),
+    )
+    .unwrap();
+    // The gateway's registry publishes its real key; the police's adapter
+    // is handed a registry publishing another key as the gateway's.
+    publish_gateway_key(&bed.pki);
+    let registry = std::fs::read_to_string(registry_of(&bed.pki)).unwrap();
+    let own = std::fs::read_to_string(bed.pki.dir.join("gateway.signing.pub")).unwrap();
+    let impostor = liandong_certs::SigningKey::generate().unwrap();
+    std::fs::write(
+        bed.path("wrong-gateway-key.toml"),
+        registry.replace(own.trim(), &impostor.public_key_hex()),
+    )
+    .unwrap();
+    bed.start_gateway();
+
+    let supervising = alerts_adapter(&bed, "proc", "cz-procuratorate-xiangyuan", "agencies.toml");
+    let police = alerts_adapter(&bed, "psb", "cz-psb-xiangyuan", "wrong-gateway-key.toml");
+    let mut supervising_adapter = AdapterProcess::start(&supervising, &bed.path("proc.log"));
+    let mut police_adapter = AdapterProcess::start(&police, &bed.path("psb.log"));
+
+    let case = "CZ-SIG-2026-0077";
+    let mut bureau = bed.client("cz-eeb-xiangyuan").await;
+    let mut psb = bed.client("cz-psb-xiangyuan").await;
+    publish(
+        &mut bureau,
+        notification(
+            "sig-t-77",
+            case,
+            Event::CaseTransferred,
+            Level::Restricted,
+            &["cz-psb-xiangyuan"],
+        ),
+    )
+    .await
+    .unwrap();
+    publish(
+        &mut psb,
+        notification(
+            "sig-r-77",
+            case,
+            Event::TransferReceived,
+            Level::Restricted,
+            &["cz-eeb-xiangyuan"],
+        ),
+    )
+    .await
+    .unwrap();
+
+    let files = |folder: &str| std::fs::read_dir(bed.path(folder)).map_or(0, |d| d.count());
+    // Counted once recorded as handled: after the file was written.
+    let counted = |config: &std::path::Path, count: &str| {
+        let (_, report) = status(config);
+        report["subscriptions"][0]["verification"][count] == 1
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !(counted(&supervising, "verified") && counted(&police, "rejected")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the alert was not verified by one adapter and rejected by the other; logs:\n{}\n{}",
+            supervising_adapter.log(),
+            police_adapter.log(),
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(files("proc/inbox"), 1);
+    assert_eq!(files("proc/rejected"), 0);
+    assert_eq!(files("psb/rejected"), 1);
+    assert_eq!(
+        files("psb/inbox"),
+        0,
+        "the alert that does not verify never reached the sink"
+    );
+    supervising_adapter.stop(nix::sys::signal::Signal::SIGTERM);
+    police_adapter.stop(nix::sys::signal::Signal::SIGTERM);
+}
