@@ -1534,7 +1534,9 @@ async fn every_delivery_verified(dir: &Path, adapter: &Path, deadline: Instant) 
         }
     }
     let mut line = format!(
-        "every delivery verified by its receiving adapter against the registry's keys:          {} verified (the gateway's alerts and releases with its [gateway] key),          {} unverifiable (withheld or redacted by the gateway), {} rejected",
+        "every delivery verified by its receiving adapter against the registry's keys: \
+         {} verified (the gateway's alerts and releases with its [gateway] key), \
+         {} unverifiable (withheld or redacted by the gateway), {} rejected",
         totals[0], totals[1], totals[3]
     );
     if !problems.is_empty() {
