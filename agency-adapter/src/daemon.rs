@@ -18,7 +18,8 @@
 //! - [`source`] — the drop folder and the local HTTP endpoint.
 //! - [`pusher`] — the outbox over one `PublishStream`, receipts, retries,
 //!   dead letters.
-//! - [`inbound`] — subscriptions handed to sinks, acknowledged after.
+//! - [`inbound`] — subscriptions verified and handed to sinks,
+//!   acknowledged after.
 //! - [`sink`] — webhook, folder and stdout sinks; the dead-letter reporter.
 //! - [`backoff`] — exponential backoff with jitter.
 //!
@@ -32,12 +33,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use liandong_core::registry::RegistryError;
 use liandong_core::tls::{ClientCredentials, TlsError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::daemon::{DaemonConfig, SourceSettings};
+use crate::config::daemon::{DaemonConfig, OnFailure, SourceSettings};
 use crate::error::exit;
 use crate::report::Limits;
 use crate::signer::{Signer, SignerError};
@@ -45,6 +47,7 @@ use crate::store::{DaemonLock, Store, StoreError};
 
 use accept::Acceptor;
 use inbound::Inbound;
+use inbound::verify::Verifier;
 use pusher::Pusher;
 use sink::{Sink, SinkError, report_dead_letters};
 use source::{folder, http};
@@ -101,6 +104,17 @@ pub enum DaemonError {
     /// The HTTP source's token file is unusable.
     #[error("source http: {0}")]
     Token(#[from] http::TokenError),
+    /// The `[verify]` registry is unusable.
+    #[error("verify.registry: {0}")]
+    Verify(RegistryError),
+    /// A subscription's `rejected` folder cannot be created.
+    #[error("{path}: cannot create the rejected folder: {source}")]
+    Rejected {
+        /// The folder.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// The HTTP source's address cannot be bound.
     #[error("cannot listen on {addr} (source http): {source}")]
     Bind {
@@ -115,12 +129,14 @@ impl DaemonError {
     /// The process exit code for this failure.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Signing(_) | Self::Credentials(_) | Self::Token(_) => exit::USAGE,
+            Self::Signing(_) | Self::Credentials(_) | Self::Token(_) | Self::Verify(_) => {
+                exit::USAGE
+            }
             Self::Sink {
                 source: SinkError::Setup(_),
                 ..
             } => exit::USAGE,
-            Self::Sink { .. } | Self::Folder { .. } => exit::CANT_CREATE,
+            Self::Sink { .. } | Self::Folder { .. } | Self::Rejected { .. } => exit::CANT_CREATE,
             Self::State(StoreError::AlreadyRunning { .. }) => exit::TEMPFAIL,
             Self::State(_) => exit::CANT_CREATE,
             Self::Bind { .. } => exit::OS,
@@ -139,6 +155,7 @@ pub struct Daemon {
     http: Option<(tokio::net::TcpListener, http::Guard)>,
     sinks: Vec<Arc<Sink>>,
     dead_letter_sink: Option<Arc<Sink>>,
+    verifier: Option<Arc<Verifier>>,
 }
 
 impl Daemon {
@@ -172,6 +189,31 @@ impl Daemon {
                 }
             })?)),
             None => None,
+        };
+        let verifier = match &config.verify {
+            Some(settings) => {
+                let verifier = Verifier::load(settings).map_err(DaemonError::Verify)?;
+                if settings.on_failure == OnFailure::Reject {
+                    for subscription in &config.subscriptions {
+                        inbound::prepare_rejected(&subscription.rejected).map_err(|source| {
+                            DaemonError::Rejected {
+                                path: subscription.rejected.clone(),
+                                source,
+                            }
+                        })?;
+                    }
+                }
+                Some(Arc::new(verifier))
+            }
+            None => {
+                if !config.subscriptions.is_empty() {
+                    tracing::warn!(
+                        "no [verify] table: the signatures of deliveries are not verified; \
+                         add [verify] registry = \"<registry file>\" to prove who sent what"
+                    );
+                }
+                None
+            }
         };
         for source in &config.sources {
             if let SourceSettings::Folder(folder) = source {
@@ -211,6 +253,7 @@ impl Daemon {
             http,
             sinks,
             dead_letter_sink,
+            verifier,
         })
     }
 
@@ -234,6 +277,7 @@ impl Daemon {
             http,
             sinks,
             dead_letter_sink,
+            verifier,
         } = self;
         crate::report::log_certificate(
             &config.gateway.cert,
@@ -289,6 +333,7 @@ impl Daemon {
                     gateway: config.gateway.clone(),
                     settings: subscription.clone(),
                     sink,
+                    verifier: verifier.clone(),
                 }
                 .run(stop.clone()),
             );

@@ -271,6 +271,12 @@ pub fn report_json(snapshot: &Snapshot, limits: &Limits, now: i64) -> Value {
             "failing_since": time(s.failing_since),
             "last_error": s.last_error,
             "last_error_at": time(s.last_error_at),
+            "verification": {
+                "verified": s.verified,
+                "unverifiable": s.unverifiable,
+                "failed_passed": s.failed_passed,
+                "rejected": s.rejected,
+            },
         })).collect::<Vec<_>>(),
         "daemon": {
             "running": daemon_running(snapshot, now),
@@ -371,6 +377,14 @@ pub fn report_text(snapshot: &Snapshot, limits: &Limits, now: i64) -> String {
             _ => String::new(),
         };
         let _ = writeln!(out, "subscription:  {}: {acked}{failing}", s.name);
+        if s.verified + s.unverifiable + s.failed_passed + s.rejected > 0 {
+            let _ = writeln!(
+                out,
+                "  signatures:  {} verified, {} unverifiable (withheld or redacted), \
+                 {} failed and passed, {} rejected",
+                s.verified, s.unverifiable, s.failed_passed, s.rejected
+            );
+        }
     }
     out
 }

@@ -49,7 +49,7 @@ mod snapshot;
 mod tests;
 
 pub use dead_letters::DeadLetter;
-pub use inbound::SubscriptionState;
+pub use inbound::{SubscriptionState, Verification};
 pub use lease::{DAEMON_STALE_AFTER, DaemonLease, DaemonLock};
 pub use outbox::{AcceptOutcome, NewRow, PendingRow, RowState};
 pub use sent::SentReceipt;

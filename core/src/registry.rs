@@ -4,6 +4,14 @@
 //! Loaded from a TOML file and validated whole before use. Every error names
 //! the file, the entry and the field, so an operator can fix it without
 //! reading code. A registry that fails validation is never partly used.
+//!
+//! It also publishes the Ed25519 public keys that signatures are checked
+//! against: each agency's (`signing_public_keys`, one or two during a
+//! rollover; the single `signing_public_key` of older files is the same as
+//! a one-element list) and the gateway's own (`[gateway]
+//! signing_public_key`), for the notifications sent as
+//! [`GATEWAY_SENDER`]. The gateway and receiving adapters read the same
+//! file format and decide with [`Registry::verify_signature`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -11,6 +19,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::domain::{AgencyId, Confidentiality, FieldError, Region, Role};
+use crate::pb;
+use crate::signing::{self, PUBLIC_KEY_LEN, SignatureError};
 use crate::toml_file::{self, FileError};
 
 #[cfg(test)]
@@ -41,6 +51,14 @@ pub enum RegistryError {
         /// The field and what is wrong with it.
         error: FieldError,
     },
+    /// The `[gateway]` table is invalid.
+    #[error("{path}: gateway: {error}")]
+    Gateway {
+        /// The registry file.
+        path: PathBuf,
+        /// The field and what is wrong with it.
+        error: FieldError,
+    },
     /// The file lists no agency.
     #[error("{path}: the registry lists no agency")]
     Empty {
@@ -68,15 +86,25 @@ pub struct Agency {
     pub identity: String,
     /// Who to ask there (office, phone), shown in withheld stubs.
     pub contact: String,
-    /// Its Ed25519 public key, when registered.
-    pub signing_public_key: Option<[u8; 32]>,
+    /// Its registered Ed25519 public keys: none, one, or two during a
+    /// rollover. A notification it sends is checked against the one its
+    /// `signing_key_id` names.
+    pub signing_keys: Vec<[u8; PUBLIC_KEY_LEN]>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RegistryFile {
     #[serde(default)]
+    gateway: Option<GatewayEntry>,
+    #[serde(default)]
     agency: Vec<AgencyEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GatewayEntry {
+    signing_public_key: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,6 +123,8 @@ struct AgencyEntry {
     contact: String,
     #[serde(default)]
     signing_public_key: Option<String>,
+    #[serde(default)]
+    signing_public_keys: Option<Vec<String>>,
 }
 
 /// The validated registry.
@@ -102,6 +132,13 @@ struct AgencyEntry {
 pub struct Registry {
     agencies: BTreeMap<AgencyId, Agency>,
     by_identity: HashMap<String, AgencyId>,
+    /// The gateway's own public key, when published.
+    gateway_key: Option<[u8; PUBLIC_KEY_LEN]>,
+    /// Every registered key, by its key id, with the agency (or
+    /// [`GATEWAY_SENDER`]) it is registered for.
+    key_owners: HashMap<String, String>,
+    /// Every registered raw key, with the agency it is registered for.
+    keys: HashMap<[u8; PUBLIC_KEY_LEN], String>,
 }
 
 impl Registry {
@@ -119,6 +156,16 @@ impl Registry {
             });
         }
         let mut registry = Registry::default();
+        if let Some(gateway) = file.gateway {
+            let key = parse_public_key("signing_public_key", &gateway.signing_public_key).map_err(
+                |error| RegistryError::Gateway {
+                    path: path.to_owned(),
+                    error,
+                },
+            )?;
+            registry.add_key(GATEWAY_SENDER, key);
+            registry.gateway_key = Some(key);
+        }
         let mut parents = Vec::new();
         for (index, entry) in file.agency.into_iter().enumerate() {
             let id_text = entry.id.clone();
@@ -137,6 +184,17 @@ impl Registry {
                     "identity",
                     format!("is already the identity of {other}"),
                 )));
+            }
+            for key in &agency.signing_keys {
+                if let Some(owner) = registry.keys.get(key) {
+                    return Err(entry_error(FieldError::new(
+                        "signing_public_keys",
+                        format!("holds a key already registered for {owner}"),
+                    )));
+                }
+            }
+            for key in &agency.signing_keys {
+                registry.add_key(agency.id.as_str(), *key);
             }
             parents.push((index, agency.id.clone(), agency.parent.clone()));
             registry
@@ -166,6 +224,57 @@ impl Registry {
             }
         }
         Ok(registry)
+    }
+
+    fn add_key(&mut self, owner: &str, key: [u8; PUBLIC_KEY_LEN]) {
+        self.key_owners
+            .insert(signing::key_id(owner, &key), owner.to_owned());
+        self.keys.insert(key, owner.to_owned());
+    }
+
+    /// The gateway's own public key (`[gateway] signing_public_key`), with
+    /// which receivers verify the notifications sent as [`GATEWAY_SENDER`].
+    pub fn gateway_key(&self) -> Option<[u8; PUBLIC_KEY_LEN]> {
+        self.gateway_key
+    }
+
+    /// The keys a notification from `sender` may be signed with: the
+    /// agency's registered keys, or the gateway's key for
+    /// [`GATEWAY_SENDER`]; none for a sender not registered.
+    pub fn signing_keys_of(&self, sender: &str) -> Vec<[u8; PUBLIC_KEY_LEN]> {
+        if sender == GATEWAY_SENDER {
+            return self.gateway_key.into_iter().collect();
+        }
+        AgencyId::parse("sender", sender)
+            .ok()
+            .and_then(|id| self.agencies.get(&id))
+            .map(|agency| agency.signing_keys.clone())
+            .unwrap_or_default()
+    }
+
+    /// Checks that `notification`, sent by `sender`, is signed by one of
+    /// the keys registered for `sender` ([`Registry::signing_keys_of`]),
+    /// the one its `signing_key_id` names; returns that key's id. A key id
+    /// registered for someone else is [`SignatureError::OtherAgencysKey`]
+    /// (naming the registered owner, never the id as sent).
+    pub fn verify_signature(
+        &self,
+        notification: &pb::Notification,
+        sender: &str,
+    ) -> Result<String, SignatureError> {
+        let keys = self.signing_keys_of(sender);
+        signing::verify_with_any(notification, sender, &keys).map_err(|error| match error {
+            SignatureError::UnknownKeyId { agency } => {
+                match self.key_owners.get(&notification.signing_key_id) {
+                    Some(owner) if *owner != agency => SignatureError::OtherAgencysKey {
+                        agency,
+                        owner: owner.clone(),
+                    },
+                    _ => SignatureError::UnknownKeyId { agency },
+                }
+            }
+            other => other,
+        })
     }
 
     /// The agency with this id.
@@ -210,6 +319,7 @@ impl AgencyEntry {
             identity,
             contact,
             signing_public_key,
+            signing_public_keys,
         } = self;
         let id = AgencyId::parse("id", &id)?;
         if id.as_str() == GATEWAY_SENDER {
@@ -239,9 +349,7 @@ impl AgencyEntry {
                 "must be a URI such as urn:liandong:agency:<id>",
             ));
         }
-        let signing_public_key = signing_public_key
-            .map(|hex_key| parse_public_key(&hex_key))
-            .transpose()?;
+        let signing_keys = signing_keys(signing_public_key, signing_public_keys)?;
         Ok(Agency {
             id,
             name,
@@ -251,18 +359,53 @@ impl AgencyEntry {
             clearance,
             identity,
             contact,
-            signing_public_key,
+            signing_keys,
         })
     }
 }
 
-fn parse_public_key(text: &str) -> Result<[u8; 32], FieldError> {
-    let mut key = [0u8; 32];
-    hex::decode_to_slice(text.trim(), &mut key).map_err(|_| {
-        FieldError::new(
+/// An agency's keys from `signing_public_keys` (one or two, distinct) or
+/// the legacy `signing_public_key`; both at once is an error.
+fn signing_keys(
+    single: Option<String>,
+    list: Option<Vec<String>>,
+) -> Result<Vec<[u8; PUBLIC_KEY_LEN]>, FieldError> {
+    match (single, list) {
+        (None, None) => Ok(Vec::new()),
+        (Some(_), Some(_)) => Err(FieldError::new(
             "signing_public_key",
-            "must be 64 hex digits (a raw Ed25519 public key)",
-        )
-    })?;
+            "and signing_public_keys are both set; keep signing_public_keys only",
+        )),
+        (Some(text), None) => Ok(vec![parse_public_key("signing_public_key", &text)?]),
+        (None, Some(texts)) => {
+            if !(1..=2).contains(&texts.len()) {
+                return Err(FieldError::new(
+                    "signing_public_keys",
+                    format!(
+                        "lists {} keys; list one, or two during a rollover",
+                        texts.len()
+                    ),
+                ));
+            }
+            let mut keys = Vec::with_capacity(texts.len());
+            for (i, text) in texts.iter().enumerate() {
+                let key = parse_public_key(&format!("signing_public_keys[{i}]"), text)?;
+                if keys.contains(&key) {
+                    return Err(FieldError::new(
+                        format!("signing_public_keys[{i}]"),
+                        "is listed twice",
+                    ));
+                }
+                keys.push(key);
+            }
+            Ok(keys)
+        }
+    }
+}
+
+fn parse_public_key(field: &str, text: &str) -> Result<[u8; PUBLIC_KEY_LEN], FieldError> {
+    let mut key = [0u8; PUBLIC_KEY_LEN];
+    hex::decode_to_slice(text.trim(), &mut key)
+        .map_err(|_| FieldError::new(field, "must be 64 hex digits (a raw Ed25519 public key)"))?;
     Ok(key)
 }

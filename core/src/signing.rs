@@ -68,6 +68,11 @@ pub fn key_id(agency: &str, public_key: &[u8; PUBLIC_KEY_LEN]) -> String {
 }
 
 /// Why a notification's signature does not verify.
+///
+/// No variant carries the `signing_key_id` the notification names: that
+/// text comes from the sender and is never repeated back (in a status, a
+/// log line or an audit reason). Variants name registered agencies and the
+/// ids of registered keys only.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
     /// The notification carries no signature.
@@ -76,11 +81,30 @@ pub enum SignatureError {
     /// The signature is not 64 bytes long.
     #[error("notification.signature: is {0} bytes long, not {SIGNATURE_LEN}")]
     Length(usize),
-    /// `signing_key_id` does not name the key it was checked against.
-    #[error("notification.signing_key_id: names {found:?}, expected {expected:?}")]
+    /// The sender has no registered key, and a signature is required.
+    #[error("notification.signature: no signing key registered for {agency}")]
+    NoKeyRegistered {
+        /// The sender, as registered.
+        agency: String,
+    },
+    /// `signing_key_id` names none of the keys registered for the sender
+    /// (nor any other registered key).
+    #[error("notification.signing_key_id: unknown key id (not a key registered for {agency})")]
+    UnknownKeyId {
+        /// The sender, as registered.
+        agency: String,
+    },
+    /// `signing_key_id` names a key registered for another agency.
+    #[error("notification.signing_key_id: names a key registered for {owner}, not for {agency}")]
+    OtherAgencysKey {
+        /// The sender, as registered.
+        agency: String,
+        /// The agency (or `liandong-gateway`) the key is registered for.
+        owner: String,
+    },
+    /// `signing_key_id` does not name the one key it was checked against.
+    #[error("notification.signing_key_id: does not name the key {expected}")]
     KeyId {
-        /// The id in the notification.
-        found: String,
         /// The id of the key it was checked against.
         expected: String,
     },
@@ -101,17 +125,9 @@ pub fn verify(
     public_key: &[u8; PUBLIC_KEY_LEN],
 ) -> Result<(), SignatureError> {
     let expected = key_id(sender, public_key);
-    if notification.signature.is_empty() {
-        return Err(SignatureError::Missing);
-    }
-    if notification.signature.len() != SIGNATURE_LEN {
-        return Err(SignatureError::Length(notification.signature.len()));
-    }
+    check_form(notification)?;
     if notification.signing_key_id != expected {
-        return Err(SignatureError::KeyId {
-            found: notification.signing_key_id.clone(),
-            expected,
-        });
+        return Err(SignatureError::KeyId { expected });
     }
     UnparsedPublicKey::new(&ED25519, public_key)
         .verify(
@@ -119,4 +135,45 @@ pub fn verify(
             &notification.signature,
         )
         .map_err(|_| SignatureError::Invalid { key_id: expected })
+}
+
+/// Checks `notification`, sent by `sender`, against the keys registered
+/// for `sender` (one, or two during a rollover): the key is chosen by the
+/// notification's `signing_key_id`, then [`verify`] decides. Returns the
+/// id of the key that verified.
+///
+/// No registered key is [`SignatureError::NoKeyRegistered`]; a key id
+/// naming none of `keys` is [`SignatureError::UnknownKeyId`] (a caller
+/// that knows other agencies' keys may tell [`SignatureError::OtherAgencysKey`]
+/// apart, as `Registry::verify_signature` does).
+pub fn verify_with_any(
+    notification: &pb::Notification,
+    sender: &str,
+    keys: &[[u8; PUBLIC_KEY_LEN]],
+) -> Result<String, SignatureError> {
+    if keys.is_empty() {
+        return Err(SignatureError::NoKeyRegistered {
+            agency: sender.to_owned(),
+        });
+    }
+    check_form(notification)?;
+    let key = keys
+        .iter()
+        .find(|key| key_id(sender, key) == notification.signing_key_id)
+        .ok_or_else(|| SignatureError::UnknownKeyId {
+            agency: sender.to_owned(),
+        })?;
+    verify(notification, sender, key)?;
+    Ok(key_id(sender, key))
+}
+
+/// A signature is present and 64 bytes long.
+fn check_form(notification: &pb::Notification) -> Result<(), SignatureError> {
+    if notification.signature.is_empty() {
+        return Err(SignatureError::Missing);
+    }
+    if notification.signature.len() != SIGNATURE_LEN {
+        return Err(SignatureError::Length(notification.signature.len()));
+    }
+    Ok(())
 }

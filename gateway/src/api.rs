@@ -30,7 +30,6 @@ use tonic::{Request, Response, Status, Streaming};
 use liandong_core::domain::{Envelope, FieldError, Notification, StatutoryCopy};
 use liandong_core::pb;
 use liandong_core::pb::exchange_server::Exchange;
-use liandong_core::signing;
 
 use crate::Gateway;
 use crate::announcements;
@@ -42,6 +41,7 @@ use crate::identity::{Caller, Principal};
 use crate::policy::{self, PublishRefusal};
 use crate::refusals::Rpc;
 use crate::routing::{self, OpenRequest, Session, SessionEnd};
+use crate::signatures;
 use crate::store::{AuditEntry, NewNotification, PublishOutcome};
 use crate::supervision;
 
@@ -163,12 +163,13 @@ async fn publish_checked(
 ) -> Result<pb::PublishReceipt, ApiError> {
     let pb::PublishRequest { notification } = request;
     let mut wire = notification.ok_or_else(|| FieldError::new("notification", "is required"))?;
-    let span = tracing::Span::current();
-    span.record("notification.id", wire.notification_id.as_str());
-    span.record("case.ref", wire.case_ref.as_str());
     let notification = Notification::try_from(wire.clone()).inspect_err(|error| {
         tracing::info!(%error, "publish refused: invalid notification");
     })?;
+    // Only validated values enter the span.
+    let span = tracing::Span::current();
+    span.record("notification.id", tracing::field::display(&notification.id));
+    span.record("case.ref", tracing::field::display(&notification.case_ref));
     let sender = &principal.agency.id;
     if let Some(claimed) = notification
         .claimed_sender
@@ -180,13 +181,18 @@ async fn publish_checked(
             "notification.sender names {claimed}, but the client certificate proves {sender}"
         )));
     }
-    if let Some(key) = &principal.agency.signing_public_key {
-        // A registered key makes the signature mandatory and checked.
-        signing::verify(&wire, sender.as_str(), key).inspect_err(|error| {
-            tracing::warn!(%error, "publish refused: signature");
-        })?;
-    }
     let rules = gateway.rules();
+    // Decided under the registry in force now: a key retired by a reload
+    // no longer verifies, even on a stream opened before it.
+    signatures::check_publish(
+        &rules.registry,
+        gateway.require_signatures,
+        &wire,
+        sender.as_str(),
+    )
+    .inspect_err(|error| {
+        tracing::warn!(%error, "publish refused: signature");
+    })?;
     match policy::check_publish(&rules, &principal.agency, &notification) {
         Ok(()) => {}
         Err(PublishRefusal::Forbidden(rule)) => {

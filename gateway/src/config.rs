@@ -104,6 +104,8 @@ pub struct AuditSettings {
 #[serde(deny_unknown_fields)]
 struct SigningSection {
     key: PathBuf,
+    #[serde(default)]
+    require_signatures: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -303,6 +305,10 @@ pub struct GatewayConfig {
     /// The gateway's Ed25519 signing key (PKCS#8 DER), with which it signs
     /// the notifications it emits itself.
     pub signing_key: PathBuf,
+    /// `[signing] require_signatures`: every notification must carry a
+    /// valid signature by a key registered for its sender. Off (the
+    /// default), an agency without a registered key may publish unsigned.
+    pub require_signatures: bool,
     /// The deadline rules, calendar files and time zone of the mechanism.
     pub mechanism: MechanismFiles,
     /// The audit chain's checkpoints and start-up check (`[audit]`).
@@ -477,6 +483,7 @@ impl GatewayConfig {
             report_schedule,
             supervision,
             signing_key: resolve(&file.signing.key),
+            require_signatures: file.signing.require_signatures,
             mechanism: MechanismFiles {
                 deadlines: file.mechanism.deadlines.as_deref().map(resolve),
                 calendar: file.mechanism.calendar.iter().map(|p| resolve(p)).collect(),

@@ -31,8 +31,10 @@ pub enum ApiError {
     /// A field is missing or malformed.
     #[error(transparent)]
     InvalidArgument(#[from] FieldError),
-    /// A registered signing key makes the signature mandatory, and it does
-    /// not verify.
+    /// The signature is required (by `require_signatures` or a registered
+    /// key) and missing, or does not verify with a key registered for the
+    /// sender: `UNAUTHENTICATED`; one naming another agency's key:
+    /// `PERMISSION_DENIED`.
     #[error("{}", signature_reason(.0))]
     Signature(#[from] SignatureError),
     /// The caller may not do this.
@@ -61,8 +63,8 @@ pub enum ApiError {
 /// A signature refusal as the audit log records it.
 fn signature_reason(error: &SignatureError) -> String {
     match error {
-        SignatureError::Invalid { .. } => format!("permission denied: {error}"),
-        _ => error.to_string(),
+        SignatureError::OtherAgencysKey { .. } => format!("permission denied: {error}"),
+        _ => format!("unauthenticated: {error}"),
     }
 }
 
@@ -72,8 +74,8 @@ impl ApiError {
         match self {
             Self::Unauthenticated(_) => Code::Unauthenticated,
             Self::InvalidArgument(_) => Code::InvalidArgument,
-            Self::Signature(SignatureError::Invalid { .. }) => Code::PermissionDenied,
-            Self::Signature(_) => Code::InvalidArgument,
+            Self::Signature(SignatureError::OtherAgencysKey { .. }) => Code::PermissionDenied,
+            Self::Signature(_) => Code::Unauthenticated,
             Self::PermissionDenied(_) => Code::PermissionDenied,
             Self::FailedPrecondition(_) => Code::FailedPrecondition,
             Self::NotFound(_) => Code::NotFound,

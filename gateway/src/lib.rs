@@ -30,6 +30,8 @@
 //!   clocks publishes start and stop) and the signed alerts the gateway
 //!   emits when one passes.
 //! - [`error`]: the one mapping from errors to gRPC statuses.
+//! - [`signatures`]: which notifications must be signed and by which
+//!   registered key; the registry's keys checked at start and reload.
 //!
 //! [`prepare`] loads everything a gateway needs and fails before binding
 //! anything if any of it is wrong; [`serve`] runs it on a bound listener
@@ -50,6 +52,7 @@ pub mod quota;
 pub mod refusals;
 pub mod reports;
 pub mod routing;
+pub mod signatures;
 pub mod store;
 pub mod supervision;
 
@@ -101,6 +104,9 @@ pub struct Gateway {
     pub deadline_timer: Arc<tokio::sync::Notify>,
     /// The gateway's own signing key, for the notifications it emits.
     pub key: Arc<GatewayKey>,
+    /// `[signing] require_signatures`: every notification must be signed
+    /// by a key registered for its sender (off: only agencies with a key).
+    pub require_signatures: bool,
 }
 
 impl Gateway {
@@ -124,6 +130,7 @@ impl Gateway {
             mechanism: ArcSwap::from_pointee(Mechanism::built_in()),
             deadline_timer: Arc::new(tokio::sync::Notify::new()),
             key,
+            require_signatures: false,
         }
     }
 
@@ -150,6 +157,12 @@ impl Gateway {
     /// once and end if it is no longer registered.
     pub fn reload(&self, config: &GatewayConfig) -> Result<(), StartError> {
         let rules = load_rules(config)?;
+        signatures::check_registry(
+            &rules.registry,
+            &config.registry,
+            &self.key,
+            self.require_signatures,
+        )?;
         let mechanism = Mechanism::load(&config.mechanism)?;
         mechanism.warn_provisional();
         self.put_in_force(rules);
@@ -268,6 +281,12 @@ pub async fn prepare_with(
     let rules = load_rules(&config)?;
     let mechanism = Mechanism::load(&config.mechanism)?;
     let key = Arc::new(GatewayKey::load(&config.signing_key)?);
+    signatures::check_registry(
+        &rules.registry,
+        &config.registry,
+        &key,
+        config.require_signatures,
+    )?;
     let tls = identity::server_config(&config.tls)?;
     let store = Store::connect(&config.database_url, config.max_connections).await?;
     if config.startup_check_rows > 0 {
@@ -314,13 +333,14 @@ pub async fn prepare_with(
     }
     let latest = store.latest_sequence().await?;
     mechanism.warn_provisional();
-    let gateway = Gateway::new(
+    let mut gateway = Gateway::new(
         store,
         rules,
         latest,
         DeliverySettings::from_config(&config),
         key,
     );
+    gateway.require_signatures = config.require_signatures;
     gateway.mechanism.store(Arc::new(mechanism));
     Ok(Prepared {
         gateway: Arc::new(gateway),

@@ -85,7 +85,9 @@ impl AdapterFiles {
 /// `adapter-<agency>.toml` in the directory holding the dev PKI: the
 /// agency's certificate and signing key, an outbox, the `source`, and one
 /// durable subscription named `subscription`, from the beginning, to a
-/// folder sink. Dead letters go to a folder too.
+/// folder sink, every delivery verified against the registry's keys
+/// (`[verify]`; one that fails goes to `adapters/<agency>/rejected`, never
+/// to the sink). Dead letters go to a folder too.
 pub fn config(agency: &str, gateway_url: &str, source: Source, subscription: &str) -> String {
     let mut text = format!(
         "# liandong-adapter daemon of {agency}, written by liandong-demo.\n\
@@ -125,9 +127,14 @@ pub fn config(agency: &str, gateway_url: &str, source: Source, subscription: &st
          name = \"{subscription}\"\n\
          start = \"beginning\"\n\
          sink = {{ kind = \"folder\", path = \"adapters/{agency}/inbox\" }}\n\
+         rejected = \"adapters/{agency}/rejected\"\n\
          \n\
          [dead_letter]\n\
-         sink = {{ kind = \"folder\", path = \"adapters/{agency}/dead-letters\" }}\n"
+         sink = {{ kind = \"folder\", path = \"adapters/{agency}/dead-letters\" }}\n\
+         \n\
+         [verify]\n\
+         registry = \"agencies.toml\"\n\
+         on_failure = \"reject\"\n"
     ));
     text
 }

@@ -38,6 +38,7 @@ pub mod demo_adapters;
 pub mod demo_story;
 pub mod faults;
 pub mod hostile;
+pub mod signed;
 
 /// The dev registry: the agencies of the Changzhi mechanism.
 pub const REGISTRY: &str = include_str!("../../deploy/dev/agencies.toml");

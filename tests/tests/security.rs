@@ -594,17 +594,17 @@ async fn signature_is_required_and_checked_once_a_key_is_registered() {
     };
     let unsigned = notification("u-1", "C-1", Event::ClueShared, Level::Internal, &[]);
     let status = publish(&mut eeb, unsigned.clone()).await.unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(status.code(), Code::Unauthenticated);
     assert_eq!(status.message(), "notification.signature: is missing");
 
     let mut tampered = sign(unsigned.clone(), &key);
     tampered.summary = "changed after signing".into();
     let status = publish(&mut eeb, tampered).await.unwrap_err();
-    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
 
     let forged = sign(unsigned.clone(), &other);
     let status = publish(&mut eeb, forged).await.unwrap_err();
-    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     assert_eq!(bed.stored_count().await, 1);
 
     let receipt = publish(&mut eeb, sign(unsigned, &key)).await.unwrap();

@@ -2,8 +2,9 @@
 //! it speaks for and with which signing key, where its outbox lives and how
 //! large it may grow, where notifications come from (`[[source]]`), which
 //! subscriptions it holds and where their deliveries go
-//! (`[[subscription]]`), where dead letters are reported (`[dead_letter]`)
-//! and when `status` calls it unhealthy (`[status]`).
+//! (`[[subscription]]`), where dead letters are reported (`[dead_letter]`),
+//! when `status` calls it unhealthy (`[status]`) and how deliveries are
+//! verified (`[verify]`).
 //!
 //! Every field is documented in `docs/ADAPTER.md`. Relative paths are
 //! relative to the config file's directory. Every error names the file and
@@ -20,7 +21,7 @@ use liandong_core::pb;
 use liandong_core::subscription::{Start, StartError, SubscriptionFilter};
 
 use super::raw::{
-    RawDeadLetter, RawFilter, RawOutbox, RawSink, RawSource, RawStatus, RawSubscription,
+    RawDeadLetter, RawFilter, RawOutbox, RawSink, RawSource, RawStatus, RawSubscription, RawVerify,
 };
 use super::{ConfigError, GatewaySettings, PartialGateway, parse_raw, read};
 
@@ -71,6 +72,29 @@ pub struct DaemonConfig {
     pub dead_letter_sink: Option<SinkSettings>,
     /// When `status` calls the adapter unhealthy.
     pub status: StatusSettings,
+    /// How deliveries' signatures are verified; `None`: they are not.
+    pub verify: Option<VerifySettings>,
+}
+
+/// The `[verify]` table: every full delivery's signature is checked
+/// against the keys of a registry file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifySettings {
+    /// A registry file (the gateway's format) publishing the senders' keys
+    /// and the gateway's (`[gateway] signing_public_key`).
+    pub registry: PathBuf,
+    /// What becomes of a delivery that fails verification.
+    pub on_failure: OnFailure,
+}
+
+/// `verify.on_failure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Written to the subscription's `rejected` folder (never to its
+    /// sink), counted, logged, then acknowledged.
+    Reject,
+    /// Logged and counted, then handed to the sink.
+    Warn,
 }
 
 /// The `[outbox]` table.
@@ -149,6 +173,10 @@ pub struct SubscriptionSettings {
     pub ack_timeout_seconds: u32,
     /// Where each delivery is handed.
     pub sink: SinkSettings,
+    /// Where deliveries that fail verification are written when
+    /// `verify.on_failure = "reject"` (default `rejected/<name>` beside the
+    /// config file); created with mode 0700.
+    pub rejected: PathBuf,
 }
 
 impl SubscriptionSettings {
@@ -337,6 +365,7 @@ impl DaemonConfig {
             None => None,
         };
         let status = status(&check, raw.status.unwrap_or_default())?;
+        let verify = raw.verify.map(|v| verify(&check, v)).transpose()?;
         Ok(Self {
             file: file.to_owned(),
             gateway,
@@ -347,6 +376,7 @@ impl DaemonConfig {
             subscriptions,
             dead_letter_sink,
             status,
+            verify,
         })
     }
 
@@ -371,6 +401,28 @@ impl DaemonConfig {
 /// `send` can hand notifications to a running daemon).
 pub fn is_daemon_config(path: &Path) -> Result<bool, ConfigError> {
     Ok(parse_raw(path, &read(path)?)?.agency.is_some())
+}
+
+fn verify(check: &Checker<'_>, raw: RawVerify) -> Result<VerifySettings, ConfigError> {
+    let RawVerify {
+        registry,
+        on_failure,
+    } = raw;
+    let registry = check.path("verify.registry", registry)?;
+    let on_failure = match on_failure.as_deref() {
+        None | Some("reject") => OnFailure::Reject,
+        Some("warn") => OnFailure::Warn,
+        Some(other) => {
+            return Err(check.invalid(
+                "verify.on_failure",
+                format!("{other:?} is not \"reject\" or \"warn\""),
+            ));
+        }
+    };
+    Ok(VerifySettings {
+        registry,
+        on_failure,
+    })
 }
 
 fn outbox(
@@ -541,6 +593,7 @@ fn subscription(
         ack_timeout_seconds,
         filter,
         sink,
+        rejected,
     } = raw;
     let field = |name: &str| format!("subscription[{i}].{name}");
     let name = name.ok_or_else(|| check.missing(field("name")))?;
@@ -563,6 +616,10 @@ fn subscription(
     let filter = self::filter(check, &field("filter"), filter.unwrap_or_default())?;
     let sink = sink.ok_or_else(|| check.missing(field("sink")))?;
     let sink = self::sink(check, &field("sink"), sink)?;
+    let rejected = match rejected {
+        Some(path) => check.path(&field("rejected"), Some(path))?,
+        None => check.base.join("rejected").join(name.as_str()),
+    };
     Ok(SubscriptionSettings {
         name,
         filter,
@@ -570,6 +627,7 @@ fn subscription(
         max_in_flight,
         ack_timeout_seconds,
         sink,
+        rejected,
     })
 }
 

@@ -27,6 +27,15 @@ pub(super) struct RawConfig {
     pub(super) subscription: Vec<RawSubscription>,
     pub(super) dead_letter: Option<RawDeadLetter>,
     pub(super) status: Option<RawStatus>,
+    pub(super) verify: Option<RawVerify>,
+}
+
+/// `[verify]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawVerify {
+    pub(super) registry: Option<PathBuf>,
+    pub(super) on_failure: Option<String>,
 }
 
 /// `[gateway]` as written.
@@ -79,6 +88,7 @@ pub(super) struct RawSubscription {
     pub(super) ack_timeout_seconds: Option<u64>,
     pub(super) filter: Option<RawFilter>,
     pub(super) sink: Option<RawSink>,
+    pub(super) rejected: Option<PathBuf>,
 }
 
 /// A subscription's `filter` as written.

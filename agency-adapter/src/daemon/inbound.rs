@@ -12,8 +12,16 @@
 //! is reopened with backoff; the gateway resumes after the last
 //! acknowledged sequence.
 //!
-//! This module must never acknowledge a delivery the sink has not taken,
-//! and never log content: sequences, ids and subscription names only.
+//! With `[verify]`, each new delivery is verified first ([`verify`]): one
+//! that fails is, under `on_failure = "reject"`, written to the
+//! subscription's `rejected` folder instead of the sink (atomically, with
+//! the reason), recorded as handled and acknowledged; under `"warn"` it is
+//! logged and handed to the sink. Every outcome is counted in the state
+//! file (`status` shows the counts).
+//!
+//! This module must never acknowledge a delivery the sink (or the
+//! `rejected` folder) has not taken, and never log content: sequences, ids
+//! and subscription names only.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,11 +30,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::{ClientError, GatewayClient, Subscription};
 use crate::config::GatewaySettings;
+use crate::config::daemon::OnFailure;
 use crate::config::daemon::{RetrySettings, SubscriptionSettings};
 use crate::daemon::backoff::Backoff;
-use crate::daemon::sink::{Item, Sink, hand_with_retry};
+use crate::daemon::sink::{Item, Sink, SinkError, hand_with_retry, write_atomically};
 use crate::error::describe_status;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, Verification};
+
+pub mod verify;
+
+use verify::{Verdict, Verifier};
 
 #[cfg(test)]
 mod tests;
@@ -52,6 +65,9 @@ pub struct Inbound {
     pub settings: SubscriptionSettings,
     /// Its sink.
     pub sink: Arc<Sink>,
+    /// Verifies each delivery's signature (`[verify]`); `None`: nothing is
+    /// verified.
+    pub verifier: Option<Arc<Verifier>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +80,8 @@ enum InboundError {
     Ended,
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("cannot write a rejected delivery: {0}")]
+    Reject(#[from] SinkError),
 }
 
 enum Handled {
@@ -176,22 +194,32 @@ impl Inbound {
                 "handed to the sink before; acknowledging without handing it again"
             );
         } else {
-            let item = Item::delivery(name, &delivery);
-            let handed =
-                hand_with_retry(&self.sink, &item, shutdown, Some((&self.store, name))).await;
-            if !handed {
-                return Ok(Handled::Shutdown);
+            match self.verdict(&delivery) {
+                Some((OnFailure::Reject, Verdict::Failed(error))) => {
+                    self.reject(&delivery, &notification_id, &error.to_string())
+                        .await?;
+                }
+                verdict => {
+                    let verification = self.verification(verdict, &delivery, &notification_id);
+                    let item = Item::delivery(name, &delivery);
+                    let handed =
+                        hand_with_retry(&self.sink, &item, shutdown, Some((&self.store, name)))
+                            .await;
+                    if !handed {
+                        return Ok(Handled::Shutdown);
+                    }
+                    self.store
+                        .record_handled_as(name, sequence, &sender, &notification_id, verification)
+                        .await?;
+                    tracing::info!(
+                        subscription.name = %name,
+                        delivery.sequence = sequence,
+                        delivery.withheld = delivery.withheld,
+                        notification.id = %notification_id,
+                        "handed to the sink"
+                    );
+                }
             }
-            self.store
-                .record_handled(name, sequence, &sender, &notification_id)
-                .await?;
-            tracing::info!(
-                subscription.name = %name,
-                delivery.sequence = sequence,
-                delivery.withheld = delivery.withheld,
-                notification.id = %notification_id,
-                "handed to the sink"
-            );
         }
         if subscription.ack(&[sequence]).await.is_err() {
             return Err(InboundError::Ended);
@@ -199,6 +227,126 @@ impl Inbound {
         self.store.record_acked(name, sequence).await?;
         Ok(Handled::Acked)
     }
+}
+
+impl Inbound {
+    /// Writes a delivery that failed verification into the `rejected`
+    /// folder — never to the sink — and records it as handled, so it is
+    /// then acknowledged. A failure to write leaves it unacknowledged, to
+    /// come again.
+    async fn reject(
+        &self,
+        delivery: &liandong_core::pb::Delivery,
+        notification_id: &str,
+        reason: &str,
+    ) -> Result<(), InboundError> {
+        let name = self.settings.name.as_str();
+        self.write_rejected(delivery, reason)?;
+        self.store
+            .record_handled_as(
+                name,
+                delivery.sequence,
+                &delivery.sender,
+                notification_id,
+                Some(Verification::Rejected),
+            )
+            .await?;
+        tracing::warn!(
+            subscription.name = %name,
+            delivery.sequence = delivery.sequence,
+            delivery.sender = %delivery.sender,
+            notification.id = %notification_id,
+            folder = %self.settings.rejected.display(),
+            reason = %reason,
+            "delivery rejected: its signature does not verify; written to the rejected folder, not to the sink"
+        );
+        Ok(())
+    }
+
+    /// What `[verify]` says of `delivery`, under the registry in force
+    /// now, with what to do on failure; `None` without `[verify]`.
+    fn verdict(&self, delivery: &liandong_core::pb::Delivery) -> Option<(OnFailure, Verdict)> {
+        let verifier = self.verifier.as_ref()?;
+        Some((verifier.on_failure(), verifier.check(delivery)))
+    }
+
+    /// How a delivery about to be handed to the sink fared under
+    /// `[verify]`, logged (a failure passed on: `on_failure = "warn"`).
+    fn verification(
+        &self,
+        verdict: Option<(OnFailure, Verdict)>,
+        delivery: &liandong_core::pb::Delivery,
+        id: &str,
+    ) -> Option<Verification> {
+        let (_, verdict) = verdict?;
+        let name = self.settings.name.as_str();
+        Some(match verdict {
+            Verdict::Verified { key_id } => {
+                tracing::debug!(
+                    subscription.name = %name,
+                    delivery.sequence = delivery.sequence,
+                    signing.key_id = %key_id,
+                    "signature verified"
+                );
+                Verification::Verified
+            }
+            Verdict::Unverifiable { reason } => {
+                tracing::debug!(
+                    subscription.name = %name,
+                    delivery.sequence = delivery.sequence,
+                    notification.id = %id,
+                    reason,
+                    "cannot verify the signature; passed on"
+                );
+                Verification::Unverifiable
+            }
+            Verdict::Failed(error) => {
+                tracing::warn!(
+                    subscription.name = %name,
+                    delivery.sequence = delivery.sequence,
+                    delivery.sender = %delivery.sender,
+                    notification.id = %id,
+                    reason = %error,
+                    "the delivery's signature does not verify; handed to the sink anyway (verify.on_failure = \"warn\")"
+                );
+                Verification::FailedPassed
+            }
+        })
+    }
+
+    /// Writes a rejected delivery, with the reason, into the
+    /// subscription's `rejected` folder, atomically.
+    fn write_rejected(
+        &self,
+        delivery: &liandong_core::pb::Delivery,
+        reason: &str,
+    ) -> Result<(), SinkError> {
+        let name = self.settings.name.as_str();
+        let body = serde_json::json!({
+            "kind": "rejected_delivery",
+            "subscription": name,
+            "reason": reason,
+            "delivery": liandong_core::json::to_json(delivery),
+        });
+        let mut bytes = serde_json::to_vec_pretty(&body).expect("a JSON value serialises");
+        bytes.push(b'\n');
+        let target = self
+            .settings
+            .rejected
+            .join(format!("{name}-{:020}.json", delivery.sequence));
+        write_atomically(&target, &bytes)
+    }
+}
+
+/// Creates a subscription's `rejected` folder (and its parents) and
+/// makes it readable by the adapter's user only (0700).
+pub fn prepare_rejected(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
 }
 
 async fn close(subscription: Subscription, name: &str) {

@@ -37,6 +37,10 @@ fn healthy() -> Snapshot {
             failing_since: None,
             last_error: None,
             last_error_at: None,
+            verified: 0,
+            unverifiable: 0,
+            failed_passed: 0,
+            rejected: 0,
         }],
         daemon: Some(DaemonLease {
             pid: 4242,

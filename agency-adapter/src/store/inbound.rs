@@ -23,6 +23,42 @@ pub struct SubscriptionState {
     pub last_error: Option<String>,
     /// When it happened.
     pub last_error_at: Option<i64>,
+    /// Deliveries whose signature verified (`[verify]`).
+    pub verified: u64,
+    /// Deliveries that could not be verified: withheld or redacted by the
+    /// gateway.
+    pub unverifiable: u64,
+    /// Deliveries that failed verification and were handed to the sink
+    /// anyway (`verify.on_failure = "warn"`).
+    pub failed_passed: u64,
+    /// Deliveries that failed verification and were written to the
+    /// `rejected` folder instead of the sink.
+    pub rejected: u64,
+}
+
+/// How a handled delivery fared under `[verify]`, counted per
+/// subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verification {
+    /// The signature verified.
+    Verified,
+    /// Withheld or redacted: nothing to verify.
+    Unverifiable,
+    /// Failed, handed to the sink anyway.
+    FailedPassed,
+    /// Failed, written to the `rejected` folder.
+    Rejected,
+}
+
+impl Verification {
+    fn column(self) -> &'static str {
+        match self {
+            Self::Verified => "verified",
+            Self::Unverifiable => "unverifiable",
+            Self::FailedPassed => "failed_passed",
+            Self::Rejected => "rejected",
+        }
+    }
 }
 
 impl Store {
@@ -66,7 +102,31 @@ impl Store {
         sender: &str,
         notification_id: &str,
     ) -> Result<(), StoreError> {
+        self.record_handled_as(subscription, sequence, sender, notification_id, None)
+            .await
+    }
+
+    /// [`Store::record_handled`], counting how the delivery fared under
+    /// `[verify]` in the same transaction (a rejected delivery is handled
+    /// too: written to the `rejected` folder, never handed again).
+    pub async fn record_handled_as(
+        &self,
+        subscription: &str,
+        sequence: u64,
+        sender: &str,
+        notification_id: &str,
+        verification: Option<Verification>,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
+        if let Some(verification) = verification {
+            let column = verification.column();
+            sqlx::query(&format!(
+                "UPDATE subscriptions SET {column} = {column} + 1 WHERE name = ?"
+            ))
+            .bind(subscription)
+            .execute(&mut *tx)
+            .await?;
+        }
         sqlx::query(
             "INSERT INTO handled (subscription, sequence, sender, notification_id, handled_at)
              VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",

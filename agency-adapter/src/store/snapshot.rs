@@ -62,7 +62,8 @@ impl Store {
         .await?;
         let subscriptions = sqlx::query(
             "SELECT name, last_acked_sequence, last_acked_at, failing_since,
-                    last_error, last_error_at
+                    last_error, last_error_at,
+                    verified, unverifiable, failed_passed, rejected
              FROM subscriptions ORDER BY name",
         )
         .fetch_all(&mut *tx)
@@ -75,6 +76,10 @@ impl Store {
             failing_since: r.get(3),
             last_error: r.get(4),
             last_error_at: r.get(5),
+            verified: r.get::<i64, _>(6) as u64,
+            unverifiable: r.get::<i64, _>(7) as u64,
+            failed_passed: r.get::<i64, _>(8) as u64,
+            rejected: r.get::<i64, _>(9) as u64,
         })
         .collect();
         let daemon = sqlx::query(

@@ -117,10 +117,12 @@ fn verify_accepts_the_signature_and_refuses_every_change() {
         Err(SignatureError::Invalid { .. })
     ));
     // Another sender claiming it: the key id no longer matches.
-    assert!(matches!(
+    assert_eq!(
         verify(&n, "cz-psb", &public),
-        Err(SignatureError::KeyId { .. })
-    ));
+        Err(SignatureError::KeyId {
+            expected: key_id("cz-psb", &public)
+        })
+    );
     let unsigned = pb::Notification {
         signature: vec![],
         ..n.clone()
@@ -187,4 +189,73 @@ fn the_documented_test_vector_holds() {
         "7fd0105534ba4239b395394faee89c95e8bf7a922023ba0541a6eb95ac7c9232\
          6e965b720ed9f44f4d4b9154962235c2b85548197b3619e9b31c943e84164403"
     );
+}
+
+fn pair() -> (Ed25519KeyPair, [u8; 32]) {
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+    let public: [u8; 32] = pair.public_key().as_ref().try_into().unwrap();
+    (pair, public)
+}
+
+#[test]
+fn the_key_is_chosen_by_its_id_among_the_senders_keys() {
+    let (old, old_public) = pair();
+    let (new, new_public) = pair();
+    let keys = [old_public, new_public];
+    let by_old = signed(&old, "cz-eeb");
+    let by_new = signed(&new, "cz-eeb");
+    assert_eq!(
+        verify_with_any(&by_old, "cz-eeb", &keys),
+        Ok(key_id("cz-eeb", &old_public))
+    );
+    assert_eq!(
+        verify_with_any(&by_new, "cz-eeb", &keys),
+        Ok(key_id("cz-eeb", &new_public))
+    );
+    // The old key retired: its signatures name a key no longer registered.
+    assert_eq!(
+        verify_with_any(&by_old, "cz-eeb", &[new_public]),
+        Err(SignatureError::UnknownKeyId {
+            agency: "cz-eeb".into()
+        })
+    );
+    // A signature by one key under the id of the other does not verify.
+    let swapped = pb::Notification {
+        signing_key_id: key_id("cz-eeb", &new_public),
+        ..by_old.clone()
+    };
+    assert_eq!(
+        verify_with_any(&swapped, "cz-eeb", &keys),
+        Err(SignatureError::Invalid {
+            key_id: key_id("cz-eeb", &new_public)
+        })
+    );
+    assert_eq!(
+        verify_with_any(&by_old, "cz-eeb", &[]),
+        Err(SignatureError::NoKeyRegistered {
+            agency: "cz-eeb".into()
+        })
+    );
+    let unsigned = pb::Notification {
+        signature: vec![],
+        ..by_old
+    };
+    assert_eq!(
+        verify_with_any(&unsigned, "cz-eeb", &keys),
+        Err(SignatureError::Missing)
+    );
+}
+
+#[test]
+fn no_refusal_repeats_the_key_id_the_sender_wrote() {
+    let (pair, public) = pair();
+    let mut n = signed(&pair, "cz-eeb");
+    n.signing_key_id = "cz-eeb:\nFORGED log line".into();
+    for error in [
+        verify(&n, "cz-eeb", &public).unwrap_err(),
+        verify_with_any(&n, "cz-eeb", &[public]).unwrap_err(),
+    ] {
+        assert!(!error.to_string().contains("FORGED"), "{error}");
+    }
 }

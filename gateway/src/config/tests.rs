@@ -37,6 +37,20 @@ fn relative_paths_resolve_against_the_config_directory() {
 }
 
 #[test]
+fn signatures_are_required_only_when_the_signing_section_says_so() {
+    let config = GatewayConfig::parse(GOOD, Path::new("g.toml"), no_env).unwrap();
+    assert!(!config.require_signatures, "off by default");
+    let on = GOOD.replace(
+        "[signing]\nkey = \"pki/gateway.signing.pk8\"\n",
+        "[signing]\nkey = \"pki/gateway.signing.pk8\"\nrequire_signatures = true\n",
+    );
+    let config = GatewayConfig::parse(&on, Path::new("g.toml"), no_env).unwrap();
+    assert!(config.require_signatures);
+    let mistyped = on.replace("require_signatures = true", "require_signatures = \"yes\"");
+    assert!(GatewayConfig::parse(&mistyped, Path::new("g.toml"), no_env).is_err());
+}
+
+#[test]
 fn the_signing_key_is_required() {
     let bad = GOOD.replace("[signing]\nkey = \"pki/gateway.signing.pk8\"\n", "");
     let err = GatewayConfig::parse(&bad, Path::new("g.toml"), no_env)
@@ -259,4 +273,19 @@ fn audit_settings_have_defaults_and_are_validated() {
             .to_string();
         assert!(err.starts_with(&format!("g.toml: audit.{key}: ")), "{err}");
     }
+}
+
+#[test]
+fn the_production_example_requires_signatures_on_postgresql() {
+    let path = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/production/gateway.toml"
+    ));
+    let config = GatewayConfig::load(path, no_env).unwrap();
+    assert!(config.require_signatures);
+    assert!(config.database_url.starts_with("postgres://"));
+    assert_eq!(
+        config.tls.ca,
+        Path::new("/etc/liandong/tls/agencies-ca.pem")
+    );
 }

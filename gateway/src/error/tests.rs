@@ -75,40 +75,62 @@ fn every_session_ending_keeps_its_code_and_text() {
 }
 
 #[test]
-fn a_bad_signature_is_forbidden_and_a_malformed_one_names_its_field() {
+fn signature_refusals_are_unauthenticated_and_another_agencys_key_is_forbidden() {
     let invalid = SignatureError::Invalid {
-        key_id: "k1".into(),
+        key_id: "cz-eeb:0011223344556677".into(),
     };
     assert_eq!(
         answer(invalid.clone()),
         (
-            Code::PermissionDenied,
-            "notification.signature: does not verify with the key k1".to_owned()
+            Code::Unauthenticated,
+            "notification.signature: does not verify with the key cz-eeb:0011223344556677"
+                .to_owned()
         )
     );
     assert_eq!(
         ApiError::from(invalid).to_string(),
-        "permission denied: notification.signature: does not verify with the key k1",
+        "unauthenticated: notification.signature: does not verify with the key cz-eeb:0011223344556677",
         "the audit log's reason"
     );
-    let key_id = SignatureError::KeyId {
-        found: "a: b".into(),
-        expected: "k1".into(),
+    let other = SignatureError::OtherAgencysKey {
+        agency: "cz-eeb".into(),
+        owner: "cz-psb".into(),
     };
     assert_eq!(
-        answer(key_id.clone()),
-        (Code::InvalidArgument, key_id.to_string())
-    );
-    assert_eq!(
-        answer(SignatureError::Missing),
+        answer(other.clone()),
         (
-            Code::InvalidArgument,
-            "notification.signature: is missing".to_owned()
+            Code::PermissionDenied,
+            "notification.signing_key_id: names a key registered for cz-psb, not for cz-eeb"
+                .to_owned()
         )
     );
     assert_eq!(
-        ApiError::from(SignatureError::Length(3)).refusal_code(),
-        Some("INVALID_ARGUMENT")
+        ApiError::from(other).refusal_code(),
+        Some("PERMISSION_DENIED")
+    );
+    for error in [
+        SignatureError::Missing,
+        SignatureError::Length(3),
+        SignatureError::NoKeyRegistered {
+            agency: "cz-eeb".into(),
+        },
+        SignatureError::UnknownKeyId {
+            agency: "cz-eeb".into(),
+        },
+    ] {
+        assert_eq!(
+            ApiError::from(error).refusal_code(),
+            Some("UNAUTHENTICATED")
+        );
+    }
+    assert_eq!(
+        answer(SignatureError::NoKeyRegistered {
+            agency: "cz-eeb".into()
+        }),
+        (
+            Code::Unauthenticated,
+            "notification.signature: no signing key registered for cz-eeb".to_owned()
+        )
     );
 }
 

@@ -34,6 +34,21 @@ pub enum KeyError {
         /// What ring said.
         reason: String,
     },
+    /// The registry publishes another key as the gateway's.
+    #[error(
+        "{registry}: [gateway] signing_public_key is the key {published}, but signing.key is \
+         {own}; publish signing_public_key = \"{public_hex}\" (or configure the matching key)"
+    )]
+    NotPublished {
+        /// The registry file.
+        registry: PathBuf,
+        /// The id of the key the registry publishes.
+        published: String,
+        /// The id of the configured key.
+        own: String,
+        /// The configured key's public key, hex.
+        public_hex: String,
+    },
 }
 
 /// The gateway's signing key.

@@ -48,7 +48,13 @@
 //! nobody else, each approval names the digest of the text its co-signer
 //! received, and the release comes after the third approval, not before,
 //! and reaches every subscriber — the press office included — signed by
-//! the gateway. The process
+//! the gateway.
+//!
+//! Signatures run end to end: the gateway requires them
+//! (`require_signatures = true`, every agency's key and the gateway's own
+//! in the registry), and every adapter verifies what it receives against
+//! the same registry (`[verify]`, `on_failure = "reject"`); a closing check
+//! says every delivery verified. The process
 //! exits 0 only when every check passes; the daemons and the gateway are
 //! stopped with SIGTERM and the directory removed (it is kept, with the
 //! logs, on failure).
@@ -237,6 +243,7 @@ async fn play(
         &gateway_key,
     ));
     checks.push(report_counts_the_story(&statistics, &story));
+    checks.push(every_delivery_verified(dir, adapter, deadline).await);
     checks.extend(shut_down(daemons, gateway).await?);
     verdict(&checks, deadline)
 }
@@ -308,10 +315,10 @@ type Check = (bool, String);
 fn start_gateway(dir: &Path) -> anyhow::Result<(GatewayProcess, [u8; 32])> {
     println!("\nStarting the gateway");
     let pki = Pki::create(dir).context("creating the development PKI")?;
-    // Every agency's public key is registered: the gateway then requires
-    // and checks the signature the adapters put on each notification.
-    pki.register_signing_keys()
-        .context("registering the signing keys")?;
+    // Every agency's public key is registered, and the gateway's own: the
+    // gateway (with require_signatures on) checks the signature the adapters
+    // put on each notification, and the adapters verify every delivery.
+    liandong_tests::signed::register_all_keys(&pki);
     let gateway_key = pki
         .gateway_public_key()
         .context("reading the gateway's public key")?;
@@ -1478,6 +1485,66 @@ async fn shut_down(
     Ok(checks)
 }
 
+/// Every delivery each adapter handed to its sink was verified against the
+/// registry's keys (`[verify]`), the gateway's alerts and releases with its
+/// `[gateway]` key; none was rejected or passed unverified. Withheld stubs
+/// and redacted deliveries carry no verifiable signature and are counted
+/// apart. Read from each adapter's `status --json`, once its counts cover
+/// every file in its inbox.
+async fn every_delivery_verified(dir: &Path, adapter: &Path, deadline: Instant) -> Check {
+    let mut totals = [0u64; 4];
+    let mut problems = Vec::new();
+    for agency in SUBSCRIBERS {
+        let files = AdapterFiles::new(dir, agency);
+        let inbox = std::fs::read_dir(&files.inbox).map_or(0, |d| d.count() as u64);
+        let counts = loop {
+            let output = tokio::process::Command::new(adapter)
+                .arg("--config")
+                .arg(&files.config)
+                .args(["status", "--json"])
+                .output()
+                .await;
+            let report: Option<serde_json::Value> = output
+                .ok()
+                .and_then(|o| serde_json::from_slice(&o.stdout).ok());
+            let counts = report.map(|r| {
+                let v = &r["subscriptions"][0]["verification"];
+                ["verified", "unverifiable", "failed_passed", "rejected"]
+                    .map(|k| v[k].as_u64().unwrap_or(0))
+            });
+            match counts {
+                Some(c) if c[0] + c[1] + c[2] >= inbox => break Some(c),
+                _ if Instant::now() > deadline => break counts,
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        match counts {
+            None => problems.push(format!("{agency}: no status")),
+            Some(c) => {
+                if c[2] + c[3] > 0 || c[0] == 0 {
+                    problems.push(format!(
+                        "{agency}: {} verified, {} failed and passed, {} rejected",
+                        c[0], c[2], c[3]
+                    ));
+                }
+                for (total, count) in totals.iter_mut().zip(c) {
+                    *total += count;
+                }
+            }
+        }
+    }
+    let mut line = format!(
+        "every delivery verified by its receiving adapter against the registry's keys: \
+         {} verified (the gateway's alerts and releases with its [gateway] key), \
+         {} unverifiable (withheld or redacted by the gateway), {} rejected",
+        totals[0], totals[1], totals[3]
+    );
+    if !problems.is_empty() {
+        line.push_str(&format!("; not: {}", problems.join("; ")));
+    }
+    (problems.is_empty(), line)
+}
+
 /// Prints the checks; the demo passes only when every one passed within
 /// the deadline.
 fn verdict(checks: &[Check], deadline: Instant) -> anyhow::Result<()> {
@@ -1509,6 +1576,7 @@ fn gateway_config() -> String {
      \n\
      [signing]\n\
      key = \"pki/gateway.signing.pk8\"\n\
+     require_signatures = true\n\
      \n\
      [mechanism]\n\
      deadlines = \"drill-deadlines.toml\"\n\

@@ -331,3 +331,66 @@ fn webhook_plain_http_to_remote_host_is_refused() {
         .unwrap_or_else(|e| panic!("{url}: {e}"));
     }
 }
+
+#[test]
+fn verify_defaults_to_reject_and_names_bad_values() {
+    assert_eq!(parse(MINIMAL).unwrap().verify, None);
+    let config = parse(&with("[verify]\nregistry = \"agencies.toml\"\n")).unwrap();
+    assert_eq!(
+        config.verify,
+        Some(VerifySettings {
+            registry: PathBuf::from("etc/agencies.toml"),
+            on_failure: OnFailure::Reject,
+        })
+    );
+    let warn = parse(&with(
+        "[verify]\nregistry = \"agencies.toml\"\non_failure = \"warn\"\n",
+    ))
+    .unwrap();
+    assert_eq!(warn.verify.unwrap().on_failure, OnFailure::Warn);
+    assert_eq!(
+        refused(&with(
+            "[verify]\nregistry = \"agencies.toml\"\non_failure = \"drop\"\n"
+        )),
+        "etc/adapter.toml: `verify.on_failure`: \"drop\" is not \"reject\" or \"warn\""
+    );
+    assert!(refused(&with("[verify]\non_failure = \"warn\"\n")).contains("verify.registry"));
+}
+
+#[test]
+fn a_subscriptions_rejected_folder_defaults_beside_the_config() {
+    let text = with(
+        "[[subscription]]\nname = \"psb-inbox\"\n[subscription.sink]\nkind = \"stdout\"\n\
+         [[subscription]]\nname = \"psb-two\"\nrejected = \"/var/lib/ld/rejected-two\"\n\
+         [subscription.sink]\nkind = \"stdout\"\n",
+    );
+    let config = parse(&text).unwrap();
+    assert_eq!(
+        config.subscriptions[0].rejected,
+        Path::new("etc/rejected/psb-inbox")
+    );
+    assert_eq!(
+        config.subscriptions[1].rejected,
+        Path::new("/var/lib/ld/rejected-two")
+    );
+}
+
+#[test]
+fn the_production_example_verifies_deliveries() {
+    let path = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/production/adapter.toml"
+    ));
+    let config = DaemonConfig::load(path, PartialGateway::default()).unwrap();
+    assert_eq!(
+        config.verify,
+        Some(VerifySettings {
+            registry: PathBuf::from("/etc/liandong-adapter/agencies.toml"),
+            on_failure: OnFailure::Reject,
+        })
+    );
+    assert_eq!(
+        config.subscriptions[0].rejected,
+        Path::new("/var/lib/liandong-adapter/rejected/psb-main")
+    );
+}

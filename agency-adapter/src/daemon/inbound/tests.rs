@@ -13,6 +13,7 @@ fn settings(sink: SinkSettings) -> SubscriptionSettings {
         max_in_flight: 0,
         ack_timeout_seconds: 0,
         sink,
+        rejected: std::env::temp_dir().join("liandong-unused-rejected"),
     }
 }
 
@@ -37,6 +38,7 @@ async fn run(
         gateway: gateway.settings.clone(),
         settings: settings(sink.clone()),
         sink: Arc::new(Sink::build(&sink).unwrap()),
+        verifier: None,
     };
     let stop = CancellationToken::new();
     let task = tokio::spawn(inbound.run(stop.clone()));
@@ -142,4 +144,132 @@ async fn a_failing_webhook_means_no_acknowledgement() {
         store.snapshot().await.unwrap().subscriptions[0].failing_since,
         None
     );
+}
+
+mod verification {
+    use ring::rand::SystemRandom;
+    use ring::signature::{Ed25519KeyPair, KeyPair as _};
+
+    use crate::config::daemon::{OnFailure, VerifySettings};
+
+    use super::*;
+
+    /// A registry publishing a key for cz-eeb, the sender of every
+    /// scripted delivery, none of which is signed.
+    fn verifier(dir: &std::path::Path, on_failure: OnFailure) -> Arc<Verifier> {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        let path = dir.join("agencies.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[[agency]]\nid = \"cz-eeb\"\nname = \"eeb\"\nrole = \"ENVIRONMENT\"\n\
+                 region = \"140400\"\nclearance = \"RESTRICTED\"\n\
+                 signing_public_keys = [\"{}\"]\n",
+                hex::encode(pair.public_key().as_ref())
+            ),
+        )
+        .unwrap();
+        Arc::new(
+            Verifier::load(&VerifySettings {
+                registry: path,
+                on_failure,
+            })
+            .unwrap(),
+        )
+    }
+
+    async fn run_verified(
+        gateway: &MockGateway,
+        store: &Store,
+        sink: SinkSettings,
+        rejected: std::path::PathBuf,
+        verifier: Arc<Verifier>,
+    ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+        prepare_rejected(&rejected).unwrap();
+        let inbound = Inbound {
+            store: store.clone(),
+            gateway: gateway.settings.clone(),
+            settings: SubscriptionSettings {
+                rejected,
+                ..settings(sink.clone())
+            },
+            sink: Arc::new(Sink::build(&sink).unwrap()),
+            verifier: Some(verifier),
+        };
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(inbound.run(stop.clone()));
+        (stop, task)
+    }
+
+    fn names(dir: &std::path::Path) -> Vec<String> {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .map(|e| e.unwrap().file_name().into_string().unwrap())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn rejected_deliveries_go_to_the_rejected_folder_not_the_sink_and_are_acked() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let gateway = MockGateway::start(three()).await;
+        let (dir, store) = testing::store().await;
+        let out = dir.path().join("out");
+        let rejected = dir.path().join("rejected").join("psb-inbox");
+        let (stop, task) = run_verified(
+            &gateway,
+            &store,
+            SinkSettings::Folder(FolderSink { path: out.clone() }),
+            rejected.clone(),
+            verifier(dir.path(), OnFailure::Reject),
+        )
+        .await;
+        gateway.wait_until(|seen| seen.acks == [1, 2, 3]).await;
+        stop.cancel();
+        task.await.unwrap();
+        assert!(names(&out).is_empty(), "nothing reached the sink");
+        assert_eq!(names(&rejected).len(), 3);
+        let mode = std::fs::metadata(&rejected).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        let file: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(rejected.join("psb-inbox-00000000000000000001.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(file["kind"], "rejected_delivery");
+        assert_eq!(file["reason"], "notification.signature: is missing");
+        assert_eq!(file["delivery"]["sequence"], 1);
+        let state = &store.snapshot().await.unwrap().subscriptions[0];
+        assert_eq!(
+            (state.rejected, state.verified, state.failed_passed),
+            (3, 0, 0)
+        );
+    }
+
+    #[tokio::test]
+    async fn under_warn_failures_are_counted_and_handed_to_the_sink() {
+        let gateway = MockGateway::start(three()).await;
+        let (dir, store) = testing::store().await;
+        let out = dir.path().join("out");
+        let rejected = dir.path().join("rejected").join("psb-inbox");
+        let (stop, task) = run_verified(
+            &gateway,
+            &store,
+            SinkSettings::Folder(FolderSink { path: out.clone() }),
+            rejected.clone(),
+            verifier(dir.path(), OnFailure::Warn),
+        )
+        .await;
+        gateway.wait_until(|seen| seen.acks == [1, 2, 3]).await;
+        stop.cancel();
+        task.await.unwrap();
+        assert_eq!(names(&out).len(), 3);
+        assert!(names(&rejected).is_empty());
+        let state = &store.snapshot().await.unwrap().subscriptions[0];
+        assert_eq!((state.failed_passed, state.rejected), (3, 0));
+    }
 }
