@@ -272,10 +272,12 @@ impl Session {
             Start::Now => gateway.store.latest_sequence().await.map_err(store_error)?,
             Start::After(n) => {
                 let latest = gateway.store.latest_sequence().await.map_err(store_error)?;
+                // The latest sequence counts every agency's traffic: the
+                // refusal does not state it.
                 if n > latest {
                     return Err(ApiError::InvalidArgument(FieldError::new(
                         "open.start.after_sequence",
-                        format!("is beyond the latest sequence {latest}"),
+                        "is beyond the latest sequence",
                     )));
                 }
                 n
