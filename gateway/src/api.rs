@@ -16,6 +16,14 @@
 //! before it closes the store. A publish arriving after shutdown began is
 //! refused with `UNAVAILABLE`. Audit writes (refusals, `GetCase`
 //! disclosures) run as awaited tasks of their own for the same reason.
+//!
+//! Every notification takes a token of its sender's publish rate
+//! (`quota::rate`): a unary publish finding none is refused with
+//! `RESOURCE_EXHAUSTED` (audited, nothing stored) before it takes one of
+//! the [`MAX_PUBLISHES_IN_FLIGHT`] slots, so a flooding agency cannot fill
+//! them; a `PublishStream` waits for the token before it reads its next
+//! request, so HTTP/2 flow control holds the sender back and the stream
+//! stays open.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -39,6 +47,7 @@ use crate::disclosure::{self, CasePage};
 use crate::error::ApiError;
 use crate::identity::{Caller, Principal};
 use crate::policy::{self, PublishRefusal};
+use crate::quota::rate::RateLimited;
 use crate::refusals::Rpc;
 use crate::routing::{self, OpenRequest, Session, SessionEnd};
 use crate::signatures;
@@ -112,6 +121,29 @@ fn peer_addr<T>(request: &Request<T>) -> Option<std::net::SocketAddr> {
         .extensions()
         .get::<crate::identity::PeerIdentity>()
         .map(|peer| peer.remote_addr)
+}
+
+/// Refuses a unary publish of `principal` over its rate, and records the
+/// refusal in the audit log.
+async fn refuse_over_rate(
+    gateway: &Gateway,
+    principal: &Principal,
+    request: &pb::PublishRequest,
+    limited: RateLimited,
+) -> Status {
+    let notification_id = request
+        .notification
+        .as_ref()
+        .map(|n| n.notification_id.as_str())
+        .unwrap_or_default();
+    tracing::info!(agency.id = %principal.agency.id, retry_after_ms = limited.retry_after.as_millis() as u64, "publish refused: rate limit");
+    let error = ApiError::ResourceExhausted(limited.to_string());
+    record(
+        gateway,
+        audit::publish_refused(principal, notification_id, &error),
+    )
+    .await;
+    error.into()
 }
 
 /// The refusal of a publish arriving once shutdown began.
@@ -284,6 +316,14 @@ impl Exchange for ExchangeService {
         if self.gateway.stop.is_cancelled() {
             return Err(publish_stopped().into());
         }
+        let principal = self.principal(&request).await?;
+        // Over its rate, a caller is refused before it can wait for (and
+        // hold) a slot the other agencies need.
+        if let Err(limited) = self.gateway.publish_rate.check(&principal.agency.id) {
+            return Err(
+                refuse_over_rate(&self.gateway, &principal, request.get_ref(), limited).await,
+            );
+        }
         // Waiting for a slot holds nothing: a caller gone meanwhile leaves
         // nothing behind.
         let slot = self
@@ -293,13 +333,11 @@ impl Exchange for ExchangeService {
             .await
             .map_err(|_| publish_stopped())?;
         let gateway = self.gateway.clone();
-        let service = self.clone();
+        let peer = peer_addr(&request);
         // From here on the work is the task's: dropping this future (an
         // expired deadline, a dropped connection) only stops the waiting.
         let work = self.publishes.spawn(async move {
             let _slot = slot;
-            let principal = service.principal(&request).await?;
-            let peer = peer_addr(&request);
             publish_one_from(&gateway, &principal, peer, request.into_inner())
                 .await
                 .map_err(Into::into)
@@ -347,6 +385,17 @@ impl Exchange for ExchangeService {
                         return;
                     }
                 };
+                // Paced, not refused: the next request is read only once
+                // this one has its token.
+                if let Ok(Some(_)) = &next {
+                    tokio::select! {
+                        () = gateway.publish_rate.until_ready(&principal.agency.id) => {}
+                        _ = gateway.stop.cancelled() => {
+                            let _ = tx.send(Err(publish_stopped().into())).await;
+                            return;
+                        }
+                    }
+                }
                 match next {
                     Ok(Some(request)) => {
                         match publish_one_from(&gateway, &principal, peer, request).await {
@@ -434,6 +483,12 @@ const CASE_READ_BATCH: u32 = 32;
 /// projection. A page without any entry the caller may see is
 /// `NOT_FOUND`, so that neither a guessed reference nor a forged token
 /// reveals anything of a case.
+///
+/// Visibility is decided first from the routing columns alone; only the
+/// rows the caller will receive something of (in full or as a stub) are
+/// then read whole, checked, and decided again from their checked
+/// columns. The payload of an entry the caller may not see is never read,
+/// so neither its size nor its state shows in the answer or its timing.
 async fn case_page(
     gateway: &Gateway,
     principal: &Principal,
@@ -447,9 +502,18 @@ async fn case_page(
     while !page.more {
         let batch = gateway
             .store
-            .case_after(case_ref, after, CASE_READ_BATCH)
+            .case_envelopes_after(case_ref, after, CASE_READ_BATCH)
             .await?;
-        disclosure::case_timeline(&rules, &principal.agency, &batch.rows, &mut page);
+        let visible: Vec<u64> = batch
+            .rows
+            .iter()
+            .filter(|(_, envelope)| {
+                policy::decide(&rules, &principal.agency, envelope) != policy::Decision::Nothing
+            })
+            .map(|(sequence, _)| *sequence)
+            .collect();
+        let rows = gateway.store.notifications(&visible).await?;
+        disclosure::case_timeline(&rules, &principal.agency, &rows, &mut page);
         match batch.through {
             Some(through) => after = through,
             None => break,
@@ -530,3 +594,6 @@ async fn open_session(
     tokio::spawn(session.run(inbound, sink));
     Ok(stream)
 }
+
+#[cfg(test)]
+mod tests;

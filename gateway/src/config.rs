@@ -13,6 +13,9 @@ use std::time::Duration;
 use liandong_core::toml_file::{self, FileError};
 use serde::Deserialize;
 
+use liandong_core::domain::AgencyId;
+
+use crate::quota::rate::{self, Rate, RateSettings};
 use crate::reports::{CrimeThreshold, Schedule, SupervisionSettings};
 use crate::supervision::{DEFAULT_TIME_ZONE, MechanismFiles};
 
@@ -166,6 +169,22 @@ struct LimitsSection {
     max_subscriptions_per_agency: u32,
     #[serde(default = "default_max_streams_per_agency")]
     max_streams_per_agency: u32,
+    #[serde(default = "default_publish_per_second")]
+    publish_per_second: u32,
+    #[serde(default = "default_publish_burst")]
+    publish_burst: u32,
+    /// Agency id -> its own publish rate.
+    #[serde(default)]
+    agency: std::collections::BTreeMap<String, AgencyLimitsSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgencyLimitsSection {
+    #[serde(default)]
+    publish_per_second: Option<u32>,
+    #[serde(default)]
+    publish_burst: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -213,6 +232,12 @@ fn default_max_subscriptions_per_agency() -> u32 {
 fn default_max_streams_per_agency() -> u32 {
     100
 }
+fn default_publish_per_second() -> u32 {
+    rate::DEFAULT_PER_SECOND
+}
+fn default_publish_burst() -> u32 {
+    rate::DEFAULT_BURST
+}
 fn default_grace_seconds() -> u64 {
     10
 }
@@ -223,6 +248,9 @@ impl Default for LimitsSection {
             max_message_bytes: default_max_message_bytes(),
             max_subscriptions_per_agency: default_max_subscriptions_per_agency(),
             max_streams_per_agency: default_max_streams_per_agency(),
+            publish_per_second: default_publish_per_second(),
+            publish_burst: default_publish_burst(),
+            agency: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -294,6 +322,10 @@ pub struct GatewayConfig {
     /// separately, `PublishStream` calls; one more of either is
     /// `RESOURCE_EXHAUSTED`.
     pub max_streams_per_agency: u32,
+    /// Notifications per second each agency may publish, and how many at
+    /// once after a pause (`limits.publish_per_second`, `publish_burst`,
+    /// `[limits.agency.<id>]`); more is `RESOURCE_EXHAUSTED`.
+    pub publish_rate: RateSettings,
     /// How long shutdown waits for in-flight work.
     pub shutdown_grace: Duration,
     /// How often member agencies receive their statistics report
@@ -408,6 +440,7 @@ impl GatewayConfig {
                 "must be between 1 and 100000".into(),
             ));
         }
+        let publish_rate = publish_rate(&file.limits, &field)?;
         let report_schedule = match file.reports.schedule.as_deref() {
             None => Schedule::default(),
             Some(text) => Schedule::parse(text).ok_or_else(|| {
@@ -479,6 +512,7 @@ impl GatewayConfig {
             cursor_flush: Duration::from_millis(file.delivery.cursor_flush_ms),
             max_subscriptions_per_agency: file.limits.max_subscriptions_per_agency,
             max_streams_per_agency: file.limits.max_streams_per_agency,
+            publish_rate,
             shutdown_grace: Duration::from_secs(file.shutdown.grace_seconds),
             report_schedule,
             supervision,
@@ -539,6 +573,42 @@ fn supervision_settings(
         }
     }
     Ok(settings)
+}
+
+/// The publish rates of `[limits]`, validated: rates and bursts between 1
+/// and [`rate::MAX_SETTING`], agency tables named by a well-formed agency
+/// id (an agency's table may set either value; the other is the default).
+fn publish_rate(
+    limits: &LimitsSection,
+    field: &impl Fn(&str, String) -> ConfigError,
+) -> Result<RateSettings, ConfigError> {
+    let setting = |name: &str, value: u32| {
+        std::num::NonZeroU32::new(value)
+            .filter(|value| value.get() <= rate::MAX_SETTING)
+            .ok_or_else(|| field(name, format!("must be between 1 and {}", rate::MAX_SETTING)))
+    };
+    let default = Rate {
+        per_second: setting("limits.publish_per_second", limits.publish_per_second)?,
+        burst: setting("limits.publish_burst", limits.publish_burst)?,
+    };
+    let mut agencies = std::collections::BTreeMap::new();
+    for (id, own) in &limits.agency {
+        let key = format!("limits.agency.{id}");
+        let agency = AgencyId::parse(&key, id)
+            .map_err(|_| field(&key, format!("{id:?} is not an agency id")))?;
+        let rate = Rate {
+            per_second: match own.publish_per_second {
+                Some(value) => setting(&format!("{key}.publish_per_second"), value)?,
+                None => default.per_second,
+            },
+            burst: match own.publish_burst {
+                Some(value) => setting(&format!("{key}.publish_burst"), value)?,
+                None => default.burst,
+            },
+        };
+        agencies.insert(agency, rate);
+    }
+    Ok(RateSettings { default, agencies })
 }
 
 fn resolve_database_url(url: &str, base: &Path) -> Result<String, String> {

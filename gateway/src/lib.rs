@@ -16,7 +16,8 @@
 //! - [`deadline`]: expired client deadlines answered `DEADLINE_EXCEEDED`.
 //! - [`refusals`]: refusals made before any handler (undecodable or
 //!   oversized requests) recorded in the audit log.
-//! - [`quota`]: open `PublishStream` calls per agency, against their cap.
+//! - [`quota`]: per-agency publish rate (a token bucket per agency) and
+//!   open `PublishStream` calls per agency, against their cap.
 //! - [`policy`]: who may see what of a notification.
 //! - [`routing`]: durable subscriptions: filters, open requests, and the
 //!   session (window, acks, redelivery, cursor).
@@ -97,6 +98,9 @@ pub struct Gateway {
     /// Open `PublishStream` calls per agency, held against
     /// `limits.max_streams_per_agency`.
     pub publish_streams: quota::OpenStreams,
+    /// Each agency's publish rate (`limits.publish_per_second`, burst),
+    /// shared by all its connections.
+    pub publish_rate: quota::rate::PublishRate,
     /// Deadline rules, calendar and time zone in force; replaced whole on
     /// reload.
     pub mechanism: ArcSwap<Mechanism>,
@@ -119,6 +123,7 @@ impl Gateway {
         delivery: DeliverySettings,
         key: Arc<GatewayKey>,
     ) -> Self {
+        let publish_rate = quota::rate::PublishRate::new(&delivery.publish_rate);
         Self {
             store,
             rules: ArcSwap::from_pointee(rules),
@@ -127,6 +132,7 @@ impl Gateway {
             stop: CancellationToken::new(),
             delivery,
             publish_streams: quota::OpenStreams::default(),
+            publish_rate,
             mechanism: ArcSwap::from_pointee(Mechanism::built_in()),
             deadline_timer: Arc::new(tokio::sync::Notify::new()),
             key,

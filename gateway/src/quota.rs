@@ -1,10 +1,13 @@
-//! Per-agency counts of open `PublishStream` calls, held against
-//! `limits.max_streams_per_agency` (Subscribe streams are counted by the
-//! session registry in `routing::wake`, against the same cap).
+//! Per-agency limits: the publish rate ([`rate`]) and the counts of open
+//! `PublishStream` calls, held against `limits.max_streams_per_agency`
+//! (Subscribe streams are counted by the session registry in
+//! `routing::wake`, against the same cap).
 //!
 //! A slot is taken when a stream opens and given back when its guard drops,
 //! however the stream ends. This module never refuses on its own: it tells
 //! the caller whether there is room.
+
+pub mod rate;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -11,8 +11,10 @@
 //! ([`codec::DECODE_REFUSAL`], stripped here so it never leaves the
 //! process), or `OUT_OF_RANGE` (which only tonic's length check answers in
 //! this gateway), is recorded in the audit log with the caller's identity
-//! and the RPC's own refusal action. Every other status passes untouched:
-//! handlers audit their own refusals.
+//! and the RPC's own refusal action; so is `UNIMPLEMENTED` answering a
+//! request that declares a `grpc-encoding` (the gateway accepts no
+//! compressed messages and refuses them before reading any). Every other
+//! status passes untouched: handlers audit their own refusals.
 //!
 //! The layer also puts the [`Rpc`] in the request's extensions, so a
 //! handler refusing the caller audits under the RPC's action.
@@ -115,6 +117,9 @@ struct Call {
     gateway: Arc<Gateway>,
     rpc: Option<Rpc>,
     caller: Caller,
+    /// The request declares a compression (`grpc-encoding` other than
+    /// `identity`).
+    compressed: bool,
 }
 
 impl Call {
@@ -124,7 +129,9 @@ impl Call {
     fn inspect(&self, headers: &mut HeaderMap) -> Option<JoinHandle<()>> {
         let marked = headers.remove(codec::DECODE_REFUSAL).is_some();
         let status = error::status_in(headers)?;
-        (marked || status.code() == Code::OutOfRange).then(|| self.record(&status))
+        let compression_refused = self.compressed && status.code() == Code::Unimplemented;
+        (marked || status.code() == Code::OutOfRange || compression_refused)
+            .then(|| self.record(&status))
     }
 
     fn record(&self, status: &Status) -> JoinHandle<()> {
@@ -134,7 +141,7 @@ impl Call {
             code_name(status.code()),
             status.message(),
         );
-        tracing::info!(agency.id = %entry.agency, audit.action = entry.action, code = ?status.code(), "request refused before its handler: undecodable or too large");
+        tracing::info!(agency.id = %entry.agency, audit.action = entry.action, code = ?status.code(), "request refused before its handler: undecodable, too large or compressed");
         let gateway = self.gateway.clone();
         tokio::spawn(async move {
             if let Err(cause) = gateway.store.append_audit(&[entry]).await {
@@ -150,6 +157,7 @@ fn code_name(code: Code) -> &'static str {
         Code::InvalidArgument => "INVALID_ARGUMENT",
         Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
         Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
         _ => "REFUSED",
     }
 }
@@ -172,10 +180,15 @@ where
         if let Some(rpc) = rpc {
             request.extensions_mut().insert(rpc);
         }
+        let compressed = request
+            .headers()
+            .get("grpc-encoding")
+            .is_some_and(|encoding| encoding.as_bytes() != b"identity");
         let call = Call {
             gateway: self.gateway.clone(),
             rpc,
             caller: Caller::of(request.extensions()),
+            compressed,
         };
         let answer = self.inner.call(request);
         Box::pin(async move {

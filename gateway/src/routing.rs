@@ -65,6 +65,8 @@ pub struct DeliverySettings {
     /// Open subscription streams per agency (and, counted separately by
     /// `quota`, open `PublishStream` calls).
     pub max_streams_per_agency: u32,
+    /// Each agency's publish rate (`quota::rate`).
+    pub publish_rate: crate::quota::rate::RateSettings,
 }
 
 impl DeliverySettings {
@@ -76,6 +78,7 @@ impl DeliverySettings {
             cursor_flush: config.cursor_flush,
             max_subscriptions_per_agency: config.max_subscriptions_per_agency,
             max_streams_per_agency: config.max_streams_per_agency,
+            publish_rate: config.publish_rate.clone(),
         }
     }
 }
@@ -89,6 +92,7 @@ impl Default for DeliverySettings {
             cursor_flush: Duration::from_secs(1),
             max_subscriptions_per_agency: 100,
             max_streams_per_agency: 100,
+            publish_rate: crate::quota::rate::RateSettings::default(),
         }
     }
 }

@@ -285,6 +285,24 @@ pub struct ReadBatch {
     pub through: Option<u64>,
 }
 
+/// The routing columns of a case's notifications, read without their
+/// payloads, in sequence order, and how far the read got.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EnvelopeBatch {
+    /// Sequence and parsed routing columns of each row; a row whose
+    /// columns do not parse is left out (and logged), as a checked read
+    /// would leave it out.
+    pub rows: Vec<(u64, Envelope)>,
+    /// The highest sequence examined; `None` when nothing above the
+    /// starting point exists.
+    pub through: Option<u64>,
+}
+
+/// Routing columns only: what a visibility decision needs, never the
+/// payload.
+const ENVELOPE_SELECT: &str = "SELECT sequence, sender, notification_id, case_ref, event, \
+     confidentiality, region, recipients, copies FROM notifications";
+
 /// Columns of a notification row, with the chain of the row just before
 /// it (`prev_chain`, `prev_sequence`; NULL when that row is absent).
 const CHECKED_SELECT: &str = "SELECT n.sequence, n.sender, n.notification_id, n.case_ref, n.event, \
@@ -541,17 +559,18 @@ impl Store {
         cases::history(&self.pool, case_ref).await
     }
 
-    /// Up to `limit` notifications of a case with a sequence above
-    /// `after`, in order, each checked; rows that fail are left out but
-    /// covered by `through`.
-    pub async fn case_after(
+    /// Up to `limit` envelopes of a case's notifications with a sequence
+    /// above `after`, in order, read from the routing columns alone: no
+    /// payload is read. Whoever reads the rows it decides to disclose
+    /// reads them with [`notifications`](Self::notifications), checked.
+    pub async fn case_envelopes_after(
         &self,
         case_ref: &str,
         after: u64,
         limit: u32,
-    ) -> Result<ReadBatch, StoreError> {
+    ) -> Result<EnvelopeBatch, StoreError> {
         let sql = format!(
-            "{CHECKED_SELECT} WHERE n.case_ref = $1 AND n.sequence > $2 ORDER BY n.sequence LIMIT $3"
+            "{ENVELOPE_SELECT} WHERE case_ref = $1 AND sequence > $2 ORDER BY sequence LIMIT $3"
         );
         let rows = sqlx::query(&sql)
             .bind(case_ref)
@@ -559,7 +578,49 @@ impl Store {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-        self.batch(&rows).await
+        let mut batch = EnvelopeBatch::default();
+        for row in &rows {
+            let sequence = to_u64(row.try_get("sequence")?, "sequence")?;
+            batch.through = Some(sequence);
+            let routing = integrity::RoutingColumns {
+                sender: row.try_get("sender")?,
+                notification_id: row.try_get("notification_id")?,
+                case_ref: row.try_get("case_ref")?,
+                event: row.try_get("event")?,
+                confidentiality: row.try_get("confidentiality")?,
+                region: row.try_get("region")?,
+                recipients: row.try_get("recipients")?,
+                copies: row.try_get("copies")?,
+            };
+            match integrity::parse_routing(&routing) {
+                Ok(envelope) => batch.rows.push((sequence, envelope)),
+                Err(violation) => self.withheld(sequence, &violation),
+            }
+        }
+        Ok(batch)
+    }
+
+    /// The notifications with the given sequences that pass their checks,
+    /// in sequence order.
+    pub async fn notifications(
+        &self,
+        sequences: &[u64],
+    ) -> Result<Vec<StoredNotification>, StoreError> {
+        if sequences.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders = (1..=sequences.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql =
+            format!("{CHECKED_SELECT} WHERE n.sequence IN ({placeholders}) ORDER BY n.sequence");
+        let mut query = sqlx::query(&sql);
+        for sequence in sequences {
+            query = query.bind(to_i64(*sequence));
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        self.checked_rows(&rows).await
     }
 
     /// Every notification of a case that passes its checks, in order.

@@ -39,6 +39,7 @@ pub mod demo_story;
 pub mod faults;
 pub mod hostile;
 pub mod signed;
+pub mod limits_bed;
 
 /// The dev registry: the agencies of the Changzhi mechanism.
 pub const REGISTRY: &str = include_str!("../../deploy/dev/agencies.toml");
@@ -459,6 +460,11 @@ impl Drop for GatewayProcess {
     }
 }
 
+/// The `[limits]` a test bed gets when its test sets none: a publish rate
+/// no test reaches.
+pub const UNLIMITED_PUBLISH_RATE: &str =
+    "\n[limits]\npublish_per_second = 1000000\npublish_burst = 1000000\n";
+
 /// The gateway's TLS handshake timeout in a test bed unless a test sets
 /// another.
 const DEFAULT_HANDSHAKE_TIMEOUT_SECONDS: u64 = 2;
@@ -490,7 +496,9 @@ impl Testbed {
 
     /// A fresh test bed on the backend `LIANDONG_TEST_BACKEND` chooses;
     /// `extra` is appended to the generated config (extra TOML tables such
-    /// as `[limits]`).
+    /// as `[limits]`). Without a `[limits]` table in `extra`, the test bed
+    /// lifts the per-agency publish rate ([`UNLIMITED_PUBLISH_RATE`]), so
+    /// that only tests that set `[limits]` meet the production default.
     pub fn start_with(extra: &str) -> anyhow::Result<Self> {
         Self::start_with_handshake_timeout(DEFAULT_HANDSHAKE_TIMEOUT_SECONDS, extra)
     }
@@ -528,6 +536,11 @@ impl Testbed {
         let dir = tempfile::tempdir()?;
         let pki = Pki::create(dir.path())?;
         let config = dir.path().join("gateway.toml");
+        let limits = if extra.contains("[limits]") {
+            ""
+        } else {
+            UNLIMITED_PUBLISH_RATE
+        };
         std::fs::write(
             &config,
             format!(
@@ -536,7 +549,7 @@ impl Testbed {
                  handshake_timeout_seconds = {handshake_timeout_seconds}\n\n\
                  [signing]\nkey = \"pki/gateway.signing.pk8\"\n\n\
                  [database]\nurl = \"{database_url}\"\n\n[delivery]\npoll_interval_ms = 200\n\n\
-                 [shutdown]\ngrace_seconds = 5\n{extra}"
+                 [shutdown]\ngrace_seconds = 5\n{limits}{extra}"
             ),
         )?;
         let gateway = GatewayProcess::start(&config, &dir.path().join("gateway.log"))?;

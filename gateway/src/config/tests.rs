@@ -289,3 +289,52 @@ fn the_production_example_requires_signatures_on_postgresql() {
         Path::new("/etc/liandong/tls/agencies-ca.pem")
     );
 }
+
+#[test]
+fn publish_rates_default_to_50_per_second_with_a_burst_of_200() {
+    let config = GatewayConfig::parse(GOOD, Path::new("/srv/ld/gateway.toml"), no_env).unwrap();
+    assert_eq!(config.publish_rate.default.per_second.get(), 50);
+    assert_eq!(config.publish_rate.default.burst.get(), 200);
+    assert!(config.publish_rate.agencies.is_empty());
+}
+
+#[test]
+fn an_agency_may_have_a_publish_rate_of_its_own() {
+    let text = format!(
+        "{GOOD}\n[limits]\npublish_per_second = 20\n\n[limits.agency.cz-psb]\npublish_burst = 1000\n"
+    );
+    let config = GatewayConfig::parse(&text, Path::new("/srv/ld/gateway.toml"), no_env).unwrap();
+    assert_eq!(config.publish_rate.default.per_second.get(), 20);
+    let psb = AgencyId::parse("agency", "cz-psb").unwrap();
+    let own = config.publish_rate.agencies[&psb];
+    assert_eq!(own.burst.get(), 1000);
+    assert_eq!(own.per_second.get(), 20, "the unset value is the default");
+}
+
+#[test]
+fn unusable_publish_rates_are_refused_by_name() {
+    for (limits, field) in [
+        ("publish_per_second = 0", "limits.publish_per_second"),
+        ("publish_burst = 0", "limits.publish_burst"),
+        ("publish_burst = 1000001", "limits.publish_burst"),
+        (
+            "[limits.agency.cz-psb]\npublish_per_second = 0",
+            "limits.agency.cz-psb.publish_per_second",
+        ),
+        (
+            "[limits.agency.\"Not An Id\"]\npublish_burst = 5",
+            "limits.agency.Not An Id",
+        ),
+    ] {
+        let text = format!("{GOOD}\n[limits]\n{limits}\n");
+        let error = GatewayConfig::parse(&text, Path::new("/srv/ld/gateway.toml"), no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(&format!("{field}:")), "{limits}: {error}");
+    }
+    let text = format!("{GOOD}\n[limits.agency.cz-psb]\npublish_rate = 5\n");
+    assert!(
+        GatewayConfig::parse(&text, Path::new("/srv/ld/gateway.toml"), no_env).is_err(),
+        "an unknown key in an agency's table is refused"
+    );
+}

@@ -281,22 +281,27 @@ impl Session {
             Start::Now => gateway.store.latest_sequence().await.map_err(store_error)?,
             Start::After(n) => {
                 let latest = gateway.store.latest_sequence().await.map_err(store_error)?;
+                // The latest sequence counts every agency's traffic: the
+                // refusal does not state it.
                 if n > latest {
                     return Err(ApiError::InvalidArgument(FieldError::new(
                         "open.start.after_sequence",
-                        format!("is beyond the latest sequence {latest}"),
+                        "is beyond the latest sequence",
                     )));
                 }
                 n
             }
         };
-        if let Some(cap) = gateway.sessions.stream_cap_reached(
-            &principal.agency.id,
-            name,
-            gateway.delivery.max_streams_per_agency,
-        ) {
-            return Err(stream_cap(owner, &cap).into());
-        }
+        // Counted against the cap before the store is touched: opens
+        // beyond it, however many arrive at once, create nothing.
+        let reservation = gateway
+            .sessions
+            .reserve(
+                &principal.agency.id,
+                name,
+                gateway.delivery.max_streams_per_agency,
+            )
+            .map_err(|cap| ApiError::from(stream_cap(owner, &cap)))?;
         let record = {
             let _opening = gateway.sessions.opening.lock().await;
             let cap = gateway.delivery.max_subscriptions_per_agency;
@@ -344,6 +349,7 @@ impl Session {
                 gateway.delivery.max_streams_per_agency,
             )
             .map_err(|cap| ApiError::from(stream_cap(owner, &cap)))?;
+        drop(reservation);
         wake::ensure_poller(&gateway);
         let rules_version = gateway.rules_version.subscribe();
         let window = Window::new(

@@ -557,3 +557,34 @@ async fn the_cursor_is_written_at_most_once_per_flush_interval() {
     drop(requests);
     without_time_passing(task).await.unwrap();
 }
+
+#[tokio::test]
+async fn opens_in_progress_count_against_the_stream_cap_until_they_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = gateway(&dir).await;
+    let owner = AgencyId::parse("owner", "cz-psb").unwrap();
+    let sessions = &gateway.sessions;
+    // Two opens under way, neither registered yet: a third is refused
+    // before it could touch the store.
+    let first = sessions.reserve(&owner, "a", 2).unwrap();
+    let second = sessions.reserve(&owner, "b", 2).unwrap();
+    let refused = sessions.reserve(&owner, "c", 2).unwrap_err();
+    assert_eq!(refused.open, 2);
+    // Reopening a name being opened replaces it: not refused.
+    drop(sessions.reserve(&owner, "a", 2).unwrap());
+    // Another agency has its own count.
+    let other = AgencyId::parse("owner", "cz-eeb").unwrap();
+    drop(sessions.reserve(&other, "a", 2).unwrap());
+    // Once registered, a session counts once, reservation or not.
+    let (_a, _) = sessions
+        .register(&gateway.stop, &owner, "a", SubscriptionFilter::default(), 2)
+        .unwrap();
+    drop(first);
+    assert!(
+        sessions.reserve(&owner, "c", 2).is_err(),
+        "a live, b opening"
+    );
+    // A failed open gives its place back.
+    drop(second);
+    drop(sessions.reserve(&owner, "c", 2).expect("b's open ended"));
+}

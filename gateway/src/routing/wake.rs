@@ -81,6 +81,26 @@ pub struct StreamCap {
     pub cap: u32,
 }
 
+/// An open in progress, counted against its owner's stream cap until it
+/// drops (once the session is registered, or the open failed).
+#[derive(Debug)]
+pub struct Reservation<'a> {
+    sessions: &'a Sessions,
+    key: (String, String),
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut inner = self.sessions.lock();
+        if let Some(count) = inner.pending.get_mut(&self.key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                inner.pending.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// The live sessions of this process.
 #[derive(Debug)]
 pub struct Sessions {
@@ -103,6 +123,11 @@ struct Inner {
     dispatched: u64,
     /// Local publishes dispatched above `dispatched`.
     ahead: BTreeSet<u64>,
+    /// Opens in progress per (owner, name), each holding a
+    /// [`Reservation`]: counted against the stream cap from before the
+    /// subscription is read or created in the store until the session is
+    /// registered (or the open fails).
+    pending: HashMap<(String, String), usize>,
 }
 
 impl Inner {
@@ -124,12 +149,20 @@ impl Inner {
     }
 
     /// Open sessions of `owner` other than the one named `name` (which a
-    /// new session of that name replaces).
+    /// new session of that name replaces), with the names being opened
+    /// that are not open yet.
     fn others_of(&self, owner: &AgencyId, name: &str) -> usize {
-        self.live
-            .iter()
-            .filter(|((o, n), _)| o == owner.as_str() && n != name)
-            .count()
+        let live = self
+            .live
+            .keys()
+            .filter(|(o, n)| o == owner.as_str() && n != name)
+            .count();
+        let opening = self
+            .pending
+            .keys()
+            .filter(|key| key.0 == owner.as_str() && key.1 != name && !self.live.contains_key(*key))
+            .count();
+        live + opening
     }
 }
 
@@ -169,17 +202,30 @@ impl Sessions {
         self.len() == 0
     }
 
-    /// The cap refusal a new session of `(owner, name)` would meet now.
-    pub(super) fn stream_cap_reached(
+    /// Counts an open of `(owner, name)` against the stream cap until the
+    /// returned reservation drops, or refuses it when `owner` has
+    /// `max_streams` other streams open or being opened. Taken before the
+    /// store is touched, so that concurrent opens beyond the cap change
+    /// nothing (no subscription is created for a refused stream).
+    pub(super) fn reserve(
         &self,
         owner: &AgencyId,
         name: &str,
         max_streams: u32,
-    ) -> Option<StreamCap> {
-        let open = self.lock().others_of(owner, name);
-        (open >= max_streams as usize).then_some(StreamCap {
-            open,
-            cap: max_streams,
+    ) -> Result<Reservation<'_>, StreamCap> {
+        let mut inner = self.lock();
+        let open = inner.others_of(owner, name);
+        if open >= max_streams as usize {
+            return Err(StreamCap {
+                open,
+                cap: max_streams,
+            });
+        }
+        let key = (owner.to_string(), name.to_owned());
+        *inner.pending.entry(key.clone()).or_default() += 1;
+        Ok(Reservation {
+            sessions: self,
+            key,
         })
     }
 

@@ -108,12 +108,20 @@ impl Window {
         self.slots.remove(&sequence);
     }
 
-    /// Acknowledgements remove their sequences; unknown ones are ignored.
-    /// Returns how many were in the window.
+    /// Acknowledgements remove their sequences, when a frame of each was
+    /// sent to this session; any other sequence (never delivered here,
+    /// admitted but not yet sent, delivered to another subscription) is
+    /// ignored and changes nothing. Returns how many were removed.
     pub fn ack(&mut self, sequences: &[u64]) -> usize {
         sequences
             .iter()
-            .filter(|sequence| self.slots.remove(sequence).is_some())
+            .filter(|sequence| {
+                let sent = self
+                    .slots
+                    .get(sequence)
+                    .is_some_and(|slot| slot.attempts > 0);
+                sent && self.slots.remove(sequence).is_some()
+            })
             .count()
     }
 

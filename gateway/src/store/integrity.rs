@@ -178,6 +178,35 @@ pub(crate) fn parse_copies(column: &str) -> Option<Vec<StatutoryCopy>> {
 /// The routing columns of `row` as domain values; the error names the first
 /// column that does not parse (never its value).
 fn parse_columns(row: &RawRow) -> Result<Envelope, Violation> {
+    parse_routing(&RoutingColumns {
+        sender: row.sender.clone(),
+        notification_id: row.notification_id.clone(),
+        case_ref: row.case_ref.clone(),
+        event: row.event,
+        confidentiality: row.confidentiality,
+        region: row.region.clone(),
+        recipients: row.recipients.clone(),
+        copies: row.copies.clone(),
+    })
+}
+
+/// The routing columns of a notification row, as stored: what deciding
+/// who may see it needs, without its payload.
+#[derive(Debug, Clone)]
+pub(crate) struct RoutingColumns {
+    pub(crate) sender: String,
+    pub(crate) notification_id: String,
+    pub(crate) case_ref: String,
+    pub(crate) event: i64,
+    pub(crate) confidentiality: i64,
+    pub(crate) region: String,
+    pub(crate) recipients: String,
+    pub(crate) copies: String,
+}
+
+/// Parses routing columns into an envelope (unchecked against any
+/// payload: a reader disclosing the row reads it checked).
+pub(crate) fn parse_routing(row: &RoutingColumns) -> Result<Envelope, Violation> {
     fn column<T>(name: &'static str, parsed: Result<T, FieldError>) -> Result<T, Violation> {
         parsed.map_err(|_| Violation::Unparseable(name))
     }

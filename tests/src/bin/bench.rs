@@ -11,7 +11,16 @@
 //!
 //! With `--idle-streams N`, N subscription streams whose filters match
 //! nothing stay open (over a few connections) during every phase: they
-//! must cost the publishers nothing.
+//! must cost the publishers nothing. These phases lift the per-agency
+//! publish rate, which they would otherwise measure instead of the
+//! gateway.
+//!
+//! `--scenario flood` measures the per-agency publish rate instead, at
+//! the configuration's defaults (50 per second, burst 200): one agency
+//! (`cz-psb`) publishes at a steady modest rate, first alone, then while
+//! another (`cz-eeb`) publishes as fast as it can over several
+//! connections; it reports the steady agency's publish latency both ways
+//! and how many of the flooder's publishes were accepted and refused.
 //!
 //! Numbers are printed, not asserted; `docs/PERFORMANCE.md` records runs.
 //! Build it in release: `cargo run --release -p liandong-tests --bin
@@ -19,16 +28,43 @@
 
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use tokio_stream::StreamExt;
 
 use liandong_core::pb::{self, Confidentiality as Level, EventType as Event};
 use liandong_tests::{Subscriber, Testbed, notification, publish};
 
+/// What the bench measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// Throughput and latency of publishing and delivery, rate limit
+    /// lifted.
+    Phases,
+    /// A well-behaved agency's publish latency while another floods.
+    Flood,
+}
+
 /// Load generator for the Liandong gateway.
 #[derive(Debug, Parser)]
 struct Args {
+    /// What to measure.
+    #[arg(long, value_enum, default_value_t = Scenario::Phases)]
+    scenario: Scenario,
+    /// Flood scenario: the steady agency's publishes per second.
+    #[arg(long, default_value_t = 10)]
+    steady_rate: u32,
+    /// Flood scenario: seconds of each half (without, then with the
+    /// flood).
+    #[arg(long, default_value_t = 20)]
+    flood_seconds: u64,
+    /// Flood scenario: connections the flooder publishes over, each
+    /// with one publish in flight at a time.
+    #[arg(long, default_value_t = 8)]
+    flooders: usize,
     /// Notifications per phase.
     #[arg(long, default_value_t = 2000)]
     notifications: usize,
@@ -138,21 +174,162 @@ async fn postgres_schema(base: &str) -> anyhow::Result<String> {
     ))
 }
 
+/// Starts the gateway on the chosen backend with `limits` as its
+/// `[limits]` table.
+async fn start(args: &Args, limits: &str) -> anyhow::Result<(&'static str, Testbed)> {
+    Ok(match &args.postgres {
+        Some(base) => (
+            "PostgreSQL",
+            Testbed::start_on(&postgres_schema(base).await?, limits)?,
+        ),
+        None => ("SQLite", Testbed::start_with(limits)?),
+    })
+}
+
+/// The steady agency's publishes during `seconds`, at `rate` per second,
+/// one at a time: the latency of each (all must succeed).
+async fn steady(
+    bed: &Testbed,
+    run: &str,
+    rate: u32,
+    seconds: u64,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut client = bed.client("cz-psb").await;
+    let mut ticks = tokio::time::interval(Duration::from_secs(1) / rate.max(1));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let total = u64::from(rate) * seconds;
+    let mut latencies = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        ticks.tick().await;
+        let n = notification(
+            &format!("steady-{run}-{i}"),
+            "CZ-BENCH-STEADY",
+            Event::ClueShared,
+            Level::Internal,
+            &[],
+        );
+        let sent = Instant::now();
+        publish(&mut client, n)
+            .await
+            .with_context(|| format!("the steady agency's publish {i} ({run})"))?;
+        latencies.push(sent.elapsed());
+    }
+    Ok(latencies)
+}
+
+/// Accepted and refused publishes of the flooder.
+#[derive(Debug, Default)]
+struct FloodCounts {
+    accepted: AtomicUsize,
+    refused: AtomicUsize,
+}
+
+/// One agency publishing as fast as it can over `connections`
+/// connections until `stop` is set.
+async fn flood(
+    bed: &Testbed,
+    connections: usize,
+    counts: Arc<FloodCounts>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<anyhow::Result<()>>>> {
+    let mut tasks = Vec::with_capacity(connections);
+    for c in 0..connections {
+        let mut client = bed.client("cz-eeb").await;
+        let counts = counts.clone();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let n = notification(
+                    &format!("flood-{c}-{i}"),
+                    "CZ-BENCH-FLOOD",
+                    Event::ClueShared,
+                    Level::Internal,
+                    &[],
+                );
+                i += 1;
+                match publish(&mut client, n).await {
+                    Ok(_) => counts.accepted.fetch_add(1, Ordering::Relaxed),
+                    Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                        counts.refused.fetch_add(1, Ordering::Relaxed)
+                    }
+                    Err(status) => anyhow::bail!("the flooder got {status:?}"),
+                };
+            }
+            anyhow::Ok(())
+        }));
+    }
+    Ok(tasks)
+}
+
+/// The flood scenario: the steady agency alone, then during a flood.
+async fn flood_scenario(args: &Args) -> anyhow::Result<()> {
+    let (backend, bed) = start(
+        args,
+        "\n[limits]\npublish_per_second = 50\npublish_burst = 200\n",
+    )
+    .await?;
+    println!(
+        "liandong-bench flood: gateway on {backend}, {} cores; limit 50/s, burst 200 per agency; \
+         cz-psb publishes {}/s for {} s alone, then {} s while cz-eeb floods over {} connections",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        args.steady_rate,
+        args.flood_seconds,
+        args.flood_seconds,
+        args.flooders
+    );
+    let alone = steady(&bed, "alone", args.steady_rate, args.flood_seconds).await?;
+    let count = alone.len();
+    report(
+        "steady agency, no flood",
+        count,
+        Duration::from_secs(args.flood_seconds),
+        alone,
+    );
+
+    let counts = Arc::new(FloodCounts::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooders = flood(&bed, args.flooders, counts.clone(), stop.clone()).await?;
+    let started = Instant::now();
+    let during = steady(&bed, "flood", args.steady_rate, args.flood_seconds).await;
+    let flood_time = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for task in flooders {
+        task.await??;
+    }
+    let during = during?;
+    let count = during.len();
+    report(
+        "steady agency, during the flood",
+        count,
+        Duration::from_secs(args.flood_seconds),
+        during,
+    );
+    let accepted = counts.accepted.load(Ordering::Relaxed);
+    let refused = counts.refused.load(Ordering::Relaxed);
+    println!(
+        "flooder: {accepted} accepted ({:.1}/s), {refused} refused with RESOURCE_EXHAUSTED ({:.0}/s) in {:.1} s",
+        accepted as f64 / flood_time.as_secs_f64(),
+        refused as f64 / flood_time.as_secs_f64(),
+        flood_time.as_secs_f64()
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    // The idle streams belong to one agency: lift its caps for the bench.
+    if args.scenario == Scenario::Flood {
+        return flood_scenario(&args).await;
+    }
+    // The idle streams belong to one agency: lift its caps for the bench,
+    // and the publish rate, which would otherwise be what is measured.
     let limits = format!(
-        "\n[limits]\nmax_streams_per_agency = {0}\nmax_subscriptions_per_agency = {0}\n",
+        "\n[limits]\nmax_streams_per_agency = {0}\nmax_subscriptions_per_agency = {0}\n\
+         publish_per_second = 1000000\npublish_burst = 1000000\n",
         (args.idle_streams + 16).max(100)
     );
-    let (backend, bed) = match &args.postgres {
-        Some(base) => (
-            "PostgreSQL",
-            Testbed::start_on(&postgres_schema(base).await?, &limits)?,
-        ),
-        None => ("SQLite", Testbed::start_with(&limits)?),
-    };
+    let (backend, bed) = start(&args, &limits).await?;
     println!(
         "liandong-bench: gateway on {backend}, {} cores, {} notifications per phase, {} idle streams",
         std::thread::available_parallelism().map_or(1, |n| n.get()),

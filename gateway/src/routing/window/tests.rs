@@ -46,6 +46,7 @@ fn the_window_admits_no_more_than_its_capacity() {
     window.admit(1);
     window.admit(2);
     assert_eq!(window.room(), 0);
+    window.sent(1, Instant::now());
     window.ack(&[1]);
     assert_eq!(window.room(), 1);
 }
@@ -157,4 +158,42 @@ async fn frames_fall_due_in_sequence_order_whatever_their_send_order() {
     advance(12 * SECOND).await;
     assert_eq!(window.due(Instant::now()), vec![1, 2, 3]);
     assert_eq!(window.cursor(), 0);
+}
+
+#[test]
+fn acks_for_sequences_never_delivered_change_nothing() {
+    let t0 = Instant::now();
+    let mut window = Window::new(10, 8, 30 * SECOND);
+    window.admit(12);
+    window.admit(14);
+    window.scanned_through(15);
+    window.sent(12, t0);
+    // 14 is admitted but its frame not yet sent; 11 and 13 were passed
+    // over; 16 and beyond were never read; 5 is below the cursor.
+    let before = (
+        window.cursor(),
+        window.len(),
+        window.room(),
+        window.next_due(),
+    );
+    assert_eq!(window.ack(&[5, 10, 11, 13, 14, 16, 1_000_000, u64::MAX]), 0);
+    assert_eq!(
+        (
+            window.cursor(),
+            window.len(),
+            window.room(),
+            window.next_due()
+        ),
+        before
+    );
+    assert_eq!(window.next_attempt(14), Some(1), "14 is still to be sent");
+    assert_eq!(
+        window.due(t0 + 30 * SECOND),
+        vec![12],
+        "12 is still redelivered"
+    );
+    // Once sent, 14 can be acknowledged.
+    window.sent(14, t0);
+    assert_eq!(window.ack(&[14]), 1);
+    assert_eq!(window.cursor(), 11, "12 still holds the cursor");
 }
