@@ -62,7 +62,7 @@ fn clue(id: &str, level: pb::Confidentiality, recipients: &[&str]) -> pb::Publis
 
 async fn case(gateway: &Gateway, reader: &Principal) -> Result<pb::CaseView, ApiError> {
     let page = PageRequest::parse("C-1", 0, "").unwrap();
-    case_page(gateway, reader, &page).await
+    case_page(gateway, reader, None, &page).await
 }
 
 #[tokio::test]
