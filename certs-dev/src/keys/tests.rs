@@ -298,7 +298,7 @@ fn retire_key_keeps_only_current() {
     let retirement = retire_key(&registry, &out, "cz-psb").unwrap();
     assert_eq!(retirement.kept, new);
     assert_eq!(retirement.retired, [old]);
-    assert_eq!(keys_of(&registry, "cz-psb"), [new.clone()]);
+    assert_eq!(keys_of(&registry, "cz-psb"), [new.as_str()]);
     assert_eq!(retirement.deleted.len(), 2);
     assert!(!out.join("agencies/cz-psb.signing.previous.pk8").exists());
     assert!(!out.join("agencies/cz-psb.signing.previous.pem").exists());
