@@ -9,8 +9,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use liandong_core::domain::AgencyId;
+use liandong_core::key_file::{ACCEPTED_FORMS, KeyFileError, load_ed25519, parse_ed25519};
 use liandong_core::pb;
-use liandong_core::signing::{key_id, signing_bytes};
+use liandong_core::signing::{PUBLIC_KEY_LEN, key_id, signing_bytes};
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 
 #[cfg(test)]
@@ -27,12 +28,13 @@ pub enum SignerError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The file is not an Ed25519 key in PKCS#8 DER.
-    #[error("{path}: not an Ed25519 PKCS#8 (DER) signing key: {reason}")]
+    /// The file is not an Ed25519 private key in a form the adapter reads
+    /// (PKCS#8 v1 or v2, DER or PEM).
+    #[error("{path}: not {ACCEPTED_FORMS}: {reason}")]
     Key {
         /// The key file.
         path: PathBuf,
-        /// What ring said.
+        /// What is wrong with it.
         reason: String,
     },
 }
@@ -54,36 +56,36 @@ impl fmt::Debug for Signer {
 }
 
 impl Signer {
-    /// Loads `<id>.signing.pk8` (as written by `liandong-certs init`).
+    /// Loads the agency's private key: `<id>.signing.pk8` or
+    /// `<id>.signing.pem` as `liandong-certs init` writes them, or a key
+    /// made by other tools (`openssl genpkey -algorithm ed25519`): PKCS#8
+    /// v1 or v2, DER or PEM.
     pub fn load(agency: AgencyId, path: &Path) -> Result<Self, SignerError> {
-        let der = std::fs::read(path).map_err(|source| SignerError::Read {
-            path: path.to_owned(),
-            source,
+        let pair = load_ed25519(path).map_err(|error| match error {
+            KeyFileError::Read { path, source } => SignerError::Read { path, source },
+            KeyFileError::Key { path, reason } => SignerError::Key { path, reason },
         })?;
-        Self::from_pkcs8(agency, &der).map_err(|reason| SignerError::Key {
-            path: path.to_owned(),
-            reason,
-        })
+        Ok(Self::from_key_pair(agency, pair))
     }
 
-    /// A signer from PKCS#8 DER bytes.
-    pub fn from_pkcs8(agency: AgencyId, der: &[u8]) -> Result<Self, String> {
-        // PKCS#8 v2 (with the public key, as liandong-certs writes it), or
-        // v1 as `openssl genpkey -algorithm ed25519 -outform DER` writes it.
-        let pair = Ed25519KeyPair::from_pkcs8(der)
-            .or_else(|_| Ed25519KeyPair::from_pkcs8_maybe_unchecked(der))
-            .map_err(|e| e.to_string())?;
-        let public: [u8; 32] = pair
+    /// A signer from the bytes of a key file (PKCS#8 v1 or v2, DER or
+    /// PEM).
+    pub fn from_pkcs8(agency: AgencyId, key: &[u8]) -> Result<Self, String> {
+        Ok(Self::from_key_pair(agency, parse_ed25519(key)?))
+    }
+
+    fn from_key_pair(agency: AgencyId, pair: Ed25519KeyPair) -> Self {
+        let public: [u8; PUBLIC_KEY_LEN] = pair
             .public_key()
             .as_ref()
             .try_into()
-            .map_err(|_| "the public key is not 32 bytes".to_owned())?;
+            .expect("an Ed25519 public key is 32 bytes");
         let key_id = key_id(agency.as_str(), &public);
-        Ok(Self {
+        Self {
             agency,
             pair,
             key_id,
-        })
+        }
     }
 
     /// The agency it signs for.

@@ -72,6 +72,58 @@ pub enum CertError {
         paths: Vec<PathBuf>,
     },
 
+    /// The registry text could not be edited (not TOML, or a key field of
+    /// an unexpected type).
+    #[error("agency registry {}: cannot write the signing keys: {reason}", path.display())]
+    RegistryEdit {
+        /// The registry file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A key command named an agency the registry does not list.
+    #[error("agency registry {} has no [[agency]] with id {id:?}", path.display())]
+    AgencyNotInRegistry {
+        /// The registry file.
+        path: PathBuf,
+        /// The agency asked for.
+        id: String,
+    },
+
+    /// `rotate-key` found a rollover already under way (two keys
+    /// registered): the old key must be retired first.
+    #[error(
+        "agency {id} already has {count} signing keys registered in {}: finish that rollover          with retire-key before rotating again",
+        path.display()
+    )]
+    RolloverInProgress {
+        /// The registry file.
+        path: PathBuf,
+        /// The agency.
+        id: String,
+        /// How many keys it lists.
+        count: usize,
+    },
+
+    /// The agency's current key file holds a key the registry does not
+    /// list, so retiring the others would leave it with no valid key.
+    #[error(
+        "the key in {} ({key}) is not registered for {id} in {}; refusing to retire the          registered keys",
+        key_file.display(),
+        path.display()
+    )]
+    KeyNotRegistered {
+        /// The registry file.
+        path: PathBuf,
+        /// The agency.
+        id: String,
+        /// The current key file.
+        key_file: PathBuf,
+        /// Its public key, hex.
+        key: String,
+    },
+
     /// Reading or writing a file of the PKI failed.
     #[error("I/O error on {}: {source}", path.display())]
     Io {
@@ -84,7 +136,8 @@ pub enum CertError {
 
 impl CertError {
     /// True when the error is caused by the caller's input or configuration
-    /// (unreadable or invalid registry, refusing to overwrite, bad agency id)
+    /// (unreadable or invalid registry, refusing to overwrite, bad agency id,
+    /// a key command that does not fit the registry)
     /// rather than by a failure of the machine or of the crypto libraries.
     pub fn is_usage_error(&self) -> bool {
         matches!(
@@ -95,6 +148,10 @@ impl CertError {
                 | CertError::RegistryEmpty { .. }
                 | CertError::RegistryEntry { .. }
                 | CertError::WouldOverwrite { .. }
+                | CertError::RegistryEdit { .. }
+                | CertError::AgencyNotInRegistry { .. }
+                | CertError::RolloverInProgress { .. }
+                | CertError::KeyNotRegistered { .. }
         )
     }
 }

@@ -11,7 +11,8 @@
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+
+use ring::rand::{SecureRandom as _, SystemRandom};
 
 use crate::{Authority, CertError, SigningKey, read_agency_ids};
 
@@ -50,6 +51,8 @@ fn planned_paths(out: &Path, ids: &[String]) -> Vec<(PathBuf, bool)> {
         (out.join("gateway.key"), true),
         (out.join("gateway.signing.pk8"), true),
         (out.join("gateway.signing.pub"), false),
+        (out.join("gateway.signing.pem"), true),
+        (out.join("gateway.signing.pub.pem"), false),
     ];
     let agencies = out.join(AGENCIES_DIR);
     for id in ids {
@@ -57,6 +60,8 @@ fn planned_paths(out: &Path, ids: &[String]) -> Vec<(PathBuf, bool)> {
         paths.push((agencies.join(format!("{id}.key")), true));
         paths.push((agencies.join(format!("{id}.signing.pk8")), true));
         paths.push((agencies.join(format!("{id}.signing.pub")), false));
+        paths.push((agencies.join(format!("{id}.signing.pem")), true));
+        paths.push((agencies.join(format!("{id}.signing.pub.pem")), false));
     }
     paths
 }
@@ -69,10 +74,15 @@ fn planned_paths(out: &Path, ids: &[String]) -> Vec<(PathBuf, bool)> {
 /// - `gateway.signing.pk8` (the Ed25519 PKCS#8 DER key with which the
 ///   gateway signs the notifications it emits itself) and
 ///   `gateway.signing.pub` (its lower-case hex public key and a newline,
-///   for receivers that verify them),
+///   for receivers that verify them), and the same key as
+///   `gateway.signing.pem` (PKCS#8 v1 PEM, which OpenSSL and Python's
+///   `cryptography` load) and `gateway.signing.pub.pem`
+///   (SubjectPublicKeyInfo PEM),
 /// - for every agency id: `agencies/<id>.crt`, `agencies/<id>.key`,
-///   `agencies/<id>.signing.pk8` (Ed25519 PKCS#8 DER) and
-///   `agencies/<id>.signing.pub` (lower-case hex public key and a newline).
+///   `agencies/<id>.signing.pk8` (Ed25519 PKCS#8 v2 DER),
+///   `agencies/<id>.signing.pub` (lower-case hex public key and a newline),
+///   `agencies/<id>.signing.pem` (the same key as PKCS#8 v1 PEM) and
+///   `agencies/<id>.signing.pub.pem` (SubjectPublicKeyInfo PEM).
 ///
 /// Private key files get mode 0600 on unix. Unless `force`, nothing is
 /// written when any of these files already exists. Directories are created
@@ -111,6 +121,8 @@ pub fn init(registry: &Path, out: &Path, force: bool) -> Result<InitReport, Cert
         gateway.key_pem.into_bytes(),
         gateway_signing.pkcs8_der().to_vec(),
         format!("{}\n", gateway_signing.public_key_hex()).into_bytes(),
+        gateway_signing.pkcs8_v1_pem()?.into_bytes(),
+        gateway_signing.public_key_pem()?.into_bytes(),
     ];
     for id in &ids {
         let cert = ca.agency(id)?;
@@ -119,6 +131,8 @@ pub fn init(registry: &Path, out: &Path, force: bool) -> Result<InitReport, Cert
         contents.push(cert.key_pem.into_bytes());
         contents.push(signing.pkcs8_der().to_vec());
         contents.push(format!("{}\n", signing.public_key_hex()).into_bytes());
+        contents.push(signing.pkcs8_v1_pem()?.into_bytes());
+        contents.push(signing.public_key_pem()?.into_bytes());
     }
     let plan: Vec<Planned> = paths
         .into_iter()
@@ -145,12 +159,11 @@ pub fn init(registry: &Path, out: &Path, force: bool) -> Result<InitReport, Cert
     })
 }
 
-/// Writes `contents` to `path` atomically: a temporary file in the same
-/// directory is written, synced and renamed over `path`. Secret files get
+/// Writes `contents` to `path` atomically: a temporary file with a random
+/// name in the same directory is created (never over an existing file),
+/// written, synced and renamed over `path`. Secret files get
 /// mode 0600 (unix), others 0644 (minus umask).
 pub(crate) fn write_atomic(path: &Path, contents: &[u8], secret: bool) -> Result<(), CertError> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-
     let io_err = |source| CertError::Io {
         path: path.to_owned(),
         source,
@@ -165,9 +178,15 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8], secret: bool) -> Result
         .to_string_lossy()
         .into_owned();
 
+    let random = SystemRandom::new();
     let (tmp, mut file) = loop {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
+        // Unpredictable, so nobody can plant a file at the name in advance;
+        // `create_new` refuses to follow or reuse anything already there.
+        let mut suffix = [0u8; 8];
+        random
+            .fill(&mut suffix)
+            .map_err(|_| io_err(io::Error::other("the system random source failed")))?;
+        let tmp = dir.join(format!(".{name}.tmp-{}", hex::encode(suffix)));
         let mut opts = OpenOptions::new();
         opts.write(true).create_new(true);
         #[cfg(unix)]

@@ -13,6 +13,7 @@ mod agency_id;
 mod authority;
 mod error;
 mod init;
+mod keys;
 mod registry;
 mod signing;
 
@@ -20,7 +21,8 @@ pub use agency_id::{AGENCY_URI_PREFIX, agency_uri, validate_agency_id};
 pub use authority::{Authority, CertifiedKey, ClientSpec, KeyUsage};
 pub use error::CertError;
 pub use init::{AGENCIES_DIR, DEV_CA_COMMON_NAME, GATEWAY_SANS, InitReport, init};
-pub use registry::read_agency_ids;
+pub use keys::{KeyFiles, Retirement, Rotation, register_keys, retire_key, rotate_key};
+pub use registry::{AgencyKeys, read_agency_ids, registered_signing_keys, write_signing_keys};
 pub use signing::{ED25519_PUBLIC_KEY_LEN, SigningKey};
 
 #[cfg(test)]

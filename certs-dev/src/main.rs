@@ -35,6 +35,38 @@ enum Command {
         /// Overwrite existing files.
         #[arg(long)]
         force: bool,
+        /// Also write each agency's signing public key
+        /// (`signing_public_keys`) and the gateway's (`[gateway]`) into the
+        /// registry, keeping its comments and layout.
+        #[arg(long)]
+        register_keys: bool,
+    },
+    /// Start a signing key rollover for an agency: a new key becomes
+    /// current, the old one is kept as <id>.signing.previous.{pk8,pem},
+    /// and the registry lists both (new first).
+    RotateKey {
+        /// The PKI directory `init` wrote.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Agency registry to update.
+        #[arg(long, value_name = "FILE")]
+        registry: PathBuf,
+        /// The agency whose key is rotated.
+        #[arg(long, value_name = "ID")]
+        agency: String,
+    },
+    /// End a rollover: the registry lists only the agency's current key,
+    /// and the previous key files are deleted.
+    RetireKey {
+        /// Agency registry to update.
+        #[arg(long, value_name = "FILE")]
+        registry: PathBuf,
+        /// The agency whose old keys are retired.
+        #[arg(long, value_name = "ID")]
+        agency: String,
+        /// The PKI directory holding the agency's current key.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
     },
 }
 
@@ -69,6 +101,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             registry,
             out,
             force,
+            register_keys,
         } => {
             let report = liandong_certs::init(&registry, &out, force)
                 .with_context(|| format!("init of {} failed", out.display()))?;
@@ -81,6 +114,56 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 out.display(),
                 report.agency_ids.len(),
                 report.agency_ids.join(", ")
+            );
+            if register_keys {
+                liandong_certs::register_keys(&registry, &out).with_context(|| {
+                    format!("writing the signing keys into {}", registry.display())
+                })?;
+                println!(
+                    "registered the signing keys of the gateway and {} agencies in {}",
+                    report.agency_ids.len(),
+                    registry.display()
+                );
+            }
+            Ok(())
+        }
+        Command::RotateKey {
+            out,
+            registry,
+            agency,
+        } => {
+            let rotation = liandong_certs::rotate_key(&registry, &out, &agency)
+                .with_context(|| format!("rotating the signing key of {agency}"))?;
+            for file in &rotation.files {
+                println!("{}", file.display());
+            }
+            println!(
+                "{agency}: new key {} is current; {} stays valid until retire-key (both registered in {})",
+                rotation.new_key,
+                rotation.old_key,
+                registry.display()
+            );
+            Ok(())
+        }
+        Command::RetireKey {
+            registry,
+            agency,
+            out,
+        } => {
+            let retirement = liandong_certs::retire_key(&registry, &out, &agency)
+                .with_context(|| format!("retiring the old signing keys of {agency}"))?;
+            for file in &retirement.deleted {
+                println!("deleted {}", file.display());
+            }
+            println!(
+                "{agency}: only {} is registered in {}; retired: {}",
+                retirement.kept,
+                registry.display(),
+                if retirement.retired.is_empty() {
+                    "none".to_owned()
+                } else {
+                    retirement.retired.join(", ")
+                }
             );
             Ok(())
         }

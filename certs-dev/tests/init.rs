@@ -38,12 +38,21 @@ fn expected_files(out: &Path) -> Vec<PathBuf> {
         "gateway.key",
         "gateway.signing.pk8",
         "gateway.signing.pub",
+        "gateway.signing.pem",
+        "gateway.signing.pub.pem",
     ]
     .iter()
     .map(|f| out.join(f))
     .collect();
     for id in ["cz-eeb", "cz-police"] {
-        for ext in ["crt", "key", "signing.pk8", "signing.pub"] {
+        for ext in [
+            "crt",
+            "key",
+            "signing.pk8",
+            "signing.pub",
+            "signing.pem",
+            "signing.pub.pem",
+        ] {
             v.push(out.join("agencies").join(format!("{id}.{ext}")));
         }
     }
@@ -59,7 +68,7 @@ fn snapshot(files: &[PathBuf]) -> BTreeMap<PathBuf, Vec<u8>> {
 
 fn is_secret(path: &Path) -> bool {
     let name = path.file_name().unwrap().to_str().unwrap();
-    name.ends_with(".key") || name.ends_with(".pk8")
+    name.ends_with(".key") || name.ends_with(".pk8") || name.ends_with(".signing.pem")
 }
 
 #[test]
@@ -260,11 +269,11 @@ fn cli_init_prints_files_and_uses_exit_codes() {
     assert_eq!(ok.status.code(), Some(0), "{ok:?}");
     let stdout = String::from_utf8(ok.stdout).unwrap();
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 15, "{stdout}");
+    assert_eq!(lines.len(), 21, "{stdout}");
     for (line, expected) in lines.iter().zip(expected_files(&out)) {
         assert_eq!(Path::new(line), expected);
     }
-    assert!(lines[14].contains("14 files") && lines[14].contains("2 agencies"));
+    assert!(lines[20].contains("20 files") && lines[20].contains("2 agencies"));
     assert!(!stdout.contains("PRIVATE KEY"));
 
     let refused = run(&[]);
@@ -306,4 +315,104 @@ fn cli_other_failures_exit_1() {
         .output()
         .unwrap();
     assert_eq!(res.status.code(), Some(1), "{res:?}");
+}
+
+#[test]
+fn cli_registers_rotates_and_retires_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = write_registry(tmp.path(), REGISTRY);
+    let out = tmp.path().join("pki");
+    let untouched = fs::read(&registry).unwrap();
+
+    let run = |args: &[&str]| {
+        let output = bin().args(args).output().unwrap();
+        (
+            output.status.code(),
+            String::from_utf8(output.stdout).unwrap(),
+            String::from_utf8(output.stderr).unwrap(),
+        )
+    };
+    let registry_arg = registry.to_str().unwrap();
+    let out_arg = out.to_str().unwrap();
+
+    // Without the flag the registry is not touched.
+    let (code, _, stderr) = run(&["init", "--registry", registry_arg, "--out", out_arg]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(fs::read(&registry).unwrap(), untouched);
+
+    let (code, stdout, stderr) = run(&[
+        "init",
+        "--registry",
+        registry_arg,
+        "--out",
+        out_arg,
+        "--force",
+        "--register-keys",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("registered the signing keys"), "{stdout}");
+    let key = |id: &str| {
+        SigningKey::load(&out.join("agencies").join(format!("{id}.signing.pk8")))
+            .unwrap()
+            .public_key_hex()
+    };
+    let first = key("cz-police");
+    let text = fs::read_to_string(&registry).unwrap();
+    assert!(
+        text.contains(&format!("signing_public_keys = [\"{first}\"]")),
+        "{text}"
+    );
+
+    let (code, stdout, stderr) = run(&[
+        "rotate-key",
+        "--out",
+        out_arg,
+        "--registry",
+        registry_arg,
+        "--agency",
+        "cz-police",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let second = key("cz-police");
+    assert!(
+        stdout.contains(&second) && stdout.contains(&first),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("PRIVATE KEY"));
+    let text = fs::read_to_string(&registry).unwrap();
+    assert!(
+        text.contains(&format!(
+            "signing_public_keys = [\"{second}\", \"{first}\"]"
+        )),
+        "{text}"
+    );
+
+    // A second rotation before retiring is a usage error (64).
+    let (code, _, stderr) = run(&[
+        "rotate-key",
+        "--out",
+        out_arg,
+        "--registry",
+        registry_arg,
+        "--agency",
+        "cz-police",
+    ]);
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(stderr.contains("retire-key"), "{stderr}");
+
+    let (code, _, stderr) = run(&[
+        "retire-key",
+        "--registry",
+        registry_arg,
+        "--agency",
+        "cz-police",
+        "--out",
+        out_arg,
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let text = fs::read_to_string(&registry).unwrap();
+    assert!(
+        text.contains(&format!("signing_public_keys = [\"{second}\"]")),
+        "{text}"
+    );
 }

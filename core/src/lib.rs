@@ -9,6 +9,8 @@
 //! - [`registry`]: the agency registry file (who exists, with which role,
 //!   clearance and certificate identity).
 //! - [`json`]: the documented JSON form of `liandong.v1` messages.
+//! - [`key_file`]: Ed25519 private key files in PKCS#8 v1 or v2, DER or
+//!   PEM.
 //! - [`signing`]: the canonical bytes agencies sign, key ids, verification.
 //! - [`subscription`]: a subscription's normalised filter (with the bytes
 //!   the gateway stores and compares) and its start position.
@@ -20,6 +22,7 @@
 
 pub mod domain;
 pub mod json;
+pub mod key_file;
 pub mod registry;
 pub mod signing;
 pub mod subscription;

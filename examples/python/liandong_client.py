@@ -8,7 +8,9 @@ library::
     import liandong_client as lc
 
     client = lc.Client.from_pki("localhost:7443", "deploy/dev/pki", "cz-eeb-xiangyuan")
-    receipt = client.publish(lc.notification_from_json(open("n.json").read()))
+    signer = lc.Signer.from_pki("deploy/dev/pki", "cz-eeb-xiangyuan")
+    n = lc.notification_from_json(open("n.json").read())
+    receipt = client.publish(signer.sign(n))
 
     sub = client.subscribe("inbox", events=["CASE_TRANSFERRED"])
     for delivery in sub:
@@ -28,6 +30,7 @@ committed.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import atexit
 import importlib
 import importlib.resources
@@ -138,6 +141,115 @@ def event_type(name: str) -> int:
     """`CASE_TRANSFERRED` or `EVENT_TYPE_CASE_TRANSFERRED` -> its enum number."""
     name = name.strip().upper()
     return pb.EventType.Value(name if name.startswith("EVENT_TYPE_") else f"EVENT_TYPE_{name}")
+
+
+# --------------------------------------------------------------------------
+# Signing (docs/SIGNING.md)
+# --------------------------------------------------------------------------
+
+#: Domain separation: the bytes every signed notification starts with.
+SIGNING_DOMAIN = b"liandong.v1.Notification\n"
+
+
+def signing_bytes(notification, sender: str) -> bytes:
+    """The bytes an agency signs for `notification` sent as `sender`.
+
+    The domain prefix, then the deterministic protobuf encoding of the
+    notification with `signature` and `signing_key_id` cleared, `sender` set
+    to the signing agency and unknown fields dropped (docs/SIGNING.md, "The
+    signed bytes").
+    """
+    canonical = pb.Notification()
+    canonical.CopyFrom(notification)
+    canonical.ClearField("signature")
+    canonical.ClearField("signing_key_id")
+    canonical.sender = sender
+    canonical.DiscardUnknownFields()
+    return SIGNING_DOMAIN + canonical.SerializeToString(deterministic=True)
+
+
+def key_id(agency: str, public_key: bytes) -> str:
+    """`<agency>:<first 16 hex of SHA-256 of the raw 32-byte public key>`."""
+    if len(public_key) != 32:
+        raise ValueError(f"an Ed25519 public key is 32 bytes, not {len(public_key)}")
+    return f"{agency}:{hashlib.sha256(public_key).hexdigest()[:16]}"
+
+
+class Signer:
+    """Signs notifications as one agency with its Ed25519 key.
+
+    Load the `<agency>.signing.pem` that `liandong-certs init` writes (PKCS#8
+    v1), or any Ed25519 private key in PKCS#8 PEM or DER, such as one made by
+    ``openssl genpkey -algorithm ed25519``. Needs the `cryptography` package.
+    """
+
+    def __init__(self, agency: str, private_key):
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+        if not isinstance(private_key, Ed25519PrivateKey):
+            raise ValueError(f"the signing key of {agency} is not an Ed25519 key")
+        self.agency = agency
+        self._key = private_key
+        #: The raw 32-byte public key (what the registry lists, in hex).
+        self.public_key = private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        #: The id receivers look the key up by.
+        self.key_id = key_id(agency, self.public_key)
+
+    def __repr__(self) -> str:  # never the private key
+        return f"Signer(agency={self.agency!r}, key_id={self.key_id!r})"
+
+    @classmethod
+    def from_file(cls, agency: str, path: Union[str, Path]) -> "Signer":
+        """The key in `path`: PKCS#8 PEM (``-----BEGIN PRIVATE KEY-----``) or DER."""
+        from cryptography.hazmat.primitives import serialization
+
+        data = Path(path).read_bytes()
+        try:
+            if data.lstrip().startswith(b"-----BEGIN"):
+                key = serialization.load_pem_private_key(data, password=None)
+            else:
+                key = serialization.load_der_private_key(data, password=None)
+        except (ValueError, TypeError) as error:
+            raise ValueError(
+                f"{path}: not an unencrypted Ed25519 private key in PKCS#8 PEM or DER: {error}"
+            ) from None
+        try:
+            return cls(agency, key)
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from None
+
+    @classmethod
+    def from_pki(cls, pki_dir: Union[str, Path], agency: str) -> "Signer":
+        """The agency's key in a dev PKI directory: `agencies/<agency>.signing.pem`."""
+        return cls.from_file(agency, Path(pki_dir) / "agencies" / f"{agency}.signing.pem")
+
+    def sign(self, notification):
+        """Sets `sender`, `signing_key_id` and `signature` on `notification`
+        (in place) and returns it. Sign last: any later change breaks it."""
+        notification.sender = self.agency
+        notification.signing_key_id = self.key_id
+        notification.signature = self._key.sign(signing_bytes(notification, self.agency))
+        return notification
+
+
+def verify_signature(notification, sender: str, public_key: bytes) -> None:
+    """Checks `notification`'s signature by `sender`'s key `public_key` (raw
+    32 bytes); raises `ValueError` naming what is wrong."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    if len(notification.signature) != 64:
+        raise ValueError(f"notification.signature: is {len(notification.signature)} bytes long, not 64")
+    expected = key_id(sender, public_key)
+    if notification.signing_key_id != expected:
+        raise ValueError(f"notification.signing_key_id: names {notification.signing_key_id!r}, expected {expected!r}")
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(
+            notification.signature, signing_bytes(notification, sender)
+        )
+    except InvalidSignature:
+        raise ValueError(f"notification.signature: does not verify with the key {expected}") from None
 
 
 # --------------------------------------------------------------------------
@@ -446,6 +558,11 @@ def _parser() -> argparse.ArgumentParser:
 
     publish = commands.add_parser("publish", help="publish one notification from its JSON form; prints the receipt")
     publish.add_argument("file", help="JSON file, or - for standard input")
+    publish.add_argument("--signing-key", metavar="PEM",
+                         help="sign with this Ed25519 key (PKCS#8 PEM or DER); with --pki and --agency "
+                              "the default is agencies/<agency>.signing.pem when --sign is given")
+    publish.add_argument("--sign", action="store_true",
+                         help="sign the notification (docs/SIGNING.md) before publishing")
 
     subscribe = commands.add_parser("subscribe", help="follow a durable subscription: one JSON line per delivery, acked once printed")
     subscribe.add_argument("--name", required=True, help="subscription name (durable, per agency)")
@@ -473,6 +590,16 @@ def _client(args) -> Client:
     else:
         _parser().error("give --ca, --cert and --key, or --pki and --agency")
     return Client(connect(args.gateway, ca, cert, key, args.server_name))
+
+
+def _signer(args) -> Signer:
+    if args.signing_key:
+        if not args.agency:
+            _parser().error("--signing-key needs --agency (the agency the key signs for)")
+        return Signer.from_file(args.agency, args.signing_key)
+    if args.pki and args.agency:
+        return Signer.from_pki(args.pki, args.agency)
+    _parser().error("--sign needs --signing-key and --agency, or --pki and --agency")
 
 
 def _follow(client: Client, args) -> None:
@@ -505,7 +632,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         client = _client(args)
         if args.command == "publish":
             text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
-            print(to_json(client.publish(notification_from_json(text))))
+            notification = notification_from_json(text)
+            if args.sign or args.signing_key:
+                _signer(args).sign(notification)
+            print(to_json(client.publish(notification)))
         elif args.command == "subscribe":
             _follow(client, args)
         elif args.command == "get-case":

@@ -2,8 +2,10 @@
 //! contract is usable from a non-Rust stack.
 //!
 //! Starts a test bed, generates the Python stubs into a temporary directory
-//! with `grpc_tools.protoc`, and runs `examples/python/test_client.py`,
-//! streaming its output.
+//! with `grpc_tools.protoc`, and runs `examples/python/test_client.py`
+//! (the client kit) or `examples/python/test_signing.py` (signing with the
+//! key files `liandong-certs init` writes, against a gateway that checks
+//! signatures), streaming its output.
 //!
 //! The interpreter is a project-local virtual environment, never the
 //! system's Python: `LIANDONG_PYTHON` when set (`scripts/test` sets it to
@@ -57,7 +59,10 @@ fn missing_python() -> Option<String> {
                    target/py-venv/bin/python -m pip install -r examples/python/requirements.txt";
     let interpreter = interpreter();
     match python()
-        .args(["-c", "import grpc, grpc_tools, google.protobuf"])
+        .args([
+            "-c",
+            "import grpc, grpc_tools, google.protobuf, cryptography",
+        ])
         .output()
     {
         Err(error) => Some(format!(
@@ -65,7 +70,7 @@ fn missing_python() -> Option<String> {
             interpreter.display()
         )),
         Ok(out) if !out.status.success() => Some(format!(
-            "{} lacks grpcio/grpcio-tools/protobuf ({}); {make_it}",
+            "{} lacks grpcio/grpcio-tools/protobuf/cryptography ({}); {make_it}",
             interpreter.display(),
             String::from_utf8_lossy(&out.stderr)
                 .lines()
@@ -92,23 +97,27 @@ fn forward(
     })
 }
 
-#[test]
-fn python_client_kit_against_the_real_gateway() {
-    if let Some(reason) = missing_python() {
-        if std::env::var("LIANDONG_REQUIRE_PYTHON").as_deref() == Ok("1") {
-            panic!("LIANDONG_REQUIRE_PYTHON=1 but {reason}");
-        }
-        // Written to the handle itself: `eprintln!` is captured by the test
-        // harness and shown only for failures, and a skip must be seen.
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED python_client: {reason} (set LIANDONG_REQUIRE_PYTHON=1 to make this fail)"
-        );
-        return;
+/// Says why the Python side cannot run, and whether the test should skip
+/// (true) or fail for it.
+fn skip_without_python() -> bool {
+    let Some(reason) = missing_python() else {
+        return false;
+    };
+    if std::env::var("LIANDONG_REQUIRE_PYTHON").as_deref() == Ok("1") {
+        panic!("LIANDONG_REQUIRE_PYTHON=1 but {reason}");
     }
+    // Written to the handle itself: `eprintln!` is captured by the test
+    // harness and shown only for failures, and a skip must be seen.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED python_client: {reason} (set LIANDONG_REQUIRE_PYTHON=1 to make this fail)"
+    );
+    true
+}
 
-    let root = workspace();
-    let bed = Testbed::start().expect("start the test bed");
+/// The Python stubs generated with `grpc_tools.protoc` into a temporary
+/// directory.
+fn generate_stubs(root: &Path) -> tempfile::TempDir {
     let stubs = tempfile::tempdir().expect("temporary directory");
     let generated = python()
         .args(["-m", "grpc_tools.protoc", "-I"])
@@ -123,18 +132,26 @@ fn python_client_kit_against_the_real_gateway() {
         "generating the Python stubs failed: {}",
         String::from_utf8_lossy(&generated.stderr)
     );
+    stubs
+}
 
+/// Runs `examples/python/<script> -v` against the test bed's gateway,
+/// streaming its output, and fails the test when it fails.
+fn run_python_suite(bed: &Testbed, script: &str, env: &[(&str, &str)]) {
+    let root = workspace();
+    let stubs = generate_stubs(&root);
     // `localhost`, so that gRPC's host name check matches the gateway
     // certificate's SAN.
     let target = format!("localhost:{}", bed.gateway.addr.port());
-    eprintln!("running examples/python/test_client.py against {target}");
+    eprintln!("running examples/python/{script} against {target}");
     let mut child = python()
-        .arg(root.join("examples/python/test_client.py"))
+        .arg(root.join("examples/python").join(script))
         .arg("-v")
         .current_dir(&root)
         .env("LIANDONG_GATEWAY", &target)
         .env("LIANDONG_PKI", &bed.pki.dir)
         .env("LIANDONG_STUBS", stubs.path())
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -159,12 +176,49 @@ fn python_client_kit_against_the_real_gateway() {
     match status {
         Some(status) if status.success() => {}
         Some(status) => panic!(
-            "the Python client suite failed ({status}); gateway log:\n{}",
+            "the Python suite {script} failed ({status}); gateway log:\n{}",
             bed.log()
         ),
         None => panic!(
-            "the Python client suite did not finish within {SUITE_TIMEOUT:?}; gateway log:\n{}",
+            "the Python suite {script} did not finish within {SUITE_TIMEOUT:?}; gateway log:\n{}",
             bed.log()
         ),
     }
+}
+
+#[test]
+fn python_client_kit_against_the_real_gateway() {
+    if skip_without_python() {
+        return;
+    }
+    let bed = Testbed::start().expect("start the test bed");
+    run_python_suite(&bed, "test_client.py", &[]);
+}
+
+/// Signing from Python (`liandong_client.Signer`, with the PKCS#8 v1
+/// `<id>.signing.pem` that `liandong-certs init` writes and the
+/// `cryptography` package) against a gateway whose registry lists every
+/// agency's key, so it checks each signature: a signed notification is
+/// accepted and its delivery verifies in Python; tampered, unsigned and
+/// wrongly signed ones are refused (`examples/python/test_signing.py`).
+#[test]
+fn python_signed_notification_is_accepted_and_verifies() {
+    if liandong_tests::skip_unless_sqlite("signature checks do not depend on the store backend")
+        || skip_without_python()
+    {
+        return;
+    }
+    let bed = Testbed::start().expect("start the test bed");
+    bed.pki
+        .register_signing_keys()
+        .expect("register the signing keys");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(bed.reload_rules());
+    run_python_suite(&bed, "test_signing.py", &[("LIANDONG_SIGNING_E2E", "1")]);
+    // Only the correctly signed notification was stored: the tampered,
+    // unsigned and wrongly signed ones changed nothing.
+    assert_eq!(runtime.block_on(bed.stored_count()), 1, "{}", bed.log());
 }

@@ -11,9 +11,13 @@ use std::path::{Path, PathBuf};
 
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 
+use liandong_core::key_file::{ACCEPTED_FORMS, KeyFileError, load_ed25519, parse_ed25519};
 use liandong_core::pb;
 use liandong_core::registry::GATEWAY_SENDER;
 use liandong_core::signing::{PUBLIC_KEY_LEN, key_id, signing_bytes};
+
+#[cfg(test)]
+mod tests;
 
 /// The signing key could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -26,12 +30,13 @@ pub enum KeyError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The file is not an Ed25519 key in PKCS#8 DER.
-    #[error("signing.key: {path}: not an Ed25519 PKCS#8 (DER) key: {reason}")]
+    /// The file is not an Ed25519 private key in a form the gateway reads
+    /// (PKCS#8 v1 or v2, DER or PEM).
+    #[error("signing.key: {path}: not {ACCEPTED_FORMS}: {reason}")]
     Key {
         /// The key file.
         path: PathBuf,
-        /// What ring said.
+        /// What is wrong with it.
         reason: String,
     },
     /// The registry publishes another key as the gateway's.
@@ -67,17 +72,16 @@ impl fmt::Debug for GatewayKey {
 }
 
 impl GatewayKey {
-    /// Loads a PKCS#8 DER file (`gateway.signing.pk8` as `liandong-certs
-    /// init` writes it: v2; v1 as OpenSSL writes it is accepted too).
+    /// Loads the gateway's private key: `gateway.signing.pk8` or
+    /// `gateway.signing.pem` as `liandong-certs init` writes them, or a key
+    /// made by other tools (`openssl genpkey -algorithm ed25519`): PKCS#8
+    /// v1 or v2, DER or PEM.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
-        let der = std::fs::read(path).map_err(|source| KeyError::Read {
-            path: path.to_owned(),
-            source,
+        let pair = load_ed25519(path).map_err(|error| match error {
+            KeyFileError::Read { path, source } => KeyError::Read { path, source },
+            KeyFileError::Key { path, reason } => KeyError::Key { path, reason },
         })?;
-        Self::from_pkcs8(&der).map_err(|reason| KeyError::Key {
-            path: path.to_owned(),
-            reason,
-        })
+        Ok(Self::from_key_pair(pair))
     }
 
     /// A fresh key, kept in memory only: for tests and tools that run a
@@ -89,21 +93,22 @@ impl GatewayKey {
         Self::from_pkcs8(der.as_ref()).expect("a generated key is valid PKCS#8")
     }
 
-    /// A key from PKCS#8 DER bytes.
-    pub fn from_pkcs8(der: &[u8]) -> Result<Self, String> {
-        let pair = Ed25519KeyPair::from_pkcs8(der)
-            .or_else(|_| Ed25519KeyPair::from_pkcs8_maybe_unchecked(der))
-            .map_err(|e| e.to_string())?;
+    /// A key from the bytes of a key file (PKCS#8 v1 or v2, DER or PEM).
+    pub fn from_pkcs8(key: &[u8]) -> Result<Self, String> {
+        Ok(Self::from_key_pair(parse_ed25519(key)?))
+    }
+
+    fn from_key_pair(pair: Ed25519KeyPair) -> Self {
         let public: [u8; PUBLIC_KEY_LEN] = pair
             .public_key()
             .as_ref()
             .try_into()
-            .map_err(|_| "the public key is not 32 bytes".to_owned())?;
-        Ok(Self {
+            .expect("an Ed25519 public key is 32 bytes");
+        Self {
             key_id: key_id(GATEWAY_SENDER, &public),
             pair,
             public,
-        })
+        }
     }
 
     /// The raw public key, for receivers that verify the gateway's
