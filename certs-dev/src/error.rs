@@ -72,6 +72,25 @@ pub enum CertError {
         paths: Vec<PathBuf>,
     },
 
+    /// A certificate revocation list (or the certificate to revoke) cannot
+    /// be used.
+    #[error("{}: {reason}", path.display())]
+    Crl {
+        /// The file involved.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A command-line argument has a value that cannot work.
+    #[error("{argument}: {reason}")]
+    InvalidArgument {
+        /// The argument (`--reason`, …).
+        argument: String,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// Reading or writing a file of the PKI failed.
     #[error("I/O error on {}: {source}", path.display())]
     Io {
@@ -95,6 +114,8 @@ impl CertError {
                 | CertError::RegistryEmpty { .. }
                 | CertError::RegistryEntry { .. }
                 | CertError::WouldOverwrite { .. }
+                | CertError::Crl { .. }
+                | CertError::InvalidArgument { .. }
         )
     }
 }

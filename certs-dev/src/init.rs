@@ -58,6 +58,7 @@ fn planned_paths(out: &Path, ids: &[String]) -> Vec<(PathBuf, bool)> {
         paths.push((agencies.join(format!("{id}.signing.pk8")), true));
         paths.push((agencies.join(format!("{id}.signing.pub")), false));
     }
+    paths.push((out.join(crate::CRL_FILE), false));
     paths
 }
 
@@ -72,7 +73,9 @@ fn planned_paths(out: &Path, ids: &[String]) -> Vec<(PathBuf, bool)> {
 ///   for receivers that verify them),
 /// - for every agency id: `agencies/<id>.crt`, `agencies/<id>.key`,
 ///   `agencies/<id>.signing.pk8` (Ed25519 PKCS#8 DER) and
-///   `agencies/<id>.signing.pub` (lower-case hex public key and a newline).
+///   `agencies/<id>.signing.pub` (lower-case hex public key and a newline),
+/// - `ca.crl`: the CA's certificate revocation list, empty, CRL number 1,
+///   nextUpdate in 30 days (`liandong-certs revoke` and `crl` re-issue it).
 ///
 /// Private key files get mode 0600 on unix. Unless `force`, nothing is
 /// written when any of these files already exists. Directories are created
@@ -120,6 +123,7 @@ pub fn init(registry: &Path, out: &Path, force: bool) -> Result<InitReport, Cert
         contents.push(signing.pkcs8_der().to_vec());
         contents.push(format!("{}\n", signing.public_key_hex()).into_bytes());
     }
+    contents.push(crate::initial_crl(&ca, crate::DEFAULT_CRL_DAYS)?.into_bytes());
     let plan: Vec<Planned> = paths
         .into_iter()
         .zip(contents)
