@@ -530,7 +530,7 @@ impl Testbed {
             &config,
             format!(
                 "listen = \"127.0.0.1:0\"\nregistry = \"agencies.toml\"\n\n[tls]\nca = \"pki/ca.crt\"\n\
-                 cert = \"pki/gateway.crt\"\nkey = \"pki/gateway.key\"\n\
+                 cert = \"pki/gateway.crt\"\nkey = \"pki/gateway.key\"\ncrls = [\"pki/ca.crl\"]\n\
                  handshake_timeout_seconds = {handshake_timeout_seconds}\n\n\
                  [signing]\nkey = \"pki/gateway.signing.pk8\"\n\n\
                  [database]\nurl = \"{database_url}\"\n\n[delivery]\npoll_interval_ms = 200\n\n\
