@@ -37,6 +37,7 @@ pub mod adapter_bed;
 pub mod demo_adapters;
 pub mod demo_story;
 pub mod faults;
+pub mod tls_bed;
 
 /// The dev registry: the agencies of the Changzhi mechanism.
 pub const REGISTRY: &str = include_str!("../../deploy/dev/agencies.toml");
@@ -339,6 +340,14 @@ impl Pki {
                 .with_context(|| format!("{}: not hex", path.display()))?;
         }
         Ok(key)
+    }
+
+    /// Revokes the certificate `init` wrote for `agency`: adds it to the
+    /// CA's revocation list (`ca.crl`) as `liandong-certs revoke` does. The
+    /// gateway applies it on its next reload.
+    pub fn revoke(&self, agency: &str) -> anyhow::Result<()> {
+        liandong_certs::revoke(&self.dir, agency, None, liandong_certs::DEFAULT_CRL_DAYS)?;
+        Ok(())
     }
 
     /// The credentials `init` wrote for a registered agency.

@@ -330,8 +330,9 @@ pub fn check_crl_coverage(
     Ok(expiries)
 }
 
-/// Why a client certificate's key usage is refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a client certificate's key usage is refused. `Debug` prints the
+/// message too: rustls shows a custom verifier's error through it.
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UsageError {
     /// The certificate does not parse.
     #[error("client certificate does not parse")]
@@ -342,6 +343,12 @@ pub enum UsageError {
     /// An extended key usage without clientAuth.
     #[error("client certificate's extended key usage lacks clientAuth")]
     NotClientAuth,
+}
+
+impl fmt::Debug for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
 }
 
 /// Checks that a client certificate carries the clientAuth extended key
