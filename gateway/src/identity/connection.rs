@@ -206,8 +206,22 @@ pub struct AcceptSettings {
 enum Refusal {
     /// Closed before sending anything (a port probe): not audited.
     Silent,
-    /// Anything else: logged and audited with this reason.
-    Audited(String),
+    /// Anything else: logged with `message` and audited with `reason`.
+    Audited {
+        /// The log line's message.
+        message: &'static str,
+        /// The reason, in the log and the audit entry.
+        reason: String,
+    },
+}
+
+impl Refusal {
+    fn handshake(reason: String) -> Self {
+        Self::Audited {
+            message: "TLS handshake refused",
+            reason,
+        }
+    }
 }
 
 /// What the first bytes of a connection say when they are not a TLS
@@ -270,8 +284,8 @@ pub fn incoming(
                     Err(Refusal::Silent) => {
                         tracing::debug!(peer.addr = %remote_addr, "connection closed before the TLS handshake");
                     }
-                    Err(Refusal::Audited(reason)) => {
-                        tracing::warn!(peer.addr = %remote_addr, %reason, "TLS connection refused");
+                    Err(Refusal::Audited { message, reason }) => {
+                        tracing::warn!(peer.addr = %remote_addr, %reason, "{message}");
                         if let Err(error) = gateway
                             .store
                             .append_audit(&[audit::tls_refused(remote_addr, &reason)])
@@ -296,7 +310,7 @@ async fn accept_one(
     settings: AcceptSettings,
 ) -> Result<TlsConnection, Refusal> {
     let Some(material) = gateway.tls.current() else {
-        return Err(Refusal::Audited("no TLS configuration in force".into()));
+        return Err(Refusal::handshake("no TLS configuration in force".into()));
     };
     let timeout = settings.handshake_timeout;
     let handshake = async {
@@ -305,10 +319,13 @@ async fn accept_one(
             Ok(0) => return Err(Refusal::Silent),
             Ok(n) => {
                 if let Some(reason) = not_tls(&first[..n]) {
-                    return Err(Refusal::Audited(reason));
+                    return Err(Refusal::Audited {
+                        message: "not a TLS connection; refused",
+                        reason,
+                    });
                 }
             }
-            Err(error) => return Err(Refusal::Audited(format!("connection failed: {error}"))),
+            Err(error) => return Err(Refusal::handshake(format!("connection failed: {error}"))),
         }
         TlsAcceptor::from(material.config.clone())
             .accept(tcp)
@@ -320,16 +337,16 @@ async fn accept_one(
                 {
                     material.note_handshake_error(tls);
                 }
-                Refusal::Audited(format!("TLS handshake failed: {error}"))
+                Refusal::handshake(format!("TLS handshake failed: {error}"))
             })
     };
     let stream = match tokio::time::timeout(timeout, handshake).await {
         Ok(result) => result?,
         Err(_) => {
-            return Err(Refusal::Audited(format!(
-                "TLS handshake timed out after {} ms",
-                timeout.as_millis()
-            )));
+            return Err(Refusal::Audited {
+                message: "TLS handshake timed out",
+                reason: format!("TLS handshake timed out after {} ms", timeout.as_millis()),
+            });
         }
     };
     let chain: Vec<CertificateDer<'static>> = stream
@@ -356,8 +373,9 @@ async fn accept_one(
             &chain,
             settings.max_connections_per_identity,
         )
-        .map_err(|cap| {
-            Refusal::Audited(format!("connection cap {} reached for {identity}", cap.cap))
+        .map_err(|cap| Refusal::Audited {
+            message: "connection refused",
+            reason: format!("connection cap {} reached for {identity}", cap.cap),
         })?;
     let closed = Box::pin(registration.close.clone().cancelled_owned());
     let now = Instant::now();
