@@ -119,6 +119,24 @@ pub async fn raw_tls(
     addr: SocketAddr,
     config: Arc<rustls::ClientConfig>,
 ) -> Result<(rustls::HandshakeKind, Vec<u8>), String> {
+    raw_tls_stream(addr, config)
+        .await
+        .map(|(kind, cert, _)| (kind, cert))
+}
+
+/// A TLS stream open on the gateway: like [`raw_tls`], and the stream
+/// itself, still open.
+pub async fn raw_tls_stream(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<
+    (
+        rustls::HandshakeKind,
+        Vec<u8>,
+        tokio_rustls::client::TlsStream<TcpStream>,
+    ),
+    String,
+> {
     let tcp = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
@@ -147,7 +165,7 @@ pub async fn raw_tls(
         .and_then(|certs| certs.first())
         .map(|cert| cert.as_ref().to_vec())
         .ok_or_else(|| "no server certificate".to_owned())?;
-    Ok((kind, server_cert))
+    Ok((kind, server_cert, tls))
 }
 
 /// One audit row: (agency or peer address, decision, reason).

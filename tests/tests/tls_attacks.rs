@@ -456,3 +456,45 @@ async fn resumed_session_cannot_skip_revocation() {
     let refused = raw_tls(bed.gateway.addr, config).await;
     assert!(refused.is_err(), "{refused:?}");
 }
+
+#[tokio::test]
+async fn idle_connection_is_closed() {
+    if skip_unless_sqlite(WHY) {
+        return;
+    }
+    let mut bed = Testbed::start().unwrap();
+    // Restart with a one-second idle timeout.
+    bed.gateway.signal(nix::sys::signal::Signal::SIGTERM);
+    bed.gateway.wait(WAIT).unwrap();
+    let text = std::fs::read_to_string(&bed.config).unwrap();
+    let text = text.replacen(
+        "crls = [\"pki/ca.crl\"]\n",
+        "crls = [\"pki/ca.crl\"]\nidle_timeout_seconds = 1\n",
+        1,
+    );
+    std::fs::write(&bed.config, text).unwrap();
+    bed.restart().unwrap();
+
+    // A connection that said its preface and then nothing is closed.
+    let config = bed.pki.credentials("cz-psb").client_config().unwrap();
+    let (_, _, mut idle) = tls_bed::raw_tls_stream(bed.gateway.addr, config)
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(WAIT, async {
+        use tokio::io::AsyncReadExt;
+        let _ = idle.read_to_end(&mut rest).await;
+    })
+    .await;
+    assert!(closed.is_ok(), "the idle connection stayed open");
+    wait_for_lines(
+        &bed,
+        "idle connection closed",
+        1,
+        "closed for another reason",
+    )
+    .await;
+    try_call(&bed, &bed.pki.credentials("cz-psb"))
+        .await
+        .expect("a new connection is served");
+}

@@ -94,6 +94,8 @@ pub struct TlsConnection {
     /// Fires at the earliest moment the connection can have been idle for
     /// `idle_timeout`; moved on when it fires early.
     idle_timer: Pin<Box<Sleep>>,
+    /// Set once the idle timeout closed the connection (logged once).
+    idle_expired: bool,
 }
 
 impl TlsConnection {
@@ -106,13 +108,20 @@ impl TlsConnection {
                 "connection closed: its certificate no longer passes verification",
             ));
         }
+        let idle = || io::Error::new(io::ErrorKind::TimedOut, "connection closed: idle timeout");
+        if self.idle_expired {
+            return Some(idle());
+        }
         while self.idle_timer.as_mut().poll(cx).is_ready() {
             let due = self.last_activity + self.idle_timeout;
             if due <= Instant::now() {
-                return Some(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "connection closed: idle timeout",
-                ));
+                tracing::info!(
+                    peer.addr = %self.peer.remote_addr,
+                    idle_seconds = self.idle_timeout.as_secs(),
+                    "idle connection closed"
+                );
+                self.idle_expired = true;
+                return Some(idle());
             }
             self.idle_timer.as_mut().reset(due);
         }
@@ -387,5 +396,6 @@ async fn accept_one(
         idle_timeout: settings.idle_timeout,
         last_activity: now,
         idle_timer: Box::pin(tokio::time::sleep_until(now + settings.idle_timeout)),
+        idle_expired: false,
     })
 }
