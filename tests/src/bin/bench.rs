@@ -143,7 +143,8 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // The idle streams belong to one agency: lift its caps for the bench.
     let limits = format!(
-        "\n[limits]\nmax_streams_per_agency = {0}\nmax_subscriptions_per_agency = {0}\n",
+        "\n[limits]\nmax_streams_per_agency = {0}\nmax_subscriptions_per_agency = {0}\n\
+         max_connections_per_agency = {0}\n",
         (args.idle_streams + 16).max(100)
     );
     let (backend, bed) = match &args.postgres {
