@@ -11,8 +11,9 @@ use std::fmt;
 use std::net::IpAddr;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevocationReason, RevokedCertParams, SanType, SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -56,6 +57,33 @@ pub enum KeyUsage {
     ClientAuth,
     /// EKU `serverAuth` only: a certificate that must be rejected as a client.
     ServerOnly,
+    /// No extended key usage extension at all: also rejected as a client.
+    NoExtendedKeyUsage,
+}
+
+/// One certificate listed in a certificate revocation list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// The revoked certificate's serial number (big-endian bytes, as in the
+    /// certificate).
+    pub serial: Vec<u8>,
+    /// When it was revoked.
+    pub revoked_at: OffsetDateTime,
+    /// Why, when known.
+    pub reason: Option<RevocationReason>,
+}
+
+/// What a certificate revocation list says, before it is signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrlContents {
+    /// The CRL number, one more than the previous CRL's.
+    pub number: u64,
+    /// When it is issued.
+    pub this_update: OffsetDateTime,
+    /// When the next one is due; relying parties refuse it after that.
+    pub next_update: OffsetDateTime,
+    /// The revoked certificates.
+    pub revoked: Vec<Revocation>,
 }
 
 /// What a client certificate should look like.
@@ -216,11 +244,36 @@ impl Authority {
                 .subject_alt_names
                 .push(SanType::DnsName(dns.as_str().try_into()?));
         }
-        params.extended_key_usages = vec![match spec.usage {
-            KeyUsage::ClientAuth => ExtendedKeyUsagePurpose::ClientAuth,
-            KeyUsage::ServerOnly => ExtendedKeyUsagePurpose::ServerAuth,
-        }];
+        params.extended_key_usages = match spec.usage {
+            KeyUsage::ClientAuth => vec![ExtendedKeyUsagePurpose::ClientAuth],
+            KeyUsage::ServerOnly => vec![ExtendedKeyUsagePurpose::ServerAuth],
+            KeyUsage::NoExtendedKeyUsage => Vec::new(),
+        };
         self.issue(&params)
+    }
+
+    /// A certificate revocation list signed by this CA (PEM, `-----BEGIN
+    /// X509 CRL-----`), with the CRL number and authority key identifier
+    /// extensions RFC 5280 requires.
+    pub fn crl(&self, contents: &CrlContents) -> Result<String, CertError> {
+        let params = CertificateRevocationListParams {
+            this_update: contents.this_update,
+            next_update: contents.next_update,
+            crl_number: SerialNumber::from(contents.number),
+            issuing_distribution_point: None,
+            revoked_certs: contents
+                .revoked
+                .iter()
+                .map(|revocation| RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(&revocation.serial),
+                    revocation_time: revocation.revoked_at,
+                    reason_code: revocation.reason,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer)?.pem()?)
     }
 
     fn issue(&self, params: &CertificateParams) -> Result<CertifiedKey, CertError> {

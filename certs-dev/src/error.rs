@@ -124,6 +124,25 @@ pub enum CertError {
         key: String,
     },
 
+    /// A certificate revocation list (or the certificate to revoke) cannot
+    /// be used.
+    #[error("{}: {reason}", path.display())]
+    Crl {
+        /// The file involved.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A command-line argument has a value that cannot work.
+    #[error("{argument}: {reason}")]
+    InvalidArgument {
+        /// The argument (`--reason`, …).
+        argument: String,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// Reading or writing a file of the PKI failed.
     #[error("I/O error on {}: {source}", path.display())]
     Io {
@@ -152,6 +171,8 @@ impl CertError {
                 | CertError::AgencyNotInRegistry { .. }
                 | CertError::RolloverInProgress { .. }
                 | CertError::KeyNotRegistered { .. }
+                | CertError::Crl { .. }
+                | CertError::InvalidArgument { .. }
         )
     }
 }

@@ -63,6 +63,7 @@ fn planned_paths(out: &Path, ids: &[String]) -> Vec<(PathBuf, bool)> {
         paths.push((agencies.join(format!("{id}.signing.pem")), true));
         paths.push((agencies.join(format!("{id}.signing.pub.pem")), false));
     }
+    paths.push((out.join(crate::CRL_FILE), false));
     paths
 }
 
@@ -83,6 +84,8 @@ fn planned_paths(out: &Path, ids: &[String]) -> Vec<(PathBuf, bool)> {
 ///   `agencies/<id>.signing.pub` (lower-case hex public key and a newline),
 ///   `agencies/<id>.signing.pem` (the same key as PKCS#8 v1 PEM) and
 ///   `agencies/<id>.signing.pub.pem` (SubjectPublicKeyInfo PEM).
+/// - `ca.crl`: the CA's certificate revocation list, empty, CRL number 1,
+///   nextUpdate in 30 days (`liandong-certs revoke` and `crl` re-issue it).
 ///
 /// Private key files get mode 0600 on unix. Unless `force`, nothing is
 /// written when any of these files already exists. Directories are created
@@ -134,6 +137,7 @@ pub fn init(registry: &Path, out: &Path, force: bool) -> Result<InitReport, Cert
         contents.push(signing.pkcs8_v1_pem()?.into_bytes());
         contents.push(signing.public_key_pem()?.into_bytes());
     }
+    contents.push(crate::initial_crl(&ca, crate::DEFAULT_CRL_DAYS)?.into_bytes());
     let plan: Vec<Planned> = paths
         .into_iter()
         .zip(contents)

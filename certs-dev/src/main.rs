@@ -68,6 +68,37 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
+    /// Revoke an agency's certificate: add its serial number to the CA's
+    /// revocation list (`ca.crl`), keeping earlier revocations, and write
+    /// the list again atomically. Reload the gateway (SIGHUP) or let it see
+    /// the file change.
+    Revoke {
+        /// The PKI directory written by `init` (holds ca.crt, ca.key,
+        /// ca.crl and agencies/).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// The agency whose certificate (agencies/<id>.crt) is revoked.
+        #[arg(long, value_name = "ID")]
+        agency: String,
+        /// Why (RFC 5280 reason: keyCompromise, superseded,
+        /// cessationOfOperation, affiliationChanged, …).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Days until the list's nextUpdate; after that relying parties
+        /// refuse every certificate of the CA until it is re-issued.
+        #[arg(long, value_name = "N", default_value_t = liandong_certs::DEFAULT_CRL_DAYS)]
+        next_update_days: u32,
+    },
+    /// Re-issue the CA's revocation list with the same entries and a fresh
+    /// nextUpdate (run from cron well before the current one passes).
+    Crl {
+        /// The PKI directory written by `init`.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Days until the list's nextUpdate.
+        #[arg(long, value_name = "N", default_value_t = liandong_certs::DEFAULT_CRL_DAYS)]
+        next_update_days: u32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -164,6 +195,45 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 } else {
                     retirement.retired.join(", ")
                 }
+            );
+            Ok(())
+        }
+        Command::Revoke {
+            out,
+            agency,
+            reason,
+            next_update_days,
+        } => {
+            let reason = reason
+                .as_deref()
+                .map(liandong_certs::parse_reason)
+                .transpose()?;
+            let report = liandong_certs::revoke(&out, &agency, reason, next_update_days)?;
+            println!(
+                "{}: {} revoked; CRL number {}, {} revoked in all, next update {}",
+                report.path.display(),
+                if report.newly_revoked {
+                    format!("certificate of {agency}")
+                } else {
+                    format!("certificate of {agency} was already")
+                },
+                report.number,
+                report.revoked,
+                report.next_update.date()
+            );
+            Ok(())
+        }
+        Command::Crl {
+            out,
+            next_update_days,
+        } => {
+            let report = liandong_certs::refresh_crl(&out, next_update_days)?;
+            println!(
+                "{}: re-issued; CRL number {}, {} revoked, next update {}",
+                report.path.display(),
+                report.number,
+                report.revoked,
+                report.next_update.date()
             );
             Ok(())
         }

@@ -56,6 +56,7 @@ fn expected_files(out: &Path) -> Vec<PathBuf> {
             v.push(out.join("agencies").join(format!("{id}.{ext}")));
         }
     }
+    v.push(out.join("ca.crl"));
     v
 }
 
@@ -269,11 +270,11 @@ fn cli_init_prints_files_and_uses_exit_codes() {
     assert_eq!(ok.status.code(), Some(0), "{ok:?}");
     let stdout = String::from_utf8(ok.stdout).unwrap();
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 21, "{stdout}");
+    assert_eq!(lines.len(), 22, "{stdout}");
     for (line, expected) in lines.iter().zip(expected_files(&out)) {
         assert_eq!(Path::new(line), expected);
     }
-    assert!(lines[20].contains("20 files") && lines[20].contains("2 agencies"));
+    assert!(lines[21].contains("21 files") && lines[21].contains("2 agencies"));
     assert!(!stdout.contains("PRIVATE KEY"));
 
     let refused = run(&[]);

@@ -148,6 +148,12 @@ struct TlsSection {
     key: PathBuf,
     #[serde(default = "default_handshake_timeout")]
     handshake_timeout_seconds: u64,
+    #[serde(default)]
+    crls: Vec<PathBuf>,
+    #[serde(default = "default_idle_timeout_seconds")]
+    idle_timeout_seconds: u64,
+    #[serde(default = "default_expiry_warning_days")]
+    expiry_warning_days: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,6 +175,10 @@ struct LimitsSection {
     max_subscriptions_per_agency: u32,
     #[serde(default = "default_max_streams_per_agency")]
     max_streams_per_agency: u32,
+    #[serde(default = "default_max_connections_per_agency")]
+    max_connections_per_agency: u32,
+    #[serde(default = "default_max_concurrent_streams_per_connection")]
+    max_concurrent_streams_per_connection: u32,
     #[serde(default = "default_publish_per_second")]
     publish_per_second: u32,
     #[serde(default = "default_publish_burst")]
@@ -207,6 +217,18 @@ struct ShutdownSection {
 
 fn default_handshake_timeout() -> u64 {
     10
+}
+fn default_idle_timeout_seconds() -> u64 {
+    300
+}
+fn default_expiry_warning_days() -> u32 {
+    30
+}
+fn default_max_connections_per_agency() -> u32 {
+    32
+}
+fn default_max_concurrent_streams_per_connection() -> u32 {
+    200
 }
 fn default_max_connections() -> u32 {
     8
@@ -251,6 +273,8 @@ impl Default for LimitsSection {
             publish_per_second: default_publish_per_second(),
             publish_burst: default_publish_burst(),
             agency: std::collections::BTreeMap::new(),
+            max_connections_per_agency: default_max_connections_per_agency(),
+            max_concurrent_streams_per_connection: default_max_concurrent_streams_per_connection(),
         }
     }
 }
@@ -280,6 +304,9 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     /// The gateway's private key.
     pub key: PathBuf,
+    /// Certificate revocation lists (PEM or DER); every CA of `ca` must be
+    /// covered by one it signed that has not expired.
+    pub crls: Vec<PathBuf>,
 }
 
 /// A validated gateway configuration.
@@ -295,6 +322,17 @@ pub struct GatewayConfig {
     pub tls: TlsFiles,
     /// A client that has not finished its handshake by then is dropped.
     pub handshake_timeout: Duration,
+    /// A connection that moved no byte either way for this long is closed
+    /// (HTTP/2 keepalive pings count).
+    pub idle_timeout: Duration,
+    /// Certificates and CRLs expiring within this many days are warned
+    /// about at start, on reload and daily.
+    pub expiry_warning_days: u32,
+    /// Live TLS connections one client identity (SAN URI) may hold; one
+    /// more is closed at once.
+    pub max_connections_per_agency: u32,
+    /// HTTP/2 streams one connection may have open at once.
+    pub max_concurrent_streams_per_connection: u32,
     /// `sqlite://PATH` or `postgres://…`; relative SQLite paths are resolved
     /// against the config file's directory.
     pub database_url: String,
@@ -404,6 +442,30 @@ impl GatewayConfig {
                 "must be at least 1".into(),
             ));
         }
+        if !(1..=86_400).contains(&file.tls.idle_timeout_seconds) {
+            return Err(field(
+                "tls.idle_timeout_seconds",
+                "must be between 1 and 86400".into(),
+            ));
+        }
+        if !(1..=3650).contains(&file.tls.expiry_warning_days) {
+            return Err(field(
+                "tls.expiry_warning_days",
+                "must be between 1 and 3650".into(),
+            ));
+        }
+        if !(1..=100_000).contains(&file.limits.max_connections_per_agency) {
+            return Err(field(
+                "limits.max_connections_per_agency",
+                "must be between 1 and 100000".into(),
+            ));
+        }
+        if !(1..=10_000).contains(&file.limits.max_concurrent_streams_per_connection) {
+            return Err(field(
+                "limits.max_concurrent_streams_per_connection",
+                "must be between 1 and 10000".into(),
+            ));
+        }
         if !(1024..=16 * 1024 * 1024).contains(&file.limits.max_message_bytes) {
             return Err(field(
                 "limits.max_message_bytes",
@@ -501,8 +563,15 @@ impl GatewayConfig {
                 ca: resolve(&file.tls.ca),
                 cert: resolve(&file.tls.cert),
                 key: resolve(&file.tls.key),
+                crls: file.tls.crls.iter().map(|p| resolve(p)).collect(),
             },
             handshake_timeout: Duration::from_secs(file.tls.handshake_timeout_seconds),
+            idle_timeout: Duration::from_secs(file.tls.idle_timeout_seconds),
+            expiry_warning_days: file.tls.expiry_warning_days,
+            max_connections_per_agency: file.limits.max_connections_per_agency,
+            max_concurrent_streams_per_connection: file
+                .limits
+                .max_concurrent_streams_per_connection,
             database_url,
             max_connections: file.database.max_connections,
             startup_check_rows: file.database.startup_check_rows,

@@ -111,6 +111,9 @@ pub struct Gateway {
     /// `[signing] require_signatures`: every notification must be signed
     /// by a key registered for its sender (off: only agencies with a key).
     pub require_signatures: bool,
+    /// The TLS configuration in force (replaced whole on reload) and the
+    /// live connections accepted under it.
+    pub tls: identity::TlsState,
 }
 
 impl Gateway {
@@ -137,6 +140,7 @@ impl Gateway {
             deadline_timer: Arc::new(tokio::sync::Notify::new()),
             key,
             require_signatures: false,
+            tls: identity::TlsState::default(),
         }
     }
 
@@ -156,27 +160,66 @@ impl Gateway {
         self.rules.load_full()
     }
 
-    /// Loads the registry and policy files again and, when both are valid,
-    /// puts them in force; otherwise keeps the current ones and says why.
-    /// Every frame sent from then on, redeliveries included, is decided by
-    /// the new rules; open subscription streams re-check their agency at
-    /// once and end if it is no longer registered.
-    pub fn reload(&self, config: &GatewayConfig) -> Result<(), StartError> {
-        let rules = load_rules(config)?;
-        signatures::check_registry(
-            &rules.registry,
-            &config.registry,
-            &self.key,
-            self.require_signatures,
-        )?;
-        let mechanism = Mechanism::load(&config.mechanism)?;
+    /// Loads the registry (checking the keys it publishes), policy,
+    /// deadline rules and calendar and the TLS files again and, when all
+    /// are valid, puts them in force together;
+    /// otherwise keeps the whole previous configuration and says why in
+    /// one log line. Either way the reload is audited. After a reload the
+    /// live connections are verified again under the new TLS material and
+    /// those that no longer pass are closed. `trigger` says what asked for
+    /// it (`SIGHUP`, `file change`).
+    pub async fn reload_all(
+        &self,
+        config: &GatewayConfig,
+        trigger: &str,
+    ) -> Result<(), StartError> {
+        const WHAT: &str = "registry, policy, mechanism, TLS";
+        let now = time::OffsetDateTime::now_utc();
+        let loaded = load_rules(config).and_then(|rules| {
+            // The registry must publish the gateway's own key or none.
+            signatures::check_registry(
+                &rules.registry,
+                &config.registry,
+                &self.key,
+                self.require_signatures,
+            )?;
+            let mechanism = Mechanism::load(&config.mechanism)?;
+            let tls = identity::tls::load(&config.tls, now)?;
+            Ok((rules, mechanism, tls))
+        });
+        let (rules, mechanism, tls) = match loaded {
+            Ok(loaded) => loaded,
+            Err(error) => {
+                tracing::error!(%error, trigger, "reload refused; the previous registry, policy, deadline rules and TLS configuration stay in force");
+                self.audit_reload(WHAT, false, &error.to_string()).await;
+                return Err(error);
+            }
+        };
         mechanism.warn_provisional();
         self.put_in_force(rules);
         self.mechanism.store(Arc::new(mechanism));
         // Pending due times may now be computable.
         self.deadline_timer.notify_one();
-        tracing::info!("registry and policy reloaded, with the deadline rules and calendar");
+        let material = self.tls.put_in_force(tls);
+        tracing::info!(
+            trigger,
+            "registry and policy reloaded, with the deadline rules and calendar and the TLS configuration"
+        );
+        material.warn_expiring(config.expiry_warning_days, now);
+        self.audit_reload(WHAT, true, &format!("applied on {trigger}"))
+            .await;
+        identity::recheck(self).await;
         Ok(())
+    }
+
+    async fn audit_reload(&self, what: &str, applied: bool, reason: &str) {
+        if let Err(error) = self
+            .store
+            .append_audit(&[audit::reload(what, applied, reason)])
+            .await
+        {
+            tracing::error!(%error, "cannot audit a reload");
+        }
     }
 
     /// Puts `rules` in force: every frame sent from now on is decided by
@@ -247,7 +290,6 @@ impl StartError {
 #[derive(Debug)]
 pub struct Prepared {
     gateway: Arc<Gateway>,
-    tls: Arc<rustls::ServerConfig>,
     config: GatewayConfig,
 }
 
@@ -293,7 +335,7 @@ pub async fn prepare_with(
         &key,
         config.require_signatures,
     )?;
-    let tls = identity::server_config(&config.tls)?;
+    let tls = identity::tls::load(&config.tls, time::OffsetDateTime::now_utc())?;
     let store = Store::connect(&config.database_url, config.max_connections).await?;
     if config.startup_check_rows > 0 {
         let report = store.verify_tail(config.startup_check_rows).await?;
@@ -348,9 +390,10 @@ pub async fn prepare_with(
     );
     gateway.require_signatures = config.require_signatures;
     gateway.mechanism.store(Arc::new(mechanism));
+    let tls = gateway.tls.put_in_force(tls);
+    tls.warn_expiring(config.expiry_warning_days, time::OffsetDateTime::now_utc());
     Ok(Prepared {
         gateway: Arc::new(gateway),
-        tls,
         config,
     })
 }
@@ -363,11 +406,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let Prepared {
-        gateway,
-        tls,
-        config,
-    } = prepared;
+    let Prepared { gateway, config } = prepared;
     let stop = gateway.stop.clone();
     let deadline_timer = supervision::timer::spawn(
         gateway.clone(),
@@ -432,10 +471,27 @@ pub async fn serve(
         gateway.clone(),
     );
 
-    let incoming = identity::incoming(listener, tls, config.handshake_timeout, stop.clone());
+    let incoming = identity::incoming(
+        listener,
+        gateway.clone(),
+        identity::AcceptSettings {
+            handshake_timeout: config.handshake_timeout,
+            idle_timeout: config.idle_timeout,
+            max_connections_per_identity: config.max_connections_per_agency,
+        },
+        stop.clone(),
+    );
+    // Live connections are verified again every 30 s (a certificate or
+    // CRL may expire while connected); expiry warnings repeat daily.
+    tokio::spawn(identity::live::recheck_periodically(gateway.clone()));
+    tokio::spawn(warn_expiring_daily(
+        gateway.clone(),
+        config.expiry_warning_days,
+    ));
     let router = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .max_concurrent_streams(Some(config.max_concurrent_streams_per_connection))
         .layer(deadline::DeadlineLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -516,6 +572,21 @@ async fn final_checkpoint(gateway: &Gateway, config: &GatewayConfig) {
         audit::checkpoints::checkpoint_now(gateway, &config.audit.checkpoint_file).await
     {
         tracing::error!(%error, "no audit checkpoint at shutdown");
+    }
+}
+
+/// Warns once a day about TLS certificates and CRLs expiring within
+/// `days` (start and reloads warn on their own).
+async fn warn_expiring_daily(gateway: Arc<Gateway>, days: u32) {
+    const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(DAY) => {}
+            () = gateway.stop.cancelled() => return,
+        }
+        if let Some(material) = gateway.tls.current() {
+            material.warn_expiring(days, time::OffsetDateTime::now_utc());
+        }
     }
 }
 

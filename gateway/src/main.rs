@@ -666,28 +666,101 @@ fn print_audit_report(
     out.flush()
 }
 
-/// On SIGHUP, loads the registry and policy again; a broken file keeps the
-/// rules in force and is reported.
+/// How often the configured files are looked at for changes.
+const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a change must hold still before it is reloaded (an editor or
+/// a copy may write a file in several steps).
+const WATCH_SETTLE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// On SIGHUP, and when any of the files it reads changes (content looked
+/// at every 2 s), reloads registry, policy, deadline rules, calendar and
+/// TLS material (certificate, key, CA bundle, CRLs); a broken file keeps
+/// the whole previous configuration in force and is reported. Reloads run
+/// one at a time.
 fn spawn_reload_on_sighup(
     gateway: std::sync::Arc<liandong_gateway::Gateway>,
     config: GatewayConfig,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangup = match signal(SignalKind::hangup()) {
-        Ok(hangup) => hangup,
+        Ok(hangup) => Some(hangup),
         Err(error) => {
-            tracing::error!(%error, "cannot watch SIGHUP; reload needs a restart");
-            return;
+            tracing::error!(%error, "cannot watch SIGHUP; reloads follow file changes only");
+            None
         }
     };
     tokio::spawn(async move {
-        while hangup.recv().await.is_some() {
-            tracing::info!("SIGHUP received: reloading registry and policy");
-            if let Err(error) = gateway.reload(&config) {
-                tracing::error!(%error, "reload refused; the previous registry and policy stay in force");
-            }
+        let files = watched_files(&config);
+        let mut seen = fingerprint(&files);
+        let mut ticks = tokio::time::interval(WATCH_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let trigger = tokio::select! {
+                signal = async {
+                    match hangup.as_mut() {
+                        Some(hangup) => hangup.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if signal.is_none() {
+                        hangup = None;
+                        continue;
+                    }
+                    "SIGHUP"
+                }
+                _ = ticks.tick() => {
+                    let now = fingerprint(&files);
+                    if now == seen {
+                        continue;
+                    }
+                    tokio::time::sleep(WATCH_SETTLE).await;
+                    if fingerprint(&files) != now {
+                        // Still being written: look again next time.
+                        continue;
+                    }
+                    "file change"
+                }
+                () = gateway.stop.cancelled() => return,
+            };
+            tracing::info!(
+                trigger,
+                "reloading registry, policy, deadline rules and TLS configuration"
+            );
+            // Whatever the outcome, the files as now read are the ones
+            // decided on: a broken file is reported once, not every 2 s.
+            seen = fingerprint(&files);
+            // A refusal is logged (one line) and audited by the reload.
+            let _ = gateway.reload_all(&config, trigger).await;
         }
     });
+}
+
+/// Every file a reload reads.
+fn watched_files(config: &GatewayConfig) -> Vec<PathBuf> {
+    let mut files = vec![config.registry.clone()];
+    files.extend(config.policy.clone());
+    files.extend(config.mechanism.deadlines.clone());
+    files.extend(config.mechanism.calendar.iter().cloned());
+    files.extend([
+        config.tls.ca.clone(),
+        config.tls.cert.clone(),
+        config.tls.key.clone(),
+    ]);
+    files.extend(config.tls.crls.iter().cloned());
+    files
+}
+
+/// The SHA-256 of each file's content (`None` when unreadable).
+fn fingerprint(files: &[PathBuf]) -> Vec<Option<[u8; 32]>> {
+    use sha2::Digest;
+    files
+        .iter()
+        .map(|file| {
+            std::fs::read(file)
+                .ok()
+                .map(|bytes| sha2::Sha256::digest(&bytes).into())
+        })
+        .collect()
 }
 
 async fn shutdown_signal() {

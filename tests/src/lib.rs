@@ -40,6 +40,7 @@ pub mod faults;
 pub mod hostile;
 pub mod signed;
 pub mod limits_bed;
+pub mod tls_bed;
 
 /// The dev registry: the agencies of the Changzhi mechanism.
 pub const REGISTRY: &str = include_str!("../../deploy/dev/agencies.toml");
@@ -344,6 +345,14 @@ impl Pki {
         Ok(key)
     }
 
+    /// Revokes the certificate `init` wrote for `agency`: adds it to the
+    /// CA's revocation list (`ca.crl`) as `liandong-certs revoke` does. The
+    /// gateway applies it on its next reload.
+    pub fn revoke(&self, agency: &str) -> anyhow::Result<()> {
+        liandong_certs::revoke(&self.dir, agency, None, liandong_certs::DEFAULT_CRL_DAYS)?;
+        Ok(())
+    }
+
     /// The credentials `init` wrote for a registered agency.
     pub fn credentials(&self, agency: &str) -> ClientCredentials {
         let agencies = self.dir.join("agencies");
@@ -545,7 +554,7 @@ impl Testbed {
             &config,
             format!(
                 "listen = \"127.0.0.1:0\"\nregistry = \"agencies.toml\"\n\n[tls]\nca = \"pki/ca.crt\"\n\
-                 cert = \"pki/gateway.crt\"\nkey = \"pki/gateway.key\"\n\
+                 cert = \"pki/gateway.crt\"\nkey = \"pki/gateway.key\"\ncrls = [\"pki/ca.crl\"]\n\
                  handshake_timeout_seconds = {handshake_timeout_seconds}\n\n\
                  [signing]\nkey = \"pki/gateway.signing.pk8\"\n\n\
                  [database]\nurl = \"{database_url}\"\n\n[delivery]\npoll_interval_ms = 200\n\n\

@@ -301,7 +301,8 @@ async fn lowered_clearance_applies_to_open_stream() {
 #[tokio::test]
 async fn idle_subscriptions_do_not_slow_publishing() {
     const IDLE: usize = 40;
-    let bed = Testbed::start().unwrap();
+    // One connection per idle stream: lift the per-agency connection cap.
+    let bed = Testbed::start_with("[limits]\nmax_connections_per_agency = 64\n").unwrap();
     let mut eeb = bed.client("cz-eeb").await;
     publish_clues(&mut eeb, "before-", "C-1", 0..3).await;
 

@@ -338,3 +338,44 @@ fn unusable_publish_rates_are_refused_by_name() {
         "an unknown key in an agency's table is refused"
     );
 }
+
+#[test]
+fn tls_crls_and_connection_limits_are_read_with_defaults() {
+    let config = GatewayConfig::parse(GOOD, Path::new("/srv/ld/gateway.toml"), no_env).unwrap();
+    assert!(config.tls.crls.is_empty());
+    assert_eq!(config.idle_timeout, Duration::from_secs(300));
+    assert_eq!(config.expiry_warning_days, 30);
+    assert_eq!(config.max_connections_per_agency, 32);
+    assert_eq!(config.max_concurrent_streams_per_connection, 200);
+
+    let set = GOOD.replace(
+        "key = \"/etc/liandong/gateway.key\"\n",
+        "key = \"/etc/liandong/gateway.key\"\ncrls = [\"pki/ca.crl\", \"/etc/ld/b.crl\"]\n\
+         idle_timeout_seconds = 60\nexpiry_warning_days = 10\n",
+    ) + "\n[limits]\nmax_connections_per_agency = 4\nmax_concurrent_streams_per_connection = 50\n";
+    let config = GatewayConfig::parse(&set, Path::new("/srv/ld/gateway.toml"), no_env).unwrap();
+    assert_eq!(
+        config.tls.crls,
+        [Path::new("/srv/ld/pki/ca.crl"), Path::new("/etc/ld/b.crl")]
+    );
+    assert_eq!(config.idle_timeout, Duration::from_secs(60));
+    assert_eq!(config.expiry_warning_days, 10);
+    assert_eq!(config.max_connections_per_agency, 4);
+    assert_eq!(config.max_concurrent_streams_per_connection, 50);
+
+    for (key, value) in [("idle_timeout_seconds", "0"), ("expiry_warning_days", "0")] {
+        let bad = GOOD.replace(
+            "key = \"/etc/liandong/gateway.key\"\n",
+            &format!("key = \"/etc/liandong/gateway.key\"\n{key} = {value}\n"),
+        );
+        let err = GatewayConfig::parse(&bad, Path::new("g.toml"), no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&format!("tls.{key}")), "{err}");
+    }
+    let bad = format!("{GOOD}\n[limits]\nmax_connections_per_agency = 0\n");
+    let err = GatewayConfig::parse(&bad, Path::new("g.toml"), no_env)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("limits.max_connections_per_agency"), "{err}");
+}

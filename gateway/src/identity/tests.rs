@@ -3,7 +3,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use std::path::PathBuf;
+
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::{Service, ServiceExt};
 
@@ -154,8 +156,14 @@ fn tls_files(dir: &Path) -> (TlsFiles, Authority) {
         ca: dir.join("ca.pem"),
         cert: dir.join("gateway.pem"),
         key: dir.join("gateway.key"),
+        crls: vec![dir.join("ca.crl")],
     };
     std::fs::write(&files.ca, ca.cert_pem()).unwrap();
+    std::fs::write(
+        &files.crls[0],
+        liandong_certs::initial_crl(&ca, 30).unwrap(),
+    )
+    .unwrap();
     std::fs::write(&files.cert, &server.cert_pem).unwrap();
     std::fs::write(&files.key, &server.key_pem).unwrap();
     (files, ca)
@@ -165,9 +173,16 @@ fn client_config(
     ca: &Authority,
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> Arc<rustls::ClientConfig> {
+    client_config_with(ca, versions, &ca.agency("cz-psb").unwrap())
+}
+
+fn client_config_with(
+    ca: &Authority,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    agency: &liandong_certs::CertifiedKey,
+) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(der(&ca.cert_pem())).unwrap();
-    let agency = ca.agency("cz-psb").unwrap();
     let key = PrivateKeyDer::from_pem_slice(agency.key_pem.as_bytes()).unwrap();
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -259,4 +274,198 @@ fn unusable_tls_files_are_named() {
         server_config(&files),
         Err(TlsSetupError::File { .. })
     ));
+}
+
+fn crl_der(
+    ca: &Authority,
+    contents: &liandong_certs::CrlContents,
+) -> CertificateRevocationListDer<'static> {
+    CertificateRevocationListDer::from_pem_slice(ca.crl(contents).unwrap().as_bytes()).unwrap()
+}
+
+fn contents(next_update_days: i64) -> liandong_certs::CrlContents {
+    let now = time::OffsetDateTime::now_utc();
+    liandong_certs::CrlContents {
+        number: 1,
+        this_update: now - time::Duration::days(40),
+        next_update: now + time::Duration::days(next_update_days),
+        revoked: Vec::new(),
+    }
+}
+
+#[test]
+fn every_ca_needs_a_current_crl_it_signed() {
+    let now = time::OffsetDateTime::now_utc();
+    let ca_file = Path::new("ca.pem");
+    let first = Authority::new("first CA").unwrap();
+    let second = Authority::new("second CA").unwrap();
+    let cas = [der(&first.cert_pem()), der(&second.cert_pem())];
+    let good = |ca: &Authority, file: &str| (PathBuf::from(file), crl_der(ca, &contents(30)));
+
+    let expiries = tls::check_crl_coverage(
+        ca_file,
+        &cas,
+        &[good(&first, "first.crl"), good(&second, "second.crl")],
+        now,
+    )
+    .unwrap();
+    assert_eq!(expiries.len(), 2);
+    assert!(expiries[0].what.contains("first CA"), "{expiries:?}");
+
+    // The second CA has no CRL: refused, naming it.
+    let error =
+        tls::check_crl_coverage(ca_file, &cas, &[good(&first, "first.crl")], now).unwrap_err();
+    assert!(matches!(error, TlsSetupError::NoCrl { .. }), "{error:?}");
+    assert!(error.to_string().starts_with("no CRL for CA "), "{error}");
+    assert!(error.to_string().contains("second CA"), "{error}");
+
+    // An expired CRL: refused, naming the file and the date.
+    let expired = (PathBuf::from("old.crl"), crl_der(&second, &contents(-1)));
+    let error = tls::check_crl_coverage(ca_file, &cas, &[good(&first, "first.crl"), expired], now)
+        .unwrap_err();
+    assert!(
+        error.to_string().starts_with("CRL old.crl expired at "),
+        "{error}"
+    );
+
+    // A CRL that names the second CA as issuer but another key signed it.
+    let impostor = Authority::new("second CA").unwrap();
+    let forged = (
+        PathBuf::from("forged.crl"),
+        crl_der(&impostor, &contents(30)),
+    );
+    let error = tls::check_crl_coverage(ca_file, &cas, &[good(&first, "first.crl"), forged], now)
+        .unwrap_err();
+    assert!(
+        matches!(error, TlsSetupError::CrlSignature { .. }),
+        "{error:?}"
+    );
+
+    // Garbage is not a CRL.
+    let garbage = (
+        PathBuf::from("junk.crl"),
+        CertificateRevocationListDer::from(b"junk".to_vec()),
+    );
+    assert!(matches!(
+        tls::check_crl_coverage(ca_file, &cas, &[garbage], now),
+        Err(TlsSetupError::File { .. })
+    ));
+}
+
+#[test]
+fn a_configuration_without_crls_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut files, _) = tls_files(dir.path());
+    files.crls.clear();
+    let error = server_config(&files).unwrap_err();
+    assert!(matches!(error, TlsSetupError::NoCrl { .. }), "{error:?}");
+}
+
+#[test]
+fn a_der_crl_file_is_read_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let (files, ca) = tls_files(dir.path());
+    std::fs::write(&files.crls[0], crl_der(&ca, &contents(30)).as_ref()).unwrap();
+    assert!(server_config(&files).is_ok());
+}
+
+#[test]
+fn client_auth_usage_is_required() {
+    let ca = Authority::new("test CA").unwrap();
+    let good = ca.agency("cz-psb").unwrap();
+    assert_eq!(
+        tls::check_client_auth_usage(der(&good.cert_pem).as_ref()),
+        Ok(())
+    );
+    let mut spec = ClientSpec::agency("cz-psb");
+    spec.usage = liandong_certs::KeyUsage::ServerOnly;
+    let server_only = ca.client(&spec).unwrap();
+    assert_eq!(
+        tls::check_client_auth_usage(der(&server_only.cert_pem).as_ref()),
+        Err(tls::UsageError::NotClientAuth)
+    );
+    spec.usage = liandong_certs::KeyUsage::NoExtendedKeyUsage;
+    let none = ca.client(&spec).unwrap();
+    assert_eq!(
+        tls::check_client_auth_usage(der(&none.cert_pem).as_ref()),
+        Err(tls::UsageError::NoExtendedKeyUsage)
+    );
+    assert_eq!(
+        tls::check_client_auth_usage(b"junk"),
+        Err(tls::UsageError::Unparseable)
+    );
+}
+
+#[tokio::test]
+async fn a_certificate_without_extended_key_usage_fails_the_handshake() {
+    let dir = tempfile::tempdir().unwrap();
+    let (files, ca) = tls_files(dir.path());
+    let server = server_config(&files).unwrap();
+    let mut spec = ClientSpec::agency("cz-psb");
+    spec.usage = liandong_certs::KeyUsage::NoExtendedKeyUsage;
+    let cert = ca.client(&spec).unwrap();
+    let refused = handshake(
+        server,
+        client_config_with(&ca, &[&rustls::version::TLS13], &cert),
+    )
+    .await;
+    assert!(refused.is_err(), "{refused:?}");
+}
+
+#[tokio::test]
+async fn a_revoked_certificate_fails_the_handshake() {
+    let dir = tempfile::tempdir().unwrap();
+    let (files, ca) = tls_files(dir.path());
+    let revoked = ca.agency("cz-psb").unwrap();
+    let serial = {
+        let leaf = der(&revoked.cert_pem);
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).unwrap();
+        cert.raw_serial().to_vec()
+    };
+    let mut list = contents(30);
+    list.revoked.push(liandong_certs::Revocation {
+        serial,
+        revoked_at: time::OffsetDateTime::now_utc(),
+        reason: None,
+    });
+    std::fs::write(&files.crls[0], ca.crl(&list).unwrap()).unwrap();
+    let server = server_config(&files).unwrap();
+    let refused = handshake(
+        server.clone(),
+        client_config_with(&ca, &[&rustls::version::TLS13], &revoked),
+    )
+    .await;
+    assert!(refused.is_err(), "{refused:?}");
+    // Another certificate of the same CA still passes.
+    let other = handshake(server, client_config(&ca, &[&rustls::version::TLS13])).await;
+    assert!(other.is_ok(), "{other:?}");
+}
+
+#[test]
+fn session_resumption_is_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let (files, _) = tls_files(dir.path());
+    let config = server_config(&files).unwrap();
+    assert_eq!(config.send_tls13_tickets, 0);
+    assert!(!config.ticketer.enabled());
+    // The session cache stores nothing.
+    assert!(
+        !config
+            .session_storage
+            .put(b"id".to_vec(), b"state".to_vec())
+    );
+    assert!(config.session_storage.get(b"id").is_none());
+}
+
+#[test]
+fn live_connections_are_capped_per_identity_and_released_on_drop() {
+    let live = LiveConnections::default();
+    let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+    let first = live.register(addr, "urn:a", &[], 2).unwrap();
+    let _second = live.register(addr, "urn:a", &[], 2).unwrap();
+    assert_eq!(live.register(addr, "urn:a", &[], 2).unwrap_err().cap, 2);
+    let _other = live.register(addr, "urn:b", &[], 2).unwrap();
+    drop(first);
+    assert_eq!(live.len(), 2);
+    assert!(live.register(addr, "urn:a", &[], 2).is_ok());
 }

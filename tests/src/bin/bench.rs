@@ -326,7 +326,8 @@ async fn main() -> anyhow::Result<()> {
     // and the publish rate, which would otherwise be what is measured.
     let limits = format!(
         "\n[limits]\nmax_streams_per_agency = {0}\nmax_subscriptions_per_agency = {0}\n\
-         publish_per_second = 1000000\npublish_burst = 1000000\n",
+         publish_per_second = 1000000\npublish_burst = 1000000\n\
+         max_connections_per_agency = {0}\n",
         (args.idle_streams + 16).max(100)
     );
     let (backend, bed) = start(&args, &limits).await?;

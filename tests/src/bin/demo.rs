@@ -1572,6 +1572,7 @@ fn gateway_config() -> String {
      ca = \"pki/ca.crt\"\n\
      cert = \"pki/gateway.crt\"\n\
      key = \"pki/gateway.key\"\n\
+     crls = [\"pki/ca.crl\"]\n\
      handshake_timeout_seconds = 5\n\
      \n\
      [signing]\n\

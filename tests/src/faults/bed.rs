@@ -152,7 +152,7 @@ impl Bed {
             &config,
             format!(
                 "listen = \"127.0.0.1:{port}\"\nregistry = \"agencies.toml\"\n\n[tls]\nca = \"pki/ca.crt\"\n\
-                 cert = \"pki/gateway.crt\"\nkey = \"pki/gateway.key\"\nhandshake_timeout_seconds = 2\n\n\
+                 cert = \"pki/gateway.crt\"\nkey = \"pki/gateway.key\"\ncrls = [\"pki/ca.crl\"]\nhandshake_timeout_seconds = 2\n\n\
                  [signing]\nkey = \"pki/gateway.signing.pk8\"\n\n\
                  [database]\nurl = \"{config_url}\"\n\n[delivery]\npoll_interval_ms = 200\nstall_timeout_seconds = {STALL_TIMEOUT_SECONDS}\n\n\
                  [shutdown]\ngrace_seconds = 5\n"
