@@ -23,9 +23,9 @@ pub use authority::{Authority, CertifiedKey, ClientSpec, CrlContents, KeyUsage, 
 pub use error::CertError;
 pub use init::{AGENCIES_DIR, DEV_CA_COMMON_NAME, GATEWAY_SANS, InitReport, init};
 pub use keys::{KeyFiles, Retirement, Rotation, register_keys, retire_key, rotate_key};
-pub use registry::{AgencyKeys, read_agency_ids, registered_signing_keys, write_signing_keys};
 /// Revocation reasons of CRL entries (re-exported from rcgen).
 pub use rcgen::RevocationReason;
+pub use registry::{AgencyKeys, read_agency_ids, registered_signing_keys, write_signing_keys};
 pub use revocation::{
     CRL_FILE, CrlReport, DEFAULT_CRL_DAYS, REASONS, initial_crl, parse_reason, refresh_crl, revoke,
 };

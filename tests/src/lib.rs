@@ -38,8 +38,8 @@ pub mod demo_adapters;
 pub mod demo_story;
 pub mod faults;
 pub mod hostile;
-pub mod signed;
 pub mod limits_bed;
+pub mod signed;
 pub mod tls_bed;
 
 /// The dev registry: the agencies of the Changzhi mechanism.
