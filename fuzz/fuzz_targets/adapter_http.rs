@@ -16,14 +16,17 @@ use libfuzzer_sys::fuzz_target;
 use tower::ServiceExt as _;
 
 use liandong_adapter::config::daemon::StatusSettings;
-use liandong_adapter::daemon::source::http::router;
-use liandong_adapter::report::Limits;
+use liandong_adapter::daemon::source::http::{Guard, router};
+use liandong_adapter::report::{Certificate, Limits};
 
 /// The HTTP source's body limit in the adapter's default configuration.
 const MAX_BODY: usize = 1 << 20;
 
 #[derive(Debug, Arbitrary)]
 struct Input {
+    /// Sends the right `Host`, token and content type first, so most
+    /// inputs pass the guard and reach the handlers.
+    authorised: bool,
     method: u8,
     path: PathChoice,
     headers: Vec<(String, Vec<u8>)>,
@@ -58,6 +61,15 @@ fuzz_target!(|input: Input| {
     let mut request = Request::builder()
         .method(METHODS[usize::from(input.method) % METHODS.len()].clone())
         .uri(path);
+    if input.authorised {
+        request = request
+            .header("host", "127.0.0.1:8080")
+            .header(
+                "authorization",
+                format!("Bearer {}", liandong_fuzz::HTTP_TOKEN),
+            )
+            .header("content-type", "application/json");
+    }
     for (name, value) in &input.headers {
         request = request.header(name.as_str(), value.as_slice());
     }
@@ -74,8 +86,14 @@ fuzz_target!(|input: Input| {
             require_daemon: false,
         },
         max_pending: u64::MAX / 2,
+        certificate: Certificate::Unchecked,
     };
-    let app = router(adapter.acceptor.clone(), limits, MAX_BODY);
+    let guard = Guard::new(
+        adapter.token.clone(),
+        std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
+        None,
+    );
+    let app = router(adapter.acceptor.clone(), limits, None, MAX_BODY, guard);
     let response = adapter
         .runtime
         .block_on(async move {

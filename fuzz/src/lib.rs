@@ -16,6 +16,9 @@ use tokio::sync::Notify;
 /// The agency the fuzzed adapter publishes as.
 pub const AGENCY: &str = "cz-psb";
 
+/// The HTTP source's bearer token in the fuzzed adapter.
+pub const HTTP_TOKEN: &str = "fuzzing-token-0123456789abcdef";
+
 /// Largest encoded notification the acceptor takes (the adapter's default).
 pub const MAX_BYTES: u64 = 262_144;
 
@@ -25,6 +28,8 @@ pub struct Adapter {
     pub runtime: Runtime,
     /// What the folder and HTTP sources hand their input to.
     pub acceptor: Acceptor,
+    /// The HTTP source's token, read from a 0600 file like the daemon's.
+    pub token: liandong_adapter::daemon::source::http::HttpToken,
     /// Keeps the store's directory alive for the whole run.
     _dir: tempfile::TempDir,
 }
@@ -54,9 +59,25 @@ pub fn adapter() -> &'static Adapter {
             MAX_BYTES,
             Arc::new(Notify::new()),
         );
+        let token_file = dir.path().join("http.token");
+        {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&token_file)
+                .expect("create the token file");
+            file.write_all(format!("{HTTP_TOKEN}\n").as_bytes())
+                .expect("write the token file");
+        }
+        let token = liandong_adapter::daemon::source::http::HttpToken::load(&token_file)
+            .expect("the token file loads");
         Adapter {
             runtime,
             acceptor,
+            token,
             _dir: dir,
         }
     })
