@@ -481,6 +481,21 @@ async fn verify_store(config: GatewayConfig, json: bool) -> ExitCode {
     };
     bar.finish_and_clear();
     store.close().await;
+    conclude_check(
+        result,
+        |report| print_report(report, json),
+        |report| report.is_clean(),
+    )
+}
+
+/// Ends a check command: a database failure exits 69, a report that
+/// cannot be written 1; then 0 when `is_clean`, 65 when a problem was
+/// found.
+fn conclude_check<R>(
+    result: Result<R, liandong_gateway::store::StoreError>,
+    print: impl FnOnce(&R) -> std::io::Result<()>,
+    is_clean: impl FnOnce(&R) -> bool,
+) -> ExitCode {
     let report = match result {
         Ok(report) => report,
         Err(error) => {
@@ -489,13 +504,13 @@ async fn verify_store(config: GatewayConfig, json: bool) -> ExitCode {
         }
     };
     // A reader that stops early (`| head`) is not an error of the check.
-    if let Err(error) = print_report(&report, json)
+    if let Err(error) = print(&report)
         && error.kind() != std::io::ErrorKind::BrokenPipe
     {
         eprintln!("liandong-gateway: cannot write the report: {error}");
         return ExitCode::FAILURE;
     }
-    if report.is_clean() {
+    if is_clean(&report) {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EX_DATAERR)
@@ -595,24 +610,11 @@ async fn audit_verify(
     };
     bar.finish_and_clear();
     store.close().await;
-    let report = match result {
-        Ok(report) => report,
-        Err(error) => {
-            eprintln!("liandong-gateway: database: {error}");
-            return ExitCode::from(EX_UNAVAILABLE);
-        }
-    };
-    if let Err(error) = print_audit_report(&report, json)
-        && error.kind() != std::io::ErrorKind::BrokenPipe
-    {
-        eprintln!("liandong-gateway: cannot write the report: {error}");
-        return ExitCode::FAILURE;
-    }
-    if report.is_clean() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EX_DATAERR)
-    }
+    conclude_check(
+        result,
+        |report| print_audit_report(report, json),
+        |report| report.is_clean(),
+    )
 }
 
 /// Writes the audit report to stdout: JSON, or a summary line, one line
