@@ -176,19 +176,28 @@ class SignedPublishTest(unittest.TestCase):
         n = self.signer.sign(clue("tampered", f"PY-SIG-{RUN}-T"))
         n.summary = "changed after signing"
         error = self.refused(n)
-        self.assertEqual(error.code(), grpc.StatusCode.PERMISSION_DENIED, error.details())
+        self.assertEqual(error.code(), grpc.StatusCode.UNAUTHENTICATED, error.details())
 
     def test_unsigned_is_refused(self):
         error = self.refused(clue("unsigned", f"PY-SIG-{RUN}-U"))
-        self.assertEqual(error.code(), grpc.StatusCode.INVALID_ARGUMENT, error.details())
+        self.assertEqual(error.code(), grpc.StatusCode.UNAUTHENTICATED, error.details())
         self.assertIn("notification.signature", error.details())
 
     def test_signed_with_another_agencys_key_is_refused(self):
         other = lc.Signer.from_pki(PKI, PSB)
         n = other.sign(clue("forged", f"PY-SIG-{RUN}-F"))
-        # Claims to be EEB's key, signed with PSB's.
+        # Claims to be EEB's key, signed with PSB's: it does not verify.
         n.sender = EEB
         n.signing_key_id = self.signer.key_id
+        error = self.refused(n)
+        self.assertEqual(error.code(), grpc.StatusCode.UNAUTHENTICATED, error.details())
+
+    def test_signed_naming_another_agencys_key_is_refused(self):
+        other = lc.Signer.from_pki(PKI, PSB)
+        # Signed with PSB's key and naming it, published over EEB's
+        # connection: a key registered for another agency.
+        n = other.sign(clue("borrowed", f"PY-SIG-{RUN}-B"))
+        n.sender = EEB
         error = self.refused(n)
         self.assertEqual(error.code(), grpc.StatusCode.PERMISSION_DENIED, error.details())
 

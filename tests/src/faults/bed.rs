@@ -162,6 +162,10 @@ impl Bed {
         let drop_folder = dir.path().join("inbox");
         std::fs::create_dir_all(&drop_folder)?;
         let adapter_config = dir.path().join("adapter.toml");
+        // The HTTP source's secret, private to the adapter's user.
+        let token = dir.path().join("http.token");
+        std::fs::write(&token, format!("{}\n", crate::adapter_bed::HTTP_TOKEN))?;
+        std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
         let agency = ADAPTER_AGENCY;
         std::fs::write(
             &adapter_config,
@@ -170,7 +174,7 @@ impl Bed {
                  [gateway]\nurl = \"https://127.0.0.1:{port}\"\nserver_name = \"localhost\"\nca = \"pki/ca.crt\"\n\
                  cert = \"pki/agencies/{agency}.crt\"\nkey = \"pki/agencies/{agency}.key\"\n\n\
                  [outbox]\npath = \"adapter/state.db\"\nretry_initial_ms = 50\nretry_max_ms = 300\n\n\
-                 [[source]]\nkind = \"http\"\nlisten = \"127.0.0.1:{adapter_port}\"\n\n\
+                 [[source]]\nkind = \"http\"\nlisten = \"127.0.0.1:{adapter_port}\"\ntoken_file = \"http.token\"\n\n\
                  [[source]]\nkind = \"folder\"\npath = \"{}\"\npoll_interval_ms = 50\n",
                 drop_folder.display()
             ),

@@ -341,7 +341,8 @@ pub fn post_to_adapter(port: u16, body: &str) -> Outcome {
     let sent = write!(
         stream,
         "POST /v1/notifications HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+         Authorization: Bearer {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        crate::adapter_bed::HTTP_TOKEN,
         body.len()
     );
     let mut raw = Vec::new();
