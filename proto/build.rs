@@ -3,7 +3,11 @@
 
 use std::path::PathBuf;
 
-const PROTOS: &[&str] = &["liandong/v1/options.proto", "liandong/v1/exchange.proto"];
+const PROTOS: &[&str] = &[
+    "liandong/v1/options.proto",
+    "liandong/v1/exchange.proto",
+    "liandong/v1/operations.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {

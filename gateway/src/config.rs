@@ -26,6 +26,12 @@ mod tests;
 pub const ENV_LISTEN: &str = "LIANDONG_LISTEN";
 /// Environment variable overriding `database.url`.
 pub const ENV_DATABASE_URL: &str = "LIANDONG_DATABASE_URL";
+/// Environment variable overriding `ops.listen` (`off` turns the ops
+/// HTTP port off).
+pub const ENV_OPS_LISTEN: &str = "LIANDONG_OPS_LISTEN";
+/// Where the ops HTTP port (status page, `/metrics`, `/healthz`,
+/// `/readyz`) listens when `[ops] listen` is not set: loopback only.
+pub const DEFAULT_OPS_LISTEN: &str = "127.0.0.1:9464";
 
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +76,29 @@ struct ConfigFile {
     mechanism: MechanismSection,
     #[serde(default)]
     audit: AuditSection,
+    #[serde(default)]
+    ops: OpsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OpsSection {
+    #[serde(default)]
+    listen: Option<String>,
+    #[serde(default)]
+    ready_certificate_days: Option<u32>,
+}
+
+/// The `[ops]` section: the operators' HTTP port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpsSettings {
+    /// Where the status page, `/metrics`, `/healthz` and `/readyz` are
+    /// served (`None`: `listen = "off"`). Loopback by default
+    /// ([`DEFAULT_OPS_LISTEN`]); docs/OPERATIONS.md says how to expose it.
+    pub listen: Option<SocketAddr>,
+    /// `/readyz` fails when a certificate or CRL the gateway relies on
+    /// expires within this many days (default 1).
+    pub ready_certificate_days: u32,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -383,6 +412,8 @@ pub struct GatewayConfig {
     pub mechanism: MechanismFiles,
     /// The audit chain's checkpoints and start-up check (`[audit]`).
     pub audit: AuditSettings,
+    /// `[ops]`: the operators' HTTP port.
+    pub ops: OpsSettings,
 }
 
 impl GatewayConfig {
@@ -555,6 +586,7 @@ impl GatewayConfig {
                 ),
             ));
         }
+        let ops = ops_settings(file.ops, &env, &field)?;
         Ok(Self {
             listen,
             registry: resolve(&file.registry),
@@ -593,8 +625,45 @@ impl GatewayConfig {
                 time_zone,
             },
             audit,
+            ops,
         })
     }
+}
+
+/// The `[ops]` section, validated, with [`ENV_OPS_LISTEN`] applied.
+fn ops_settings(
+    ops: OpsSection,
+    env: &impl Fn(&str) -> Option<String>,
+    field: &impl Fn(&str, String) -> ConfigError,
+) -> Result<OpsSettings, ConfigError> {
+    let (listen_field, listen) = match env(ENV_OPS_LISTEN) {
+        Some(value) => (ENV_OPS_LISTEN, value),
+        None => (
+            "ops.listen",
+            ops.listen.unwrap_or_else(|| DEFAULT_OPS_LISTEN.to_owned()),
+        ),
+    };
+    let listen = if listen == "off" {
+        None
+    } else {
+        Some(listen.parse::<SocketAddr>().map_err(|_| {
+            field(
+                listen_field,
+                format!("{listen:?} is not an address such as 127.0.0.1:9464, nor \"off\""),
+            )
+        })?)
+    };
+    let ready_certificate_days = ops.ready_certificate_days.unwrap_or(1);
+    if ready_certificate_days > 3650 {
+        return Err(field(
+            "ops.ready_certificate_days",
+            "must be between 0 and 3650".into(),
+        ));
+    }
+    Ok(OpsSettings {
+        listen,
+        ready_certificate_days,
+    })
 }
 
 /// The `[supervision]` section, validated: idle days between 1 and 3650,

@@ -8,6 +8,7 @@
 //!   handshake timeouts, and certificate → registered agency, resolved once
 //!   per request.
 //! - [`api`]: the `liandong.v1.Exchange` service handlers.
+//! - [`admin`]: the `admin` command line over the Operations service.
 //! - [`announcements`]: joint drafts, co-signers' answers and releases.
 //! - [`disclosure`]: what a reader receives of a stored notification
 //!   (render, redact, stub, contact) and its audit entry, for delivery and
@@ -33,11 +34,16 @@
 //! - [`error`]: the one mapping from errors to gRPC statuses.
 //! - [`signatures`]: which notifications must be signed and by which
 //!   registered key; the registry's keys checked at start and reload.
+//! - [`operations_api`]: the `liandong.v1.Operations` service handlers,
+//!   for operator certificates only.
+//! - [`ops`]: the ops HTTP port (status page, metrics, health) and the
+//!   snapshots operators read.
 //!
 //! [`prepare`] loads everything a gateway needs and fails before binding
 //! anything if any of it is wrong; [`serve`] runs it on a bound listener
 //! until a shutdown future completes.
 
+pub mod admin;
 pub mod announcements;
 pub mod api;
 pub mod audit;
@@ -47,6 +53,8 @@ pub mod deadline;
 pub mod disclosure;
 pub mod error;
 pub mod identity;
+pub mod operations_api;
+pub mod ops;
 pub mod oversight_api;
 pub mod policy;
 pub mod quota;
@@ -69,6 +77,7 @@ use tonic::transport::Server;
 use arc_swap::ArcSwap;
 
 use liandong_core::pb::exchange_server::ExchangeServer;
+use liandong_core::pb::operations_server::OperationsServer;
 use liandong_core::pb::supervision_server::SupervisionServer;
 use liandong_core::registry::{Registry, RegistryError};
 
@@ -114,6 +123,10 @@ pub struct Gateway {
     /// The TLS configuration in force (replaced whole on reload) and the
     /// live connections accepted under it.
     pub tls: identity::TlsState,
+    /// When this process started serving (wall clock, for display).
+    pub started_at: time::OffsetDateTime,
+    /// … and on the monotonic clock, for uptime.
+    pub started: std::time::Instant,
 }
 
 impl Gateway {
@@ -141,6 +154,8 @@ impl Gateway {
             key,
             require_signatures: false,
             tls: identity::TlsState::default(),
+            started_at: time::OffsetDateTime::now_utc(),
+            started: std::time::Instant::now(),
         }
     }
 
@@ -291,6 +306,7 @@ impl StartError {
 pub struct Prepared {
     gateway: Arc<Gateway>,
     config: GatewayConfig,
+    ops_listener: Option<TcpListener>,
 }
 
 impl Prepared {
@@ -302,6 +318,13 @@ impl Prepared {
     /// The configuration it was prepared from.
     pub fn config(&self) -> &GatewayConfig {
         &self.config
+    }
+
+    /// Serves the ops HTTP routes (status page, metrics, health) on
+    /// `listener` too.
+    pub fn with_ops_listener(mut self, listener: TcpListener) -> Self {
+        self.ops_listener = Some(listener);
+        self
     }
 }
 
@@ -395,6 +418,7 @@ pub async fn prepare_with(
     Ok(Prepared {
         gateway: Arc::new(gateway),
         config,
+        ops_listener: None,
     })
 }
 
@@ -406,8 +430,23 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let Prepared { gateway, config } = prepared;
+    let Prepared {
+        gateway,
+        config,
+        ops_listener,
+    } = prepared;
     let stop = gateway.stop.clone();
+    // The ops port stops with the gateway; it never holds a shutdown up.
+    if let Some(listener) = ops_listener {
+        tokio::spawn(ops::http::serve(
+            listener,
+            ops::http::OpsState {
+                gateway: gateway.clone(),
+                settings: config.ops.clone(),
+            },
+            stop.clone(),
+        ));
+    }
     let deadline_timer = supervision::timer::spawn(
         gateway.clone(),
         reports::ReportSettings::from_config(&config),
@@ -421,6 +460,9 @@ pub async fn serve(
         .await;
     health
         .set_serving::<SupervisionServer<oversight_api::SupervisionService>>()
+        .await;
+    health
+        .set_serving::<OperationsServer<operations_api::OperationsService>>()
         .await;
     let health_stop = CancellationToken::new();
     let health_task = tokio::spawn(follow_store_health(
@@ -471,6 +513,20 @@ pub async fn serve(
         gateway.clone(),
     );
 
+    // The Operations service: operator certificates only, resolved and
+    // audited the same way.
+    let operations = identity::ResolveCaller::new(
+        refusals::RefusalAudit::new(
+            OperationsServer::new(operations_api::OperationsService::new(
+                gateway.clone(),
+                reports::ReportSettings::from_config(&config),
+            ))
+            .max_decoding_message_size(config.max_message_bytes.saturating_mul(4)),
+            gateway.clone(),
+        ),
+        gateway.clone(),
+    );
+
     let incoming = identity::incoming(
         listener,
         gateway.clone(),
@@ -497,7 +553,8 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(exchange)
-        .add_service(supervision);
+        .add_service(supervision)
+        .add_service(operations);
     let mut server =
         tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned()));
 

@@ -69,6 +69,9 @@ enum Command {
         #[command(flatten)]
         period: ReportArgs,
     },
+    /// Operator commands over the Operations service of a running gateway,
+    /// with an operator certificate (no configuration file).
+    Admin(liandong_gateway::admin::AdminArgs),
 }
 
 #[derive(Debug, Args)]
@@ -142,9 +145,10 @@ enum OutputFormat {
 }
 
 impl Command {
-    /// The configuration file the command reads.
-    fn config(&self) -> &std::path::Path {
-        match self {
+    /// The configuration file the command reads (none for `admin`).
+    fn config(&self) -> Option<&std::path::Path> {
+        Some(match self {
+            Self::Admin(_) => return None,
             Self::Serve { config, .. }
             | Self::Migrate { config }
             | Self::VerifyStore { config, .. }
@@ -159,7 +163,7 @@ impl Command {
                 .config
                 .as_deref()
                 .expect("clap requires --config without a subcommand"),
-        }
+        })
     }
 }
 
@@ -183,18 +187,27 @@ fn main() -> ExitCode {
         eprintln!("liandong-gateway: a TLS crypto provider was already installed");
         return ExitCode::FAILURE;
     }
-    let config = match GatewayConfig::load(cli.command.config(), |key| std::env::var(key).ok()) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("liandong-gateway: {error}");
-            return ExitCode::from(EX_USAGE);
-        }
-    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("liandong-gateway: cannot start the runtime: {error}");
             return ExitCode::FAILURE;
+        }
+    };
+    let config_path = match cli.command.config() {
+        Some(path) => path,
+        None => {
+            let Command::Admin(args) = cli.command else {
+                unreachable!("only admin reads no configuration")
+            };
+            return runtime.block_on(liandong_gateway::admin::run(args));
+        }
+    };
+    let config = match GatewayConfig::load(config_path, |key| std::env::var(key).ok()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("liandong-gateway: {error}");
+            return ExitCode::from(EX_USAGE);
         }
     };
     runtime.block_on(async move {
@@ -230,6 +243,7 @@ fn main() -> ExitCode {
                 ..
             } => signals(config, stuck_days, &region, format).await,
             Command::Report { period, .. } => report(config, &period).await,
+            Command::Admin(_) => unreachable!("admin runs without a configuration"),
         }
     })
 }
@@ -260,6 +274,25 @@ async fn serve(config: GatewayConfig, options: liandong_gateway::StartOptions) -
             return ExitCode::from(EX_UNAVAILABLE);
         }
     };
+    let mut prepared = prepared;
+    if let Some(ops_listen) = prepared.config().ops.listen {
+        let ops = match TcpListener::bind(ops_listen).await {
+            Ok(ops) => ops,
+            Err(error) => {
+                eprintln!("liandong-gateway: cannot listen on {ops_listen} (ops.listen): {error}");
+                return ExitCode::from(EX_UNAVAILABLE);
+            }
+        };
+        match ops.local_addr() {
+            Ok(addr) => {
+                tracing::info!(%addr, "ops HTTP port: status page, /metrics, /healthz, /readyz");
+                // A stable line on stdout, for scripts and tests.
+                println!("liandong-gateway ops on http://{addr}");
+            }
+            Err(error) => tracing::warn!(%error, "cannot read the ops port's bound address"),
+        }
+        prepared = prepared.with_ops_listener(ops);
+    }
     spawn_reload_on_sighup(prepared.gateway().clone(), prepared.config().clone());
     match listener.local_addr() {
         Ok(addr) => {

@@ -53,6 +53,7 @@ use crate::supervision::Emitted;
 pub mod audit;
 pub mod cases;
 pub mod integrity;
+pub mod operations;
 pub mod throttle;
 pub mod verify;
 mod writer;

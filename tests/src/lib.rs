@@ -379,6 +379,9 @@ pub struct GatewayProcess {
     child: Option<Child>,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where its ops HTTP port (status page, metrics, health) listens
+    /// (`LIANDONG_OPS_LISTEN=127.0.0.1:0` unless the config turns it off).
+    pub ops_addr: Option<SocketAddr>,
 }
 
 impl GatewayProcess {
@@ -391,6 +394,7 @@ impl GatewayProcess {
             .open(log)?;
         let mut child = Command::new(binary("liandong-gateway", "liandong-gateway"))
             .arg("serve")
+            .env("LIANDONG_OPS_LISTEN", "127.0.0.1:0")
             .arg("--config")
             .arg(config)
             .env("LIANDONG_LOG", "info,liandong_gateway=debug")
@@ -404,17 +408,23 @@ impl GatewayProcess {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
+            let mut ops = None;
             for line in lines.by_ref() {
                 let Ok(line) = line else { break };
+                // The ops line, when there is one, comes first.
+                if let Some(addr) = line.strip_prefix("liandong-gateway ops on http://") {
+                    ops = Some(addr.to_owned());
+                }
                 if let Some(addr) = line.strip_prefix("liandong-gateway listening on https://") {
-                    let _ = tx.send(addr.to_owned());
+                    let _ = tx.send((addr.to_owned(), ops.take()));
                 }
             }
         });
         match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(addr) => Ok(Self {
+            Ok((addr, ops)) => Ok(Self {
                 child: Some(child),
                 addr: addr.parse()?,
+                ops_addr: ops.map(|ops| ops.parse()).transpose()?,
             }),
             Err(_) => {
                 let _ = child.kill();
@@ -430,6 +440,14 @@ impl GatewayProcess {
     /// `https://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("https://{}", self.addr)
+    }
+
+    /// `http://127.0.0.1:PORT` of the ops HTTP port; panics when it is off.
+    pub fn ops_url(&self) -> String {
+        format!(
+            "http://{}",
+            self.ops_addr.expect("the gateway's ops port is on")
+        )
     }
 
     /// The child's process id.

@@ -326,6 +326,7 @@ async fn audit_verify_detects_each_kind_of_tampering() {
     // The gateway itself refuses to start on the broken chain.
     let output = Command::new(binary("liandong-gateway", "liandong-gateway"))
         .args(["serve", "--config"])
+        .env("LIANDONG_OPS_LISTEN", "127.0.0.1:0")
         .arg(&bed.config)
         .env("LIANDONG_LOG", "off")
         .stdin(Stdio::null())

@@ -422,6 +422,7 @@ fn broken_config_exits_64_with_one_line_naming_the_problem() {
     std::fs::write(&config, "listen = \"nowhere\"\nregistry = \"r.toml\"\n[tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n[database]\nurl=\"sqlite://x.db\"\n[signing]\nkey=\"k.pk8\"\n").unwrap();
     let out = Command::new(binary("liandong-gateway", "liandong-gateway"))
         .args(["serve", "--config"])
+        .env("LIANDONG_OPS_LISTEN", "127.0.0.1:0")
         .arg(&config)
         .output()
         .unwrap();
@@ -435,6 +436,7 @@ fn broken_config_exits_64_with_one_line_naming_the_problem() {
     std::fs::write(&config, "listen = \"127.0.0.1:0\"\nregistry = \"r.toml\"\n[tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n[database]\nurl=\"sqlite://x.db\"\n[signing]\nkey=\"k.pk8\"\n").unwrap();
     let out = Command::new(binary("liandong-gateway", "liandong-gateway"))
         .args(["serve", "--config"])
+        .env("LIANDONG_OPS_LISTEN", "127.0.0.1:0")
         .arg(&config)
         .output()
         .unwrap();
@@ -453,6 +455,7 @@ fn broken_config_exits_64_with_one_line_naming_the_problem() {
     std::fs::write(bed_dir.path().join("r.toml"), "[[agency]]\nid = \"cz-x\"\nname = \"x\"\nrole = \"POLICE\"\nregion = \"140400\"\nclearance = \"PUBLIC\"\n").unwrap();
     let out = Command::new(binary("liandong-gateway", "liandong-gateway"))
         .args(["serve", "--config"])
+        .env("LIANDONG_OPS_LISTEN", "127.0.0.1:0")
         .arg(&config)
         .output()
         .unwrap();

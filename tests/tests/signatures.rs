@@ -286,6 +286,7 @@ async fn gateway_refuses_a_registry_publishing_another_key_as_its_own() {
         "liandong-gateway",
     ))
     .args(["serve", "--config"])
+    .env("LIANDONG_OPS_LISTEN", "127.0.0.1:0")
     .arg(bed.path("gateway.toml"))
     .output()
     .unwrap();

@@ -55,6 +55,7 @@ fn stop(bed: &mut Testbed) {
 fn assert_start_refused(bed: &Testbed) -> String {
     let output = Command::new(binary("liandong-gateway", "liandong-gateway"))
         .arg("serve")
+        .env("LIANDONG_OPS_LISTEN", "127.0.0.1:0")
         .arg("--config")
         .arg(&bed.config)
         .env("LIANDONG_LOG", "off")
@@ -85,6 +86,7 @@ impl Allowed {
         let log = bed.dir.path().join("gateway-allowed.log");
         let mut child = Command::new(binary("liandong-gateway", "liandong-gateway"))
             .arg("serve")
+            .env("LIANDONG_OPS_LISTEN", "127.0.0.1:0")
             .arg("--config")
             .arg(&bed.config)
             .arg("--allow-integrity-failures")

@@ -238,6 +238,7 @@ async fn missing_crl_for_issuing_ca_refuses_to_start() {
             "liandong-gateway",
         ))
         .args(["serve", "--config"])
+        .env("LIANDONG_OPS_LISTEN", "127.0.0.1:0")
         .arg(&config)
         .env("LIANDONG_LISTEN", "127.0.0.1:0")
         .output()
