@@ -251,7 +251,9 @@ labels! {
     /// The stream is open.
     Online => "在线", "open";
     /// The stream is closed.
-    Offline => "离线", "closed";
+    Offline => "已断开", "closed";
+    /// The agency has no live connection.
+    NotConnected => "未连接", "not connected";
     /// Every notification.
     AnyFilter => "全部", "everything";
     /// None behind.

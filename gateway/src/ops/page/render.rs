@@ -403,7 +403,10 @@ impl Page<'_> {
             let connected = if agency.connections > 0 {
                 self.when(agency.connected_since.as_ref(), Label::NotReported)
             } else {
-                format!("<span class=\"muted\">{}</span>", self.t(Label::Offline))
+                format!(
+                    "<span class=\"muted\">{}</span>",
+                    self.t(Label::NotConnected)
+                )
             };
             let refusal = if agency.last_refusal.is_some() {
                 format!(
