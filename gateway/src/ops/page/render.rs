@@ -157,9 +157,9 @@ impl Page<'_> {
             problems.push(self.tn(Label::ProblemDisabled, data.status.disabled_agencies.len()));
         }
         if problems.is_empty() {
-            write!(
+            writeln!(
                 out,
-                "<div class=\"alerts ok\" id=\"alerts\" role=\"status\"><p>{}</p></div>\n",
+                "<div class=\"alerts ok\" id=\"alerts\" role=\"status\"><p>{}</p></div>",
                 self.t(Label::AllClear)
             )
         } else {
@@ -185,10 +185,10 @@ impl Page<'_> {
         value: &str,
         sub: &str,
     ) -> fmt::Result {
-        write!(
+        writeln!(
             out,
             "<div class=\"card {class}\" id=\"{id}\"><div class=\"k\">{}</div>\
-             <div class=\"v\">{}</div><div class=\"s\">{}</div></div>\n",
+             <div class=\"v\">{}</div><div class=\"s\">{}</div></div>",
             self.t(key),
             Esc(value),
             Esc(sub),
@@ -428,11 +428,11 @@ impl Page<'_> {
                 ),
                 None => format!("<span class=\"pill ok\">{}</span>", self.t(Label::Enabled)),
             };
-            write!(
+            writeln!(
                 out,
                 "<tr data-agency=\"{id}\"{class}><td><code>{id}</code></td><td>{name}</td>\
                  <td>{role}</td><td class=\"n\">{connections}</td><td>{connected}</td>\
-                 <td class=\"n\">{streams}</td><td>{publish}</td><td>{refusal}</td><td>{state}</td></tr>\n",
+                 <td class=\"n\">{streams}</td><td>{publish}</td><td>{refusal}</td><td>{state}</td></tr>",
                 id = Esc(&agency.id),
                 class = if disabled { " class=\"bad\"" } else { "" },
                 name = Esc(&agency.name),
@@ -490,10 +490,10 @@ impl Page<'_> {
             ],
         );
         for row in rows {
-            write!(
+            writeln!(
                 out,
                 "<tr data-rate=\"{id}\"{class}><td><code>{id}</code></td><td class=\"n\">{recent}</td>\
-                 <td class=\"n\">{hour}</td><td class=\"n\">{per_minute:.1}</td></tr>\n",
+                 <td class=\"n\">{hour}</td><td class=\"n\">{per_minute:.1}</td></tr>",
                 id = Esc(&row.agency),
                 class = if row.last_hour == 0 {
                     " class=\"muted\""
@@ -559,12 +559,12 @@ impl Page<'_> {
             } else {
                 format!("<span class=\"pill off\">{}</span>", self.t(Label::Offline))
             };
-            write!(
+            writeln!(
                 out,
                 "<tr class=\"warn\" data-subscription=\"{owner}/{name}\"><td><code>{owner}</code></td>\
                  <td><code>{name}</code></td><td>{filter}</td><td class=\"n\">{acked}</td>\
                  <td class=\"n lag\">{lag}</td><td>{age}</td><td class=\"n\">{in_flight}</td>\
-                 <td>{stream}</td><td>{updated}</td></tr>\n",
+                 <td>{stream}</td><td>{updated}</td></tr>",
                 owner = Esc(&sub.owner),
                 name = Esc(&sub.name),
                 filter = Esc(filter),
@@ -608,11 +608,11 @@ impl Page<'_> {
                     name.strip_prefix("CASE_STATE_").unwrap_or(name).to_owned()
                 })
                 .unwrap_or_default();
-            write!(
+            writeln!(
                 out,
                 "<tr class=\"bad\" data-case=\"{case}\"><td><code>{case}</code></td><td>{rule}</td>\
                  <td><code>{agency}</code></td><td>{due}</td><td>{region}</td><td>{state}</td>\
-                 <td class=\"muted\">{detail}</td></tr>\n",
+                 <td class=\"muted\">{detail}</td></tr>",
                 case = Esc(&breach.case_ref),
                 rule = Esc(&breach.rule),
                 agency = Esc(&breach.agency),
@@ -704,9 +704,9 @@ impl Page<'_> {
                 .and_then(datetime)
                 .map(clock)
                 .unwrap_or_default();
-            write!(
+            writeln!(
                 out,
-                "<tr{class}><td>{what}</td><td>{not_after}</td><td class=\"n\">{days}</td></tr>\n",
+                "<tr{class}><td>{what}</td><td>{not_after}</td><td class=\"n\">{days}</td></tr>",
                 what = Esc(&certificate.what),
                 not_after = Esc(&not_after),
             )?;
