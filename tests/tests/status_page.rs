@@ -6,7 +6,11 @@
 //! and saves a screenshot of each language under
 //! `target/test-artifacts/status-page-<lang>.png`.
 //!
-//! Without Chromium the test prints SKIPPED and returns, unless
+//! A second test closes the gateway's PostgreSQL database to it and reads
+//! the page again: it still renders, answers 503 and says in both
+//! languages that the store cannot be read.
+//!
+//! Without Chromium the tests print SKIPPED and returns, unless
 //! `LIANDONG_REQUIRE_OPS_TOOLS=1` (as in CI) makes that a failure.
 
 use std::io::{Read, Write};
@@ -15,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use liandong_tests::{Subscriber, Testbed, publish_clues};
+use liandong_tests::{Subscriber, Testbed, publish_clues, skip_unless_postgres};
 
 /// Where Debian installs Chromium.
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -304,4 +308,111 @@ async fn the_status_page_shows_agencies_rates_and_a_lagging_subscription_in_a_re
 
     // The subscription stayed open, unacknowledged, through every read.
     drop(subscriber);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_says_in_both_languages_when_the_store_cannot_be_read() {
+    use sqlx::Connection;
+    if skip_unless_postgres("closes the gateway's database to every connection") {
+        return;
+    }
+    let Some(chromium) = chromium() else {
+        return;
+    };
+    let bed = Testbed::start().expect("test bed");
+    let ops = bed.gateway.ops_url();
+    let (status, answer) = http_get(&ops, "/");
+    assert_eq!(status, "HTTP/1.1 200 OK", "{answer}");
+
+    // Close the bed's own database: no new connection, live ones ended.
+    let database_url = bed.database_url();
+    let database = database_url
+        .split('?')
+        .next()
+        .and_then(|base| base.rsplit('/').next())
+        .expect("a database name")
+        .to_owned();
+    let server_url = std::env::var("LIANDONG_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let mut admin = sqlx::AnyConnection::connect(&server_url)
+        .await
+        .expect("connect to the PostgreSQL server");
+    sqlx::query(&format!(
+        "ALTER DATABASE {database} ALLOW_CONNECTIONS false"
+    ))
+    .execute(&mut admin)
+    .await
+    .expect("close the database");
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(&database)
+    .fetch_all(&mut admin)
+    .await
+    .expect("end the gateway's connections");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, answer) = http_get(&ops, "/?lang=en");
+        if status == "HTTP/1.1 503 Service Unavailable" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page still answers {status} with the database closed: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for lang in ["zh", "en"] {
+        let dom = run_chromium(
+            &chromium,
+            &format!("{ops}/?lang={lang}"),
+            &["--dump-dom".to_owned()],
+        );
+        assert!(
+            dom.contains("存储无法读取"),
+            "{lang}: no Chinese notice:\n{dom}"
+        );
+        assert!(
+            dom.contains("The store cannot be read"),
+            "{lang}: no English notice:\n{dom}"
+        );
+        let unavailable = if lang == "zh" {
+            "暂时无法读取"
+        } else {
+            "Cannot be read now"
+        };
+        assert!(
+            dom.contains(unavailable),
+            "{lang}: sections do not say so:\n{dom}"
+        );
+        // What the process knows by itself is still shown.
+        assert!(
+            dom.contains("<div class=\"card bad\" id=\"store\">"),
+            "{dom}"
+        );
+        assert!(dom.contains("id=\"version\""), "{dom}");
+    }
+
+    let png = artifacts().join("status-page-store-down.png");
+    run_chromium(
+        &chromium,
+        &format!("{ops}/?lang=zh"),
+        &[
+            format!("--screenshot={}", png.display()),
+            "--window-size=1280,1800".to_owned(),
+            "--hide-scrollbars".to_owned(),
+        ],
+    );
+    let _ = writeln!(
+        std::io::stderr(),
+        "status page screenshot (store down): {}",
+        png.display()
+    );
+
+    sqlx::query(&format!("ALTER DATABASE {database} ALLOW_CONNECTIONS true"))
+        .execute(&mut admin)
+        .await
+        .expect("reopen the database");
 }

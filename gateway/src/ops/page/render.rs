@@ -269,20 +269,22 @@ impl Page<'_> {
             &format!("{} / {}", status.connections, status.streams),
             "",
         )?;
-        let breaches = self
-            .data
-            .breaches
-            .as_ref()
-            .map_or(status.breaches_open, |b| b.len() as u64);
+        let breaches = match (&self.data.breaches, unread) {
+            (Some(breaches), _) => Some(breaches.len() as u64),
+            (None, false) => Some(status.breaches_open),
+            (None, true) => None,
+        };
         self.card(
             out,
             "breaches-open",
-            if breaches > 0 { "bad" } else { "" },
+            if breaches.unwrap_or(0) > 0 { "bad" } else { "" },
             Label::BreachesOpen,
-            &breaches.to_string(),
+            &breaches.map_or_else(|| "—".to_owned(), |n| n.to_string()),
             "",
         )?;
-        let disabled = if status.disabled_agencies.is_empty() {
+        let disabled = if unread {
+            "—".to_owned()
+        } else if status.disabled_agencies.is_empty() {
             Label::NoneWord.text(self.lang).to_owned()
         } else {
             status.disabled_agencies.join(", ")

@@ -149,6 +149,16 @@ fn data_with(text: &str) -> PageData {
     }
 }
 
+/// The value shown on the overview card `id`.
+fn card_value<'a>(html: &'a str, id: &str) -> &'a str {
+    let card = html
+        .split(&format!("id=\"{id}\">"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no card {id}"));
+    let value = card.split("<div class=\"v\">").nth(1).unwrap();
+    &value[..value.find("</div>").unwrap()]
+}
+
 #[test]
 fn escape_covers_the_five_html_specials() {
     assert_eq!(
@@ -356,9 +366,8 @@ async fn the_page_shows_the_store_and_speaks_the_asked_language() {
     let policy = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
     assert!(policy.contains(&script_hash()), "{policy}");
     assert!(html.contains("<html lang=\"en\">"));
-    assert!(html.contains(
-        "<div class=\"card \" id=\"high-water\"><div class=\"k\">High-water sequence</div><div class=\"v\">3</div>"
-    ));
+    assert_eq!(card_value(&html, "high-water"), "3");
+    assert_eq!(card_value(&html, "notifications"), "3");
     assert!(html.contains("<tr data-rate=\"cz-eeb\"><td><code>cz-eeb</code></td><td class=\"n\">3</td><td class=\"n\">3</td>"), "{html}");
     assert!(html.contains("<tr data-agency=\"cz-psb\""));
 
@@ -385,5 +394,9 @@ async fn an_unreadable_store_still_renders_a_503_page_saying_so_in_both_language
         // What the process knows by itself is still shown.
         assert!(html.contains(env!("CARGO_PKG_VERSION")));
         assert!(html.contains("<div class=\"card bad\" id=\"store\">"));
+        // Figures the store holds are not guessed.
+        for card in ["high-water", "notifications", "breaches-open", "disabled"] {
+            assert_eq!(card_value(&html, card), "—", "{card}");
+        }
     }
 }
