@@ -18,13 +18,10 @@ use std::time::{Duration, Instant};
 use sqlx::Connection;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use liandong_core::pb::{self, Confidentiality as Level, EventType as Event};
-use liandong_tests::tls_bed::{self, RELOAD_REFUSED};
-use liandong_tests::{Backend, Subscriber, Testbed, notification, publish, publish_clues};
+use liandong_core::pb::{Confidentiality as Level, EventType as Event};
+use liandong_tests::{Backend, Testbed, notification, publish, publish_clues};
 
-use ops_http::{get, scrape, value, wait_for_value};
-
-const WAIT: Duration = Duration::from_secs(10);
+use ops_http::{get, make_traffic, scrape, value, wait_for_value};
 
 /// The gRPC health status of `service` ("" for the whole server), asked
 /// as the operator.
@@ -84,66 +81,7 @@ async fn wait_for_ready(bed: &Testbed, status: u16) -> String {
 async fn traffic_shows_in_metrics_with_its_labels() {
     let bed = Testbed::start().expect("test bed");
 
-    // A subscriber that acks all but the first delivery until it comes
-    // again.
-    let mut psb = bed.client("cz-psb").await;
-    let mut subscriber = Subscriber::open_with(
-        &mut psb,
-        pb::SubscriptionOpen {
-            name: "metrics-psb".into(),
-            start: Some(pb::StartPosition {
-                position: Some(pb::start_position::Position::Beginning(true)),
-            }),
-            ack_timeout_seconds: 1,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("subscribe");
-
-    let mut eeb = bed.client("cz-eeb").await;
-    let receipts = publish_clues(&mut eeb, "metrics-", "CZ-METRICS-1", 0..3).await;
-    let mut invalid = notification(
-        "metrics-invalid",
-        "CZ-METRICS-1",
-        Event::ClueShared,
-        Level::Internal,
-        &[],
-    );
-    invalid.confidentiality = 0;
-    let refused = publish(&mut eeb, invalid).await.expect_err("refused");
-    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
-
-    let mut first_attempts = Vec::new();
-    for _ in &receipts {
-        let delivery = subscriber.expect_delivery(WAIT, "a first delivery").await;
-        assert_eq!(delivery.attempt, 1);
-        first_attempts.push(delivery.sequence);
-    }
-    subscriber.ack(&first_attempts[1..]).await;
-    let again = subscriber.expect_delivery(WAIT, "the redelivery").await;
-    assert_eq!(
-        (again.sequence, again.attempt),
-        (first_attempts[0], 2),
-        "the unacknowledged delivery comes again"
-    );
-    subscriber.ack(&[again.sequence]).await;
-
-    // The TLS port: plain HTTP, then a certificate revoked by a reload.
-    tls_bed::plaintext_exchange(bed.gateway.addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
-    bed.pki.revoke("cz-eeb-xiangyuan").expect("revoke");
-    tls_bed::reload(&bed).await;
-    let revoked = tls_bed::try_call(&bed, &bed.pki.credentials("cz-eeb-xiangyuan")).await;
-    assert!(revoked.is_err(), "a revoked certificate is refused");
-
-    // A reload that is refused: the registry does not parse.
-    let registry = bed.dir.path().join("agencies.toml");
-    let good = std::fs::read_to_string(&registry).expect("registry");
-    std::fs::write(&registry, "this is not a registry").expect("break the registry");
-    bed.gateway.signal(nix::sys::signal::Signal::SIGHUP);
-    bed.wait_for_log(RELOAD_REFUSED, "the broken registry was not refused")
-        .await;
-    std::fs::write(&registry, good).expect("restore the registry");
+    make_traffic(&bed).await;
 
     let text = wait_for_value(&bed, r#"liandong_acks_total{agency="cz-psb"}"#, 3.0).await;
     let expect = |series: &str, expected: f64| {
