@@ -17,9 +17,10 @@
 //! `limits.max_subscriptions_per_agency`) and the TLS files' subjects.
 //!
 //! The recorder is installed once per process, the first time any of
-//! these functions runs; a process whose global recorder is already taken
-//! keeps a private one, so `/metrics` still renders what this module
-//! records at scrape time.
+//! these functions runs (or `/metrics` is scraped), so nothing recorded
+//! before the first scrape is lost. A process whose global recorder is
+//! already taken by another library logs a warning; `/metrics` then shows
+//! nothing recorded here.
 
 mod refresh;
 
@@ -122,6 +123,14 @@ fn install() -> PrometheusHandle {
         );
     }
     describe();
+    // Series with a fixed set of label values start at zero, so that the
+    // first event is an increase Prometheus can see.
+    for outcome in ["applied", "refused"] {
+        counter!(RELOADS, "outcome" => outcome).increment(0);
+    }
+    for reason in HandshakeFailure::ALL {
+        counter!(HANDSHAKE_FAILURES, "reason" => reason.as_str()).increment(0);
+    }
     handle
 }
 
@@ -129,7 +138,7 @@ fn install() -> PrometheusHandle {
 fn describe() {
     describe_counter!(
         PUBLISHES,
-        "Notifications stored, by sender agency and event type."
+        "Notifications agencies published that were stored, by sender agency and event type."
     );
     describe_counter!(
         REFUSALS,
@@ -294,6 +303,18 @@ pub enum HandshakeFailure {
 }
 
 impl HandshakeFailure {
+    /// Every reason.
+    pub const ALL: [Self; 8] = [
+        Self::NoCertificate,
+        Self::BadCertificate,
+        Self::Revoked,
+        Self::Expired,
+        Self::Plaintext,
+        Self::Timeout,
+        Self::Protocol,
+        Self::Other,
+    ];
+
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -143,4 +143,13 @@ fn recorded_values_render_with_their_labels() {
         "{text}"
     );
     assert!(text.contains("# HELP liandong_publishes_total "), "{text}");
+    // Fixed label sets are there from the start.
+    assert!(
+        text.contains("liandong_reloads_total{outcome=\"refused\"} "),
+        "{text}"
+    );
+    assert!(
+        text.contains("liandong_tls_handshake_failures_total{reason=\"no_certificate\"} "),
+        "{text}"
+    );
 }
