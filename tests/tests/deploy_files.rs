@@ -1,5 +1,6 @@
 //! The monitoring files under `deploy/` work with what the gateway
 //! exports: the alert rules and the scrape example pass `promtool`, the
+//! alerts fire as their unit tests (`liandong-alerts.test.yml`) expect, the
 //! Grafana dashboard is valid JSON, every metric name the dashboard's
 //! queries and the alert expressions use is one a live gateway exports
 //! after real traffic, and every alert's `runbook` points to an entry that
@@ -77,6 +78,15 @@ fn assert_promtool_passes(args: &[&str]) {
 #[test]
 fn alert_rules_pass_promtool() {
     assert_promtool_passes(&["check", "rules", "deploy/prometheus/liandong-alerts.yml"]);
+}
+
+#[test]
+fn alerts_fire_on_their_series_and_stay_quiet_otherwise() {
+    assert_promtool_passes(&[
+        "test",
+        "rules",
+        "deploy/prometheus/liandong-alerts.test.yml",
+    ]);
 }
 
 #[test]
