@@ -89,6 +89,8 @@ pub const BUILD_INFO: &str = "liandong_build_info";
 pub const START_TIME: &str = "liandong_start_time_seconds";
 /// Seconds the last scrape-time refresh took.
 pub const SCRAPE_SECONDS: &str = "liandong_scrape_refresh_seconds";
+/// Scrape-time values that could not be read, by part.
+pub const SCRAPE_ERRORS: &str = "liandong_scrape_errors_total";
 
 /// Buckets of [`STORE_COMMIT`]: a SQLite commit with a full sync takes a
 /// few milliseconds; a lock wait runs to the lock timeout (10 s).
@@ -213,6 +215,10 @@ fn describe() {
         START_TIME,
         Unit::Seconds,
         "When this process started (Unix time)."
+    );
+    describe_counter!(
+        SCRAPE_ERRORS,
+        "Scrape-time values that could not be read in time, by part (status, agencies, subscriptions, audit)."
     );
     describe_gauge!(
         SCRAPE_SECONDS,

@@ -2,13 +2,16 @@
 //! now, from the same snapshots the status page and the Operations service
 //! answer from, the TLS material in force and the audit chain's state.
 //!
-//! A store that does not answer within the timeout leaves the store's
-//! values as they were and sets `liandong_store_up` to 0; nothing here
-//! writes.
+//! `liandong_store_up` is decided by the same read as readiness; a store
+//! that is down leaves the store's values as they were. Each other part
+//! (status, agencies, subscriptions, audit) that fails or runs past the
+//! deadline is skipped and counted in `liandong_scrape_errors_total`, its
+//! values left as they were. Nothing here writes.
 
 use std::time::Duration;
 
-use metrics::gauge;
+use futures::FutureExt;
+use metrics::{counter, gauge};
 use sqlx::Row;
 
 use liandong_core::pb;
@@ -16,8 +19,8 @@ use liandong_core::pb;
 use super::{
     AGENCY_CONNECTIONS, AGENCY_STREAMS, AUDIT_CHECKPOINT_AGE, AUDIT_HEAD_AGE,
     AUDIT_ROWS_SINCE_CHECKPOINT, BREACHES_OPEN, BUILD_INFO, CONNECTIONS, HIGH_WATER, NOTIFICATIONS,
-    SCRAPE_SECONDS, START_TIME, STORE_UP, STREAMS, SUBSCRIPTION_LAG, SUBSCRIPTION_LAG_SECONDS,
-    TLS_EXPIRY,
+    SCRAPE_ERRORS, SCRAPE_SECONDS, START_TIME, STORE_UP, STREAMS, SUBSCRIPTION_LAG,
+    SUBSCRIPTION_LAG_SECONDS, TLS_EXPIRY,
 };
 use crate::Gateway;
 use crate::identity::tls::Expiry;
@@ -44,38 +47,58 @@ pub(super) async fn refresh(gateway: &Gateway, timeout: Duration) {
                 .set((expiry.at - now).as_seconds_f64());
         }
     }
-    let read = tokio::time::timeout(timeout, from_store(gateway, now)).await;
-    let up = match read {
-        Ok(Ok(())) => gateway.store.is_healthy(),
+    // Whether the store is up is decided by the same probe as readiness,
+    // on its own deadline, so a slow snapshot never reads as a store down.
+    let deadline = tokio::time::Instant::now() + timeout;
+    let up = match tokio::time::timeout_at(deadline, gateway.store.latest_sequence()).await {
+        Ok(Ok(_)) => gateway.store.is_healthy(),
         Ok(Err(error)) => {
             tracing::debug!(%error, "metrics: the store could not be read");
             false
         }
-        Err(_) => {
-            tracing::debug!(
-                timeout_ms = timeout.as_millis() as u64,
-                "metrics: the store did not answer in time"
-            );
-            false
-        }
+        Err(_) => false,
     };
     gauge!(STORE_UP).set(if up { 1.0 } else { 0.0 });
+    if up {
+        for (part, read) in [
+            ("status", status(gateway).boxed()),
+            ("agencies", agencies(gateway).boxed()),
+            ("subscriptions", subscriptions(gateway).boxed()),
+            ("audit", audit(gateway, now).boxed()),
+        ] {
+            let failed = match tokio::time::timeout_at(deadline, read).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => "no answer in time".to_owned(),
+            };
+            tracing::debug!(part, error = %failed, "metrics: a scrape-time value could not be read");
+            counter!(SCRAPE_ERRORS, "part" => part).increment(1);
+        }
+    }
     gauge!(SCRAPE_SECONDS).set(started.elapsed().as_secs_f64());
 }
 
-/// The values read from the store.
-async fn from_store(gateway: &Gateway, now: time::OffsetDateTime) -> Result<(), StoreError> {
+/// The gateway's status: high-water mark, notifications, breaches.
+async fn status(gateway: &Gateway) -> Result<(), StoreError> {
     let status = snapshot::status(gateway).await?;
     gauge!(HIGH_WATER).set(status.high_water as f64);
     gauge!(NOTIFICATIONS).set(status.notifications as f64);
     gauge!(BREACHES_OPEN).set(status.breaches_open as f64);
+    Ok(())
+}
 
+/// Connections and streams per agency.
+async fn agencies(gateway: &Gateway) -> Result<(), StoreError> {
     for agency in snapshot::agencies(gateway).await? {
         gauge!(AGENCY_CONNECTIONS, "agency" => agency.id.clone())
             .set(f64::from(agency.connections));
         gauge!(AGENCY_STREAMS, "agency" => agency.id).set(f64::from(agency.streams));
     }
+    Ok(())
+}
 
+/// Every subscription's lag.
+async fn subscriptions(gateway: &Gateway) -> Result<(), StoreError> {
     let every = pb::ListSubscriptionsRequest::default();
     for subscription in snapshot::subscriptions(gateway, &every).await? {
         let labels = [
@@ -85,7 +108,11 @@ async fn from_store(gateway: &Gateway, now: time::OffsetDateTime) -> Result<(), 
         gauge!(SUBSCRIPTION_LAG, &labels).set(subscription.lag_messages as f64);
         gauge!(SUBSCRIPTION_LAG_SECONDS, &labels).set(subscription.lag_seconds as f64);
     }
+    Ok(())
+}
 
+/// The audit chain: head age, checkpoint age, rows not covered.
+async fn audit(gateway: &Gateway, now: time::OffsetDateTime) -> Result<(), StoreError> {
     let now_micros = (now.unix_timestamp_nanos() / 1_000) as i64;
     if let Some(head_at) = audit_head_at(gateway).await? {
         gauge!(AUDIT_HEAD_AGE).set(age_seconds(now_micros, head_at));
