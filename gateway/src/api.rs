@@ -257,6 +257,7 @@ async fn publish_checked(
         .await?;
     let (receipt, duplicate) = match outcome {
         PublishOutcome::Stored(receipt) => {
+            crate::ops::metrics::published(sender, notification.event);
             routing::wake::stored(gateway, &receipt, &new);
             for released in &emitted {
                 routing::wake::stored(gateway, &released.receipt, &released.notification);

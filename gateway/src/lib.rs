@@ -228,6 +228,7 @@ impl Gateway {
     }
 
     async fn audit_reload(&self, what: &str, applied: bool, reason: &str) {
+        ops::metrics::reloaded(applied);
         if let Err(error) = self
             .store
             .append_audit(&[audit::reload(what, applied, reason)])

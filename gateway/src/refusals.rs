@@ -17,7 +17,9 @@
 //! status passes untouched: handlers audit their own refusals.
 //!
 //! The layer also puts the [`Rpc`] in the request's extensions, so a
-//! handler refusing the caller audits under the RPC's action.
+//! handler refusing the caller audits under the RPC's action, and counts
+//! every call that ends with an error status in the refusal metric
+//! (`ops::metrics::answered`), whoever refused it.
 //!
 //! The audit write runs as a task of its own, so a caller that goes away
 //! cannot cut it short; a refusal answered outright waits for it, as the
@@ -120,6 +122,8 @@ struct Call {
     /// The request declares a compression (`grpc-encoding` other than
     /// `identity`).
     compressed: bool,
+    /// The RPC as the refusal counter labels it.
+    metric_rpc: &'static str,
 }
 
 impl Call {
@@ -129,6 +133,7 @@ impl Call {
     fn inspect(&self, headers: &mut HeaderMap) -> Option<JoinHandle<()>> {
         let marked = headers.remove(codec::DECODE_REFUSAL).is_some();
         let status = error::status_in(headers)?;
+        crate::ops::metrics::answered(&self.caller, self.metric_rpc, status.code());
         let compression_refused = self.compressed && status.code() == Code::Unimplemented;
         (marked || status.code() == Code::OutOfRange || compression_refused)
             .then(|| self.record(&status))
@@ -189,6 +194,7 @@ where
             rpc,
             caller: Caller::of(request.extensions()),
             compressed,
+            metric_rpc: crate::ops::metrics::rpc_label(request.uri().path()),
         };
         let answer = self.inner.call(request);
         Box::pin(async move {

@@ -404,7 +404,9 @@ impl Store {
     {
         let store = self.clone();
         let task = tokio::spawn(async move {
+            let started = std::time::Instant::now();
             let result = store.shared.writer.transaction(op).await;
+            crate::ops::metrics::store_write(what, started.elapsed());
             store.after_write(what, &result);
             result
         });

@@ -328,6 +328,7 @@ async fn accept_one(
             Ok(0) => return Err(Refusal::Silent),
             Ok(n) => {
                 if let Some(reason) = not_tls(&first[..n]) {
+                    crate::ops::metrics::handshake_plaintext();
                     return Err(Refusal::Audited {
                         message: "not a TLS connection; refused",
                         reason,
@@ -340,6 +341,7 @@ async fn accept_one(
             .accept(tcp)
             .await
             .map_err(|error| {
+                crate::ops::metrics::handshake_error(&error);
                 if let Some(tls) = error
                     .get_ref()
                     .and_then(|inner| inner.downcast_ref::<rustls::Error>())
@@ -352,6 +354,7 @@ async fn accept_one(
     let stream = match tokio::time::timeout(timeout, handshake).await {
         Ok(result) => result?,
         Err(_) => {
+            crate::ops::metrics::handshake_timeout();
             return Err(Refusal::Audited {
                 message: "TLS handshake timed out",
                 reason: format!("TLS handshake timed out after {} ms", timeout.as_millis()),

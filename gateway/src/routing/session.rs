@@ -512,7 +512,10 @@ impl Session {
     fn handle(&mut self, request: pb::SubscribeRequest) -> Result<(), SessionEnd> {
         match request.kind {
             Some(pb::subscribe_request::Kind::Ack(ack)) => {
-                self.window.ack(&ack.sequences);
+                crate::ops::metrics::acked(
+                    &self.principal.agency.id,
+                    self.window.ack(&ack.sequences),
+                );
                 Ok(())
             }
             Some(pb::subscribe_request::Kind::Open(_)) => Err(SessionEnd::BadRequest(
@@ -663,6 +666,7 @@ impl Session {
             let mut permit = Some(permit);
             for frame in frames {
                 let sequence = frame.sequence;
+                crate::ops::metrics::delivered(&self.principal.agency.id, frame.attempt);
                 match permit.take() {
                     Some(permit) => permit.send(frame),
                     None => out.try_send(frame).map_err(|_| Halt::Left)?,
