@@ -50,6 +50,7 @@ use crate::announcements;
 use crate::cases::{CaseRecord, CaseRefusal};
 use crate::supervision::Emitted;
 
+pub mod agency_state;
 pub mod audit;
 pub mod cases;
 pub mod integrity;
