@@ -16,7 +16,9 @@ use tonic::transport::Channel;
 
 use liandong_core::pb;
 use liandong_core::pb::operations_client::OperationsClient;
-use liandong_tests::{Subscriber, Testbed, binary, notification, publish, publish_clues};
+use liandong_tests::{
+    Subscriber, Testbed, binary, notification, publish, publish_clues, skip_unless_postgres,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -378,6 +380,75 @@ async fn seek_replays_from_the_new_position_audited_and_not_while_connected() {
             "nothing before the new position",
         )
         .await;
+}
+
+#[tokio::test]
+async fn a_disable_through_one_replica_is_enforced_by_the_others() {
+    if skip_unless_postgres("several gateway replicas share one PostgreSQL database") {
+        return;
+    }
+    let bed = Testbed::start().unwrap();
+    let replica = bed.start_replica("b").unwrap();
+    let mut eeb_b = bed.client_of(&replica, "cz-eeb").await;
+    let mut subscriber = Subscriber::open(&mut eeb_b, "eeb-b").await.unwrap();
+    subscriber
+        .expect_silence(Duration::from_millis(200), "nothing stored yet")
+        .await;
+
+    let mut ops = operations(&bed, "cz-ops").await;
+    ops.disable_agency(disable_request("cz-eeb", "incident"))
+        .await
+        .unwrap();
+    // The other replica follows the store: its stream ends, saying why.
+    let ended = subscriber
+        .expect_failure(WAIT, "the stream on the other replica")
+        .await;
+    assert_eq!(ended.code(), Code::PermissionDenied, "{ended:?}");
+    assert!(
+        ended
+            .message()
+            .contains("disabled by an operator: incident")
+    );
+    // A new connection there gets nothing stored.
+    if let Some(mut eeb_b) = replica_client(&bed, &replica, "cz-eeb").await {
+        let refused = publish(&mut eeb_b, clue("eeb-b-after")).await;
+        assert!(refused.is_err(), "{refused:?}");
+    }
+
+    ops.enable_agency(enable_request("cz-eeb", "incident closed"))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if let Some(mut client) = replica_client(&bed, &replica, "cz-eeb").await
+            && publish(&mut client, clue("eeb-b-enabled")).await.is_ok()
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other replica did not follow the enable"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A new client of `agency` on `replica`, or `None` when the connection
+/// itself is refused.
+async fn replica_client(
+    bed: &Testbed,
+    replica: &liandong_tests::GatewayProcess,
+    agency: &str,
+) -> Option<liandong_core::pb::exchange_client::ExchangeClient<Channel>> {
+    let channel = bed
+        .pki
+        .credentials(agency)
+        .connect(&replica.url(), None)
+        .await
+        .ok()?;
+    Some(liandong_core::pb::exchange_client::ExchangeClient::new(
+        channel,
+    ))
 }
 
 /// Runs `liandong-gateway admin` with `agency`'s certificate.
