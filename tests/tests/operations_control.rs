@@ -183,6 +183,27 @@ async fn a_disabled_agency_loses_its_streams_publishes_and_connections_until_ena
     new_connection_is_refused(&bed, "cz-eeb").await;
     assert_eq!(bed.stored_count().await, stored);
 
+    // Operators see it in the status and the agency list.
+    let status = ops
+        .get_status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.disabled_agencies, ["cz-eeb"]);
+    let agencies = ops
+        .list_agencies(pb::ListAgenciesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .agencies;
+    let states: Vec<_> = agencies
+        .iter()
+        .filter_map(|a| a.state.as_ref())
+        .filter(|state| state.disabled)
+        .map(|state| (state.agency.as_str(), state.reason.as_str()))
+        .collect();
+    assert_eq!(states, [("cz-eeb", "signing key compromised")]);
+
     // Other agencies are untouched.
     let mut psb = bed.client("cz-psb").await;
     publish(&mut psb, clue("psb-during")).await.unwrap();
