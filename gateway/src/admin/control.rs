@@ -105,3 +105,6 @@ fn answer(json: bool, message: &impl Message, full_name: &str, line: String) -> 
     }
     ExitCode::SUCCESS
 }
+
+#[cfg(test)]
+mod tests;
