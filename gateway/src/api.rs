@@ -24,6 +24,11 @@
 //! them; a `PublishStream` waits for the token before it reads its next
 //! request, so HTTP/2 flow control holds the sender back and the stream
 //! stays open.
+//!
+//! An agency an operator disabled is refused before any handler
+//! (`identity::ResolveCaller`); each publish is decided again when it is
+//! about to be stored, and an open `PublishStream` ends with
+//! `PERMISSION_DENIED` as soon as its sender is disabled.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -251,6 +256,12 @@ async fn publish_checked(
     envelope.copies =
         policy::statutory_copies(&rules, &principal.agency, &envelope, transferor.as_ref());
     let new = NewNotification::new(envelope, payload).from_peer(peer);
+    // Decided again at the moment it is stored: a stream opened before an
+    // operator disabled the sender stores nothing more.
+    if let Some(disabled) = gateway.agency_state(sender.as_str()) {
+        tracing::info!("publish refused: the sender is disabled by an operator");
+        return Err(ApiError::PermissionDenied(disabled.to_string()));
+    }
     let (outcome, emitted) = gateway
         .store
         .publish_supervised(&new, gateway.supervision_context())
@@ -375,6 +386,7 @@ impl Exchange for ExchangeService {
         let mut inbound = request.into_inner();
         let gateway = self.gateway.clone();
         let (tx, rx) = mpsc::channel(64);
+        let mut rules_version = gateway.rules_version.subscribe();
         tokio::spawn(async move {
             // The slot is given back however the stream ends.
             let _slot = slot;
@@ -384,6 +396,22 @@ impl Exchange for ExchangeService {
                     _ = gateway.stop.cancelled() => {
                         let _ = tx.send(Err(publish_stopped().into())).await;
                         return;
+                    }
+                    // An operator disabling the sender ends the stream
+                    // at once, before its connection is closed.
+                    Ok(()) = rules_version.changed() => {
+                        match gateway.agency_state(principal.agency.id.as_str()) {
+                            Some(disabled) => {
+                                let error = ApiError::PermissionDenied(disabled.to_string());
+                                let caller = Caller::Agency(principal);
+                                let entry = audit::refused(Some(Rpc::PublishStream), &caller, &error)
+                                    .map(|e| e.with_peer(peer));
+                                record(&gateway, entry).await;
+                                let _ = tx.send(Err(error.into())).await;
+                                return;
+                            }
+                            None => continue,
+                        }
                     }
                 };
                 // Paced, not refused: the next request is read only once

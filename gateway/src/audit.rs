@@ -50,11 +50,19 @@ pub enum Action {
     /// A subscription's cursor moved (written in the cursor's
     /// transaction).
     Ack,
+    /// An operator disabled an agency (written in the transaction that
+    /// stores its state).
+    AgencyDisabled,
+    /// An operator enabled a disabled agency again (same transaction).
+    AgencyEnabled,
+    /// An operator moved a subscription's acknowledged position (written in
+    /// the cursor's transaction).
+    SubscriptionSeek,
 }
 
 impl Action {
     /// Every action, in the order above.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 13] = [
         Self::Delivery,
         Self::CaseRead,
         Self::PublishRefused,
@@ -65,6 +73,9 @@ impl Action {
         Self::Reload,
         Self::Published,
         Self::Ack,
+        Self::AgencyDisabled,
+        Self::AgencyEnabled,
+        Self::SubscriptionSeek,
     ];
 
     /// The name stored in the audit log.
@@ -80,6 +91,9 @@ impl Action {
             Self::Reload => "RELOAD",
             Self::Published => "PUBLISHED",
             Self::Ack => "ACK",
+            Self::AgencyDisabled => "AGENCY_DISABLED",
+            Self::AgencyEnabled => "AGENCY_ENABLED",
+            Self::SubscriptionSeek => "SUBSCRIPTION_SEEK",
         }
     }
 
@@ -299,6 +313,83 @@ pub fn ack(
         notification_id: String::new(),
         decision: "ACKED".to_owned(),
         reason: truncate(&format!("subscription {name}: {from} -> {through}"), 1024),
+        peer,
+    }
+}
+
+/// The entry recording that `operator` disabled `agency` because of
+/// `reason`, from `peer`.
+pub fn agency_disabled(
+    operator: &str,
+    agency: &str,
+    reason: &str,
+    peer: Option<std::net::SocketAddr>,
+) -> AuditEntry {
+    operator_action(
+        Action::AgencyDisabled,
+        operator,
+        None,
+        "DISABLED",
+        &format!("agency {agency}: {reason}"),
+        peer,
+    )
+}
+
+/// The entry recording that `operator` enabled the disabled `agency`
+/// again because of `reason`, from `peer`.
+pub fn agency_enabled(
+    operator: &str,
+    agency: &str,
+    reason: &str,
+    peer: Option<std::net::SocketAddr>,
+) -> AuditEntry {
+    operator_action(
+        Action::AgencyEnabled,
+        operator,
+        None,
+        "ENABLED",
+        &format!("agency {agency}: {reason}"),
+        peer,
+    )
+}
+
+/// The entry recording that `operator` moved `owner`'s subscription `name`
+/// from `from` to `to` because of `reason`, from `peer`.
+pub fn subscription_seek(
+    operator: &str,
+    (owner, name): (&str, &str),
+    (from, to): (u64, u64),
+    reason: &str,
+    peer: Option<std::net::SocketAddr>,
+) -> AuditEntry {
+    operator_action(
+        Action::SubscriptionSeek,
+        operator,
+        Some(to),
+        "MOVED",
+        &format!("subscription {owner}/{name}: {from} -> {to}: {reason}"),
+        peer,
+    )
+}
+
+/// An operator's change: the operator is who acted; `reason` names what it
+/// concerns, then the operator's stated reason.
+fn operator_action(
+    action: Action,
+    operator: &str,
+    sequence: Option<u64>,
+    decision: &str,
+    reason: &str,
+    peer: Option<std::net::SocketAddr>,
+) -> AuditEntry {
+    AuditEntry {
+        agency: truncate(operator, 256),
+        action: action.as_str(),
+        sequence,
+        sender: String::new(),
+        notification_id: String::new(),
+        decision: decision.to_owned(),
+        reason: truncate(reason, 1024),
         peer,
     }
 }

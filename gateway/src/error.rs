@@ -84,9 +84,9 @@ impl ApiError {
             Self::Session(end) => match end {
                 SessionEnd::Replaced => Code::Aborted,
                 SessionEnd::ShuttingDown | SessionEnd::Stalled { .. } => Code::Unavailable,
-                SessionEnd::ReaderReregistered { .. } | SessionEnd::ReaderRemoved { .. } => {
-                    Code::PermissionDenied
-                }
+                SessionEnd::ReaderReregistered { .. }
+                | SessionEnd::ReaderRemoved { .. }
+                | SessionEnd::ReaderDisabled(_) => Code::PermissionDenied,
                 SessionEnd::SubscriptionCap { .. } | SessionEnd::StreamCap { .. } => {
                     Code::ResourceExhausted
                 }

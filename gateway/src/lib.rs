@@ -65,6 +65,7 @@ pub mod signatures;
 pub mod store;
 pub mod supervision;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,6 +86,7 @@ use crate::config::GatewayConfig;
 use crate::identity::TlsSetupError;
 use crate::policy::{Policy, PolicyError, Rules};
 use crate::routing::{DeliverySettings, Sessions};
+use crate::store::agency_state::DisabledAgency;
 use crate::store::{Store, StoreError};
 use crate::supervision::{GatewayKey, KeyError, Mechanism, MechanismError};
 
@@ -127,6 +129,11 @@ pub struct Gateway {
     pub started_at: time::OffsetDateTime,
     /// … and on the monotonic clock, for uptime.
     pub started: std::time::Instant,
+    /// Agencies an operator disabled, by id: their connections, requests,
+    /// publishes and streams are refused while they are listed. Loaded
+    /// from the store at start (so it survives a restart), replaced whole
+    /// on each change.
+    pub agency_states: ArcSwap<BTreeMap<String, DisabledAgency>>,
 }
 
 impl Gateway {
@@ -156,7 +163,34 @@ impl Gateway {
             tls: identity::TlsState::default(),
             started_at: time::OffsetDateTime::now_utc(),
             started: std::time::Instant::now(),
+            agency_states: ArcSwap::from_pointee(BTreeMap::new()),
         }
+    }
+
+    /// The operator's disable of agency `id`, while it is disabled.
+    pub fn agency_state(&self, id: &str) -> Option<DisabledAgency> {
+        self.agency_states.load().get(id).cloned()
+    }
+
+    /// Every disabled agency, by id.
+    pub fn disabled_agencies(&self) -> Vec<DisabledAgency> {
+        self.agency_states.load().values().cloned().collect()
+    }
+
+    /// Puts `agency`'s state in force (`Some`: disabled, `None`: enabled):
+    /// every request, publish and connection decided from now on sees it,
+    /// and every open session is woken to re-check its agency.
+    pub fn put_agency_state_in_force(&self, agency: &str, state: Option<DisabledAgency>) {
+        self.agency_states.rcu(|current| {
+            let mut next = BTreeMap::clone(current);
+            match &state {
+                Some(disabled) => next.insert(agency.to_owned(), disabled.clone()),
+                None => next.remove(agency),
+            };
+            next
+        });
+        self.rules_version.send_modify(|version| *version += 1);
+        self.sessions.wake_all();
     }
 
     /// What a publish needs to start and stop deadlines under the rules in
@@ -404,6 +438,7 @@ pub async fn prepare_with(
         }
     }
     let latest = store.latest_sequence().await?;
+    let disabled = store.disabled_agencies().await?;
     mechanism.warn_provisional();
     let mut gateway = Gateway::new(
         store,
@@ -414,6 +449,12 @@ pub async fn prepare_with(
     );
     gateway.require_signatures = config.require_signatures;
     gateway.mechanism.store(Arc::new(mechanism));
+    gateway.agency_states.store(Arc::new(
+        disabled
+            .into_iter()
+            .map(|state| (state.agency.clone(), state))
+            .collect(),
+    ));
     let tls = gateway.tls.put_in_force(tls);
     tls.warn_expiring(config.expiry_warning_days, time::OffsetDateTime::now_utc());
     Ok(Prepared {
@@ -541,6 +582,10 @@ pub async fn serve(
     // Live connections are verified again every 30 s (a certificate or
     // CRL may expire while connected); expiry warnings repeat daily.
     tokio::spawn(identity::live::recheck_periodically(gateway.clone()));
+    // Agencies disabled or enabled through another replica.
+    tokio::spawn(operations_api::control::follow_agency_states(
+        gateway.clone(),
+    ));
     tokio::spawn(warn_expiring_daily(
         gateway.clone(),
         config.expiry_warning_days,

@@ -66,7 +66,10 @@ impl OperationsService {
                 Role::Operator => {
                     return Ok(Operator {
                         id: principal.agency.id.clone(),
-                        peer: request.remote_addr(),
+                        peer: request
+                            .extensions()
+                            .get::<crate::identity::PeerIdentity>()
+                            .map(|peer| peer.remote_addr),
                     });
                 }
                 _ => ApiError::PermissionDenied(format!(

@@ -51,6 +51,7 @@ use crate::cases::{CaseRecord, CaseRefusal};
 use crate::supervision::Emitted;
 
 pub mod activity;
+pub mod agency_state;
 pub mod audit;
 pub mod cases;
 pub mod integrity;

@@ -53,7 +53,10 @@ fn actions_are_stored_under_their_established_names() {
             "TLS_REFUSED",
             "RELOAD",
             "PUBLISHED",
-            "ACK"
+            "ACK",
+            "AGENCY_DISABLED",
+            "AGENCY_ENABLED",
+            "SUBSCRIPTION_SEEK"
         ]
     );
     for action in Action::ALL {

@@ -10,9 +10,12 @@
 //! timed out, cap reached) is logged and audited from the connection's own
 //! task, so a flood of bad handshakes never queues anything.
 //!
+//! A connection whose certificate names an agency an operator disabled is
+//! refused once its handshake completes, and audited like the others.
+//!
 //! A live connection fails its reads and writes, and so ends with its
-//! streams, when it is closed (re-verification failed) or has moved no
-//! byte for the idle timeout.
+//! streams, when it is closed (re-verification failed, its agency was
+//! disabled) or has moved no byte for the idle timeout.
 //!
 //! It never looks a peer up in the registry: that is `principal`'s.
 
@@ -376,6 +379,17 @@ async fn accept_one(
     } else {
         uris.join(" ")
     };
+    // Decided now, under the registry and agency states in force: an agency
+    // an operator disabled gets no connection.
+    if let [uri] = uris.as_slice()
+        && let Some(agency) = gateway.rules().registry.by_identity(uri)
+        && let Some(disabled) = gateway.agency_state(agency.id.as_str())
+    {
+        return Err(Refusal::Audited {
+            message: "connection of a disabled agency refused",
+            reason: disabled.to_string(),
+        });
+    }
     let registration = gateway
         .tls
         .connections

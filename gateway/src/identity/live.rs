@@ -10,6 +10,9 @@
 //! ([`recheck`]), closing those that no longer pass (revoked, expired, CA
 //! removed, CRL expired).
 //!
+//! An agency an operator disables has its live connections closed
+//! ([`LiveConnections::close_identity`]).
+//!
 //! It never decides who a peer is in the registry (that is `principal`'s).
 
 use std::collections::HashMap;
@@ -149,6 +152,20 @@ impl LiveConnections {
             inner: self.inner.clone(),
             close,
         })
+    }
+
+    /// Closes every live connection of `identity` (an agency an operator
+    /// disabled) and returns their peers' addresses.
+    pub fn close_identity(&self, identity: &str) -> Vec<SocketAddr> {
+        let entries = self.inner.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .values()
+            .filter(|live| live.identity == identity)
+            .map(|live| {
+                live.close.cancel();
+                live.peer
+            })
+            .collect()
     }
 
     /// How many connections are live.

@@ -6,10 +6,16 @@
 //! [`Caller`] in the request's extensions; handlers and the refusal audit
 //! read it from there and never resolve the peer again.
 //!
-//! Identity never comes from a message field. This module refuses with an
-//! [`IdentityError`]; it never builds a gRPC status and never writes the
-//! audit log (its caller records the refusal).
+//! An agency an operator has disabled is refused there too, before any
+//! handler: `PERMISSION_DENIED` naming the operator's reason, recorded in
+//! the audit log before it is answered (the status comes from `error`).
+//!
+//! Identity never comes from a message field. Apart from that refusal,
+//! this module refuses with an [`IdentityError`]; it never builds a gRPC
+//! status and never writes the audit log (its caller records the refusal).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -19,6 +25,9 @@ use liandong_core::registry::{Agency, Registry};
 
 use super::connection::PeerIdentity;
 use crate::Gateway;
+use crate::audit;
+use crate::error::ApiError;
+use crate::refusals::Rpc;
 
 /// A verified agency, as handlers see it.
 #[derive(Debug, Clone)]
@@ -142,11 +151,12 @@ impl<S: tonic::server::NamedService> tonic::server::NamedService for ResolveCall
 
 impl<S, B> Service<http::Request<B>> for ResolveCaller<S>
 where
-    S: Service<http::Request<B>>,
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -157,7 +167,37 @@ where
             request.extensions().get::<PeerIdentity>(),
             &self.gateway.rules().registry,
         );
+        // Decided for each request, under the agency states in force now.
+        let disabled = match &caller {
+            Caller::Agency(principal) => self.gateway.agency_state(principal.agency.id.as_str()),
+            Caller::Refused { .. } => None,
+        };
+        if let Some(disabled) = disabled {
+            let peer = request
+                .extensions()
+                .get::<PeerIdentity>()
+                .map(|peer| peer.remote_addr);
+            let path = request.uri().path().to_owned();
+            let gateway = self.gateway.clone();
+            return Box::pin(async move {
+                let error = ApiError::PermissionDenied(disabled.to_string());
+                tracing::info!(agency.id = %disabled.agency, rpc = %path, "request of a disabled agency refused");
+                // Operations refusals are recorded as the service records
+                // its own; the others under their RPC's refusal action.
+                let entry = if path.starts_with("/liandong.v1.Operations/") {
+                    audit::supervision_refused(&caller, &error)
+                } else {
+                    audit::refused(Rpc::from_path(&path), &caller, &error)
+                };
+                if let Some(entry) = entry
+                    && let Err(cause) = gateway.store.append_audit(&[entry.with_peer(peer)]).await
+                {
+                    tracing::error!(error = %cause, "could not record a refusal in the audit log");
+                }
+                Ok(tonic::Status::from(error).into_http())
+            });
+        }
         request.extensions_mut().insert(caller);
-        self.inner.call(request)
+        Box::pin(self.inner.call(request))
     }
 }

@@ -129,7 +129,11 @@ async fn every_request_gets_its_caller_resolved_before_the_handler() {
         Arc::new(crate::supervision::GatewayKey::generate()),
     ));
     let handler = tower::service_fn(|request: http::Request<()>| async move {
-        Ok::<_, std::convert::Infallible>(Caller::of(request.extensions()).audit_name())
+        let mut response = http::Response::new(tonic::body::Body::empty());
+        response
+            .extensions_mut()
+            .insert(Caller::of(request.extensions()).audit_name());
+        Ok::<_, std::convert::Infallible>(response)
     });
     let mut service = ResolveCaller::new(handler, gateway);
     let mut request = http::Request::new(());
@@ -137,7 +141,7 @@ async fn every_request_gets_its_caller_resolved_before_the_handler() {
         .extensions_mut()
         .insert(peer(&["urn:liandong:agency:cz-psb"]));
     let seen = service.ready().await.unwrap().call(request).await.unwrap();
-    assert_eq!(seen, "cz-psb");
+    assert_eq!(seen.extensions().get::<String>().unwrap(), "cz-psb");
     let anonymous = service
         .ready()
         .await
@@ -145,7 +149,10 @@ async fn every_request_gets_its_caller_resolved_before_the_handler() {
         .call(http::Request::new(()))
         .await
         .unwrap();
-    assert_eq!(anonymous, "<no identity>");
+    assert_eq!(
+        anonymous.extensions().get::<String>().unwrap(),
+        "<no identity>"
+    );
 }
 
 /// The gateway's TLS files, made by the dev PKI, and the CA behind them.
@@ -468,4 +475,83 @@ fn live_connections_are_capped_per_identity_and_released_on_drop() {
     drop(first);
     assert_eq!(live.len(), 2);
     assert!(live.register(addr, "urn:a", &[], 2).is_ok());
+}
+
+#[tokio::test]
+async fn a_disabled_agency_is_refused_before_any_handler_and_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("test.db").display());
+    let store = crate::store::Store::connect(&url, 1).await.unwrap();
+    let rules = crate::policy::Rules {
+        registry: registry(),
+        policy: crate::policy::Policy::default_policy(),
+    };
+    let gateway = Arc::new(crate::Gateway::new(
+        store,
+        rules,
+        0,
+        crate::routing::DeliverySettings::default(),
+        Arc::new(crate::supervision::GatewayKey::generate()),
+    ));
+    gateway.put_agency_state_in_force(
+        "cz-psb",
+        Some(crate::store::agency_state::DisabledAgency {
+            agency: "cz-psb".into(),
+            reason: "audit of its systems".into(),
+            disabled_by: "cz-ops".into(),
+            disabled_at: 0,
+        }),
+    );
+    let handled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = handled.clone();
+    let handler = tower::service_fn(move |_request: http::Request<()>| {
+        seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move { Ok::<_, std::convert::Infallible>(http::Response::new(tonic::body::Body::empty())) }
+    });
+    let mut service = ResolveCaller::new(handler, gateway.clone());
+    let request = |uri: &str| {
+        let mut request = http::Request::builder()
+            .uri("/liandong.v1.Exchange/Publish")
+            .body(())
+            .unwrap();
+        request.extensions_mut().insert(peer(&[uri]));
+        request
+    };
+    let refused = service
+        .ready()
+        .await
+        .unwrap()
+        .call(request("urn:liandong:agency:cz-psb"))
+        .await
+        .unwrap();
+    let status = tonic::Status::from_header_map(refused.headers()).unwrap();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    assert_eq!(
+        status.message(),
+        "agency cz-psb is disabled by an operator: audit of its systems"
+    );
+    assert_eq!(handled.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // Another agency is not concerned.
+    service
+        .ready()
+        .await
+        .unwrap()
+        .call(request("urn:liandong:agency:cz-eeb"))
+        .await
+        .unwrap();
+    assert_eq!(handled.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let audit = gateway.store.audit_entries().await.unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(
+        (
+            audit[0].agency.as_str(),
+            audit[0].action,
+            audit[0].decision.as_str()
+        ),
+        ("cz-psb", "PUBLISH_REFUSED", "PERMISSION_DENIED")
+    );
+    assert_eq!(
+        audit[0].peer,
+        Some(SocketAddr::from(([127, 0, 0, 1], 4000)))
+    );
 }

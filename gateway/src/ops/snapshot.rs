@@ -33,6 +33,11 @@ pub async fn status(gateway: &Gateway) -> Result<pb::GatewayStatus, StoreError> 
         notifications,
         connections: gateway.tls.connections.len() as u64,
         streams: gateway.sessions.len() as u64,
+        disabled_agencies: gateway
+            .disabled_agencies()
+            .into_iter()
+            .map(|state| state.agency)
+            .collect(),
         ..Default::default()
     })
 }
@@ -47,6 +52,11 @@ pub async fn agencies(gateway: &Gateway) -> Result<Vec<pb::AgencyActivity>, Stor
             id: agency.id.to_string(),
             name: agency.name.clone(),
             role: format!("{:?}", agency.role).to_uppercase(),
+            state: Some(crate::operations_api::control::agency_state(
+                agency.id.as_str(),
+                gateway.agency_state(agency.id.as_str()).as_ref(),
+                false,
+            )),
             ..Default::default()
         })
         .collect())

@@ -218,7 +218,7 @@ fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
 
 /// The proto3 JSON form of a `liandong.v1` message named `full_name`,
 /// with every field present (zero counts included).
-fn json_of(message: &impl Message, full_name: &str) -> serde_json::Value {
+pub fn json_of(message: &impl Message, full_name: &str) -> serde_json::Value {
     let descriptor = liandong_core::json::descriptor_pool()
         .get_message_by_name(full_name)
         .expect("the message is in the descriptor set");

@@ -8,6 +8,10 @@
 //! before it leaves (one audit row per frame). A redelivery the policy now
 //! refuses leaves the window without a frame.
 //!
+//! An operator disabling the reader's agency bumps the rules version too:
+//! the disabled check is part of the same per-frame reader check, so the
+//! stream ends with `PERMISSION_DENIED` at once.
+//!
 //! Sending never blocks without watching the session's cancellation
 //! (takeover, shutdown), rule reloads and a stall timer: a subscriber that
 //! stops reading is cut after `delivery.stall_timeout_seconds` and resumes
@@ -40,6 +44,7 @@ use crate::disclosure::{self, Channel};
 use crate::error::ApiError;
 use crate::identity::Principal;
 use crate::policy::{self, Decision, Rules};
+use crate::store::agency_state::DisabledAgency;
 use crate::store::{StoreError, StoredNotification};
 
 use super::wake::{self, Live};
@@ -90,6 +95,9 @@ pub enum SessionEnd {
         /// The reader.
         agency: AgencyId,
     },
+    /// An operator disabled the reader.
+    #[error("{0}; this stream is closed")]
+    ReaderDisabled(DisabledAgency),
     /// The owner has as many stored subscriptions as it may.
     #[error(
         "{owner} has {count} subscriptions, the most limits.max_subscriptions_per_agency ({cap}) allows; reuse one of them"
@@ -529,9 +537,13 @@ impl Session {
     }
 
     /// The reader's registry entry under `rules`, or the status that ends
-    /// the stream because the agency lost its right to read.
+    /// the stream because the agency lost its right to read (removed,
+    /// registered anew, or disabled by an operator).
     fn reader_in<'r>(&self, rules: &'r Rules) -> Result<&'r Agency, SessionEnd> {
         let id = &self.principal.agency.id;
+        if let Some(disabled) = self.gateway.agency_state(id.as_str()) {
+            return Err(SessionEnd::ReaderDisabled(disabled));
+        }
         match rules.registry.get(id) {
             Some(agency) if agency.identity == self.principal.agency.identity => Ok(agency),
             Some(_) => Err(SessionEnd::ReaderReregistered { agency: id.clone() }),

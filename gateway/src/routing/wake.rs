@@ -284,6 +284,24 @@ impl Sessions {
         live.finished.cancel();
     }
 
+    /// Holds off every open of `owner`'s subscription `name` on this
+    /// process while the returned guard lives, or `None` when it is open
+    /// (or being opened) now. An operator moving its position holds the
+    /// guard across the write, so no session starts from the position
+    /// being replaced.
+    pub async fn hold_closed(
+        &self,
+        owner: &str,
+        name: &str,
+    ) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        let guard = self.opening.lock().await;
+        let key = (owner.to_owned(), name.to_owned());
+        let inner = self.lock();
+        let open = inner.live.contains_key(&key) || inner.pending.contains_key(&key);
+        drop(inner);
+        (!open).then_some(guard)
+    }
+
     /// Wakes the sessions that may want the notification with `envelope`.
     fn wake(&self, rules: &Rules, envelope: &Envelope) -> usize {
         let inner = self.lock();
