@@ -98,7 +98,7 @@ fn span_for(request: &Request<Body>) -> tracing::Span {
         "request",
         agency = Empty,
         peer.identity = Empty,
-        rpc = request.uri().path(),
+        rpc = %request.uri().path(),
         peer = Empty,
         grpc.status = Empty,
         elapsed_ms = Empty,
@@ -107,10 +107,10 @@ fn span_for(request: &Request<Body>) -> tracing::Span {
     );
     match Caller::of(request.extensions()) {
         Caller::Agency(principal) => {
-            span.record("agency", principal.agency.id.as_str());
+            span.record("agency", tracing::field::display(&principal.agency.id));
         }
         Caller::Refused { presented, .. } => {
-            span.record("peer.identity", presented.as_str());
+            span.record("peer.identity", tracing::field::display(&presented));
         }
     }
     if let Some(peer) = request.extensions().get::<PeerIdentity>() {
