@@ -22,11 +22,14 @@ use prost::Message as _;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use liandong_core::pb::{Confidentiality as Level, EventType as Event};
+use liandong_core::pb::{self, Confidentiality as Level, EventType as Event};
 use liandong_tests::{GatewayProcess, Testbed, binary, notification, publish};
 
 const WAIT: Duration = Duration::from_secs(20);
 const PUBLISH_RPC: &str = "/liandong.v1.Exchange/Publish";
+/// The caller's trace, continued by the gateway's span.
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT_SPAN_ID: &str = "00f067aa0ba902b7";
 /// The summary of the notification published; content never logged.
 const SECRET: &str = "summary of logs-1";
 
@@ -237,7 +240,25 @@ async fn request_spans_reach_an_otlp_collector_when_the_gateway_stops() {
         &[],
         &[("OTEL_BSP_SCHEDULE_DELAY", Some("600000"))],
     );
-    publish_clue(&bed, "logs-1").await;
+    // The caller's trace is continued.
+    let mut eeb = bed.client("cz-eeb").await;
+    let mut request = tonic::Request::new(pb::PublishRequest {
+        notification: Some(notification(
+            "logs-1",
+            "CZ-2026-LOG-1",
+            Event::ClueShared,
+            Level::Internal,
+            &[],
+        )),
+    });
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{TRACE_ID}-{PARENT_SPAN_ID}-01")
+            .parse()
+            .unwrap(),
+    );
+    eeb.publish(request).await.unwrap();
+    drop(eeb);
     wait_for(&log, "request finished").await;
     stop(&mut bed.gateway);
 
@@ -275,6 +296,8 @@ async fn request_spans_reach_an_otlp_collector_when_the_gateway_stops() {
         Some(&any_value::Value::IntValue(0))
     );
     assert_eq!(publish.kind, SpanKind::Server as i32);
+    assert_eq!(hex::encode(&publish.trace_id), TRACE_ID);
+    assert_eq!(hex::encode(&publish.parent_span_id), PARENT_SPAN_ID);
     for (_, span) in &spans {
         let text = format!("{span:?}");
         assert!(!text.contains(SECRET), "content never reaches a span");

@@ -17,8 +17,11 @@
 //! logged: INFO for `OK`, WARN for any other status, INFO when the caller
 //! left before a status was sent.
 //!
-//! It never reads a message: only the path, headers' status and the
-//! caller's identity.
+//! A call carrying a W3C `traceparent` header continues the caller's
+//! trace: exported, its span is a child of the caller's.
+//!
+//! It never reads a message: only the path, the trace header, the status
+//! and the caller's identity.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -116,8 +119,19 @@ fn span_for(request: &Request<Body>) -> tracing::Span {
     if let Some(peer) = request.extensions().get::<PeerIdentity>() {
         span.record("peer", tracing::field::display(peer.remote_addr));
     }
+    if request.headers().contains_key(TRACEPARENT) {
+        use opentelemetry::propagation::TextMapPropagator as _;
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        let parent = opentelemetry_sdk::propagation::TraceContextPropagator::new()
+            .extract(&opentelemetry_http::HeaderExtractor(request.headers()));
+        // Without span export there is no trace to join: nothing to do.
+        let _ = span.set_parent(parent);
+    }
     span
 }
+
+/// The W3C Trace Context header a caller continues its trace with.
+const TRACEPARENT: &str = "traceparent";
 
 /// The `grpc-status` of headers or trailers, if they carry one.
 fn status_of(headers: &HeaderMap) -> Option<Code> {

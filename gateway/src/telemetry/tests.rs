@@ -193,3 +193,30 @@ fn unusable_tracing_settings_are_named() {
         );
     }
 }
+
+#[test]
+fn a_filter_can_select_one_agencys_requests() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::registry()
+        .with(EnvFilter::new("warn,[request{agency=cz-psb}]=debug"))
+        .with(log_layer(LogFormat::Json, false, move || writer.clone()));
+    tracing::subscriber::with_default(subscriber, || {
+        for agency in ["cz-psb", "cz-eeb"] {
+            // As the request span records its agency: after it opens.
+            let span = tracing::info_span!("request", agency = tracing::field::Empty);
+            span.record("agency", tracing::field::display(agency));
+            let _entered = span.enter();
+            tracing::debug!("detail");
+        }
+    });
+    let text = captured.text();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let [line] = lines.as_slice() else {
+        panic!("one line expected: {text}")
+    };
+    assert_eq!(line["span"]["agency"], "cz-psb");
+}
