@@ -14,8 +14,10 @@
 //! (an answer with a body, a stream). With it go `elapsed_ms` and, for
 //! the codes that mean the gateway failed, `otel.status_code = "error"`.
 //! When the call is over (its body sent, or the caller gone) one line is
-//! logged: INFO for `OK`, WARN for any other status, INFO when the caller
-//! left before a status was sent.
+//! logged: INFO for `OK`, WARN for any other status, INFO when the call
+//! ended before its status was sent (the caller left, or its deadline
+//! passed and `deadline::DeadlineLayer`, outside, answered
+//! `DEADLINE_EXCEEDED` itself).
 //!
 //! A call carrying a W3C `traceparent` header continues the caller's
 //! trace: exported, its span is a child of the caller's.
@@ -196,7 +198,7 @@ impl Drop for Finish {
                 elapsed_ms,
                 "request finished"
             ),
-            None => tracing::info!(elapsed_ms, "request ended by the caller before its status"),
+            None => tracing::info!(elapsed_ms, "request ended before its status was sent"),
         }
     }
 }

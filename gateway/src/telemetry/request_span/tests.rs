@@ -183,7 +183,7 @@ async fn a_caller_leaving_before_the_status_ends_the_call_without_one() {
     assert_eq!(ended["level"], "INFO");
     assert_eq!(
         ended["fields"]["message"],
-        "request ended by the caller before its status"
+        "request ended before its status was sent"
     );
     assert_eq!(ended["span"]["agency"], "cz-psb");
     assert!(ended["span"].get("grpc.status").is_none(), "{ended}");
