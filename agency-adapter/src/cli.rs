@@ -26,12 +26,35 @@ mod tests;
 #[derive(Debug, Parser)]
 #[command(name = "liandong-adapter", version)]
 pub struct Cli {
+    /// How log lines on standard error are written: `pretty` for people
+    /// (colour only on a terminal, never with NO_COLOR set), `json` for
+    /// one JSON object per line. The filter is LIANDONG_LOG.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "LIANDONG_LOG_FORMAT",
+        default_value_t,
+        ignore_case = true
+    )]
+    pub log_format: LogFormat,
     /// Where the gateway is and which credentials to use.
     #[command(flatten, next_help_heading = "Gateway connection")]
     pub gateway: GatewayArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line per event for people.
+    #[default]
+    Pretty,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `fields`
+    /// and the spans the event happened in.
+    Json,
 }
 
 /// The gateway connection flags, accepted before or after the subcommand.

@@ -1,6 +1,7 @@
 //! `liandong-adapter`: parses the command line, resolves the settings, sets
 //! up logging to standard error (filter: `LIANDONG_LOG`, default `warn`;
-//! `info` for `run`), installs the ring crypto provider and runs the
+//! `info` for `run`; `--log-format pretty|json`, no colour codes off a
+//! terminal), installs the ring crypto provider and runs the
 //! command from the library, mapping its error to the exit code. A bad
 //! configuration prints one line and exits 64. Standard output carries only
 //! the commands' JSON lines (and `status`'s report); this file must never
@@ -10,7 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use liandong_adapter::cli::{Cli, Command};
+use liandong_adapter::cli::{Cli, Command, LogFormat};
 use liandong_adapter::commands::{http_token, send, status, tail};
 use liandong_adapter::daemon::Daemon;
 use liandong_adapter::{CommandError, ConfigError, DaemonConfig, exit, shutdown};
@@ -31,11 +32,14 @@ fn main() -> ExitCode {
         }
     };
     let daemon = matches!(cli.command, Command::Run(_));
-    init_tracing(if daemon {
-        LevelFilter::INFO
-    } else {
-        LevelFilter::WARN
-    });
+    init_tracing(
+        if daemon {
+            LevelFilter::INFO
+        } else {
+            LevelFilter::WARN
+        },
+        cli.log_format,
+    );
     let _ = rustls::crypto::ring::default_provider().install_default();
     let result = if daemon { run_daemon(&cli) } else { run(cli) };
     match result {
@@ -132,14 +136,26 @@ fn run(cli: Cli) -> anyhow::Result<Result<u8, CommandError>> {
     }))
 }
 
-fn init_tracing(default: LevelFilter) {
+/// Logs on standard error in `format`; colour codes only when standard
+/// error is a terminal and `NO_COLOR` is unset or empty.
+fn init_tracing(default: LevelFilter, format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = EnvFilter::builder()
         .with_default_directive(default.into())
         .with_env_var("LIANDONG_LOG")
         .from_env_lossy();
-    tracing_subscriber::fmt()
+    let ansi = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(filter)
-        .with_target(false)
-        .init();
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Pretty => logs.with_ansi(ansi).with_target(false).init(),
+        LogFormat::Json => logs
+            .json()
+            .with_ansi(false)
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
 }

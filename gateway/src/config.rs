@@ -78,6 +78,8 @@ struct ConfigFile {
     audit: AuditSection,
     #[serde(default)]
     ops: OpsSection,
+    #[serde(default)]
+    tracing: TracingSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -414,6 +416,9 @@ pub struct GatewayConfig {
     pub audit: AuditSettings,
     /// `[ops]`: the operators' HTTP port.
     pub ops: OpsSettings,
+    /// `[tracing]`: span export over OTLP/HTTP; `None` (no
+    /// `otlp_endpoint`, the default) exports nothing.
+    pub tracing: Option<TracingSettings>,
 }
 
 impl GatewayConfig {
@@ -587,6 +592,7 @@ impl GatewayConfig {
             ));
         }
         let ops = ops_settings(file.ops, &env, &field)?;
+        let tracing = tracing_settings(file.tracing, &field)?;
         Ok(Self {
             listen,
             registry: resolve(&file.registry),
@@ -626,6 +632,7 @@ impl GatewayConfig {
             },
             audit,
             ops,
+            tracing,
         })
     }
 }
@@ -775,4 +782,83 @@ fn resolve_database_url(url: &str, base: &Path) -> Result<String, String> {
     } else {
         Err("must start with sqlite:// or postgres://".into())
     }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TracingSection {
+    #[serde(default)]
+    otlp_endpoint: Option<String>,
+    #[serde(default)]
+    service_name: Option<String>,
+    #[serde(default)]
+    sample_ratio: Option<f64>,
+}
+
+/// The service name spans are exported under unless `[tracing]
+/// service_name` says otherwise.
+pub const DEFAULT_SERVICE_NAME: &str = "liandong-gateway";
+
+/// The `[tracing]` section: where spans are exported, as what, and how
+/// many.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingSettings {
+    /// The OTLP/HTTP endpoint (`http://127.0.0.1:4318`); spans are posted
+    /// to its `/v1/traces`.
+    pub otlp_endpoint: String,
+    /// The `service.name` of the exported spans (default
+    /// [`DEFAULT_SERVICE_NAME`]); replicas share it.
+    pub service_name: String,
+    /// The share of new traces exported, from 0 to 1 (default 1); a call
+    /// continuing a sampled trace is always exported.
+    pub sample_ratio: f64,
+}
+
+// `sample_ratio` is checked finite, so equality is an equivalence.
+impl Eq for TracingSettings {}
+
+/// The `[tracing]` section, validated: `None` without an `otlp_endpoint`.
+fn tracing_settings(
+    section: TracingSection,
+    field: &impl Fn(&str, String) -> ConfigError,
+) -> Result<Option<TracingSettings>, ConfigError> {
+    let service_name = section
+        .service_name
+        .unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_owned());
+    if service_name.is_empty()
+        || service_name.len() > 255
+        || service_name.chars().any(char::is_control)
+    {
+        return Err(field(
+            "tracing.service_name",
+            "must be 1 to 255 printable characters".into(),
+        ));
+    }
+    let sample_ratio = section.sample_ratio.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&sample_ratio) {
+        return Err(field(
+            "tracing.sample_ratio",
+            "must be a number from 0 to 1".into(),
+        ));
+    }
+    let Some(endpoint) = section.otlp_endpoint else {
+        return Ok(None);
+    };
+    let uri: Option<http::Uri> = endpoint.parse().ok();
+    let well_formed = uri.as_ref().is_some_and(|uri| {
+        matches!(uri.scheme_str(), Some("http" | "https"))
+            && uri.host().is_some_and(|host| !host.is_empty())
+            && uri.query().is_none()
+    });
+    if !well_formed {
+        return Err(field(
+            "tracing.otlp_endpoint",
+            format!("{endpoint:?} is not an http:// or https:// URL such as http://127.0.0.1:4318"),
+        ));
+    }
+    Ok(Some(TracingSettings {
+        otlp_endpoint: endpoint,
+        service_name,
+        sample_ratio,
+    }))
 }

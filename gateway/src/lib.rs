@@ -38,6 +38,8 @@
 //!   for operator certificates only.
 //! - [`ops`]: the ops HTTP port (status page, metrics, health) and the
 //!   snapshots operators read.
+//! - [`telemetry`]: logs (pretty or JSON lines) and OTLP trace export;
+//!   one `request` span per gRPC call.
 //!
 //! [`prepare`] loads everything a gateway needs and fails before binding
 //! anything if any of it is wrong; [`serve`] runs it on a bound listener
@@ -64,6 +66,7 @@ pub mod routing;
 pub mod signatures;
 pub mod store;
 pub mod supervision;
+pub mod telemetry;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -533,39 +536,39 @@ pub async fn serve(
     // Every Exchange request has its caller resolved once, then its RPC
     // noted and any refusal made before the handler audited.
     let exchange = identity::ResolveCaller::new(
-        refusals::RefusalAudit::new(
+        telemetry::request_span::RequestSpan::new(refusals::RefusalAudit::new(
             ExchangeServer::new(service)
                 .max_decoding_message_size(config.max_message_bytes.saturating_mul(4)),
             gateway.clone(),
-        ),
+        )),
         gateway.clone(),
     );
 
     // The Supervision service resolves its caller and audits refusals
     // made before its handlers the same way.
     let supervision = identity::ResolveCaller::new(
-        refusals::RefusalAudit::new(
+        telemetry::request_span::RequestSpan::new(refusals::RefusalAudit::new(
             SupervisionServer::new(oversight_api::SupervisionService::new(
                 gateway.clone(),
                 reports::ReportSettings::from_config(&config),
             ))
             .max_decoding_message_size(config.max_message_bytes.saturating_mul(4)),
             gateway.clone(),
-        ),
+        )),
         gateway.clone(),
     );
 
     // The Operations service: operator certificates only, resolved and
     // audited the same way.
     let operations = identity::ResolveCaller::new(
-        refusals::RefusalAudit::new(
+        telemetry::request_span::RequestSpan::new(refusals::RefusalAudit::new(
             OperationsServer::new(operations_api::OperationsService::new(
                 gateway.clone(),
                 reports::ReportSettings::from_config(&config),
             ))
             .max_decoding_message_size(config.max_message_bytes.saturating_mul(4)),
             gateway.clone(),
-        ),
+        )),
         gateway.clone(),
     );
 

@@ -21,6 +21,19 @@ use liandong_gateway::store::Store;
 #[derive(Debug, Parser)]
 #[command(name = "liandong-gateway", version)]
 struct Cli {
+    /// How log lines on standard error are written: `pretty` for people
+    /// (colour only on a terminal, never with NO_COLOR set), `json` for
+    /// one JSON object per line. The filter is LIANDONG_LOG (default
+    /// `info`).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = liandong_gateway::telemetry::ENV_LOG_FORMAT,
+        default_value_t,
+        ignore_case = true
+    )]
+    log_format: liandong_gateway::telemetry::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -173,13 +186,6 @@ const EX_UNAVAILABLE: u8 = 69;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LIANDONG_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     if rustls::crypto::ring::default_provider()
         .install_default()
         .is_err()
@@ -200,7 +206,16 @@ fn main() -> ExitCode {
             let Command::Admin(args) = cli.command else {
                 unreachable!("only admin reads no configuration")
             };
-            return runtime.block_on(liandong_gateway::admin::run(args));
+            let telemetry = match liandong_gateway::telemetry::init(cli.log_format, None) {
+                Ok(telemetry) => telemetry,
+                Err(error) => {
+                    eprintln!("liandong-gateway: {error}");
+                    return ExitCode::from(EX_USAGE);
+                }
+            };
+            let code = runtime.block_on(liandong_gateway::admin::run(args));
+            telemetry.shutdown();
+            return code;
         }
     };
     let config = match GatewayConfig::load(config_path, |key| std::env::var(key).ok()) {
@@ -210,7 +225,20 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    runtime.block_on(async move {
+    // Logs start once the configuration is known: `[tracing]` may add
+    // span export. Only `serve` exports; the one-shot commands log only.
+    let exported = match cli.command {
+        Command::Serve { .. } => config.tracing.as_ref(),
+        _ => None,
+    };
+    let telemetry = match liandong_gateway::telemetry::init(cli.log_format, exported) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("liandong-gateway: {error}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let code = runtime.block_on(async move {
         match cli.command {
             Command::Serve {
                 allow_integrity_failures,
@@ -245,7 +273,11 @@ fn main() -> ExitCode {
             Command::Report { period, .. } => report(config, &period).await,
             Command::Admin(_) => unreachable!("admin runs without a configuration"),
         }
-    })
+    });
+    // Outside the runtime: the exporter's last batch goes out on its own
+    // thread.
+    telemetry.shutdown();
+    code
 }
 
 async fn serve(config: GatewayConfig, options: liandong_gateway::StartOptions) -> ExitCode {

@@ -388,17 +388,39 @@ impl GatewayProcess {
     /// Starts the gateway with `config` and waits until it listens.
     /// Its stderr goes to `log`.
     pub fn start(config: &Path, log: &Path) -> anyhow::Result<Self> {
+        Self::start_with(config, log, &[], &[])
+    }
+
+    /// Like [`start`](Self::start), with `args` added to `serve`'s command
+    /// line (e.g. `--log-format json`) and `env` applied last: a value
+    /// sets a variable, `None` removes it (e.g. the `NO_COLOR` the bed
+    /// sets by default).
+    pub fn start_with(
+        config: &Path,
+        log: &Path,
+        args: &[&str],
+        env: &[(&str, Option<&str>)],
+    ) -> anyhow::Result<Self> {
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)?;
-        let mut child = Command::new(binary("liandong-gateway", "liandong-gateway"))
+        let mut command = Command::new(binary("liandong-gateway", "liandong-gateway"));
+        command
             .arg("serve")
             .env("LIANDONG_OPS_LISTEN", "127.0.0.1:0")
             .arg("--config")
             .arg(config)
+            .args(args)
             .env("LIANDONG_LOG", "info,liandong_gateway=debug")
-            .env("NO_COLOR", "1")
+            .env("NO_COLOR", "1");
+        for (name, value) in env {
+            match value {
+                Some(value) => command.env(name, value),
+                None => command.env_remove(name),
+            };
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log_file)

@@ -276,3 +276,23 @@ fn settings_come_from_the_config_file_with_flags_overriding() {
         Err(ConfigError::File(FileError::Read { .. }))
     ));
 }
+
+#[test]
+fn log_format_is_pretty_unless_json_is_asked_for_anywhere_on_the_line() {
+    assert_eq!(parse(&["status"]).unwrap().log_format, LogFormat::default());
+    assert_eq!(LogFormat::default(), LogFormat::Pretty);
+    assert_eq!(
+        parse(&["--log-format", "json", "status"])
+            .unwrap()
+            .log_format,
+        LogFormat::Json
+    );
+    assert_eq!(
+        parse(&["status", "--log-format", "JSON"])
+            .unwrap()
+            .log_format,
+        LogFormat::Json
+    );
+    let err = parse(&["--log-format", "yaml", "status"]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidValue, "{err}");
+}
