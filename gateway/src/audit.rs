@@ -50,11 +50,14 @@ pub enum Action {
     /// A subscription's cursor moved (written in the cursor's
     /// transaction).
     Ack,
+    /// An `Operations` request was refused (not an operator, an unknown
+    /// caller, a bad field).
+    OperationsRefused,
 }
 
 impl Action {
     /// Every action, in the order above.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::Delivery,
         Self::CaseRead,
         Self::PublishRefused,
@@ -65,6 +68,7 @@ impl Action {
         Self::Reload,
         Self::Published,
         Self::Ack,
+        Self::OperationsRefused,
     ];
 
     /// The name stored in the audit log.
@@ -80,6 +84,7 @@ impl Action {
             Self::Reload => "RELOAD",
             Self::Published => "PUBLISHED",
             Self::Ack => "ACK",
+            Self::OperationsRefused => "OPERATIONS_REFUSED",
         }
     }
 
@@ -203,6 +208,23 @@ pub fn supervision_refused(caller: &Caller, error: &ApiError) -> Option<AuditEnt
         notification_id: String::new(),
         decision: code.to_owned(),
         reason: error.to_string(),
+        peer: None,
+    })
+}
+
+/// The entry recording that an `Operations` call from `caller` was
+/// refused with `error` (not an operator, a bad field, an unknown caller);
+/// `None` when the gateway failed rather than refused.
+pub fn operations_refused(caller: &Caller, error: &ApiError) -> Option<AuditEntry> {
+    let code = error.refusal_code()?;
+    Some(AuditEntry {
+        agency: truncate(&caller.audit_name(), 256),
+        action: Action::OperationsRefused.as_str(),
+        sequence: None,
+        sender: String::new(),
+        notification_id: String::new(),
+        decision: code.to_owned(),
+        reason: truncate(&error.to_string(), 1024),
         peer: None,
     })
 }

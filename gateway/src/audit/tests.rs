@@ -53,7 +53,8 @@ fn actions_are_stored_under_their_established_names() {
             "TLS_REFUSED",
             "RELOAD",
             "PUBLISHED",
-            "ACK"
+            "ACK",
+            "OPERATIONS_REFUSED"
         ]
     );
     for action in Action::ALL {

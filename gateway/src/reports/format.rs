@@ -192,7 +192,9 @@ fn csv_of<const N: usize>(header: &[&str; N], rows: Vec<[String; N]>) -> Vec<u8>
     writer.into_inner().expect("csv flush to memory")
 }
 
-fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+/// An aligned table: the header, then one line per row; columns two
+/// spaces apart, trailing spaces trimmed.
+pub fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
     let mut widths = header.map(|h| h.chars().count());
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -218,7 +220,7 @@ fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
 
 /// The proto3 JSON form of a `liandong.v1` message named `full_name`,
 /// with every field present (zero counts included).
-fn json_of(message: &impl Message, full_name: &str) -> serde_json::Value {
+pub fn json_of(message: &impl Message, full_name: &str) -> serde_json::Value {
     let descriptor = liandong_core::json::descriptor_pool()
         .get_message_by_name(full_name)
         .expect("the message is in the descriptor set");
