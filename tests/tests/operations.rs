@@ -769,3 +769,75 @@ async fn admin_command_prints_json_and_tables_with_its_exit_codes() {
     let unreachable = admin(&bed, "cz-ops", &format!("https://{closed}"), &["status"]);
     assert_eq!(unreachable.status.code(), Some(69), "{unreachable:?}");
 }
+
+/// Runs one statement on the test bed's database.
+async fn execute(bed: &Testbed, sql: &str) {
+    let mut conn = bed.connect_database().await;
+    sqlx::query(sql)
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tampered_audit_row_is_reported_and_the_command_exits_65() {
+    let bed = Testbed::start().expect("test bed");
+    let mut bureau = bed.client("cz-eeb").await;
+    publish_clues(&mut bureau, "tm-", "CZ-TM-1", 0..3).await;
+    match bed.backend() {
+        Backend::Sqlite => execute(&bed, "DROP TRIGGER audit_log_no_update").await,
+        Backend::Postgres => execute(&bed, "DROP TRIGGER audit_log_no_change ON audit_log").await,
+    }
+    execute(
+        &bed,
+        "UPDATE audit_log SET reason = 'rewritten' WHERE id = (SELECT MIN(id) FROM audit_log)",
+    )
+    .await;
+    let first: i64 = {
+        let mut conn = bed.connect_database().await;
+        sqlx::query_scalar("SELECT MIN(id) FROM audit_log")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+    };
+
+    let mut ops = operations(&bed, "cz-ops").await;
+    let mut stream = ops
+        .verify_audit(pb::VerifyAuditRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let mut last = None;
+    while let Some(message) = stream.message().await.unwrap() {
+        last = Some(message);
+    }
+    let last = last.expect("a result");
+    assert!(last.done && !last.clean, "{last:?}");
+    assert!(
+        last.problems[0].starts_with(&format!("changed at row {first}")),
+        "the rewritten row is named first: {:?}",
+        last.problems
+    );
+    assert!(
+        last.problems.iter().any(|p| p.starts_with("trigger")),
+        "the missing trigger is reported: {:?}",
+        last.problems
+    );
+
+    let output = admin(&bed, "cz-ops", &bed.gateway.url(), &["audit-verify"]);
+    assert_eq!(output.status.code(), Some(65), "{output:?}");
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        text.contains("problem(s)") && text.contains("changed at row"),
+        "{text}"
+    );
+    let json = admin(
+        &bed,
+        "cz-ops",
+        &bed.gateway.url(),
+        &["audit-verify", "--json"],
+    );
+    assert_eq!(json.status.code(), Some(65), "{json:?}");
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(value["clean"], false);
+}
