@@ -121,6 +121,55 @@ pub fn lag(messages: u64, capped: bool, seconds: u64) -> String {
     format!("{messages}{plus} {noun}, oldest {}", duration(seconds))
 }
 
+/// How many terminal columns `text` takes: East Asian wide and
+/// full-width characters (Chinese names) take two.
+pub fn display_width(text: &str) -> usize {
+    text.chars()
+        .map(|c| match u32::from(c) {
+            0x1100..=0x115F
+            | 0x2E80..=0x303E
+            | 0x3041..=0x33FF
+            | 0x3400..=0x4DBF
+            | 0x4E00..=0x9FFF
+            | 0xA000..=0xA4CF
+            | 0xAC00..=0xD7A3
+            | 0xF900..=0xFAFF
+            | 0xFE30..=0xFE4F
+            | 0xFF00..=0xFF60
+            | 0xFFE0..=0xFFE6
+            | 0x20000..=0x3FFFD => 2,
+            _ => 1,
+        })
+        .sum()
+}
+
+/// An aligned table for a terminal: the header, then one line per row;
+/// columns two spaces apart (by display width, so Chinese names line up),
+/// trailing spaces trimmed.
+pub fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.map(display_width);
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(display_width(cell));
+        }
+    }
+    let line = |cells: [&str; N]| {
+        let mut text = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            text.push_str(cell);
+            if i + 1 < N {
+                text.push_str(&" ".repeat(widths[i] - display_width(cell) + 2));
+            }
+        }
+        text.trim_end().to_owned() + "\n"
+    };
+    let mut out = line(*header);
+    for row in rows {
+        out.push_str(&line(row.each_ref().map(String::as_str)));
+    }
+    out
+}
+
 /// The current time in unix seconds.
 pub fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()

@@ -9,9 +9,9 @@ use tonic::transport::Channel;
 use liandong_core::pb;
 use liandong_core::pb::operations_client::OperationsClient;
 
-use super::output::{self, ago, bytes, duration, when};
+use super::output::{self, ago, bytes, duration, table, when};
 use super::{EX_DATAERR, EX_UNAVAILABLE, refused};
-use crate::reports::format::{signals_table, table};
+use crate::reports::format::signals_table;
 
 /// `admin status`.
 pub async fn status(client: &mut OperationsClient<Channel>, json: bool) -> ExitCode {

@@ -192,9 +192,7 @@ fn csv_of<const N: usize>(header: &[&str; N], rows: Vec<[String; N]>) -> Vec<u8>
     writer.into_inner().expect("csv flush to memory")
 }
 
-/// An aligned table: the header, then one line per row; columns two
-/// spaces apart, trailing spaces trimmed.
-pub fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
     let mut widths = header.map(|h| h.chars().count());
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {

@@ -67,3 +67,22 @@ fn json_is_the_proto3_form_with_every_field() {
     assert_eq!(state["connected"], false);
     assert_eq!(state["updated_at"], "1970-01-01T00:00:00Z");
 }
+
+#[test]
+fn chinese_names_line_up_in_a_table() {
+    assert_eq!(display_width("cz-psb"), 6);
+    assert_eq!(display_width("长治市公安局"), 12);
+    let text = table(
+        &["AGENCY", "NAME", "ROLE"],
+        &[
+            ["cz-psb".into(), "长治市公安局".into(), "POLICE".into()],
+            ["cz-ops".into(), "运维".into(), "OPERATOR".into()],
+        ],
+    );
+    let columns: Vec<usize> = text
+        .lines()
+        .map(|line| display_width(&line[..line.find(['P', 'O']).unwrap()]))
+        .collect();
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert_eq!(columns[1], columns[2], "the ROLE column lines up:\n{text}");
+}
