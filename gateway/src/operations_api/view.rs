@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
+use liandong_core::domain::AgencyId;
 use liandong_core::pb;
 
 use super::ProgressStream;
@@ -37,11 +38,15 @@ pub async fn agencies(gateway: &Gateway) -> Result<pb::AgencyList, Status> {
     Ok(pb::AgencyList { agencies })
 }
 
-/// `ListSubscriptions`.
+/// `ListSubscriptions`: `owner` empty or an agency id (registered or
+/// not: a removed agency's subscriptions stay stored).
 pub async fn subscriptions(
     gateway: &Gateway,
     request: &pb::ListSubscriptionsRequest,
 ) -> Result<pb::SubscriptionList, Status> {
+    if !request.owner.is_empty() {
+        AgencyId::parse("owner", &request.owner).map_err(ApiError::from)?;
+    }
     let subscriptions = snapshot::subscriptions(gateway, request)
         .await
         .map_err(ApiError::from)?;
