@@ -11,6 +11,7 @@
 //! - [`view`]: `status`, `agencies`, `subscriptions`, `breaches`,
 //!   `audit-verify`.
 //! - [`control`]: `disable`, `enable`, `seek`.
+//! - [`output`]: tables, times and sizes for people; proto3 JSON.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,6 +23,7 @@ use liandong_core::pb::operations_client::OperationsClient;
 use liandong_core::tls::ClientCredentials;
 
 pub mod control;
+pub mod output;
 pub mod view;
 
 /// Exit code: bad usage or configuration.

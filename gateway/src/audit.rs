@@ -58,11 +58,14 @@ pub enum Action {
     /// An operator moved a subscription's acknowledged position (written in
     /// the cursor's transaction).
     SubscriptionSeek,
+    /// An `Operations` request was refused (not an operator, an unknown
+    /// caller, a bad field).
+    OperationsRefused,
 }
 
 impl Action {
     /// Every action, in the order above.
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 14] = [
         Self::Delivery,
         Self::CaseRead,
         Self::PublishRefused,
@@ -76,6 +79,7 @@ impl Action {
         Self::AgencyDisabled,
         Self::AgencyEnabled,
         Self::SubscriptionSeek,
+        Self::OperationsRefused,
     ];
 
     /// The name stored in the audit log.
@@ -94,6 +98,7 @@ impl Action {
             Self::AgencyDisabled => "AGENCY_DISABLED",
             Self::AgencyEnabled => "AGENCY_ENABLED",
             Self::SubscriptionSeek => "SUBSCRIPTION_SEEK",
+            Self::OperationsRefused => "OPERATIONS_REFUSED",
         }
     }
 
@@ -217,6 +222,23 @@ pub fn supervision_refused(caller: &Caller, error: &ApiError) -> Option<AuditEnt
         notification_id: String::new(),
         decision: code.to_owned(),
         reason: error.to_string(),
+        peer: None,
+    })
+}
+
+/// The entry recording that an `Operations` call from `caller` was
+/// refused with `error` (not an operator, a bad field, an unknown caller);
+/// `None` when the gateway failed rather than refused.
+pub fn operations_refused(caller: &Caller, error: &ApiError) -> Option<AuditEntry> {
+    let code = error.refusal_code()?;
+    Some(AuditEntry {
+        agency: truncate(&caller.audit_name(), 256),
+        action: Action::OperationsRefused.as_str(),
+        sequence: None,
+        sender: String::new(),
+        notification_id: String::new(),
+        decision: code.to_owned(),
+        reason: truncate(&error.to_string(), 1024),
         peer: None,
     })
 }

@@ -84,7 +84,7 @@ impl OperationsService {
 
     /// Records `error` for `caller` in the audit log and answers it.
     async fn refuse(&self, caller: &Caller, error: ApiError) -> Status {
-        if let Some(entry) = audit::supervision_refused(caller, &error)
+        if let Some(entry) = audit::operations_refused(caller, &error)
             && let Err(cause) = self.gateway.store.append_audit(&[entry]).await
         {
             tracing::error!(error = %cause, "could not record a refusal in the audit log");

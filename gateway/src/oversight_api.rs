@@ -22,7 +22,7 @@ use crate::Gateway;
 use crate::audit;
 use crate::error::ApiError;
 use crate::identity::Caller;
-use crate::reports::{self, ReportQuery, ReportSettings, SignalQuery, Viewer};
+use crate::reports::{self, ReportSettings, SignalQuery, Viewer};
 
 /// The Supervision service over a running gateway.
 #[derive(Debug, Clone)]
@@ -106,30 +106,21 @@ impl Supervision for SupervisionService {
         request: Request<pb::ReportRequest>,
     ) -> Result<Response<pb::StatisticsReport>, Status> {
         let viewer = self.viewer(&request).await?;
-        let pb::ReportRequest { from, to, region } = request.get_ref().clone();
-        let query = match ReportQuery::parse(&from, &to, &region, self.settings.time_zone.clone()) {
-            Ok(query) => query,
-            Err(error) => {
-                let caller = Caller::of(request.extensions());
-                return Err(self.refuse(&caller, error.into()).await);
-            }
-        };
-        let mut conn = self
-            .gateway
-            .store
-            .read_connection()
-            .await
-            .map_err(ApiError::from)?;
-        let report = reports::report(
-            &mut conn,
+        let answer = reports::answer(
+            &self.gateway.store,
             &self.gateway.rules(),
             &viewer,
-            &query,
-            Instant::now(),
+            &self.settings,
+            request.get_ref(),
         )
-        .await
-        .map_err(ApiError::from)?;
-        Ok(Response::new(report))
+        .await;
+        match answer {
+            Ok(report) => Ok(Response::new(report)),
+            Err(error) => {
+                let caller = Caller::of(request.extensions());
+                Err(self.refuse(&caller, error).await)
+            }
+        }
     }
 }
 

@@ -336,6 +336,24 @@ pub(crate) async fn visible_cases<'a>(
     ))
 }
 
+/// The answer to a `ReportRequest` (`Supervision.GetReport` and
+/// `Operations.GetReport`): its dates and region validated in the
+/// mechanism's time zone (a bad one is `InvalidArgument` naming the
+/// field), then the report counted as `viewer` may see it under `rules`,
+/// on a read connection of `store`, generated now.
+pub async fn answer(
+    store: &crate::store::Store,
+    rules: &Rules,
+    viewer: &Viewer,
+    settings: &ReportSettings,
+    request: &pb::ReportRequest,
+) -> Result<pb::StatisticsReport, crate::error::ApiError> {
+    let pb::ReportRequest { from, to, region } = request;
+    let query = ReportQuery::parse(from, to, region, settings.time_zone.clone())?;
+    let mut conn = store.read_connection().await?;
+    Ok(report(&mut conn, rules, viewer, &query, Instant::now()).await?)
+}
+
 /// What reports and signals need from the configuration.
 #[derive(Debug, Clone)]
 pub struct ReportSettings {

@@ -56,7 +56,8 @@ fn actions_are_stored_under_their_established_names() {
             "ACK",
             "AGENCY_DISABLED",
             "AGENCY_ENABLED",
-            "SUBSCRIPTION_SEEK"
+            "SUBSCRIPTION_SEEK",
+            "OPERATIONS_REFUSED"
         ]
     );
     for action in Action::ALL {

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use rustls::pki_types::{CertificateDer, UnixTime};
@@ -77,6 +77,8 @@ struct Live {
     end_entity: CertificateDer<'static>,
     intermediates: Vec<CertificateDer<'static>>,
     close: CancellationToken,
+    /// When the connection was registered (its handshake completed).
+    since: SystemTime,
 }
 
 /// One more connection would exceed the identity's cap.
@@ -145,6 +147,7 @@ impl LiveConnections {
                 end_entity,
                 intermediates,
                 close: close.clone(),
+                since: SystemTime::now(),
             },
         );
         Ok(Registration {
@@ -176,6 +179,23 @@ impl LiveConnections {
     /// True when no connection is live.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Live connections per client identity (the SAN URIs, space
+    /// separated), with when the oldest of them was registered. Read-only.
+    pub fn per_identity(&self) -> HashMap<String, (u32, SystemTime)> {
+        let entries = self.inner.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut counts: HashMap<String, (u32, SystemTime)> = HashMap::new();
+        for live in entries.values() {
+            counts
+                .entry(live.identity.clone())
+                .and_modify(|(count, since)| {
+                    *count += 1;
+                    *since = (*since).min(live.since);
+                })
+                .or_insert((1, live.since));
+        }
+        counts
     }
 
     /// Verifies every live connection's chain again with `verifier` as of

@@ -447,7 +447,9 @@ impl Session {
         S: Stream<Item = Result<pb::SubscribeRequest, Status>> + Unpin,
     {
         loop {
-            if let Err(halt) = self.step(inbound, out).await {
+            let stepped = self.step(inbound, out).await;
+            self.live.set_in_flight(self.window.len());
+            if let Err(halt) = stepped {
                 return halt;
             }
             let wake_at = [self.window.next_due(), self.flush_due()]

@@ -20,7 +20,7 @@
 //! connection replaces the older one) and the per-agency stream cap.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -57,6 +57,9 @@ pub struct Live {
     pub(super) finished: CancellationToken,
     /// Wakes the session: something it may want was stored.
     pub(super) notify: Notify,
+    /// Sequences sent to the stream (or about to be) and not yet
+    /// acknowledged, as the session last counted them; read by operators.
+    pub(super) in_flight: AtomicU32,
 }
 
 impl Live {
@@ -70,6 +73,42 @@ impl Live {
                 .get(&self.owner)
                 .is_none_or(|reader| policy::decide(rules, reader, envelope) != Decision::Nothing)
     }
+
+    /// Records how many sequences the session has in flight.
+    pub(super) fn set_in_flight(&self, in_flight: usize) {
+        self.in_flight.store(
+            u32::try_from(in_flight).unwrap_or(u32::MAX),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+/// True when a subscription of `owner` with `filter` is to be sent the
+/// notification with `envelope` under `rules`: its filter wants it and the
+/// policy gives `owner` something of it (in full or as a stub). An owner
+/// no longer in the registry is sent nothing.
+pub fn delivers(
+    rules: &Rules,
+    owner: &AgencyId,
+    filter: &SubscriptionFilter,
+    envelope: &Envelope,
+) -> bool {
+    filter.wants(envelope)
+        && rules
+            .registry
+            .get(owner)
+            .is_some_and(|reader| policy::decide(rules, reader, envelope) != Decision::Nothing)
+}
+
+/// An open subscription session, as operators see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenSession {
+    /// The subscription's owner.
+    pub owner: String,
+    /// Its name.
+    pub name: String,
+    /// Sequences sent and not yet acknowledged.
+    pub in_flight: u32,
 }
 
 /// A refused registration.
@@ -202,6 +241,31 @@ impl Sessions {
         self.len() == 0
     }
 
+    /// Every open session, by owner and name. Read-only.
+    pub fn open(&self) -> Vec<OpenSession> {
+        let mut open: Vec<OpenSession> = self
+            .lock()
+            .live
+            .iter()
+            .map(|((owner, name), live)| OpenSession {
+                owner: owner.clone(),
+                name: name.clone(),
+                in_flight: live.in_flight.load(Ordering::Relaxed),
+            })
+            .collect();
+        open.sort_by(|a, b| (&a.owner, &a.name).cmp(&(&b.owner, &b.name)));
+        open
+    }
+
+    /// Open streams per owning agency. Read-only.
+    pub fn per_owner(&self) -> HashMap<String, u32> {
+        let mut counts = HashMap::new();
+        for (owner, _) in self.lock().live.keys() {
+            *counts.entry(owner.clone()).or_insert(0) += 1;
+        }
+        counts
+    }
+
     /// Counts an open of `(owner, name)` against the stream cap until the
     /// returned reservation drops, or refuses it when `owner` has
     /// `max_streams` other streams open or being opened. Taken before the
@@ -257,6 +321,7 @@ impl Sessions {
             cancel: stop.child_token(),
             finished: CancellationToken::new(),
             notify: Notify::new(),
+            in_flight: AtomicU32::new(0),
         });
         inner.index(&live);
         let previous = inner.live.insert(key, live.clone()).map(|previous| {
