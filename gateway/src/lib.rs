@@ -203,6 +203,7 @@ impl Gateway {
             rules: self.rules(),
             mechanism: self.mechanism.load_full(),
             timer: self.deadline_timer.clone(),
+            deadline_started: Arc::default(),
             key: self.key.clone(),
         }
     }

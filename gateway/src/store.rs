@@ -524,10 +524,19 @@ impl Store {
     ) -> Result<(PublishOutcome, Vec<Emitted>), StoreError> {
         let new = new.clone();
         let backend = self.backend;
-        self.write("publish", move |conn| {
-            Box::pin(async move { publish_in(conn, backend, &new, Some(&context)).await })
-        })
-        .await
+        let (timer, started) = (context.timer.clone(), context.deadline_started.clone());
+        let outcome = self
+            .write("publish", move |conn| {
+                Box::pin(async move { publish_in(conn, backend, &new, Some(&context)).await })
+            })
+            .await;
+        // Only now is a clock the transaction started visible to the
+        // timer's read. (Set by an attempt that then failed: a spurious
+        // wake-up; the timer finds nothing new and sleeps again.)
+        if outcome.is_ok() && started.load(Ordering::Acquire) {
+            timer.notify_one();
+        }
+        outcome
     }
 
     /// Up to `limit` notifications with a sequence above `after`, in order,

@@ -145,8 +145,13 @@ pub struct Context {
     pub rules: Arc<Rules>,
     /// Deadline rules, calendar and zone in force.
     pub mechanism: Arc<Mechanism>,
-    /// Woken when a deadline starts, so the timer looks at its due time.
+    /// Woken when a deadline starts, so the timer looks at its due time —
+    /// once the publish has committed (`deadline_started` says so), never
+    /// from inside its transaction, where the timer could look before the
+    /// new clock is visible and sleep past its due time.
     pub timer: Arc<Notify>,
+    /// Set by a publish transaction that started a clock.
+    pub deadline_started: Arc<std::sync::atomic::AtomicBool>,
     /// The gateway's key, for what a publish makes it emit at once (an
     /// announcement released by its last approval).
     pub key: Arc<GatewayKey>,

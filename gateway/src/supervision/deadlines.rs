@@ -208,9 +208,11 @@ pub(crate) async fn on_publish(
         }
     }
     if started {
-        // Spurious when the transaction then fails: the timer finds nothing
-        // new and sleeps again.
-        context.timer.notify_one();
+        // The timer is woken once the transaction has committed
+        // (`Store::publish_supervised`).
+        context
+            .deadline_started
+            .store(true, std::sync::atomic::Ordering::Release);
     }
     Ok(())
 }

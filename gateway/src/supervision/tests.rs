@@ -441,6 +441,7 @@ fn drill_context() -> Context {
             ..Mechanism::built_in()
         }),
         timer: Arc::new(tokio::sync::Notify::new()),
+        deadline_started: Arc::default(),
         key: gateway_key(),
     }
 }
@@ -996,5 +997,38 @@ async fn a_deadline_needing_a_missing_year_waits_and_is_computed_once_the_year_i
             Some(computed.due_at)
         );
         store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn the_timer_is_woken_only_once_the_clock_it_must_see_is_committed() {
+    for (store, _guard) in backends().await {
+        let context = drill_context();
+        // The timer's side: woken, it looks for the next due time at once,
+        // as the real timer does. Woken from inside the publish transaction,
+        // this read would find no clock and the timer would sleep past it.
+        let timer = context.timer.clone();
+        let reader = store.clone();
+        let looked = tokio::spawn(async move {
+            timer.notified().await;
+            deadlines::next_due(&reader).await.unwrap()
+        });
+        tokio::task::yield_now().await;
+        let received = transfer_received(&store, &context, "C-WAKE").await;
+        let due = tokio::time::timeout(std::time::Duration::from_secs(10), looked)
+            .await
+            .expect("the timer is woken by a publish that starts a clock")
+            .unwrap();
+        assert_eq!(
+            due,
+            Some(only_deadline(&store, "C-WAKE").await.due_at),
+            "the woken timer sees the clock started at {}",
+            received.sequence
+        );
+        assert!(
+            context
+                .deadline_started
+                .load(std::sync::atomic::Ordering::Acquire)
+        );
     }
 }
