@@ -115,6 +115,7 @@ impl Action {
             Some(Rpc::Subscribe) => Self::SubscribeRefused,
             Some(Rpc::GetCase) => Self::CaseReadRefused,
             Some(Rpc::ListSignals | Rpc::GetReport) => Self::SupervisionRefused,
+            Some(Rpc::Operations) => Self::OperationsRefused,
         }
     }
 }

@@ -66,10 +66,7 @@ impl OperationsService {
                 Role::Operator => {
                     return Ok(Operator {
                         id: principal.agency.id.clone(),
-                        peer: request
-                            .extensions()
-                            .get::<crate::identity::PeerIdentity>()
-                            .map(|peer| peer.remote_addr),
+                        peer: peer_of(request),
                     });
                 }
                 _ => ApiError::PermissionDenied(format!(
@@ -79,18 +76,51 @@ impl OperationsService {
             },
             Caller::Refused { error, .. } => ApiError::from(error.clone()),
         };
-        Err(self.refuse(&caller, error).await)
+        Err(self.refuse(&caller, peer_of(request), error).await)
+    }
+
+    /// Answers `result`: a refusal (a bad field) is recorded in the audit
+    /// log first; a failure of the gateway is answered as it is.
+    async fn answer<T, R>(
+        &self,
+        request: &Request<R>,
+        result: Result<T, ApiError>,
+    ) -> Result<Response<T>, Status> {
+        match result {
+            Ok(answer) => Ok(Response::new(answer)),
+            Err(error) => Err(self
+                .refuse(&Caller::of(request.extensions()), peer_of(request), error)
+                .await),
+        }
     }
 
     /// Records `error` for `caller` in the audit log and answers it.
-    async fn refuse(&self, caller: &Caller, error: ApiError) -> Status {
+    async fn refuse(
+        &self,
+        caller: &Caller,
+        peer: Option<std::net::SocketAddr>,
+        error: ApiError,
+    ) -> Status {
         if let Some(entry) = audit::operations_refused(caller, &error)
-            && let Err(cause) = self.gateway.store.append_audit(&[entry]).await
+            && let Err(cause) = self
+                .gateway
+                .store
+                .append_audit(&[entry.with_peer(peer)])
+                .await
         {
             tracing::error!(error = %cause, "could not record a refusal in the audit log");
         }
         error.into()
     }
+}
+
+/// The address of the verified connection a request came over (tonic's
+/// `remote_addr` knows none on the gateway's own TLS connections).
+fn peer_of<T>(request: &Request<T>) -> Option<std::net::SocketAddr> {
+    request
+        .extensions()
+        .get::<crate::identity::PeerIdentity>()
+        .map(|peer| peer.remote_addr)
 }
 
 /// The stream `VerifyAudit` answers with.
@@ -104,7 +134,8 @@ impl Operations for OperationsService {
         request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::GatewayStatus>, Status> {
         self.operator(&request).await?;
-        view::status(&self.gateway).await.map(Response::new)
+        self.answer(&request, view::status(&self.gateway).await)
+            .await
     }
 
     async fn list_agencies(
@@ -112,7 +143,8 @@ impl Operations for OperationsService {
         request: Request<pb::ListAgenciesRequest>,
     ) -> Result<Response<pb::AgencyList>, Status> {
         self.operator(&request).await?;
-        view::agencies(&self.gateway).await.map(Response::new)
+        self.answer(&request, view::agencies(&self.gateway).await)
+            .await
     }
 
     async fn list_subscriptions(
@@ -120,9 +152,8 @@ impl Operations for OperationsService {
         request: Request<pb::ListSubscriptionsRequest>,
     ) -> Result<Response<pb::SubscriptionList>, Status> {
         self.operator(&request).await?;
-        view::subscriptions(&self.gateway, request.get_ref())
-            .await
-            .map(Response::new)
+        let answer = view::subscriptions(&self.gateway, request.get_ref()).await;
+        self.answer(&request, answer).await
     }
 
     async fn disable_agency(
@@ -160,9 +191,8 @@ impl Operations for OperationsService {
         request: Request<pb::ListBreachesRequest>,
     ) -> Result<Response<pb::SignalsResponse>, Status> {
         self.operator(&request).await?;
-        view::breaches(&self.gateway, &self.settings, request.get_ref())
-            .await
-            .map(Response::new)
+        let answer = view::breaches(&self.gateway, &self.settings, request.get_ref()).await;
+        self.answer(&request, answer).await
     }
 
     type VerifyAuditStream = ProgressStream;
@@ -182,8 +212,7 @@ impl Operations for OperationsService {
         request: Request<pb::ReportRequest>,
     ) -> Result<Response<pb::StatisticsReport>, Status> {
         self.operator(&request).await?;
-        view::report(&self.gateway, &self.settings, request.get_ref())
-            .await
-            .map(Response::new)
+        let answer = view::report(&self.gateway, &self.settings, request.get_ref()).await;
+        self.answer(&request, answer).await
     }
 }

@@ -64,12 +64,32 @@ pub enum Rpc {
     ListSignals,
     /// `Supervision.GetReport`.
     GetReport,
+    /// Any call of the `Operations` service.
+    Operations,
 }
 
+/// The methods of `liandong.v1.Operations`.
+const OPERATIONS_METHODS: [&str; 9] = [
+    "GetStatus",
+    "ListAgencies",
+    "ListSubscriptions",
+    "DisableAgency",
+    "EnableAgency",
+    "SeekSubscription",
+    "ListBreaches",
+    "VerifyAudit",
+    "GetReport",
+];
+
 impl Rpc {
-    /// The RPC named by a request path, if it is one of the Exchange's or
-    /// the Supervision service's.
+    /// The RPC named by a request path, if it is one of the Exchange's,
+    /// the Supervision service's or the Operations service's.
     pub fn from_path(path: &str) -> Option<Self> {
+        if let Some(method) = path.strip_prefix("/liandong.v1.Operations/") {
+            return OPERATIONS_METHODS
+                .contains(&method)
+                .then_some(Self::Operations);
+        }
         if let Some(method) = path.strip_prefix("/liandong.v1.Supervision/") {
             return match method {
                 "ListSignals" => Some(Self::ListSignals),

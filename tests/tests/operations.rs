@@ -632,6 +632,11 @@ async fn get_report_answers_the_operator_and_names_a_bad_field() {
         .expect_err("a bad date is refused");
     assert_eq!(bad.code(), Code::InvalidArgument);
     assert!(bad.message().contains("from"), "{}", bad.message());
+    // An operator's bad field is refused on the record, as anyone's is.
+    let refusals = operations_refusals(&bed, "cz-ops").await;
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert_eq!(refusals[0].0, "INVALID_ARGUMENT");
+    assert!(refusals[0].1.contains("from"), "{refusals:?}");
 }
 
 /// Runs `liandong-gateway admin` with `agency`'s certificate against

@@ -296,7 +296,7 @@ async fn controls_are_for_operators_only_and_an_operator_cannot_disable_itself()
     for status in &denied {
         assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     }
-    let refusals: Vec<_> = audit_rows(&bed, "SUPERVISION_REFUSED")
+    let refusals: Vec<_> = audit_rows(&bed, "OPERATIONS_REFUSED")
         .await
         .into_iter()
         .filter(|(agency, decision, ..)| agency == "cz-eeb" && decision == "PERMISSION_DENIED")

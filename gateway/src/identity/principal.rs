@@ -182,14 +182,8 @@ where
             return Box::pin(async move {
                 let error = ApiError::PermissionDenied(disabled.to_string());
                 tracing::info!(agency.id = %disabled.agency, rpc = %path, "request of a disabled agency refused");
-                // Operations refusals are recorded as the service records
-                // its own; the others under their RPC's refusal action.
-                let entry = if path.starts_with("/liandong.v1.Operations/") {
-                    audit::supervision_refused(&caller, &error)
-                } else {
-                    audit::refused(Rpc::from_path(&path), &caller, &error)
-                };
-                if let Some(entry) = entry
+                // Recorded under the RPC's refusal action.
+                if let Some(entry) = audit::refused(Rpc::from_path(&path), &caller, &error)
                     && let Err(cause) = gateway.store.append_audit(&[entry.with_peer(peer)]).await
                 {
                     tracing::error!(error = %cause, "could not record a refusal in the audit log");

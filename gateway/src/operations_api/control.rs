@@ -323,7 +323,7 @@ async fn refuse(gateway: &Gateway, operator: &Operator, error: ApiError) -> Stat
         let caller = Caller::Agency(Principal {
             agency: agency.clone(),
         });
-        if let Some(entry) = audit::supervision_refused(&caller, &error)
+        if let Some(entry) = audit::operations_refused(&caller, &error)
             && let Err(cause) = gateway
                 .store
                 .append_audit(&[entry.with_peer(operator.peer)])

@@ -28,13 +28,13 @@ const PROGRESS_BUFFER: usize = 16;
 const PROGRESS_STEPS: u64 = 100;
 
 /// `GetStatus`.
-pub async fn status(gateway: &Gateway) -> Result<pb::GatewayStatus, Status> {
-    Ok(snapshot::status(gateway).await.map_err(ApiError::from)?)
+pub async fn status(gateway: &Gateway) -> Result<pb::GatewayStatus, ApiError> {
+    Ok(snapshot::status(gateway).await?)
 }
 
 /// `ListAgencies`.
-pub async fn agencies(gateway: &Gateway) -> Result<pb::AgencyList, Status> {
-    let agencies = snapshot::agencies(gateway).await.map_err(ApiError::from)?;
+pub async fn agencies(gateway: &Gateway) -> Result<pb::AgencyList, ApiError> {
+    let agencies = snapshot::agencies(gateway).await?;
     Ok(pb::AgencyList { agencies })
 }
 
@@ -43,13 +43,11 @@ pub async fn agencies(gateway: &Gateway) -> Result<pb::AgencyList, Status> {
 pub async fn subscriptions(
     gateway: &Gateway,
     request: &pb::ListSubscriptionsRequest,
-) -> Result<pb::SubscriptionList, Status> {
+) -> Result<pb::SubscriptionList, ApiError> {
     if !request.owner.is_empty() {
-        AgencyId::parse("owner", &request.owner).map_err(ApiError::from)?;
+        AgencyId::parse("owner", &request.owner)?;
     }
-    let subscriptions = snapshot::subscriptions(gateway, request)
-        .await
-        .map_err(ApiError::from)?;
+    let subscriptions = snapshot::subscriptions(gateway, request).await?;
     Ok(pb::SubscriptionList { subscriptions })
 }
 
@@ -58,12 +56,10 @@ pub async fn breaches(
     gateway: &Gateway,
     settings: &ReportSettings,
     request: &pb::ListBreachesRequest,
-) -> Result<pb::SignalsResponse, Status> {
+) -> Result<pb::SignalsResponse, ApiError> {
     let pb::ListBreachesRequest { region } = request;
-    let region = reports::parse_region(region).map_err(ApiError::from)?;
-    let signals = snapshot::breaches(gateway, &settings.supervision, region)
-        .await
-        .map_err(ApiError::from)?;
+    let region = reports::parse_region(region)?;
+    let signals = snapshot::breaches(gateway, &settings.supervision, region).await?;
     Ok(pb::SignalsResponse { signals })
 }
 
@@ -162,15 +158,15 @@ pub async fn report(
     gateway: &Gateway,
     settings: &ReportSettings,
     request: &pb::ReportRequest,
-) -> Result<pb::StatisticsReport, Status> {
-    Ok(reports::answer(
+) -> Result<pb::StatisticsReport, ApiError> {
+    reports::answer(
         &gateway.store,
         &gateway.rules(),
         &Viewer::Operator,
         settings,
         request,
     )
-    .await?)
+    .await
 }
 
 #[cfg(test)]

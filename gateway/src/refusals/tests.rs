@@ -12,6 +12,9 @@ fn each_rpc_has_its_own_refusal_action() {
         ("/liandong.v1.Exchange/PublishStream", "PUBLISH_REFUSED"),
         ("/liandong.v1.Exchange/Subscribe", "SUBSCRIBE_REFUSED"),
         ("/liandong.v1.Exchange/GetCase", "CASE_READ_REFUSED"),
+        ("/liandong.v1.Operations/GetStatus", "OPERATIONS_REFUSED"),
+        ("/liandong.v1.Operations/DisableAgency", "OPERATIONS_REFUSED"),
+        ("/liandong.v1.Operations/GetReport", "OPERATIONS_REFUSED"),
     ];
     for (path, action) in cases {
         assert_eq!(
