@@ -51,7 +51,7 @@ async fn refusal_rows(gateway: &Gateway) -> Vec<(String, String)> {
         .await
         .unwrap()
         .into_iter()
-        .filter(|e| e.action == "SUPERVISION_REFUSED")
+        .filter(|e| e.action == "OPERATIONS_REFUSED")
         .map(|e| (e.decision, e.reason))
         .collect()
 }
