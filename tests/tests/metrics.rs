@@ -308,3 +308,49 @@ async fn an_unreachable_store_makes_the_gateway_unready_until_it_is_back() {
     let mut eeb = bed.client("cz-eeb").await;
     publish_clues(&mut eeb, "ready-after-", "CZ-READY-1", 0..1).await;
 }
+
+/// The gauges read at scrape time follow the gateway now: a connected
+/// agency, an open stream, a subscription's lag and an open breach count
+/// are what the Operations service says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrape_time_gauges_say_what_the_gateway_has_now() {
+    let bed = Testbed::start().expect("test bed");
+    let mut psb = bed.client("cz-psb").await;
+    // A subscriber that never acknowledges: everything it matches lags.
+    let subscriber = liandong_tests::Subscriber::open_with(
+        &mut psb,
+        liandong_core::pb::SubscriptionOpen {
+            name: "never-acks".into(),
+            start: Some(liandong_core::pb::StartPosition {
+                position: Some(liandong_core::pb::start_position::Position::Beginning(true)),
+            }),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("subscribe");
+    let mut eeb = bed.client("cz-eeb").await;
+    publish_clues(&mut eeb, "gauge-", "CZ-GAUGE-1", 0..4).await;
+
+    let lag = r#"liandong_subscription_lag_messages{owner="cz-psb",subscription="never-acks"}"#;
+    let text = wait_for_value(&bed, lag, 4.0).await;
+    let expect = |series: &str, expected: f64| {
+        assert_eq!(value(&text, series), Some(expected), "{series}:\n{text}");
+    };
+    expect(r#"liandong_agency_connections{agency="cz-eeb"}"#, 1.0);
+    expect(r#"liandong_agency_connections{agency="cz-psb"}"#, 1.0);
+    expect(
+        r#"liandong_agency_connections{agency="cz-procuratorate"}"#,
+        0.0,
+    );
+    expect(r#"liandong_agency_streams{agency="cz-psb"}"#, 1.0);
+    expect(r#"liandong_agency_streams{agency="cz-eeb"}"#, 0.0);
+    expect("liandong_breaches_open", 0.0);
+
+    // Once the subscriber is gone, its stream is no longer counted; its
+    // lag stays (a disconnected subscriber is the one to call).
+    drop(subscriber);
+    drop(psb);
+    let text = wait_for_value(&bed, r#"liandong_agency_streams{agency="cz-psb"}"#, 0.0).await;
+    assert_eq!(value(&text, lag), Some(4.0), "{text}");
+}

@@ -13,7 +13,10 @@ fn each_rpc_has_its_own_refusal_action() {
         ("/liandong.v1.Exchange/Subscribe", "SUBSCRIBE_REFUSED"),
         ("/liandong.v1.Exchange/GetCase", "CASE_READ_REFUSED"),
         ("/liandong.v1.Operations/GetStatus", "OPERATIONS_REFUSED"),
-        ("/liandong.v1.Operations/DisableAgency", "OPERATIONS_REFUSED"),
+        (
+            "/liandong.v1.Operations/DisableAgency",
+            "OPERATIONS_REFUSED",
+        ),
         ("/liandong.v1.Operations/GetReport", "OPERATIONS_REFUSED"),
     ];
     for (path, action) in cases {
