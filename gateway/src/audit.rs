@@ -205,7 +205,7 @@ pub fn refused(rpc: Option<Rpc>, caller: &Caller, error: &ApiError) -> Option<Au
         sender: String::new(),
         notification_id: String::new(),
         decision: code.to_owned(),
-        reason: error.to_string(),
+        reason: truncate(&error.to_string(), 1024),
         peer: None,
     })
 }
@@ -214,34 +214,14 @@ pub fn refused(rpc: Option<Rpc>, caller: &Caller, error: &ApiError) -> Option<Au
 /// refused with `error` (not a procuratorate or operator, a bad field, an
 /// unknown caller); `None` when the gateway failed rather than refused.
 pub fn supervision_refused(caller: &Caller, error: &ApiError) -> Option<AuditEntry> {
-    let code = error.refusal_code()?;
-    Some(AuditEntry {
-        agency: truncate(&caller.audit_name(), 256),
-        action: Action::SupervisionRefused.as_str(),
-        sequence: None,
-        sender: String::new(),
-        notification_id: String::new(),
-        decision: code.to_owned(),
-        reason: error.to_string(),
-        peer: None,
-    })
+    refused(Some(Rpc::ListSignals), caller, error)
 }
 
 /// The entry recording that an `Operations` call from `caller` was
 /// refused with `error` (not an operator, a bad field, an unknown caller);
 /// `None` when the gateway failed rather than refused.
 pub fn operations_refused(caller: &Caller, error: &ApiError) -> Option<AuditEntry> {
-    let code = error.refusal_code()?;
-    Some(AuditEntry {
-        agency: truncate(&caller.audit_name(), 256),
-        action: Action::OperationsRefused.as_str(),
-        sequence: None,
-        sender: String::new(),
-        notification_id: String::new(),
-        decision: code.to_owned(),
-        reason: truncate(&error.to_string(), 1024),
-        peer: None,
-    })
+    refused(Some(Rpc::Operations), caller, error)
 }
 
 /// The entry recording that a call to `rpc` from `caller` was refused

@@ -41,15 +41,7 @@ pub fn when(at: Option<&prost_types::Timestamp>) -> String {
         return "-".to_owned();
     };
     match time::OffsetDateTime::from_unix_timestamp(at.seconds) {
-        Ok(at) => format!(
-            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
-            at.year(),
-            u8::from(at.month()),
-            at.day(),
-            at.hour(),
-            at.minute(),
-            at.second()
-        ),
+        Ok(at) => crate::ops::snapshot::utc_clock(at),
         Err(_) => "-".to_owned(),
     }
 }

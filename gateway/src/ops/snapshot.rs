@@ -42,6 +42,21 @@ pub fn timestamp(at: time::OffsetDateTime) -> prost_types::Timestamp {
     }
 }
 
+/// `2026-11-30 22:41:45 UTC`: how operators' views (the status page, the
+/// admin tables) show a time.
+pub fn utc_clock(at: time::OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    )
+}
+
 /// Timestamp of unix microseconds (as the store keeps times).
 pub fn timestamp_micros(micros: i64) -> prost_types::Timestamp {
     prost_types::Timestamp {

@@ -724,16 +724,7 @@ fn datetime(ts: &prost_types::Timestamp) -> Option<time::OffsetDateTime> {
 
 /// `2026-11-30 22:41:45 UTC`.
 pub fn clock(at: time::OffsetDateTime) -> String {
-    let at = at.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second()
-    )
+    crate::ops::snapshot::utc_clock(at)
 }
 
 fn iso(at: time::OffsetDateTime) -> String {
