@@ -180,8 +180,8 @@ where
             let path = request.uri().path().to_owned();
             let gateway = self.gateway.clone();
             return Box::pin(async move {
-                let error = ApiError::PermissionDenied(disabled.to_string());
                 tracing::info!(agency.id = %disabled.agency, rpc = %path, "request of a disabled agency refused");
+                let error = ApiError::AgencyDisabled(disabled);
                 // Operations refusals are recorded as the service records
                 // its own; the others under their RPC's refusal action.
                 let entry = if path.starts_with("/liandong.v1.Operations/") {
