@@ -4,20 +4,27 @@
 //! disables cz-eeb, keeps them and what it accepts afterwards in its
 //! outbox — none stored by the gateway, none dead-lettered — and, once
 //! the operator enables cz-eeb again, delivers them all, in order, to a
-//! subscriber; its own subscription reopens as well. On either backend.
+//! subscriber; its own subscription reopens as well. And the gateway's
+//! part of it: the endings a disabled agency's streams get are marked
+//! `liandong-refusal: agency-disabled`, other refusals are not. On either
+//! backend.
 
 use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
 use tonic::transport::Channel;
 
 use liandong_core::pb;
 use liandong_core::pb::operations_client::OperationsClient;
-use liandong_tests::Subscriber;
+use liandong_core::refusal::is_agency_disabled;
 use liandong_tests::adapter_bed::{
     AdapterBed, AdapterProcess, free_port, http, http_source_config, status, wait_drained, wait_for,
 };
+use liandong_tests::{Subscriber, Testbed, notification, publish};
 
 const EEB: &str = "cz-eeb";
 
@@ -208,4 +215,78 @@ async fn a_disabled_agencys_adapter_keeps_its_notifications_until_enabled() {
     });
     let stopped = adapter.stop(nix::sys::signal::Signal::SIGTERM);
     assert!(stopped.success(), "{stopped}; log:\n{}", adapter.log());
+}
+
+#[tokio::test]
+async fn the_gateway_marks_a_disabled_agencys_stream_endings_and_nothing_else() {
+    let bed = Testbed::start().unwrap();
+    let channel = bed
+        .pki
+        .credentials("cz-ops")
+        .connect(&bed.gateway.url(), None)
+        .await
+        .expect("connect as cz-ops");
+    let mut ops = OperationsClient::new(channel);
+    let clue = |id: &str| {
+        notification(
+            id,
+            "CZ-DIS-2",
+            pb::EventType::ClueShared,
+            pb::Confidentiality::Internal,
+            &[],
+        )
+    };
+
+    // An ordinary PERMISSION_DENIED (the press office may publish no clue)
+    // carries no marker: it is the notification's, for good.
+    let mut press = bed.client("cz-press-office").await;
+    let refused = publish(&mut press, clue("press-1")).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(!is_agency_disabled(&refused), "{refused:?}");
+
+    let mut eeb = bed.client("cz-eeb").await;
+    let mut subscriber = Subscriber::open(&mut eeb, "eeb-main").await.unwrap();
+    let (requests, rx) = mpsc::channel(4);
+    let mut receipts = eeb
+        .publish_stream(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    requests
+        .send(pb::PublishRequest {
+            notification: Some(clue("eeb-1")),
+        })
+        .await
+        .unwrap();
+    receipts.message().await.unwrap().expect("a receipt");
+
+    ops.disable_agency(pb::DisableAgencyRequest {
+        agency: "cz-eeb".into(),
+        reason: REASON.into(),
+    })
+    .await
+    .expect("cz-ops disables cz-eeb");
+
+    let ended = loop {
+        match subscriber.next_event(Duration::from_secs(5)).await {
+            // eeb-1, its own; left unacknowledged, it comes again later.
+            liandong_tests::Next::Delivery(_) => continue,
+            liandong_tests::Next::Failed(status) => break status,
+            other => panic!("the subscription did not fail: {other}"),
+        }
+    };
+    assert_eq!(ended.code(), Code::PermissionDenied, "{ended:?}");
+    assert!(is_agency_disabled(&ended), "{ended:?}");
+    assert_eq!(
+        ended.message(),
+        format!("agency cz-eeb is disabled by an operator: {REASON}")
+    );
+    let _ = requests
+        .send(pb::PublishRequest {
+            notification: Some(clue("eeb-2")),
+        })
+        .await;
+    let ended = receipts.message().await.unwrap_err();
+    assert_eq!(ended.code(), Code::PermissionDenied, "{ended:?}");
+    assert!(is_agency_disabled(&ended), "{ended:?}");
 }
