@@ -7,8 +7,10 @@
 //! read it from there and never resolve the peer again.
 //!
 //! An agency an operator has disabled is refused there too, before any
-//! handler: `PERMISSION_DENIED` naming the operator's reason, recorded in
-//! the audit log before it is answered (the status comes from `error`).
+//! handler: `PERMISSION_DENIED` naming the operator's reason and marked
+//! `liandong-refusal: agency-disabled` (`ApiError::AgencyDisabled`),
+//! recorded in the audit log before it is answered (the status comes from
+//! `error`).
 //!
 //! Identity never comes from a message field. Apart from that refusal,
 //! this module refuses with an [`IdentityError`]; it never builds a gRPC
