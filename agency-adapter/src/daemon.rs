@@ -22,6 +22,8 @@
 //!   acknowledged after.
 //! - [`sink`] — webhook, folder and stdout sinks; the dead-letter reporter.
 //! - [`backoff`] — exponential backoff with jitter.
+//! - [`disabled`] — the gateway's refusal of a disabled agency, which
+//!   both the pusher and the subscriptions wait out.
 //!
 //! The daemon and its parts never use the one-shot commands
 //! ([`crate::commands`]), never listen for signals themselves (the
@@ -54,6 +56,7 @@ use source::{folder, http};
 
 pub mod accept;
 pub mod backoff;
+pub mod disabled;
 pub mod inbound;
 pub mod pusher;
 pub mod sink;

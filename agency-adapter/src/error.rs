@@ -27,8 +27,9 @@ pub mod exit {
     pub const USAGE: u8 = 64;
     /// The input is unreadable or not a valid notification (EX_DATAERR).
     pub const DATA: u8 = 65;
-    /// The gateway is unreachable, the TLS handshake failed, or the gateway
-    /// answered UNAVAILABLE: retrying later may succeed (EX_UNAVAILABLE).
+    /// The gateway is unreachable, the TLS handshake failed, the gateway
+    /// answered UNAVAILABLE, or it refused the agency as disabled by its
+    /// operators: retrying later may succeed (EX_UNAVAILABLE).
     pub const UNAVAILABLE: u8 = 69;
     /// `status`: the adapter is unhealthy (or has no state yet).
     pub const UNHEALTHY: u8 = 2;
@@ -175,10 +176,14 @@ pub fn is_transport_failure(status: &tonic::Status) -> bool {
 }
 
 /// The exit code for a call that failed with `status`: [`exit::UNAVAILABLE`]
-/// for transport failures and UNAVAILABLE (worth retrying),
-/// [`exit::REFUSED`] for every other refusal.
+/// for transport failures, UNAVAILABLE and the refusal of an agency its
+/// operators disabled (`liandong-refusal: agency-disabled`): all worth
+/// retrying later; [`exit::REFUSED`] for every other refusal.
 pub fn status_exit_code(status: &tonic::Status) -> u8 {
-    if is_transport_failure(status) || status.code() == tonic::Code::Unavailable {
+    if is_transport_failure(status)
+        || status.code() == tonic::Code::Unavailable
+        || liandong_core::refusal::is_agency_disabled(status)
+    {
         exit::UNAVAILABLE
     } else {
         exit::REFUSED

@@ -6,6 +6,8 @@
 //! - [`domain`]: validated identifiers and enums (`AgencyId`, `CaseRef`,
 //!   `Confidentiality`, …), the validated [`domain::Notification`] and its
 //!   routing fields, [`domain::Envelope`].
+//! - [`refusal`]: the machine-readable kinds of refusal the gateway marks
+//!   a status with (`liandong-refusal` metadata), e.g. a disabled agency.
 //! - [`registry`]: the agency registry file (who exists, with which role,
 //!   clearance and certificate identity).
 //! - [`json`]: the documented JSON form of `liandong.v1` messages.
@@ -23,6 +25,7 @@
 pub mod domain;
 pub mod json;
 pub mod key_file;
+pub mod refusal;
 pub mod registry;
 pub mod signing;
 pub mod subscription;

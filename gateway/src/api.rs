@@ -28,7 +28,9 @@
 //! An agency an operator disabled is refused before any handler
 //! (`identity::ResolveCaller`); each publish is decided again when it is
 //! about to be stored, and an open `PublishStream` ends with
-//! `PERMISSION_DENIED` as soon as its sender is disabled.
+//! `PERMISSION_DENIED` as soon as its sender is disabled; each of these
+//! refusals is [`ApiError::AgencyDisabled`], which marks the status
+//! `liandong-refusal: agency-disabled` so that clients retry.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -260,7 +262,7 @@ async fn publish_checked(
     // operator disabled the sender stores nothing more.
     if let Some(disabled) = gateway.agency_state(sender.as_str()) {
         tracing::info!("publish refused: the sender is disabled by an operator");
-        return Err(ApiError::PermissionDenied(disabled.to_string()));
+        return Err(ApiError::AgencyDisabled(disabled));
     }
     let (outcome, emitted) = gateway
         .store
@@ -402,7 +404,7 @@ impl Exchange for ExchangeService {
                     Ok(()) = rules_version.changed() => {
                         match gateway.agency_state(principal.agency.id.as_str()) {
                             Some(disabled) => {
-                                let error = ApiError::PermissionDenied(disabled.to_string());
+                                let error = ApiError::AgencyDisabled(disabled);
                                 let caller = Caller::Agency(principal);
                                 let entry = audit::refused(Some(Rpc::PublishStream), &caller, &error)
                                     .map(|e| e.with_peer(peer));

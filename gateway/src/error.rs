@@ -2,17 +2,21 @@
 //!
 //! Every refusal or failure a client sees is built here, from a typed
 //! error: a refused field, a refused signature, an unknown caller, a
-//! session that ends, a store that failed. Causes are logged here; what goes
+//! session that ends, a store that failed, an agency an operator disabled
+//! (marked `liandong-refusal: agency-disabled` for clients to retry
+//! rather than give up). Causes are logged here; what goes
 //! back to the caller names the field or the rule, never SQL text, file
 //! paths or notification content. No other module constructs a `Status`
 //! (statuses received from the transport are passed on as they are).
 
 use liandong_core::domain::FieldError;
+use liandong_core::refusal;
 use liandong_core::signing::SignatureError;
 use tonic::{Code, Status};
 
 use crate::identity::IdentityError;
 use crate::routing::SessionEnd;
+use crate::store::agency_state::DisabledAgency;
 use crate::store::{LogThrottle, StoreError};
 
 /// Repeated identical store failures are logged once per interval, with
@@ -40,6 +44,12 @@ pub enum ApiError {
     /// The caller may not do this.
     #[error("permission denied: {0}")]
     PermissionDenied(String),
+    /// The caller's agency is disabled by an operator: `PERMISSION_DENIED`
+    /// marked `liandong-refusal: agency-disabled`, so that clients keep
+    /// what they have not delivered and retry (every request of the
+    /// agency, its publishes, and the end of its open streams).
+    #[error("permission denied: {0}")]
+    AgencyDisabled(DisabledAgency),
     /// The request conflicts with stored state.
     #[error("failed precondition: {0}")]
     FailedPrecondition(String),
@@ -52,12 +62,24 @@ pub enum ApiError {
     /// The gateway is shutting down.
     #[error("unavailable: {0}")]
     Unavailable(String),
-    /// A subscription could not be opened, or its stream ends.
+    /// A subscription could not be opened, or its stream ends (a reader
+    /// an operator disabled is [`ApiError::AgencyDisabled`] instead).
     #[error(transparent)]
-    Session(#[from] SessionEnd),
+    Session(SessionEnd),
     /// The store failed; nothing was written.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<SessionEnd> for ApiError {
+    /// A session ended because an operator disabled its reader is refused
+    /// as every other request of a disabled agency is.
+    fn from(end: SessionEnd) -> Self {
+        match end {
+            SessionEnd::ReaderDisabled(disabled) => Self::AgencyDisabled(disabled),
+            end => Self::Session(end),
+        }
+    }
 }
 
 /// A signature refusal as the audit log records it.
@@ -76,7 +98,7 @@ impl ApiError {
             Self::InvalidArgument(_) => Code::InvalidArgument,
             Self::Signature(SignatureError::OtherAgencysKey { .. }) => Code::PermissionDenied,
             Self::Signature(_) => Code::Unauthenticated,
-            Self::PermissionDenied(_) => Code::PermissionDenied,
+            Self::PermissionDenied(_) | Self::AgencyDisabled(_) => Code::PermissionDenied,
             Self::FailedPrecondition(_) => Code::FailedPrecondition,
             Self::NotFound(_) => Code::NotFound,
             Self::ResourceExhausted(_) => Code::ResourceExhausted,
@@ -120,6 +142,7 @@ pub fn refusal_code(code: Code) -> Option<&'static str> {
 impl From<ApiError> for Status {
     fn from(error: ApiError) -> Self {
         let code = error.code();
+        let mut refusal = None;
         let message = match error {
             ApiError::Unauthenticated(cause) => cause.to_string(),
             ApiError::InvalidArgument(field) => field.to_string(),
@@ -130,6 +153,11 @@ impl From<ApiError> for Status {
             | ApiError::NotFound(message)
             | ApiError::ResourceExhausted(message)
             | ApiError::Unavailable(message) => message,
+            ApiError::AgencyDisabled(disabled)
+            | ApiError::Session(SessionEnd::ReaderDisabled(disabled)) => {
+                refusal = Some(refusal::AGENCY_DISABLED);
+                disabled.to_string()
+            }
             ApiError::Session(end) => end.to_string(),
             ApiError::Store(cause) => {
                 if let Some(count) = STORE_ERRORS.occurrence(&cause.to_string()) {
@@ -138,7 +166,14 @@ impl From<ApiError> for Status {
                 "the gateway's store is unavailable; nothing was written, retry later".to_owned()
             }
         };
-        Status::new(code, message)
+        let mut status = Status::new(code, message);
+        if let Some(kind) = refusal {
+            status.metadata_mut().insert(
+                refusal::METADATA_KEY,
+                tonic::metadata::MetadataValue::from_static(kind),
+            );
+        }
+        status
     }
 }
 

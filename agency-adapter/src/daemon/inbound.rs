@@ -10,7 +10,10 @@
 //! taking a delivery and the record is the one case where the sink sees it
 //! twice; receivers drop duplicates by notification id. A lost connection
 //! is reopened with backoff; the gateway resumes after the last
-//! acknowledged sequence.
+//! acknowledged sequence. So is a subscription refused or ended because
+//! the gateway's operators disabled this agency (warned at most once a
+//! minute, see [`crate::daemon::disabled`]): it reopens once they enable
+//! it again.
 //!
 //! With `[verify]`, each new delivery is verified first ([`verify`]): one
 //! that fails is, under `on_failure = "reject"`, written to the
@@ -33,6 +36,7 @@ use crate::config::GatewaySettings;
 use crate::config::daemon::OnFailure;
 use crate::config::daemon::{RetrySettings, SubscriptionSettings};
 use crate::daemon::backoff::Backoff;
+use crate::daemon::disabled::{self, Warnings};
 use crate::daemon::sink::{Item, Sink, SinkError, hand_with_retry, write_atomically};
 use crate::error::describe_status;
 use crate::store::{Store, StoreError, Verification};
@@ -84,6 +88,17 @@ enum InboundError {
     Reject(#[from] SinkError),
 }
 
+impl InboundError {
+    /// The operator's reason when the gateway refused this agency as
+    /// disabled.
+    fn disabled_reason(&self) -> Option<&str> {
+        match self {
+            Self::Status(status) => disabled::disabled_reason(status),
+            _ => None,
+        }
+    }
+}
+
 enum Handled {
     Acked,
     Shutdown,
@@ -101,6 +116,7 @@ impl Inbound {
             );
         }
         let mut backoff = Backoff::new(RECONNECT);
+        let mut warnings = Warnings::default();
         loop {
             if shutdown.is_cancelled() {
                 return;
@@ -109,12 +125,25 @@ impl Inbound {
                 Ok(()) => return,
                 Err(error) => {
                     let delay = backoff.next_delay();
-                    tracing::warn!(
-                        subscription.name = %name,
-                        error = %error,
-                        retry.in_ms = delay.as_millis() as u64,
-                        "subscription interrupted; reopening"
-                    );
+                    match error.disabled_reason() {
+                        Some(reason) if warnings.due() => tracing::warn!(
+                            subscription.name = %name,
+                            retry.in_ms = delay.as_millis() as u64,
+                            "the gateway's operators have disabled this agency: {reason}; \
+                             the subscription reopens once it is enabled"
+                        ),
+                        Some(_) => tracing::debug!(
+                            subscription.name = %name,
+                            retry.in_ms = delay.as_millis() as u64,
+                            "the agency is still disabled by the gateway's operators; reopening"
+                        ),
+                        None => tracing::warn!(
+                            subscription.name = %name,
+                            error = %error,
+                            retry.in_ms = delay.as_millis() as u64,
+                            "subscription interrupted; reopening"
+                        ),
+                    }
                     if let Err(e) = self
                         .store
                         .record_subscription_error(&name, &error.to_string())

@@ -13,6 +13,15 @@
 //! `PERMISSION_DENIED`, `FAILED_PRECONDITION` sent by the gateway) that row
 //! moves to the dead letters and the rest is sent again at once.
 //!
+//! The one `PERMISSION_DENIED` that is not about the row is the gateway's
+//! refusal of this agency as disabled by its operators (marked
+//! `liandong-refusal: agency-disabled`, see [`crate::daemon::disabled`]):
+//! then every row stays in the outbox and is retried with the same
+//! backoff, with a warning at most once a minute, until the agency is
+//! enabled again. A connection the gateway closes right after the
+//! handshake (as it does for a disabled agency) is a transport failure,
+//! retried the same way.
+//!
 //! This module must never drop a row without a receipt or a dead letter,
 //! and never log content: ids, sequences and status codes only.
 
@@ -31,6 +40,7 @@ use crate::client::{ClientError, GatewayClient};
 use crate::config::GatewaySettings;
 use crate::config::daemon::OutboxSettings;
 use crate::daemon::backoff::Backoff;
+use crate::daemon::disabled::{self, Warnings};
 use crate::error::{code_name, describe_status, is_transport_failure};
 use crate::store::{SentReceipt, Store, StoreError};
 
@@ -43,9 +53,12 @@ pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
 /// How often an idle pusher looks at the outbox even without a wake-up.
 const IDLE_POLL: Duration = Duration::from_secs(2);
 
-/// The gateway codes that retrying cannot fix.
+/// The gateway codes that retrying cannot fix. A refusal of this agency
+/// as disabled by the gateway's operators is not one of them: it ends
+/// when they enable it again.
 pub fn is_permanent(status: &tonic::Status) -> bool {
     !is_transport_failure(status)
+        && disabled::disabled_reason(status).is_none()
         && matches!(
             status.code(),
             tonic::Code::InvalidArgument
@@ -100,6 +113,7 @@ impl Pusher {
         // Kept across streams (a dead letter reopens the stream, not the
         // connection); dropped after any failure.
         let mut client = None;
+        let mut warnings = Warnings::default();
         loop {
             if shutdown.is_cancelled() {
                 return;
@@ -111,11 +125,14 @@ impl Pusher {
                     client = None;
                     let message = error.to_string();
                     let delay = backoff.next_delay();
-                    tracing::warn!(
-                        error = %message,
-                        retry.in_ms = delay.as_millis() as u64,
-                        "cannot push to the gateway; retrying"
-                    );
+                    match error.disabled_reason() {
+                        Some(reason) => self.disabled(reason, delay, &mut warnings).await,
+                        None => tracing::warn!(
+                            error = %message,
+                            retry.in_ms = delay.as_millis() as u64,
+                            "cannot push to the gateway; retrying"
+                        ),
+                    }
                     if let Err(e) = self.store.record_push_error(&message).await {
                         tracing::error!(error = %e, "cannot record the push error");
                     }
@@ -288,6 +305,33 @@ impl Pusher {
         }
     }
 
+    /// The gateway refused this agency as disabled by its operators: says
+    /// so at most once per [`disabled::WARN_EVERY`], with how many rows
+    /// wait; nothing leaves the outbox.
+    async fn disabled(&self, reason: &str, delay: Duration, warnings: &mut Warnings) {
+        if !warnings.due() {
+            tracing::debug!(
+                retry.in_ms = delay.as_millis() as u64,
+                "the agency is still disabled by the gateway's operators; retrying"
+            );
+            return;
+        }
+        match self.store.outbox_depth().await {
+            Ok(waiting) => tracing::warn!(
+                outbox.pending = waiting,
+                retry.in_ms = delay.as_millis() as u64,
+                "the gateway's operators have disabled this agency: {reason}; \
+                 {waiting} notifications wait in the outbox"
+            ),
+            Err(error) => tracing::warn!(
+                %error,
+                retry.in_ms = delay.as_millis() as u64,
+                "the gateway's operators have disabled this agency: {reason}; \
+                 the notifications wait in the outbox"
+            ),
+        }
+    }
+
     /// The stream ended with `status`: a dead letter for the oldest row
     /// when retrying cannot fix it, otherwise an error to retry.
     async fn refused(
@@ -314,6 +358,17 @@ impl Pusher {
                 Ok(StreamEnd::Reopen)
             }
             _ => Err(StreamError::Status(status)),
+        }
+    }
+}
+
+impl StreamError {
+    /// The operator's reason when the gateway refused this agency as
+    /// disabled.
+    fn disabled_reason(&self) -> Option<&str> {
+        match self {
+            Self::Status(status) => disabled::disabled_reason(status),
+            _ => None,
         }
     }
 }

@@ -30,6 +30,22 @@ fn refusals_exit_1_and_unavailable_exits_69() {
 }
 
 #[test]
+fn a_disabled_agency_exits_69_as_retrying_later_may_succeed() {
+    let mut status =
+        Status::permission_denied("agency cz-eeb is disabled by an operator: key rotation");
+    assert_eq!(status_exit_code(&status), exit::REFUSED, "unmarked");
+    status.metadata_mut().insert(
+        liandong_core::refusal::METADATA_KEY,
+        tonic::metadata::MetadataValue::from_static(liandong_core::refusal::AGENCY_DISABLED),
+    );
+    assert_eq!(status_exit_code(&status), exit::UNAVAILABLE);
+    assert_eq!(
+        describe_status(&status),
+        "refused: PERMISSION_DENIED: agency cz-eeb is disabled by an operator: key rotation"
+    );
+}
+
+#[test]
 fn a_transport_failure_exits_69_whatever_its_code() {
     let io = std::io::Error::new(
         std::io::ErrorKind::ConnectionReset,

@@ -145,6 +145,14 @@ impl Store {
             .map(|(local_id, _, _, state)| (local_id, state)))
     }
 
+    /// How many rows wait in the outbox.
+    pub async fn outbox_depth(&self) -> Result<u64, StoreError> {
+        let depth: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(depth as u64)
+    }
+
     /// Up to `limit` outbox rows after `after`, in local-id order.
     pub async fn pending_after(
         &self,

@@ -183,3 +183,70 @@ fn only_refusals_have_a_refusal_code() {
         Some("INVALID_ARGUMENT")
     );
 }
+
+fn disabled() -> DisabledAgency {
+    DisabledAgency {
+        agency: "cz-eeb".into(),
+        reason: "signing key compromised".into(),
+        disabled_by: "cz-ops".into(),
+        disabled_at: 0,
+    }
+}
+
+#[test]
+fn a_disabled_agency_is_refused_permission_denied_marked_for_retry() {
+    let status = Status::from(ApiError::AgencyDisabled(disabled()));
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert_eq!(
+        status.message(),
+        "agency cz-eeb is disabled by an operator: signing key compromised"
+    );
+    assert_eq!(
+        status
+            .metadata()
+            .get(liandong_core::refusal::METADATA_KEY)
+            .map(|value| value.as_bytes().to_vec()),
+        Some(b"agency-disabled".to_vec())
+    );
+    assert_eq!(
+        ApiError::AgencyDisabled(disabled()).to_string(),
+        "permission denied: agency cz-eeb is disabled by an operator: signing key compromised",
+        "the audit log's reason"
+    );
+    assert_eq!(
+        ApiError::AgencyDisabled(disabled()).refusal_code(),
+        Some("PERMISSION_DENIED")
+    );
+}
+
+#[test]
+fn a_session_ended_by_a_disablement_is_the_same_marked_refusal() {
+    let error = ApiError::from(SessionEnd::ReaderDisabled(disabled()));
+    assert!(matches!(error, ApiError::AgencyDisabled(_)), "{error:?}");
+    let status = Status::from(error);
+    assert!(liandong_core::refusal::is_agency_disabled(&status));
+    assert_eq!(
+        status.message(),
+        "agency cz-eeb is disabled by an operator: signing key compromised"
+    );
+}
+
+#[test]
+fn no_other_refusal_carries_the_disabled_marker() {
+    for error in [
+        ApiError::PermissionDenied("cz-eeb may not publish ARREST_APPROVED".into()),
+        ApiError::from(SessionEnd::ReaderRemoved {
+            agency: AgencyId::parse("agency", "cz-eeb").unwrap(),
+        }),
+        ApiError::FailedPrecondition("x".into()),
+    ] {
+        let status = Status::from(error);
+        assert!(
+            status
+                .metadata()
+                .get(liandong_core::refusal::METADATA_KEY)
+                .is_none(),
+            "{status:?}"
+        );
+    }
+}

@@ -7,8 +7,10 @@
 //! read it from there and never resolve the peer again.
 //!
 //! An agency an operator has disabled is refused there too, before any
-//! handler: `PERMISSION_DENIED` naming the operator's reason, recorded in
-//! the audit log before it is answered (the status comes from `error`).
+//! handler: `PERMISSION_DENIED` naming the operator's reason and marked
+//! `liandong-refusal: agency-disabled` (`ApiError::AgencyDisabled`),
+//! recorded in the audit log before it is answered (the status comes from
+//! `error`).
 //!
 //! Identity never comes from a message field. Apart from that refusal,
 //! this module refuses with an [`IdentityError`]; it never builds a gRPC
@@ -180,8 +182,8 @@ where
             let path = request.uri().path().to_owned();
             let gateway = self.gateway.clone();
             return Box::pin(async move {
-                let error = ApiError::PermissionDenied(disabled.to_string());
                 tracing::info!(agency.id = %disabled.agency, rpc = %path, "request of a disabled agency refused");
+                let error = ApiError::AgencyDisabled(disabled);
                 // Recorded under the RPC's refusal action.
                 if let Some(entry) = audit::refused(Rpc::from_path(&path), &caller, &error)
                     && let Err(cause) = gateway.store.append_audit(&[entry.with_peer(peer)]).await

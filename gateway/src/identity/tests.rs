@@ -530,6 +530,11 @@ async fn a_disabled_agency_is_refused_before_any_handler_and_audited() {
         status.message(),
         "agency cz-psb is disabled by an operator: audit of its systems"
     );
+    assert!(
+        liandong_core::refusal::is_agency_disabled(&status),
+        "marked for clients to retry: {:?}",
+        status.metadata()
+    );
     assert_eq!(handled.load(std::sync::atomic::Ordering::SeqCst), 0);
     // Another agency is not concerned.
     service

@@ -114,6 +114,40 @@ async fn deliveries_already_handed_over_are_acknowledged_without_handing_them_ag
 }
 
 #[tokio::test]
+async fn a_subscription_refused_as_disabled_is_reopened_not_given_up() {
+    let mut refusal =
+        tonic::Status::permission_denied("agency cz-psb is disabled by an operator: audit");
+    refusal.metadata_mut().insert(
+        liandong_core::refusal::METADATA_KEY,
+        tonic::metadata::MetadataValue::from_static(liandong_core::refusal::AGENCY_DISABLED),
+    );
+    let gateway = MockGateway::start(Script {
+        refuse_open: Some(refusal),
+        ..three()
+    })
+    .await;
+    let (dir, store) = testing::store().await;
+    let out = dir.path().join("out");
+    let (stop, task) = run(
+        &gateway,
+        &store,
+        SinkSettings::Folder(FolderSink { path: out.clone() }),
+    )
+    .await;
+    gateway.wait_until(|seen| seen.opens.len() >= 2).await;
+    stop.cancel();
+    task.await.unwrap();
+    let delivered = std::fs::read_dir(&out).map_or(0, |entries| entries.count());
+    assert_eq!(delivered, 0, "nothing was delivered");
+    assert!(gateway.seen.lock().unwrap().acks.is_empty());
+    let state = &store.snapshot().await.unwrap().subscriptions[0];
+    assert_eq!(
+        state.last_error.as_deref(),
+        Some("refused: PERMISSION_DENIED: agency cz-psb is disabled by an operator: audit")
+    );
+}
+
+#[tokio::test]
 async fn a_failing_webhook_means_no_acknowledgement() {
     let gateway = MockGateway::start(three()).await;
     let (_dir, store) = testing::store().await;

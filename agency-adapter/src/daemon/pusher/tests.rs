@@ -228,6 +228,44 @@ async fn refusals_that_may_pass_later_are_retried_not_dead_lettered() {
     }
 }
 
+/// The gateway's refusal of a disabled agency, as it sends it.
+fn agency_disabled() -> tonic::Status {
+    let mut status = tonic::Status::permission_denied(
+        "agency cz-psb is disabled by an operator: signing key compromised",
+    );
+    status.metadata_mut().insert(
+        liandong_core::refusal::METADATA_KEY,
+        tonic::metadata::MetadataValue::from_static(liandong_core::refusal::AGENCY_DISABLED),
+    );
+    status
+}
+
+#[tokio::test]
+async fn a_disabled_agency_keeps_its_outbox_and_retries() {
+    // Over real mutual TLS, so the marker is read where the gateway's
+    // trailers put it.
+    let gateway = MockGateway::start(Script {
+        refuse_ids: vec![("n-1".into(), agency_disabled())],
+        ..Script::default()
+    })
+    .await;
+    let bed = start(&gateway.settings, &["n-1", "n-2", "n-3"], 4).await;
+    eventually("n-1 was tried several times", || async {
+        gateway.seen.lock().unwrap().streams >= 3
+    })
+    .await;
+    let store = bed.stop().await;
+    let snapshot = store.snapshot().await.unwrap();
+    assert_eq!(snapshot.dead_letter_count, 0, "nothing is dead-lettered");
+    assert_eq!(snapshot.outbox_depth, 3, "everything waits in the outbox");
+    assert!(gateway.seen.lock().unwrap().stored.is_empty());
+    let error = snapshot.last_error.expect("the refusal is recorded");
+    assert_eq!(
+        error,
+        "refused: PERMISSION_DENIED: agency cz-psb is disabled by an operator: signing key compromised"
+    );
+}
+
 #[tokio::test]
 async fn an_unreachable_gateway_keeps_everything_pending() {
     // Bound, never listening: connections are refused, and no parallel
@@ -277,4 +315,13 @@ fn only_the_gateways_own_refusals_of_three_kinds_are_permanent() {
     // A local transport failure is never the gateway's verdict.
     let local = Status::from_error(Box::new(std::io::Error::other("reset")));
     assert!(!is_permanent(&local));
+}
+
+#[test]
+fn a_disabled_agency_is_not_a_permanent_refusal() {
+    assert!(!is_permanent(&agency_disabled()));
+    // The same words without the gateway's marker are an ordinary
+    // PERMISSION_DENIED.
+    let unmarked = tonic::Status::permission_denied(agency_disabled().message());
+    assert!(is_permanent(&unmarked));
 }
