@@ -108,7 +108,6 @@ pub async fn status(gateway: &Gateway) -> Result<pb::GatewayStatus, StoreError> 
         certificates,
         audit: Some(audit),
         breaches_open,
-        ..Default::default()
     })
 }
 
@@ -191,7 +190,6 @@ pub async fn agencies(gateway: &Gateway) -> Result<Vec<pb::AgencyActivity>, Stor
             last_refusal_reason: refusal
                 .map(|r| format!("{} {}: {}", r.action, r.decision, r.reason))
                 .unwrap_or_default(),
-            ..Default::default()
         });
     }
     Ok(activities)
