@@ -22,21 +22,42 @@
 //! connections; it reports the steady agency's publish latency both ways
 //! and how many of the flooder's publishes were accepted and refused.
 //!
+//! Load generator modes (each runs instead of the phases; both may be
+//! given together):
+//! - `--in-flight 1,8,64,256`: for each value, unary `Publish` with that
+//!   many calls in flight (over `--connections` connections) and
+//!   `PublishStream` with that many requests outstanding on one stream:
+//!   throughput and latency until the receipt;
+//! - `--open-loop RATE --seconds S`: publishes on a fixed schedule, with
+//!   latency measured from each publish's intended send time (no
+//!   coordinated omission), until the receipt and until a subscriber of
+//!   the recipient agency holds the delivery (it acks each), and counts
+//!   the publishes sent behind schedule.
+//!
+//! Bodies: `--payload random` (default) carries `--payload-bytes` of
+//! incompressible text; `--payload transfer` the demo's case transfer;
+//! `--payload none` no body. `--json PATH` writes every result as JSON; a
+//! Markdown table is printed at the end; both record the cores, the
+//! backend, the load average and the disk's sync time (200 fsyncs of a
+//! 4 KB write in the test bed's directory).
+//!
 //! Numbers are printed, not asserted; `docs/PERFORMANCE.md` records runs.
 //! Build it in release: `cargo run --release -p liandong-tests --bin
 //! liandong-bench`.
 
-use std::time::{Duration, Instant};
-
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use tokio_stream::StreamExt;
 
 use liandong_core::pb::{self, Confidentiality as Level, EventType as Event};
-use liandong_tests::{Subscriber, Testbed, notification, publish};
+use liandong_tests::{Subscriber, Testbed, demo_story, notification, publish};
 
 /// What the bench measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -46,6 +67,112 @@ enum Scenario {
     Phases,
     /// A well-behaved agency's publish latency while another floods.
     Flood,
+}
+
+/// What the notification bodies carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PayloadKind {
+    /// No body (as the bench published before bodies were measured).
+    None,
+    /// `--payload-bytes` of incompressible text in `body.description`.
+    Random,
+    /// The demo's case transfer body (structured, realistic).
+    Transfer,
+}
+
+/// Makes the bodies: random text from a small deterministic generator
+/// (splitmix64), six random bits per character, so nothing compresses.
+struct Payload {
+    kind: PayloadKind,
+    bytes: usize,
+    state: u64,
+}
+
+const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+impl Payload {
+    fn new(kind: PayloadKind, bytes: usize, seed: u64) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            bytes <= liandong_core::domain::MAX_BODY_TEXT_CHARS,
+            "--payload-bytes {bytes} exceeds the gateway's body text limit of {} characters",
+            liandong_core::domain::MAX_BODY_TEXT_CHARS
+        );
+        Ok(Self {
+            kind,
+            bytes,
+            state: seed ^ 0x9E37_79B9_7F4A_7C15,
+        })
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn random_text(&mut self) -> String {
+        let mut text = String::with_capacity(self.bytes);
+        while text.len() < self.bytes {
+            let mut bits = self.next_u64();
+            for _ in 0..10 {
+                if text.len() == self.bytes {
+                    break;
+                }
+                text.push(char::from(ALPHABET[(bits & 63) as usize]));
+                bits >>= 6;
+            }
+        }
+        text
+    }
+
+    /// The same payload from a generator of its own.
+    fn seeded(&self, seed: u64) -> Self {
+        Self {
+            kind: self.kind,
+            bytes: self.bytes,
+            state: self.state ^ seed.wrapping_mul(0xD1B5_4A32_D192_ED03),
+        }
+    }
+
+    fn body(&mut self) -> Option<pb::CaseBody> {
+        match self.kind {
+            PayloadKind::None => None,
+            PayloadKind::Random => Some(pb::CaseBody {
+                title: "bench".into(),
+                description: self.random_text(),
+                ..Default::default()
+            }),
+            PayloadKind::Transfer => Some(demo_story::transfer_body()),
+        }
+    }
+
+    /// A notification of the bench's own (a shared clue) with this
+    /// payload; with the transfer payload, the demo's transfer shape
+    /// (`RESTRICTED` to `cz-psb`, a case of its own).
+    fn shared(&mut self, id: &str, case_ref: &str) -> pb::Notification {
+        if self.kind == PayloadKind::Transfer {
+            return self.transfer(id, case_ref);
+        }
+        let mut n = notification(id, case_ref, Event::ClueShared, Level::Internal, &[]);
+        n.body = self.body();
+        n
+    }
+
+    /// A case transfer to `cz-psb` (a case is transferred once, so each
+    /// gets a case of its own) with this payload.
+    fn transfer(&mut self, id: &str, case_ref: &str) -> pb::Notification {
+        let mut n = notification(
+            id,
+            &format!("{case_ref}-{id}"),
+            Event::CaseTransferred,
+            Level::Restricted,
+            &["cz-psb"],
+        );
+        n.body = self.body();
+        n
+    }
 }
 
 /// Load generator for the Liandong gateway.
@@ -85,6 +212,34 @@ struct Args {
     /// streams, within the server's concurrent-stream limit).
     #[arg(long)]
     idle_connections: Option<usize>,
+    /// What the notification bodies carry.
+    #[arg(long, value_enum, default_value_t = PayloadKind::Random)]
+    payload: PayloadKind,
+    /// Characters of incompressible text in each body (`--payload
+    /// random`).
+    #[arg(long, default_value_t = 2048)]
+    payload_bytes: usize,
+    /// Sweep these numbers of publishes in flight (unary and stream),
+    /// e.g. `1,8,64,256`; `--notifications` publishes per value.
+    #[arg(long, value_delimiter = ',')]
+    in_flight: Vec<usize>,
+    /// Connections the unary sweep and the open loop publish over (at
+    /// most one per call in flight).
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Publish on a fixed schedule at this many per second.
+    #[arg(long)]
+    open_loop: Option<u32>,
+    /// Seconds the open loop runs.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// A publish sent later than this after its intended time counts as
+    /// behind schedule (open loop).
+    #[arg(long, default_value_t = 2)]
+    behind_ms: u64,
+    /// Write every result as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 /// Opens `count` streams whose filter matches nothing the bench publishes.
@@ -135,25 +290,395 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-fn report(name: &str, count: usize, elapsed: Duration, mut latencies: Vec<Duration>) {
+/// One measured result: a line of the Markdown table and an entry of the
+/// JSON output.
+#[derive(Debug, Clone)]
+struct Row {
+    test: String,
+    in_flight: Option<usize>,
+    count: usize,
+    elapsed: Duration,
+    /// p50, p90, p99, max; None where latency is not measured.
+    latency: Option<[Duration; 4]>,
+    /// Open loop: publishes sent behind schedule.
+    behind: Option<usize>,
+}
+
+impl Row {
+    fn rate(&self) -> f64 {
+        self.count as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        serde_json::json!({
+            "test": self.test,
+            "in_flight": self.in_flight,
+            "count": self.count,
+            "seconds": self.elapsed.as_secs_f64(),
+            "per_second": self.rate(),
+            "latency_ms": self.latency.map(|[p50, p90, p99, max]| serde_json::json!({
+                "p50": ms(p50), "p90": ms(p90), "p99": ms(p99), "max": ms(max),
+            })),
+            "behind_schedule": self.behind,
+        })
+    }
+}
+
+/// p50, p90, p99 and max of `latencies`, or None when there are none.
+fn quantiles(mut latencies: Vec<Duration>) -> Option<[Duration; 4]> {
     latencies.sort_unstable();
+    let max = *latencies.last()?;
+    Some([
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 90.0),
+        percentile(&latencies, 99.0),
+        max,
+    ])
+}
+
+fn print_row(row: &Row) {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     print!(
-        "{name:<34} {count:>6} in {:>7.2} s = {:>8.0}/s",
-        elapsed.as_secs_f64(),
-        count as f64 / elapsed.as_secs_f64()
+        "{:<34} {:>6} in {:>7.2} s = {:>8.0}/s",
+        row.test,
+        row.count,
+        row.elapsed.as_secs_f64(),
+        row.rate()
     );
-    if latencies.is_empty() {
-        println!();
-    } else {
-        println!(
+    match row.latency {
+        None => println!(),
+        Some([p50, p90, p99, max]) => println!(
             "   latency p50 {:>6.2} ms  p90 {:>6.2} ms  p99 {:>6.2} ms  max {:>6.2} ms",
-            ms(percentile(&latencies, 50.0)),
-            ms(percentile(&latencies, 90.0)),
-            ms(percentile(&latencies, 99.0)),
-            ms(*latencies.last().unwrap_or(&Duration::ZERO)),
+            ms(p50),
+            ms(p90),
+            ms(p99),
+            ms(max),
+        ),
+    }
+}
+
+fn report(name: &str, count: usize, elapsed: Duration, latencies: Vec<Duration>) -> Row {
+    let row = Row {
+        test: name.to_owned(),
+        in_flight: None,
+        count,
+        elapsed,
+        latency: quantiles(latencies),
+        behind: None,
+    };
+    print_row(&row);
+    row
+}
+
+/// The conditions a run was measured in.
+struct Conditions {
+    at: String,
+    cores: usize,
+    backend: &'static str,
+    load: String,
+    payload: String,
+    /// p50 and p99 of a 4 KB write and its fsync.
+    sync: [Duration; 2],
+}
+
+/// Times 200 appends of 4 KB, each followed by an fsync, in `dir`.
+fn disk_sync(dir: &Path) -> anyhow::Result<[Duration; 2]> {
+    let path = dir.join("bench-fsync-probe");
+    let mut file = std::fs::File::create(&path).context("creating the fsync probe")?;
+    let block = [0x5a_u8; 4096];
+    let mut times = Vec::with_capacity(200);
+    for _ in 0..200 {
+        let started = Instant::now();
+        file.write_all(&block)?;
+        file.sync_all()?;
+        times.push(started.elapsed());
+    }
+    drop(file);
+    std::fs::remove_file(&path)?;
+    times.sort_unstable();
+    Ok([percentile(&times, 50.0), percentile(&times, 99.0)])
+}
+
+/// Prints the Markdown table and writes the JSON file, if asked for.
+fn output(args: &Args, conditions: &Conditions, rows: &[Row]) -> anyhow::Result<()> {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!();
+    println!(
+        "{}, {} cores, {}, load average {}, payload {}, disk sync (4 KB write + fsync) p50 {:.2} ms p99 {:.2} ms",
+        conditions.at,
+        conditions.cores,
+        conditions.backend,
+        conditions.load,
+        conditions.payload,
+        ms(conditions.sync[0]),
+        ms(conditions.sync[1]),
+    );
+    println!();
+    println!(
+        "| test | in flight | count | s | per s | p50 ms | p90 ms | p99 ms | max ms | behind |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for row in rows {
+        let latency = row.latency.map_or_else(
+            || "| | | | ".to_owned(),
+            |[p50, p90, p99, max]| {
+                format!(
+                    "| {:.2} | {:.2} | {:.2} | {:.2} ",
+                    ms(p50),
+                    ms(p90),
+                    ms(p99),
+                    ms(max)
+                )
+            },
+        );
+        println!(
+            "| {} | {} | {} | {:.2} | {:.0} {latency}| {} |",
+            row.test,
+            row.in_flight.map_or(String::new(), |n| n.to_string()),
+            row.count,
+            row.elapsed.as_secs_f64(),
+            row.rate(),
+            row.behind.map_or(String::new(), |n| n.to_string()),
         );
     }
+    if let Some(path) = &args.json {
+        let document = serde_json::json!({
+            "at": conditions.at,
+            "cores": conditions.cores,
+            "backend": conditions.backend,
+            "load_average": conditions.load,
+            "payload": conditions.payload,
+            "disk_sync_ms": { "p50": ms(conditions.sync[0]), "p99": ms(conditions.sync[1]) },
+            "results": rows.iter().map(Row::json).collect::<Vec<_>>(),
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&document)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("\nresults written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// Unary `Publish` with `in_flight` calls outstanding, spread over a few
+/// connections, `total` publishes in all.
+async fn sweep_unary(
+    bed: &Testbed,
+    args: &Args,
+    payload: &Payload,
+    in_flight: usize,
+    total: usize,
+) -> anyhow::Result<Row> {
+    let mut clients = Vec::new();
+    for _ in 0..in_flight.min(args.connections).max(1) {
+        clients.push(bed.client("cz-eeb").await);
+    }
+    let per_call = total.div_ceil(in_flight);
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(in_flight);
+    for t in 0..in_flight {
+        let mut client = clients[t % clients.len()].clone();
+        let mut payload = payload.seeded(t as u64);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(per_call);
+            for i in 0..per_call {
+                let n = payload.shared(&format!("su{in_flight}-{t}-{i}"), "CZ-BENCH-SU");
+                let sent = Instant::now();
+                publish(&mut client, n).await?;
+                latencies.push(sent.elapsed());
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    let mut row = report(
+        &format!("Publish, {in_flight} in flight"),
+        latencies.len(),
+        started.elapsed(),
+        latencies,
+    );
+    row.in_flight = Some(in_flight);
+    Ok(row)
+}
+
+/// `PublishStream` with `in_flight` requests outstanding on one stream:
+/// a request is sent only when a receipt has freed its place.
+async fn sweep_stream(
+    bed: &Testbed,
+    payload: &Payload,
+    in_flight: usize,
+    total: usize,
+) -> anyhow::Result<Row> {
+    let mut client = bed.client("cz-eeb").await;
+    let (requests, outgoing) = tokio::sync::mpsc::channel(in_flight);
+    let places = Arc::new(tokio::sync::Semaphore::new(in_flight));
+    let sent_at = Arc::new(Mutex::new(VecDeque::with_capacity(in_flight)));
+    let started = Instant::now();
+    let sender = {
+        let places = places.clone();
+        let sent_at = sent_at.clone();
+        let mut payload = payload.seeded(in_flight as u64);
+        tokio::spawn(async move {
+            for i in 0..total {
+                places.acquire().await?.forget();
+                let n = payload.shared(&format!("ss{in_flight}-{i}"), "CZ-BENCH-SS");
+                sent_at
+                    .lock()
+                    .expect("the send times are not poisoned")
+                    .push_back(Instant::now());
+                if requests
+                    .send(pb::PublishRequest {
+                        notification: Some(n),
+                    })
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            anyhow::Ok(())
+        })
+    };
+    let mut receipts = client
+        .publish_stream(tokio_stream::wrappers::ReceiverStream::new(outgoing))
+        .await?
+        .into_inner();
+    let mut latencies = Vec::with_capacity(total);
+    while latencies.len() < total {
+        let Some(receipt) = receipts.next().await else {
+            anyhow::bail!("the stream ended after {} receipts", latencies.len());
+        };
+        receipt?;
+        let sent = sent_at
+            .lock()
+            .expect("the send times are not poisoned")
+            .pop_front()
+            .context("a receipt for nothing sent")?;
+        latencies.push(sent.elapsed());
+        places.add_permits(1);
+    }
+    let elapsed = started.elapsed();
+    sender.await??;
+    let mut row = report(
+        &format!("PublishStream, {in_flight} in flight"),
+        latencies.len(),
+        elapsed,
+        latencies,
+    );
+    row.in_flight = Some(in_flight);
+    Ok(row)
+}
+
+/// Publishes `rate` per second for `args.seconds` on a fixed schedule;
+/// latencies count from each publish's intended send time. A subscriber
+/// of the recipient agency acks every delivery.
+async fn open_loop(
+    bed: &Testbed,
+    args: &Args,
+    payload: &Payload,
+    rate: u32,
+) -> anyhow::Result<Vec<Row>> {
+    let total = usize::try_from(u64::from(rate) * args.seconds)?;
+    let period = Duration::from_secs(1) / rate.max(1);
+    let mut police = bed.client("cz-psb").await;
+    let mut inbox = Subscriber::open_with(
+        &mut police,
+        pb::SubscriptionOpen {
+            name: format!("bench-open-{rate}"),
+            start: Some(pb::StartPosition {
+                position: Some(pb::start_position::Position::Now(true)),
+            }),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let mut clients = Vec::new();
+    for _ in 0..args.connections.max(1) {
+        clients.push(bed.client("cz-eeb").await);
+    }
+    let start = Instant::now() + Duration::from_millis(200);
+    let intended = move |i: usize| start + period * u32::try_from(i).unwrap_or(u32::MAX);
+    let prefix = format!("o{rate}-");
+    let receiver = {
+        let prefix = prefix.clone();
+        tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(total);
+            while latencies.len() < total {
+                let Some(delivery) = inbox.next(Duration::from_secs(10)).await? else {
+                    break;
+                };
+                let at = Instant::now();
+                let i: usize = delivery
+                    .notification
+                    .as_ref()
+                    .and_then(|n| n.notification_id.strip_prefix(&prefix))
+                    .and_then(|i| i.parse().ok())
+                    .context("a delivery that the open loop did not publish")?;
+                latencies.push(at.saturating_duration_since(intended(i)));
+                inbox.ack(&[delivery.sequence]).await;
+            }
+            let last = Instant::now();
+            inbox.close().await?;
+            anyhow::Ok((latencies, last))
+        })
+    };
+    let behind_after = Duration::from_millis(args.behind_ms);
+    let mut behind = 0;
+    let mut calls = Vec::with_capacity(total);
+    let mut payload = payload.seeded(u64::from(rate));
+    for i in 0..total {
+        let due = intended(i);
+        tokio::time::sleep_until(due.into()).await;
+        if Instant::now().saturating_duration_since(due) > behind_after {
+            behind += 1;
+        }
+        let n = payload.transfer(&format!("{prefix}{i}"), "CZ-BENCH-OL");
+        let mut client = clients[i % clients.len()].clone();
+        calls.push(tokio::spawn(async move {
+            publish(&mut client, n).await?;
+            let at = Instant::now();
+            anyhow::Ok((at.saturating_duration_since(due), at))
+        }));
+    }
+    let mut receipts = Vec::with_capacity(total);
+    let mut last = start;
+    for call in calls {
+        let (latency, at) = call.await??;
+        receipts.push(latency);
+        last = last.max(at);
+    }
+    let (deliveries, last_delivery) = receiver.await??;
+    let mut rows = vec![Row {
+        test: format!("open loop {rate}/s: publish → receipt"),
+        in_flight: None,
+        count: receipts.len(),
+        elapsed: last.saturating_duration_since(start),
+        latency: quantiles(receipts),
+        behind: Some(behind),
+    }];
+    rows.push(Row {
+        test: format!("open loop {rate}/s: publish → delivered"),
+        in_flight: None,
+        count: deliveries.len(),
+        elapsed: last_delivery.saturating_duration_since(start),
+        latency: quantiles(deliveries),
+        behind: Some(behind),
+    });
+    for row in &rows {
+        print_row(row);
+    }
+    println!(
+        "open loop {rate}/s: {behind} of {total} publishes sent more than {} ms behind schedule",
+        args.behind_ms
+    );
+    anyhow::ensure!(
+        rows[1].count == total,
+        "{} of {total} deliveries arrived",
+        rows[1].count
+    );
+    Ok(rows)
 }
 
 async fn postgres_schema(base: &str) -> anyhow::Result<String> {
@@ -316,6 +841,105 @@ async fn flood_scenario(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The three phases: unary publishes, a pipelined stream, and delivery
+/// latency one round trip at a time.
+async fn phases(bed: &Testbed, args: &Args, payload: &Payload) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    // 1. Unary publishes, concurrent publishers.
+    let per_publisher = args.notifications.div_ceil(args.publishers);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for p in 0..args.publishers {
+        let mut client = bed.client("cz-eeb").await;
+        let mut payload = payload.seeded(p as u64);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(per_publisher);
+            for i in 0..per_publisher {
+                let n = payload.shared(&format!("u{p}-{i}"), "CZ-BENCH-1");
+                let sent = Instant::now();
+                publish(&mut client, n).await?;
+                latencies.push(sent.elapsed());
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    rows.push(report(
+        &format!("Publish ({} publishers)", args.publishers),
+        latencies.len(),
+        started.elapsed(),
+        latencies,
+    ));
+
+    // 2. Pipelined PublishStream on one connection.
+    let mut client = bed.client("cz-eeb").await;
+    let mut stream_payload = payload.seeded(u64::MAX);
+    let requests: Vec<pb::PublishRequest> = (0..args.notifications)
+        .map(|i| pb::PublishRequest {
+            notification: Some(stream_payload.shared(&format!("s{i}"), "CZ-BENCH-2")),
+        })
+        .collect();
+    let started = Instant::now();
+    let mut receipts = client
+        .publish_stream(tokio_stream::iter(requests))
+        .await?
+        .into_inner();
+    let mut count = 0;
+    while let Some(receipt) = receipts.next().await {
+        receipt?;
+        count += 1;
+    }
+    rows.push(report(
+        "PublishStream (1 connection)",
+        count,
+        started.elapsed(),
+        Vec::new(),
+    ));
+
+    // 3. Delivery latency, one notification in flight at a time.
+    let mut police = bed.client("cz-psb").await;
+    let now = pb::StartPosition {
+        position: Some(pb::start_position::Position::Now(true)),
+    };
+    let mut inbox = Subscriber::open_with(
+        &mut police,
+        pb::SubscriptionOpen {
+            name: "bench".into(),
+            start: Some(now),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let mut eeb = bed.client("cz-eeb").await;
+    let mut round_trip_payload = payload.seeded(u64::MAX - 1);
+    let mut latencies = Vec::with_capacity(args.round_trips);
+    let started = Instant::now();
+    for i in 0..args.round_trips {
+        // Each round trip transfers a case of its own: a case is
+        // transferred once.
+        let n = round_trip_payload.transfer(&format!("r{i}"), "CZ-BENCH-3");
+        let sent = Instant::now();
+        publish(&mut eeb, n).await?;
+        let delivery = inbox
+            .next(Duration::from_secs(10))
+            .await?
+            .context("no delivery within 10 s")?;
+        latencies.push(sent.elapsed());
+        inbox.ack(&[delivery.sequence]).await;
+    }
+    rows.push(report(
+        "Publish → delivered (RESTRICTED)",
+        latencies.len(),
+        started.elapsed(),
+        latencies,
+    ));
+    inbox.close().await?;
+    Ok(rows)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -345,113 +969,26 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
 
-    // 1. Unary publishes, concurrent publishers.
-    let per_publisher = args.notifications.div_ceil(args.publishers);
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for p in 0..args.publishers {
-        let mut client = bed.client("cz-eeb").await;
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(per_publisher);
-            for i in 0..per_publisher {
-                let n = notification(
-                    &format!("u{p}-{i}"),
-                    "CZ-BENCH-1",
-                    Event::ClueShared,
-                    Level::Internal,
-                    &[],
-                );
-                let sent = Instant::now();
-                publish(&mut client, n).await?;
-                latencies.push(sent.elapsed());
-            }
-            anyhow::Ok(latencies)
-        }));
+    let payload = Payload::new(
+        args.payload,
+        args.payload_bytes,
+        u64::from(std::process::id()),
+    )?;
+    let sync = disk_sync(bed.dir.path())?;
+    let mut rows = Vec::new();
+    if args.in_flight.is_empty() && args.open_loop.is_none() {
+        rows.extend(phases(&bed, &args, &payload).await?);
     }
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await??);
+    for &in_flight in &args.in_flight {
+        anyhow::ensure!(in_flight > 0, "--in-flight values must be at least 1");
+        let total = args.notifications.max(in_flight);
+        rows.push(sweep_unary(&bed, &args, &payload, in_flight, total).await?);
+        rows.push(sweep_stream(&bed, &payload, in_flight, total).await?);
     }
-    report(
-        &format!("Publish ({} publishers)", args.publishers),
-        latencies.len(),
-        started.elapsed(),
-        latencies,
-    );
-
-    // 2. Pipelined PublishStream on one connection.
-    let mut client = bed.client("cz-eeb").await;
-    let requests: Vec<pb::PublishRequest> = (0..args.notifications)
-        .map(|i| pb::PublishRequest {
-            notification: Some(notification(
-                &format!("s{i}"),
-                "CZ-BENCH-2",
-                Event::ClueShared,
-                Level::Internal,
-                &[],
-            )),
-        })
-        .collect();
-    let started = Instant::now();
-    let mut receipts = client
-        .publish_stream(tokio_stream::iter(requests))
-        .await?
-        .into_inner();
-    let mut count = 0;
-    while let Some(receipt) = receipts.next().await {
-        receipt?;
-        count += 1;
+    if let Some(rate) = args.open_loop {
+        anyhow::ensure!(rate > 0, "--open-loop must be at least 1 per second");
+        rows.extend(open_loop(&bed, &args, &payload, rate).await?);
     }
-    report(
-        "PublishStream (1 connection)",
-        count,
-        started.elapsed(),
-        Vec::new(),
-    );
-
-    // 3. Delivery latency, one notification in flight at a time.
-    let mut police = bed.client("cz-psb").await;
-    let now = pb::StartPosition {
-        position: Some(pb::start_position::Position::Now(true)),
-    };
-    let mut inbox = Subscriber::open_with(
-        &mut police,
-        pb::SubscriptionOpen {
-            name: "bench".into(),
-            start: Some(now),
-            ..Default::default()
-        },
-    )
-    .await?;
-    let mut eeb = bed.client("cz-eeb").await;
-    let mut latencies = Vec::with_capacity(args.round_trips);
-    let started = Instant::now();
-    for i in 0..args.round_trips {
-        // Each round trip transfers a case of its own: a case is
-        // transferred once.
-        let n = notification(
-            &format!("r{i}"),
-            &format!("CZ-BENCH-3-{i}"),
-            Event::CaseTransferred,
-            Level::Restricted,
-            &["cz-psb"],
-        );
-        let sent = Instant::now();
-        publish(&mut eeb, n).await?;
-        let delivery = inbox
-            .next(Duration::from_secs(10))
-            .await?
-            .context("no delivery within 10 s")?;
-        latencies.push(sent.elapsed());
-        inbox.ack(&[delivery.sequence]).await;
-    }
-    report(
-        "Publish → delivered (RESTRICTED)",
-        latencies.len(),
-        started.elapsed(),
-        latencies,
-    );
-    inbox.close().await?;
     let mut idle_frames = 0;
     for stream in idle {
         idle_frames += stream.close().await?.len();
@@ -460,5 +997,21 @@ async fn main() -> anyhow::Result<()> {
         idle_frames == 0,
         "idle streams received {idle_frames} frames"
     );
-    Ok(())
+    let conditions = Conditions {
+        at: jiff::Timestamp::now()
+            .strftime("%Y-%m-%d %H:%M UTC")
+            .to_string(),
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        backend,
+        load: std::fs::read_to_string("/proc/loadavg")
+            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|_| "unknown".into()),
+        payload: match args.payload {
+            PayloadKind::None => "none".into(),
+            PayloadKind::Random => format!("{} random characters", args.payload_bytes),
+            PayloadKind::Transfer => "the demo's case transfer".into(),
+        },
+        sync,
+    };
+    output(&args, &conditions, &rows)
 }
