@@ -16,6 +16,9 @@
 //!    one message at a time, latency from the publish call to the message
 //!    in the consumer's hand, which then acknowledges it.
 //!
+//! It first checks that the server refuses a client without a
+//! certificate (mutual TLS, as the gateway requires).
+//!
 //! With `--sync-probe-dir`, it first times 200 appends of 4 KB each
 //! followed by an fsync in that directory, as liandong-bench does in the
 //! gateway's, so runs on different disks can be told apart.
@@ -309,6 +312,23 @@ fn markdown(report: &Report) -> String {
     out
 }
 
+/// The server must refuse a client that presents no certificate: otherwise
+/// this would not be the mutual TLS the gateway is measured with.
+async fn check_mutual_tls(args: &Args) -> anyhow::Result<()> {
+    let attempt = async_nats::ConnectOptions::new()
+        .require_tls(true)
+        .add_root_certificates(args.ca.clone())
+        .connect(&args.url);
+    match tokio::time::timeout(Duration::from_secs(10), attempt).await {
+        Ok(Err(_refused)) => Ok(()),
+        Ok(Ok(_client)) => anyhow::bail!(
+            "{} accepted a client without a certificate: not mutual TLS",
+            args.url
+        ),
+        Err(_) => anyhow::bail!("connecting without a certificate neither failed nor succeeded"),
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -317,6 +337,7 @@ async fn main() -> anyhow::Result<()> {
         "--in-flight needs counts of at least 1"
     );
     anyhow::ensure!(args.connections > 0, "--connections needs at least 1");
+    check_mutual_tls(&args).await?;
     let disk_sync_ms = args.sync_probe_dir.as_deref().map(disk_sync).transpose()?;
     let mut connections = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
