@@ -848,6 +848,42 @@ pub async fn publish_lifecycle(
     receipts
 }
 
+/// The county transfer the deadline rules watch: `bureau`
+/// (cz-eeb-xiangyuan) transfers `case_ref` to the county police
+/// (`police`, cz-psb-xiangyuan), who acknowledge its receipt, which
+/// starts their clock to decide on filing. Both RESTRICTED, each to the
+/// other; the ids are `transfer_id` and `received_id`. Returns the
+/// receipt of the acknowledgement (the clock's start).
+pub async fn publish_county_transfer_received(
+    bureau: &mut ExchangeClient<Channel>,
+    police: &mut ExchangeClient<Channel>,
+    case_ref: &str,
+    transfer_id: &str,
+    received_id: &str,
+) -> pb::PublishReceipt {
+    use pb::{Confidentiality::Restricted, EventType};
+    let transfer = notification(
+        transfer_id,
+        case_ref,
+        EventType::CaseTransferred,
+        Restricted,
+        &["cz-psb-xiangyuan"],
+    );
+    publish(bureau, transfer)
+        .await
+        .unwrap_or_else(|status| panic!("the transfer {transfer_id} refused: {status:?}"));
+    let received = notification(
+        received_id,
+        case_ref,
+        EventType::TransferReceived,
+        Restricted,
+        &["cz-eeb-xiangyuan"],
+    );
+    publish(police, received)
+        .await
+        .unwrap_or_else(|status| panic!("the receipt {received_id} refused: {status:?}"))
+}
+
 /// What a subscription stream did next ([`Subscriber::next_event`]).
 #[derive(Debug)]
 pub enum Next {

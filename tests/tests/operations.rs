@@ -13,7 +13,10 @@ use tonic::transport::Channel;
 
 use liandong_core::pb::operations_client::OperationsClient;
 use liandong_core::pb::{self, Confidentiality as Level, EventType as Event};
-use liandong_tests::{Backend, Subscriber, Testbed, binary, notification, publish, publish_clues};
+use liandong_tests::{
+    Backend, Subscriber, Testbed, binary, notification, publish, publish_clues,
+    publish_county_transfer_received,
+};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -482,30 +485,7 @@ async fn an_overdue_filing_decision_is_listed_as_an_open_breach() {
     let case = "CZ-2026-HW-0078";
     let mut bureau = bed.client("cz-eeb-xiangyuan").await;
     let mut police = bed.client("cz-psb-xiangyuan").await;
-    publish(
-        &mut bureau,
-        notification(
-            "ops-t-78",
-            case,
-            Event::CaseTransferred,
-            Level::Restricted,
-            &["cz-psb-xiangyuan"],
-        ),
-    )
-    .await
-    .unwrap();
-    publish(
-        &mut police,
-        notification(
-            "ops-r-78",
-            case,
-            Event::TransferReceived,
-            Level::Restricted,
-            &["cz-eeb-xiangyuan"],
-        ),
-    )
-    .await
-    .unwrap();
+    publish_county_transfer_received(&mut bureau, &mut police, case, "ops-t-78", "ops-r-78").await;
 
     // The timer is woken once the publish that started the clock has
     // committed; the drill's clock runs out a few seconds later.

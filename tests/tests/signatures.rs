@@ -18,7 +18,7 @@ use liandong_tests::signed::{
     agency_key, audit_reasons, publish_gateway_key, refused_publishes, register_all_keys,
     registry_of, reload, require_signatures, set_agency_keys, sign, sign_as,
 };
-use liandong_tests::{notification, publish, skip_unless_sqlite};
+use liandong_tests::{notification, publish, publish_county_transfer_received, skip_unless_sqlite};
 
 const EEB: &str = "cz-eeb";
 const PSB: &str = "cz-psb";
@@ -457,30 +457,7 @@ async fn adapter_verifies_gateway_alerts_with_the_registry_gateway_key() {
     let case = "CZ-SIG-2026-0077";
     let mut bureau = bed.client("cz-eeb-xiangyuan").await;
     let mut psb = bed.client("cz-psb-xiangyuan").await;
-    publish(
-        &mut bureau,
-        notification(
-            "sig-t-77",
-            case,
-            Event::CaseTransferred,
-            Level::Restricted,
-            &["cz-psb-xiangyuan"],
-        ),
-    )
-    .await
-    .unwrap();
-    publish(
-        &mut psb,
-        notification(
-            "sig-r-77",
-            case,
-            Event::TransferReceived,
-            Level::Restricted,
-            &["cz-eeb-xiangyuan"],
-        ),
-    )
-    .await
-    .unwrap();
+    publish_county_transfer_received(&mut bureau, &mut psb, case, "sig-t-77", "sig-r-77").await;
 
     let files = |folder: &str| std::fs::read_dir(bed.path(folder)).map_or(0, |d| d.count());
     // Counted once recorded as handled: after the file was written.

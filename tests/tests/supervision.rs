@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use liandong_core::pb::{self, Confidentiality as Level, EventType as Event};
 use liandong_core::registry::GATEWAY_SENDER;
-use liandong_tests::{Subscriber, Testbed, notification, publish};
+use liandong_tests::{
+    Subscriber, Testbed, notification, publish, publish_county_transfer_received,
+};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -79,30 +81,9 @@ async fn police_filing_overdue_alerts_procuratorate() {
         .await
         .unwrap();
 
-    publish(
-        &mut bureau,
-        notification(
-            "xy-t-77",
-            CASE,
-            Event::CaseTransferred,
-            Level::Restricted,
-            &["cz-psb-xiangyuan"],
-        ),
-    )
-    .await
-    .unwrap();
-    let received = publish(
-        &mut police,
-        notification(
-            "psb-r-77",
-            CASE,
-            Event::TransferReceived,
-            Level::Restricted,
-            &["cz-eeb-xiangyuan"],
-        ),
-    )
-    .await
-    .unwrap();
+    let received =
+        publish_county_transfer_received(&mut bureau, &mut police, CASE, "xy-t-77", "psb-r-77")
+            .await;
 
     // No decision: after three seconds both get the gateway's alert.
     for (subscriber, who) in [
