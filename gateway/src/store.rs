@@ -125,6 +125,14 @@ impl Backend {
             Err(StoreError::UnsupportedUrl)
         }
     }
+
+    /// `sqlite` or `postgres`, as operators' views and metrics name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
 }
 
 /// How to connect.

@@ -26,9 +26,9 @@ use liandong_core::pb;
 
 use super::http::OpsState;
 use crate::Gateway;
-use crate::reports::{SignalQuery, SupervisionSettings, Viewer};
+use crate::reports::SupervisionSettings;
 use crate::store::activity::PublishCounts;
-use crate::store::{Backend, LogThrottle, StoreError};
+use crate::store::{LogThrottle, StoreError};
 
 pub mod assets;
 pub mod labels;
@@ -208,11 +208,20 @@ pub async fn gather(gateway: &Gateway) -> PageData {
         sort_worst_first(&mut lagging);
         lagging
     });
-    let breaches = logged("breaches", breaches(gateway, now).await);
+    // Breach signals read no supervision setting (those are for the
+    // penalty and filed-case signals); the defaults serve.
+    let breaches = logged(
+        "breaches",
+        super::snapshot::breaches(gateway, &SupervisionSettings::default(), None).await,
+    );
     let status_read = status.is_some();
     PageData {
         now: time::OffsetDateTime::now_utc(),
-        status: status.unwrap_or_else(|| process_status(gateway)),
+        status: status.unwrap_or_else(|| pb::GatewayStatus {
+            // The store could not be read.
+            store_healthy: false,
+            ..super::snapshot::process_status(gateway)
+        }),
         status_read,
         agencies,
         rates,
@@ -228,47 +237,6 @@ pub fn sort_worst_first(subscriptions: &mut [pb::SubscriptionState]) {
             .cmp(&(a.lag_messages, a.lag_seconds))
             .then_with(|| (&a.owner, &a.name).cmp(&(&b.owner, &b.name)))
     });
-}
-
-/// The open deadline breaches, over everything stored (the operator's
-/// view of `Supervision.ListSignals`, BREACH signals only).
-async fn breaches(gateway: &Gateway, now: Instant) -> Result<Vec<pb::Signal>, StoreError> {
-    let query = SignalQuery::try_from(pb::SignalsRequest {
-        kinds: vec![pb::SignalKind::OpenBreach as i32],
-        stuck_days: 0,
-        region: String::new(),
-    })
-    .expect("a breach query without region is valid");
-    let mut conn = gateway.store.read_connection().await?;
-    // Breach signals read no supervision setting (those are for the
-    // penalty and filed-case signals); the defaults serve.
-    crate::reports::signals::signals(
-        &mut conn,
-        &gateway.rules(),
-        &Viewer::Operator,
-        &SupervisionSettings::default(),
-        &query,
-        now,
-    )
-    .await
-}
-
-/// What the process knows about itself without the store.
-fn process_status(gateway: &Gateway) -> pb::GatewayStatus {
-    pb::GatewayStatus {
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        started_at: Some(super::snapshot::timestamp(gateway.started_at)),
-        uptime_seconds: gateway.started.elapsed().as_secs(),
-        store_backend: match gateway.store.backend() {
-            Backend::Sqlite => "sqlite",
-            Backend::Postgres => "postgres",
-        }
-        .to_owned(),
-        store_healthy: false,
-        connections: gateway.tls.connections.len() as u64,
-        streams: gateway.sessions.len() as u64,
-        ..Default::default()
-    }
 }
 
 #[cfg(test)]

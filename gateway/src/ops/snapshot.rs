@@ -22,8 +22,8 @@ use crate::audit::Action;
 use crate::identity::tls::Expiry;
 use crate::reports::{self, SignalQuery, SupervisionSettings, Viewer};
 use crate::routing::wake;
+use crate::store::StoreError;
 use crate::store::operations::SubscriptionRow;
-use crate::store::{Backend, StoreError};
 
 /// The most stored rows looked at to count one subscription's lag; beyond
 /// it the count says so (`lag_capped`).
@@ -69,35 +69,17 @@ fn timestamp_system(at: SystemTime) -> prost_types::Timestamp {
     timestamp(time::OffsetDateTime::from(at))
 }
 
-/// The gateway's status now.
-pub async fn status(gateway: &Gateway) -> Result<pb::GatewayStatus, StoreError> {
-    let store = &gateway.store;
-    let high_water = store.latest_sequence().await?;
-    let notifications = store.count_notifications().await?;
-    let store_bytes = store.store_bytes().await?;
-    let certificates = gateway
-        .tls
-        .current()
-        .map(|material| certificates(&material.expiries, time::OffsetDateTime::now_utc()))
-        .unwrap_or_default();
-    let audit = audit_state(gateway).await?;
-    // Open breaches do not depend on the supervision settings.
-    let breaches_open = breaches(gateway, &SupervisionSettings::default(), None)
-        .await?
-        .len() as u64;
-    Ok(pb::GatewayStatus {
+/// What the process knows of its status without reading the store:
+/// version, uptime, backend, the store's health as its last write left
+/// it, connections and streams, certificates, disabled agencies. The
+/// store's figures are left at zero and the audit state unset.
+pub fn process_status(gateway: &Gateway) -> pb::GatewayStatus {
+    pb::GatewayStatus {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         started_at: Some(timestamp(gateway.started_at)),
         uptime_seconds: gateway.started.elapsed().as_secs(),
-        store_backend: match store.backend() {
-            Backend::Sqlite => "sqlite",
-            Backend::Postgres => "postgres",
-        }
-        .to_owned(),
-        store_bytes,
-        store_healthy: store.is_healthy(),
-        high_water,
-        notifications,
+        store_backend: gateway.store.backend().name().to_owned(),
+        store_healthy: gateway.store.is_healthy(),
         connections: gateway.tls.connections.len() as u64,
         streams: gateway.sessions.len() as u64,
         disabled_agencies: gateway
@@ -105,9 +87,29 @@ pub async fn status(gateway: &Gateway) -> Result<pb::GatewayStatus, StoreError> 
             .into_iter()
             .map(|state| state.agency)
             .collect(),
-        certificates,
-        audit: Some(audit),
-        breaches_open,
+        certificates: gateway
+            .tls
+            .current()
+            .map(|material| certificates(&material.expiries, time::OffsetDateTime::now_utc()))
+            .unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+/// The gateway's status now: [`process_status`] with what the store
+/// holds.
+pub async fn status(gateway: &Gateway) -> Result<pb::GatewayStatus, StoreError> {
+    let store = &gateway.store;
+    Ok(pb::GatewayStatus {
+        high_water: store.latest_sequence().await?,
+        notifications: store.count_notifications().await?,
+        store_bytes: store.store_bytes().await?,
+        audit: Some(audit_state(gateway).await?),
+        // Open breaches do not depend on the supervision settings.
+        breaches_open: breaches(gateway, &SupervisionSettings::default(), None)
+            .await?
+            .len() as u64,
+        ..process_status(gateway)
     })
 }
 

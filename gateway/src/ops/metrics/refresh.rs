@@ -25,17 +25,14 @@ use super::{
 use crate::Gateway;
 use crate::identity::tls::Expiry;
 use crate::ops::snapshot;
-use crate::store::{Backend, StoreError};
+use crate::store::StoreError;
 
 /// Sets every scrape-time gauge; the store's part gives up after
 /// `timeout`.
 pub(super) async fn refresh(gateway: &Gateway, timeout: Duration) {
     let started = std::time::Instant::now();
     let now = time::OffsetDateTime::now_utc();
-    let backend = match gateway.store.backend() {
-        Backend::Sqlite => "sqlite",
-        Backend::Postgres => "postgres",
-    };
+    let backend = gateway.store.backend().name();
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "backend" => backend).set(1.0);
     gauge!(START_TIME).set(gateway.started_at.unix_timestamp() as f64);
     gauge!(CONNECTIONS).set(gateway.tls.connections.len() as f64);
