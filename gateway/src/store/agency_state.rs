@@ -79,6 +79,14 @@ pub struct Actor<'a> {
     pub peer: Option<std::net::SocketAddr>,
 }
 
+impl Actor<'_> {
+    /// The operator, the reason and the peer, owned, for a write's
+    /// transaction to hold.
+    fn owned(self) -> (String, String, Option<std::net::SocketAddr>) {
+        (self.operator.to_owned(), self.reason.to_owned(), self.peer)
+    }
+}
+
 impl Store {
     /// Every disabled agency, by id.
     pub async fn disabled_agencies(&self) -> Result<Vec<DisabledAgency>, StoreError> {
@@ -108,11 +116,7 @@ impl Store {
         actor: Actor<'_>,
     ) -> Result<StateChange, StoreError> {
         let agency = agency.to_owned();
-        let (operator, reason, peer) = (
-            actor.operator.to_owned(),
-            actor.reason.to_owned(),
-            actor.peer,
-        );
+        let (operator, reason, peer) = actor.owned();
         let backend = self.backend;
         self.write("disable_agency", move |conn| {
             Box::pin(async move {
@@ -149,11 +153,7 @@ impl Store {
         actor: Actor<'_>,
     ) -> Result<StateChange, StoreError> {
         let agency = agency.to_owned();
-        let (operator, reason, peer) = (
-            actor.operator.to_owned(),
-            actor.reason.to_owned(),
-            actor.peer,
-        );
+        let (operator, reason, peer) = actor.owned();
         let backend = self.backend;
         self.write("enable_agency", move |conn| {
             Box::pin(async move {
@@ -188,11 +188,7 @@ impl Store {
         actor: Actor<'_>,
     ) -> Result<SeekOutcome, StoreError> {
         let (owner, name) = (owner.to_owned(), name.to_owned());
-        let (operator, reason, peer) = (
-            actor.operator.to_owned(),
-            actor.reason.to_owned(),
-            actor.peer,
-        );
+        let (operator, reason, peer) = actor.owned();
         let backend = self.backend;
         self.write("seek_subscription", move |conn| {
             Box::pin(async move {
