@@ -12,10 +12,14 @@
 //!   IMMEDIATE` on SQLite), and that connection is closed after any error,
 //!   so a failed commit can never leave it inside a transaction that
 //!   swallows later writes (see `writer`);
-//! - writes are detached from their caller: each runs as a task of its own,
-//!   so a caller that is cancelled (an expired deadline, a dropped stream)
-//!   never cuts a transaction short or releases the write lock while the
-//!   database still holds its own;
+//! - writes are detached from their caller: each is queued to the writer
+//!   task, so a caller that is cancelled (an expired deadline, a dropped
+//!   stream) never cuts a transaction short or releases the write lock while
+//!   the database still holds its own;
+//! - writes waiting at the same moment share one transaction and one commit
+//!   (group commit, see `writer`); each is answered only after that commit,
+//!   and one write's failure rolls back that write alone (a savepoint) unless
+//!   it ends the whole transaction, when every write in it fails;
 //! - sequences are assigned inside the writing transaction as one above
 //!   both the persisted high-water mark and every stored row, while holding
 //!   the publish lock: they are never reused, and become visible in order
@@ -103,6 +107,10 @@ pub enum StoreError {
     /// The store was closed (the gateway is stopping); nothing was written.
     #[error("the store is closed")]
     Closed,
+    /// The transaction this write shared with others failed for this
+    /// reason: none of its writes was stored.
+    #[error("{0}")]
+    Shared(Arc<StoreError>),
 }
 
 /// Which database the store runs on.
@@ -397,11 +405,13 @@ impl Store {
         &self.pool
     }
 
-    /// Runs `op` inside one write transaction on the writer connection, as
-    /// a task of its own: dropping the returned future does not cancel it.
-    /// Commits when `op` succeeds; on any error the writer connection is
-    /// closed (rolling back whatever it held) and a new one is made for
-    /// the next write.
+    /// Runs `op` inside a write transaction on the writer connection,
+    /// shared with the writes waiting at the same moment (group commit);
+    /// dropping the returned future does not cancel it. Answers once that
+    /// transaction committed, or with the error that kept `op` from being
+    /// written: `op`'s own (its part alone rolled back), or the failed
+    /// transaction's (the writer connection is then closed and a new one
+    /// made for the next write).
     pub(crate) async fn write<T, F>(&self, what: &'static str, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -1004,6 +1014,17 @@ impl Store {
             })
         })
         .await
+    }
+
+    /// Store transactions committed and the writes they carried since this
+    /// store was opened: more writes than commits when writes shared them.
+    pub fn write_counts(&self) -> (u64, u64) {
+        self.shared.writer.counts()
+    }
+
+    /// Writes queued for the writer and not yet in a transaction.
+    pub fn writes_waiting(&self) -> u64 {
+        self.shared.writer.waiting()
     }
 
     /// Closes the pool and the writer, after the write in progress.

@@ -55,6 +55,8 @@ pub const HANDSHAKE_FAILURES: &str = "liandong_tls_handshake_failures_total";
 pub const RELOADS: &str = "liandong_reloads_total";
 /// Store write transactions, from asking for the write lock to `COMMIT`.
 pub const STORE_COMMIT: &str = "liandong_store_commit_seconds";
+/// Writes carried by each committed store transaction (group commit).
+pub const STORE_BATCH: &str = "liandong_store_writes_per_commit";
 /// Notifications after a subscription's acknowledged position.
 pub const SUBSCRIPTION_LAG: &str = "liandong_subscription_lag_messages";
 /// Age of the oldest of them.
@@ -98,6 +100,10 @@ const COMMIT_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Buckets of writes per committed transaction, up to the writer's
+/// largest transaction.
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
 /// How long a series that is set at scrape time (a subscription's lag, an
 /// agency's connections) outlives its last refresh: a subscription gone
 /// from the store leaves `/metrics` after this.
@@ -116,6 +122,9 @@ fn install() -> PrometheusHandle {
     let builder = PrometheusBuilder::new()
         .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE))
         .set_buckets_for_metric(Matcher::Full(STORE_COMMIT.into()), COMMIT_BUCKETS)
+        .and_then(|builder| {
+            builder.set_buckets_for_metric(Matcher::Full(STORE_BATCH.into()), BATCH_BUCKETS)
+        })
         .unwrap_or_else(|_| PrometheusBuilder::new());
     let recorder = builder.build_recorder();
     let handle = recorder.handle();
@@ -164,6 +173,10 @@ fn describe() {
         STORE_COMMIT,
         Unit::Seconds,
         "Store write transactions from asking for the write lock to COMMIT, by operation."
+    );
+    describe_histogram!(
+        STORE_BATCH,
+        "Writes carried by each committed store transaction: above 1 when writes arriving together share one commit."
     );
     describe_gauge!(
         SUBSCRIPTION_LAG,
@@ -282,6 +295,12 @@ pub fn reloaded(applied: bool) {
 pub fn store_write(operation: &'static str, elapsed: Duration) {
     handle();
     histogram!(STORE_COMMIT, "operation" => operation).record(elapsed.as_secs_f64());
+}
+
+/// A store transaction committed carrying `writes` writes.
+pub fn store_batch(writes: usize) {
+    handle();
+    histogram!(STORE_BATCH).record(writes as f64);
 }
 
 /// Why a TLS handshake failed: a fixed set of words.

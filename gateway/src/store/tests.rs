@@ -12,6 +12,8 @@ use sqlx::Connection;
 
 use super::*;
 
+mod group_commit;
+
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 /// A fresh, empty store per backend; the guard keeps SQLite's directory.
