@@ -176,37 +176,89 @@ pub async fn publish_one_from(
     peer: Option<std::net::SocketAddr>,
     request: pb::PublishRequest,
 ) -> Result<pb::PublishReceipt, ApiError> {
-    let notification_id = request
-        .notification
-        .as_ref()
-        .map(|n| n.notification_id.clone())
-        .unwrap_or_default();
-    let result = publish_checked(gateway, principal, peer, request).await;
+    let notification_id = requested_id(&request);
+    let result = async {
+        let checked = check_publish(gateway, principal, request)?;
+        let prepared = prepare_publish(gateway, principal, peer, checked).await?;
+        store_publish(gateway, prepared).await
+    }
+    .await;
     if let Err(error) = &result {
-        record(
-            gateway,
-            audit::publish_refused(principal, &notification_id, error)
-                .map(|entry| entry.with_peer(peer)),
-        )
-        .await;
+        record_publish_refused(gateway, principal, peer, &notification_id, error).await;
     }
     result
 }
 
-#[tracing::instrument(skip_all, fields(agency.id = %principal.agency.id, notification.id, case.ref))]
-async fn publish_checked(
+/// The notification id a publish request names, as sent (empty when it
+/// names none): what its refusal is audited under.
+fn requested_id(request: &pb::PublishRequest) -> String {
+    request
+        .notification
+        .as_ref()
+        .map(|n| n.notification_id.clone())
+        .unwrap_or_default()
+}
+
+/// Records a refused publish in the audit log.
+async fn record_publish_refused(
     gateway: &Gateway,
     principal: &Principal,
     peer: Option<std::net::SocketAddr>,
+    notification_id: &str,
+    error: &ApiError,
+) {
+    record(
+        gateway,
+        audit::publish_refused(principal, notification_id, error)
+            .map(|entry| entry.with_peer(peer)),
+    )
+    .await;
+}
+
+/// A publish request that passed every check needing no store: decoded,
+/// sent by its caller, signed, allowed by policy.
+struct CheckedPublish {
+    wire: pb::Notification,
+    notification: Notification,
+    rules: Arc<crate::Rules>,
+    span: tracing::Span,
+}
+
+impl CheckedPublish {
+    /// Whether preparing it reads the store (the case's transferor, for
+    /// its statutory copies): a pipelined stream first waits for the
+    /// publishes it sent before.
+    fn reads_store(&self) -> bool {
+        self.rules.policy.needs_transferor(self.notification.event)
+    }
+}
+
+/// A publish ready to be stored.
+struct PreparedPublish {
+    new: NewNotification,
+    notification: Notification,
+    span: tracing::Span,
+}
+
+/// Checks a publish request under the rules in force now.
+fn check_publish(
+    gateway: &Gateway,
+    principal: &Principal,
     request: pb::PublishRequest,
-) -> Result<pb::PublishReceipt, ApiError> {
+) -> Result<CheckedPublish, ApiError> {
+    let span = tracing::info_span!(
+        "publish_checked",
+        agency.id = %principal.agency.id,
+        notification.id = tracing::field::Empty,
+        case.ref = tracing::field::Empty,
+    );
+    let _entered = span.enter();
     let pb::PublishRequest { notification } = request;
-    let mut wire = notification.ok_or_else(|| FieldError::new("notification", "is required"))?;
+    let wire = notification.ok_or_else(|| FieldError::new("notification", "is required"))?;
     let notification = Notification::try_from(wire.clone()).inspect_err(|error| {
         tracing::info!(%error, "publish refused: invalid notification");
     })?;
     // Only validated values enter the span.
-    let span = tracing::Span::current();
     span.record("notification.id", tracing::field::display(&notification.id));
     span.record("case.ref", tracing::field::display(&notification.case_ref));
     let sender = &principal.agency.id;
@@ -244,6 +296,31 @@ async fn publish_checked(
         }
     }
     supervision::check_notification(&notification)?;
+    drop(_entered);
+    Ok(CheckedPublish {
+        wire,
+        notification,
+        rules,
+        span,
+    })
+}
+
+/// Builds what is stored: the payload with the proven sender, the routing
+/// envelope and its statutory copies; refuses a sender an operator
+/// disabled, decided again now.
+async fn prepare_publish(
+    gateway: &Gateway,
+    principal: &Principal,
+    peer: Option<std::net::SocketAddr>,
+    checked: CheckedPublish,
+) -> Result<PreparedPublish, ApiError> {
+    let CheckedPublish {
+        mut wire,
+        notification,
+        rules,
+        span,
+    } = checked;
+    let sender = &principal.agency.id;
     wire.sender = sender.to_string();
     let payload = wire.encode_to_vec();
     let mut envelope = Envelope::of(sender.clone(), &notification);
@@ -261,62 +338,87 @@ async fn publish_checked(
     // Decided again at the moment it is stored: a stream opened before an
     // operator disabled the sender stores nothing more.
     if let Some(disabled) = gateway.agency_state(sender.as_str()) {
-        tracing::info!("publish refused: the sender is disabled by an operator");
+        span.in_scope(|| tracing::info!("publish refused: the sender is disabled by an operator"));
         return Err(ApiError::AgencyDisabled(disabled));
     }
-    let (outcome, emitted) = gateway
-        .store
-        .publish_supervised(&new, gateway.supervision_context())
-        .await?;
-    let (receipt, duplicate) = match outcome {
-        PublishOutcome::Stored(receipt) => {
-            crate::ops::metrics::published(sender, notification.event);
-            routing::wake::stored(gateway, &receipt, &new);
-            for released in &emitted {
-                routing::wake::stored(gateway, &released.receipt, &released.notification);
-            }
-            tracing::info!(
-                notification.sequence = receipt.sequence,
-                "notification stored"
-            );
-            (receipt, false)
-        }
-        PublishOutcome::Duplicate(receipt) => {
-            tracing::info!(
-                notification.sequence = receipt.sequence,
-                "identical republish answered with the original receipt"
-            );
-            (receipt, true)
-        }
-        PublishOutcome::Refused(refusal) => {
-            tracing::info!(%refusal, "publish refused: the event does not fit its case's state");
-            return Err(ApiError::FailedPrecondition(refusal.to_string()));
-        }
-        PublishOutcome::AnnouncementRefused(refusal) => {
-            tracing::info!(%refusal, "publish refused: the announcement does not fit");
-            return Err(match refusal {
-                announcements::Refusal::Field { field, reason } => {
-                    ApiError::InvalidArgument(FieldError::new(field, reason))
-                }
-                announcements::Refusal::NotCosigner(reason) => ApiError::PermissionDenied(reason),
-                announcements::Refusal::State(reason) => ApiError::FailedPrecondition(reason),
-            });
-        }
-        PublishOutcome::Conflict => {
-            tracing::warn!("publish refused: notification id reused for different content");
-            return Err(ApiError::FailedPrecondition(format!(
-                "notification_id {} was already used by {sender} for different content",
-                notification.id
-            )));
-        }
-    };
-    Ok(pb::PublishReceipt {
-        notification_id: notification.id.to_string(),
-        sequence: receipt.sequence,
-        received_at: Some(receipt.received_at.to_wire()),
-        duplicate,
-        copies: receipt.copies.iter().map(StatutoryCopy::to_wire).collect(),
+    Ok(PreparedPublish {
+        new,
+        notification,
+        span,
     })
+}
+
+/// Queues the prepared publish for the store now (publishes queued one
+/// after the other are stored in that order); the future answers with its
+/// receipt once it is durably stored, or with its refusal.
+fn store_publish<'g>(
+    gateway: &'g Gateway,
+    prepared: PreparedPublish,
+) -> impl Future<Output = Result<pb::PublishReceipt, ApiError>> + Send + 'g {
+    let PreparedPublish {
+        new,
+        notification,
+        span,
+    } = prepared;
+    let stored = gateway
+        .store
+        .publish_supervised(&new, gateway.supervision_context());
+    let answer = async move {
+        let (outcome, emitted) = stored.await?;
+        let sender = &new.envelope.sender;
+        let (receipt, duplicate) = match outcome {
+            PublishOutcome::Stored(receipt) => {
+                crate::ops::metrics::published(sender, notification.event);
+                routing::wake::stored(gateway, &receipt, &new);
+                for released in &emitted {
+                    routing::wake::stored(gateway, &released.receipt, &released.notification);
+                }
+                tracing::info!(
+                    notification.sequence = receipt.sequence,
+                    "notification stored"
+                );
+                (receipt, false)
+            }
+            PublishOutcome::Duplicate(receipt) => {
+                tracing::info!(
+                    notification.sequence = receipt.sequence,
+                    "identical republish answered with the original receipt"
+                );
+                (receipt, true)
+            }
+            PublishOutcome::Refused(refusal) => {
+                tracing::info!(%refusal, "publish refused: the event does not fit its case's state");
+                return Err(ApiError::FailedPrecondition(refusal.to_string()));
+            }
+            PublishOutcome::AnnouncementRefused(refusal) => {
+                tracing::info!(%refusal, "publish refused: the announcement does not fit");
+                return Err(match refusal {
+                    announcements::Refusal::Field { field, reason } => {
+                        ApiError::InvalidArgument(FieldError::new(field, reason))
+                    }
+                    announcements::Refusal::NotCosigner(reason) => {
+                        ApiError::PermissionDenied(reason)
+                    }
+                    announcements::Refusal::State(reason) => ApiError::FailedPrecondition(reason),
+                });
+            }
+            PublishOutcome::Conflict => {
+                tracing::warn!("publish refused: notification id reused for different content");
+                return Err(ApiError::FailedPrecondition(format!(
+                    "notification_id {} was already used by {sender} for different content",
+                    notification.id
+                )));
+            }
+        };
+        Ok(pb::PublishReceipt {
+            notification_id: notification.id.to_string(),
+            sequence: receipt.sequence,
+            received_at: Some(receipt.received_at.to_wire()),
+            duplicate,
+            copies: receipt.copies.iter().map(StatutoryCopy::to_wire).collect(),
+        })
+    };
+    tracing::Instrument::instrument(answer, span)
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -385,69 +487,13 @@ impl Exchange for ExchangeService {
             }
         };
         let peer = peer_addr(&request);
-        let mut inbound = request.into_inner();
+        let inbound = request.into_inner();
         let gateway = self.gateway.clone();
-        let (tx, rx) = mpsc::channel(64);
-        let mut rules_version = gateway.rules_version.subscribe();
+        let (tx, rx) = mpsc::channel(publish_stream::STREAM_PIPELINE);
         tokio::spawn(async move {
             // The slot is given back however the stream ends.
             let _slot = slot;
-            loop {
-                let next = tokio::select! {
-                    next = inbound.message() => next,
-                    _ = gateway.stop.cancelled() => {
-                        let _ = tx.send(Err(publish_stopped().into())).await;
-                        return;
-                    }
-                    // An operator disabling the sender ends the stream
-                    // at once, before its connection is closed.
-                    Ok(()) = rules_version.changed() => {
-                        match gateway.agency_state(principal.agency.id.as_str()) {
-                            Some(disabled) => {
-                                let error = ApiError::AgencyDisabled(disabled);
-                                let caller = Caller::Agency(principal);
-                                let entry = audit::refused(Some(Rpc::PublishStream), &caller, &error)
-                                    .map(|e| e.with_peer(peer));
-                                record(&gateway, entry).await;
-                                let _ = tx.send(Err(error.into())).await;
-                                return;
-                            }
-                            None => continue,
-                        }
-                    }
-                };
-                // Paced, not refused: the next request is read only once
-                // this one has its token.
-                if let Ok(Some(_)) = &next {
-                    tokio::select! {
-                        () = gateway.publish_rate.until_ready(&principal.agency.id) => {}
-                        _ = gateway.stop.cancelled() => {
-                            let _ = tx.send(Err(publish_stopped().into())).await;
-                            return;
-                        }
-                    }
-                }
-                match next {
-                    Ok(Some(request)) => {
-                        match publish_one_from(&gateway, &principal, peer, request).await {
-                            Ok(receipt) => {
-                                if tx.send(Ok(receipt)).await.is_err() {
-                                    return;
-                                }
-                            }
-                            Err(error) => {
-                                let _ = tx.send(Err(error.into())).await;
-                                return;
-                            }
-                        }
-                    }
-                    Ok(None) => return,
-                    Err(status) => {
-                        let _ = tx.send(Err(status)).await;
-                        return;
-                    }
-                }
-            }
+            publish_stream::run(gateway, principal, peer, inbound, tx).await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -626,5 +672,6 @@ async fn open_session(
     Ok(stream)
 }
 
+mod publish_stream;
 #[cfg(test)]
 mod tests;

@@ -405,14 +405,19 @@ impl Store {
         &self.pool
     }
 
-    /// Runs `op` inside a write transaction on the writer connection,
-    /// shared with the writes waiting at the same moment (group commit);
-    /// dropping the returned future does not cancel it. Answers once that
-    /// transaction committed, or with the error that kept `op` from being
-    /// written: `op`'s own (its part alone rolled back), or the failed
-    /// transaction's (the writer connection is then closed and a new one
-    /// made for the next write).
-    pub(crate) async fn write<T, F>(&self, what: &'static str, op: F) -> Result<T, StoreError>
+    /// Queues `op` now (writes run in the order they are queued) to run
+    /// inside a write transaction on the writer connection, shared with
+    /// the writes waiting at the same moment (group commit); dropping the
+    /// returned future does not cancel it. Answers once that transaction
+    /// committed, or with the error that kept `op` from being written:
+    /// `op`'s own (its part alone rolled back), or the failed transaction's
+    /// (the writer connection is then closed and a new one made for the
+    /// next write).
+    pub(crate) fn write<T, F>(
+        &self,
+        what: &'static str,
+        op: F,
+    ) -> impl Future<Output = Result<T, StoreError>> + Send + use<T, F>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(
@@ -421,15 +426,17 @@ impl Store {
             + Send
             + 'static,
     {
+        let started = std::time::Instant::now();
+        let answer = self.shared.writer.queue(op);
         let store = self.clone();
+        // Health and metrics follow every write, waited for or not.
         let task = tokio::spawn(async move {
-            let started = std::time::Instant::now();
-            let result = store.shared.writer.transaction(op).await;
+            let result = answer.await;
             crate::ops::metrics::store_write(what, started.elapsed());
             store.after_write(what, &result);
             result
         });
-        task.await.map_err(|_| StoreError::Interrupted)?
+        async move { task.await.map_err(|_| StoreError::Interrupted)? }
     }
 
     /// Updates health and logs (throttled) after a write.
@@ -535,26 +542,32 @@ impl Store {
     /// returns what the publish made the gateway emit at once (a release
     /// after an announcement's last approval), for the caller to wake its
     /// subscribers.
-    pub async fn publish_supervised(
+    ///
+    /// The write is queued when this is called, not when the future is
+    /// first polled: publishes queued one after the other are stored in
+    /// that order (a pipelined `PublishStream` relies on it).
+    pub fn publish_supervised(
         &self,
         new: &NewNotification,
         context: crate::supervision::Context,
-    ) -> Result<(PublishOutcome, Vec<Emitted>), StoreError> {
+    ) -> impl Future<Output = Result<(PublishOutcome, Vec<Emitted>), StoreError>> + Send + use<>
+    {
         let new = new.clone();
         let backend = self.backend;
         let (timer, started) = (context.timer.clone(), context.deadline_started.clone());
-        let outcome = self
-            .write("publish", move |conn| {
-                Box::pin(async move { publish_in(conn, backend, &new, Some(&context)).await })
-            })
-            .await;
-        // Only now is a clock the transaction started visible to the
-        // timer's read. (Set by an attempt that then failed: a spurious
-        // wake-up; the timer finds nothing new and sleeps again.)
-        if outcome.is_ok() && started.load(Ordering::Acquire) {
-            timer.notify_one();
+        let outcome = self.write("publish", move |conn| {
+            Box::pin(async move { publish_in(conn, backend, &new, Some(&context)).await })
+        });
+        async move {
+            let outcome = outcome.await;
+            // Only now is a clock the transaction started visible to the
+            // timer's read. (Set by an attempt that then failed: a spurious
+            // wake-up; the timer finds nothing new and sleeps again.)
+            if outcome.is_ok() && started.load(Ordering::Acquire) {
+                timer.notify_one();
+            }
+            outcome
         }
-        outcome
     }
 
     /// Up to `limit` notifications with a sequence above `after`, in order,

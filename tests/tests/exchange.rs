@@ -207,6 +207,68 @@ async fn publish_stream_answers_one_receipt_per_request_in_order() {
     assert_eq!(ids, expected);
 }
 
+/// A pipelined stream whose sixth request is refused by the store (its id
+/// was used for other content): the five receipts before it, in order,
+/// then its status; what was queued after it is stored at most once, in
+/// request order, and republishing it answers with the original receipts.
+#[tokio::test]
+async fn publish_stream_refused_in_the_store_mid_pipeline_loses_and_reorders_nothing() {
+    let bed = Testbed::start().unwrap();
+    let mut eeb = bed.client("cz-eeb").await;
+    let clue = |id: &str| notification(id, "C-9", Event::PenaltyDecided, Level::Internal, &[]);
+    let mut reused = clue("s2");
+    reused.summary = "other content under a used id".into();
+    let mut requests: Vec<pb::Notification> = (0..5).map(|i| clue(&format!("s{i}"))).collect();
+    requests.push(reused);
+    requests.extend((5..40).map(|i| clue(&format!("s{i}"))));
+    let mut receipts = eeb
+        .publish_stream(tokio_stream::iter(requests.into_iter().map(|n| {
+            pb::PublishRequest {
+                notification: Some(n),
+            }
+        })))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut answered = Vec::new();
+    let status = loop {
+        match receipts
+            .next()
+            .await
+            .expect("the stream ends with the refusal")
+        {
+            Ok(receipt) => answered.push((receipt.notification_id, receipt.sequence)),
+            Err(status) => break status,
+        }
+    };
+    let expected: Vec<(String, u64)> = (0..5).map(|i| (format!("s{i}"), i + 1)).collect();
+    assert_eq!(answered, expected);
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("s2"), "{}", status.message());
+    assert!(receipts.next().await.is_none(), "nothing after the refusal");
+    // Whatever was queued after the refusal was stored once, in request
+    // order; republished, each gets its original receipt or a new one
+    // after them.
+    let mut sequences = Vec::new();
+    for i in 5..40 {
+        let receipt = publish(&mut eeb, clue(&format!("s{i}"))).await.unwrap();
+        sequences.push((receipt.duplicate, receipt.sequence));
+    }
+    let duplicates = sequences
+        .iter()
+        .take_while(|(duplicate, _)| *duplicate)
+        .count();
+    assert!(
+        sequences[duplicates..]
+            .iter()
+            .all(|(duplicate, _)| !duplicate),
+        "stored in request order: {sequences:?}"
+    );
+    let all: Vec<u64> = sequences.iter().map(|(_, sequence)| *sequence).collect();
+    assert_eq!(all, (6..41).collect::<Vec<u64>>(), "no gap, no reorder");
+    assert_eq!(bed.stored_count().await, 40);
+}
+
 #[tokio::test]
 async fn publish_stream_stops_at_the_first_refusal_keeping_earlier_receipts() {
     let bed = Testbed::start().unwrap();

@@ -213,10 +213,15 @@ impl Writer {
         }
     }
 
-    /// Runs `op` in a transaction, possibly shared with other writes
-    /// waiting at the same moment; answers once that transaction
-    /// committed, or with the error that kept `op` from being written.
-    pub(crate) async fn transaction<T, F>(&self, op: F) -> Result<T, StoreError>
+    /// Queues `op` now, in the order of the calls, to run in a
+    /// transaction possibly shared with other writes waiting at the same
+    /// moment. The returned future answers once that transaction
+    /// committed, or with the error that kept `op` from being written;
+    /// dropping it does not take the write back.
+    pub(crate) fn queue<T, F>(
+        &self,
+        op: F,
+    ) -> impl Future<Output = Result<T, StoreError>> + Send + use<T, F>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<T, StoreError>>
@@ -225,10 +230,19 @@ impl Writer {
     {
         let (reply, answer) = oneshot::channel();
         self.counts.waiting.fetch_add(1, Ordering::Relaxed);
-        self.inbox
+        let queued = self
+            .inbox
             .send(Message::Write(Box::new(Queued { op, reply })))
-            .map_err(|_| StoreError::Interrupted)?;
-        answer.await.map_err(|_| StoreError::Interrupted)?
+            .is_ok();
+        if !queued {
+            self.counts.waiting.fetch_sub(1, Ordering::Relaxed);
+        }
+        async move {
+            if !queued {
+                return Err(StoreError::Interrupted);
+            }
+            answer.await.map_err(|_| StoreError::Interrupted)?
+        }
     }
 
     /// Closes the writer after the writes queued before; later writes get
