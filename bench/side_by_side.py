@@ -107,7 +107,13 @@ def conditions(document):
     if isinstance(probe, dict):
         probe = [probe["p50"], probe["p99"]]
     load = document.get("load_average") or ""
-    return {"disk_sync_ms": probe, "load_average": load}
+    rows = document.get("results") or document.get("phases") or []
+    behind = [r["behind_schedule"] for r in rows if r.get("behind_schedule") is not None]
+    return {
+        "disk_sync_ms": probe,
+        "load_average": load,
+        "open_loop_behind_schedule": behind[0] if behind else None,
+    }
 
 
 def spread(values):
@@ -275,14 +281,16 @@ def main(out):
         "",
         "## Runs",
         "",
-        "| pair | side | started (UTC) | disk sync p50 / p99 ms | load average |",
-        "|---:|---|---|---|---|",
+        "| pair | side | started (UTC) | disk sync p50 / p99 ms | load average "
+        "| open loop: sent behind schedule |",
+        "|---:|---|---|---|---|---:|",
     ]
     for r in run_conditions:
         probe = r["disk_sync_ms"]
         probe = f"{probe[0]:.2f} / {probe[1]:.2f}" if probe else "–"
         md.append(
-            f"| {r['pair']} | {r['side']} | {r['started']} | {probe} | {r['load_average']} |"
+            f"| {r['pair']} | {r['side']} | {r['started']} | {probe} | {r['load_average']} "
+            f"| {'' if r['open_loop_behind_schedule'] is None else r['open_loop_behind_schedule']} |"
         )
     (out / "summary.md").write_text("\n".join(md) + "\n")
 
