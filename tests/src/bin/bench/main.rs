@@ -663,11 +663,14 @@ async fn sweep_stream(
 /// latencies count from each publish's intended send time. A subscriber
 /// of the recipient agency acks every delivery. `run` keeps the ids and
 /// the subscription of one open loop apart from another's; `label` is
-/// added to the rows' names.
+/// added to the rows' names. The gateway's CPU is charged from the first
+/// intended send (connections and subscription already open) to the last
+/// delivery.
 async fn open_loop(
     bed: &Testbed,
     args: &Args,
     payload: &Payload,
+    probe: &Probe,
     rate: u32,
     run: &str,
     label: &str,
@@ -691,6 +694,8 @@ async fn open_loop(
         clients.push(bed.client("cz-eeb").await);
     }
     let start = Instant::now() + Duration::from_millis(200);
+    tokio::time::sleep_until(start.into()).await;
+    let before = probe.sample()?;
     let intended = move |i: usize| start + period * u32::try_from(i).unwrap_or(u32::MAX);
     let prefix = format!("o{rate}{run}-");
     let receiver = {
@@ -763,6 +768,7 @@ async fn open_loop(
     for row in &rows {
         print_row(row);
     }
+    charge(&mut rows, &before, probe)?;
     println!(
         "open loop {rate}/s: {behind} of {total} publishes sent more than {} ms behind schedule",
         args.behind_ms
@@ -1126,10 +1132,7 @@ async fn main() -> anyhow::Result<()> {
         }
         if let Some(rate) = args.open_loop {
             anyhow::ensure!(rate > 0, "--open-loop must be at least 1 per second");
-            let before = probe.sample()?;
-            let mut open = open_loop(&bed, &args, &payload, rate, "", "").await?;
-            charge(&mut open, &before, &probe)?;
-            rows.extend(open);
+            rows.extend(open_loop(&bed, &args, &payload, &probe, rate, "", "").await?);
         }
         if !args.subscribers.is_empty() {
             let (fan_rows, fan_derived) = scale::subscribers(&bed, &args, &payload, &probe).await?;

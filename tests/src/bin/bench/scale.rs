@@ -219,9 +219,7 @@ pub(crate) async fn idle(
     anyhow::ensure!(streams > 0, "--scenario idle needs --idle-streams M");
     let mut rows = Vec::new();
 
-    let before = probe.sample()?;
-    let mut without = open_loop(bed, args, payload, rate, "a", ", no idle streams").await?;
-    charge(&mut without, &before, probe)?;
+    let without = open_loop(bed, args, payload, probe, rate, "a", ", no idle streams").await?;
 
     // Settle, so that what the open loop left in flight is not counted.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -241,17 +239,16 @@ pub(crate) async fn idle(
          {per_stream:.2} KB per stream"
     );
 
-    let before = probe.sample()?;
-    let mut with = open_loop(
+    let with = open_loop(
         bed,
         args,
         payload,
+        probe,
         rate,
         "b",
         &format!(", {streams} idle streams"),
     )
     .await?;
-    charge(&mut with, &before, probe)?;
     let mut idle_frames = 0;
     for stream in idle {
         idle_frames += stream.close().await?.len();
