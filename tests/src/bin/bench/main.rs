@@ -34,6 +34,29 @@
 //!   the recipient agency holds the delivery (it acks each), and counts
 //!   the publishes sent behind schedule.
 //!
+//! - `--subscribers 0,1,4,16`: for each K, K durable subscribers of
+//!   `cz-psb` (acking each delivery, caught up first), then
+//!   `--notifications` unary publishes; publish rate, publish → delivered
+//!   to the last of the K, and the slope of the gateway's CPU per message
+//!   over K.
+//!
+//! `--scenario idle --idle-streams M`: the open loop (`--open-loop`, 1000
+//! per second unless given) without idle streams, then M idle streams
+//! opened (the gateway's memory per stream), then the open loop again;
+//! the p99 ratios with and without.
+//!
+//! `--prefill N` fills the store with N notifications through the
+//! gateway's store library before the gateway starts (a SQLite file is
+//! filled on `/dev/shm` when there is one, then copied into place;
+//! `--prefill-cache PATH` keeps a copy to reuse), reports the fill and the
+//! gateway's start-up, runs what was asked, then times 50 new
+//! subscriptions resuming at random points of the stored range (open →
+//! first delivery).
+//!
+//! Every row records the gateway process's CPU time (utime + stime from
+//! `/proc/<pid>/stat`) per message; the conditions record its resident
+//! memory (`VmRSS`) at start and end.
+//!
 //! Bodies: `--payload random` (default) carries `--payload-bytes` of
 //! incompressible text; `--payload transfer` the demo's case transfer;
 //! `--payload none` no body. `--json PATH` writes every result as JSON; a
