@@ -34,6 +34,29 @@
 //!   the recipient agency holds the delivery (it acks each), and counts
 //!   the publishes sent behind schedule.
 //!
+//! - `--subscribers 0,1,4,16`: for each K, K durable subscribers of
+//!   `cz-psb` (acking each delivery, caught up first), then
+//!   `--notifications` unary publishes; publish rate, publish → delivered
+//!   to the last of the K, and the slope of the gateway's CPU per message
+//!   over K.
+//!
+//! `--scenario idle --idle-streams M`: the open loop (`--open-loop`, 1000
+//! per second unless given) without idle streams, then M idle streams
+//! opened (the gateway's memory per stream), then the open loop again;
+//! the p99 ratios with and without.
+//!
+//! `--prefill N` fills the store with N notifications through the
+//! gateway's store library before the gateway starts (a SQLite file is
+//! filled on `/dev/shm` when there is one, then copied into place;
+//! `--prefill-cache PATH` keeps a copy to reuse), reports the fill and the
+//! gateway's start-up, runs what was asked, then times 50 new
+//! subscriptions resuming at random points of the stored range (open →
+//! first delivery).
+//!
+//! Every row records the gateway process's CPU time (utime + stime from
+//! `/proc/<pid>/stat`) per message; the conditions record its resident
+//! memory (`VmRSS`) at start and end.
+//!
 //! Bodies: `--payload random` (default) carries `--payload-bytes` of
 //! incompressible text; `--payload transfer` the demo's case transfer;
 //! `--payload none` no body. `--json PATH` writes every result as JSON; a
@@ -59,6 +82,12 @@ use tokio_stream::StreamExt;
 use liandong_core::pb::{self, Confidentiality as Level, EventType as Event};
 use liandong_tests::{Subscriber, Testbed, demo_story, notification, publish};
 
+use resources::{Probe, Usage};
+
+mod prefill;
+mod resources;
+mod scale;
+
 /// What the bench measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Scenario {
@@ -67,6 +96,10 @@ enum Scenario {
     Phases,
     /// A well-behaved agency's publish latency while another floods.
     Flood,
+    /// What `--idle-streams` idle subscription streams cost: the
+    /// gateway's memory per stream, and an open loop's latency without
+    /// and with them.
+    Idle,
 }
 
 /// What the notification bodies carry.
@@ -237,9 +270,33 @@ struct Args {
     /// behind schedule (open loop).
     #[arg(long, default_value_t = 2)]
     behind_ms: u64,
+    /// Sweep these numbers of durable subscribers (each acking every
+    /// delivery), e.g. `0,1,4,16`: `--notifications` unary publishes
+    /// (`--in-flight`'s first value in flight, or 8) per value.
+    #[arg(long, value_delimiter = ',')]
+    subscribers: Vec<usize>,
+    /// Fill the store with this many notifications before the gateway
+    /// starts, then time subscriptions resuming inside them.
+    #[arg(long)]
+    prefill: Option<usize>,
+    /// SQLite: copy this filled database instead of filling when it
+    /// exists; otherwise fill and save a copy here.
+    #[arg(long)]
+    prefill_cache: Option<PathBuf>,
     /// Write every result as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+/// A figure derived from several rows: a line under the Markdown table
+/// and an entry of the JSON output's `derived`.
+#[derive(Debug, Clone)]
+struct Derived {
+    /// Its JSON key.
+    key: &'static str,
+    /// What it is, for the line under the table.
+    text: String,
+    value: f64,
 }
 
 /// Opens `count` streams whose filter matches nothing the bench publishes.
@@ -302,11 +359,20 @@ struct Row {
     latency: Option<[Duration; 4]>,
     /// Open loop: publishes sent behind schedule.
     behind: Option<usize>,
+    /// CPU time the gateway process spent while the row was measured.
+    gateway_cpu: Option<Duration>,
 }
 
 impl Row {
     fn rate(&self) -> f64 {
         self.count as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Gateway CPU microseconds per message of the row.
+    fn cpu_us_per_message(&self) -> Option<f64> {
+        self.gateway_cpu
+            .filter(|_| self.count > 0)
+            .map(|cpu| cpu.as_secs_f64() * 1e6 / self.count as f64)
     }
 
     fn json(&self) -> serde_json::Value {
@@ -321,6 +387,7 @@ impl Row {
                 "p50": ms(p50), "p90": ms(p90), "p99": ms(p99), "max": ms(max),
             })),
             "behind_schedule": self.behind,
+            "gateway_cpu_us_per_message": self.cpu_us_per_message(),
         })
     }
 }
@@ -358,6 +425,25 @@ fn print_row(row: &Row) {
     }
 }
 
+/// Charges the gateway's CPU time since `before` to `rows` (which were
+/// measured together) and prints it per message.
+fn charge(rows: &mut [Row], before: &Usage, probe: &Probe) -> anyhow::Result<()> {
+    let after = probe.sample()?;
+    let cpu = before.cpu_until(&after);
+    for row in rows.iter_mut() {
+        row.gateway_cpu = Some(cpu);
+    }
+    if let Some(us) = rows.first().and_then(Row::cpu_us_per_message) {
+        println!(
+            "{:<34} gateway CPU {:.2} s = {us:.0} µs per message, RSS {} KB",
+            "",
+            cpu.as_secs_f64(),
+            after.rss_kb
+        );
+    }
+    Ok(())
+}
+
 fn report(name: &str, count: usize, elapsed: Duration, latencies: Vec<Duration>) -> Row {
     let row = Row {
         test: name.to_owned(),
@@ -366,6 +452,7 @@ fn report(name: &str, count: usize, elapsed: Duration, latencies: Vec<Duration>)
         elapsed,
         latency: quantiles(latencies),
         behind: None,
+        gateway_cpu: None,
     };
     print_row(&row);
     row
@@ -380,6 +467,9 @@ struct Conditions {
     payload: String,
     /// p50 and p99 of a 4 KB write and its fsync.
     sync: [Duration; 2],
+    /// The gateway's resident memory (KB) when the bench began measuring
+    /// and when it ended.
+    gateway_rss_kb: [u64; 2],
 }
 
 /// Times 200 appends of 4 KB, each followed by an fsync, in `dir`.
@@ -401,11 +491,17 @@ fn disk_sync(dir: &Path) -> anyhow::Result<[Duration; 2]> {
 }
 
 /// Prints the Markdown table and writes the JSON file, if asked for.
-fn output(args: &Args, conditions: &Conditions, rows: &[Row]) -> anyhow::Result<()> {
+fn output(
+    args: &Args,
+    conditions: &Conditions,
+    rows: &[Row],
+    derived: &[Derived],
+) -> anyhow::Result<()> {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!();
     println!(
-        "{}, {} cores, {}, load average {}, payload {}, disk sync (4 KB write + fsync) p50 {:.2} ms p99 {:.2} ms",
+        "{}, {} cores, {}, load average {}, payload {}, disk sync (4 KB write + fsync) p50 {:.2} ms p99 {:.2} ms, \
+         gateway RSS {} KB at start, {} KB at end",
         conditions.at,
         conditions.cores,
         conditions.backend,
@@ -413,12 +509,14 @@ fn output(args: &Args, conditions: &Conditions, rows: &[Row]) -> anyhow::Result<
         conditions.payload,
         ms(conditions.sync[0]),
         ms(conditions.sync[1]),
+        conditions.gateway_rss_kb[0],
+        conditions.gateway_rss_kb[1],
     );
     println!();
     println!(
-        "| test | in flight | count | s | per s | p50 ms | p90 ms | p99 ms | max ms | behind |"
+        "| test | in flight | count | s | per s | p50 ms | p90 ms | p99 ms | max ms | behind | gateway CPU µs/msg |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for row in rows {
         let latency = row.latency.map_or_else(
             || "| | | | ".to_owned(),
@@ -433,14 +531,22 @@ fn output(args: &Args, conditions: &Conditions, rows: &[Row]) -> anyhow::Result<
             },
         );
         println!(
-            "| {} | {} | {} | {:.2} | {:.0} {latency}| {} |",
+            "| {} | {} | {} | {:.2} | {:.0} {latency}| {} | {} |",
             row.test,
             row.in_flight.map_or(String::new(), |n| n.to_string()),
             row.count,
             row.elapsed.as_secs_f64(),
             row.rate(),
             row.behind.map_or(String::new(), |n| n.to_string()),
+            row.cpu_us_per_message()
+                .map_or(String::new(), |us| format!("{us:.0}")),
         );
+    }
+    if !derived.is_empty() {
+        println!();
+    }
+    for figure in derived {
+        println!("- {}: {:.2}", figure.text, figure.value);
     }
     if let Some(path) = &args.json {
         let document = serde_json::json!({
@@ -450,7 +556,12 @@ fn output(args: &Args, conditions: &Conditions, rows: &[Row]) -> anyhow::Result<
             "load_average": conditions.load,
             "payload": conditions.payload,
             "disk_sync_ms": { "p50": ms(conditions.sync[0]), "p99": ms(conditions.sync[1]) },
+            "gateway_rss_kb": { "start": conditions.gateway_rss_kb[0], "end": conditions.gateway_rss_kb[1] },
             "results": rows.iter().map(Row::json).collect::<Vec<_>>(),
+            "derived": derived
+                .iter()
+                .map(|figure| (figure.key.to_owned(), serde_json::json!(figure.value)))
+                .collect::<serde_json::Map<_, _>>(),
         });
         std::fs::write(path, serde_json::to_string_pretty(&document)?)
             .with_context(|| format!("writing {}", path.display()))?;
@@ -573,12 +684,19 @@ async fn sweep_stream(
 
 /// Publishes `rate` per second for `args.seconds` on a fixed schedule;
 /// latencies count from each publish's intended send time. A subscriber
-/// of the recipient agency acks every delivery.
+/// of the recipient agency acks every delivery. `run` keeps the ids and
+/// the subscription of one open loop apart from another's; `label` is
+/// added to the rows' names. The gateway's CPU is charged from the first
+/// intended send (connections and subscription already open) to the last
+/// delivery.
 async fn open_loop(
     bed: &Testbed,
     args: &Args,
     payload: &Payload,
+    probe: &Probe,
     rate: u32,
+    run: &str,
+    label: &str,
 ) -> anyhow::Result<Vec<Row>> {
     let total = usize::try_from(u64::from(rate) * args.seconds)?;
     let period = Duration::from_secs(1) / rate.max(1);
@@ -586,7 +704,7 @@ async fn open_loop(
     let mut inbox = Subscriber::open_with(
         &mut police,
         pb::SubscriptionOpen {
-            name: format!("bench-open-{rate}"),
+            name: format!("bench-open-{rate}{run}"),
             start: Some(pb::StartPosition {
                 position: Some(pb::start_position::Position::Now(true)),
             }),
@@ -599,8 +717,10 @@ async fn open_loop(
         clients.push(bed.client("cz-eeb").await);
     }
     let start = Instant::now() + Duration::from_millis(200);
+    tokio::time::sleep_until(start.into()).await;
+    let before = probe.sample()?;
     let intended = move |i: usize| start + period * u32::try_from(i).unwrap_or(u32::MAX);
-    let prefix = format!("o{rate}-");
+    let prefix = format!("o{rate}{run}-");
     let receiver = {
         let prefix = prefix.clone();
         tokio::spawn(async move {
@@ -651,24 +771,27 @@ async fn open_loop(
     }
     let (deliveries, last_delivery) = receiver.await??;
     let mut rows = vec![Row {
-        test: format!("open loop {rate}/s: publish → receipt"),
+        test: format!("open loop {rate}/s{label}: publish → receipt"),
         in_flight: None,
         count: receipts.len(),
         elapsed: last.saturating_duration_since(start),
         latency: quantiles(receipts),
         behind: Some(behind),
+        gateway_cpu: None,
     }];
     rows.push(Row {
-        test: format!("open loop {rate}/s: publish → delivered"),
+        test: format!("open loop {rate}/s{label}: publish → delivered"),
         in_flight: None,
         count: deliveries.len(),
         elapsed: last_delivery.saturating_duration_since(start),
         latency: quantiles(deliveries),
         behind: Some(behind),
+        gateway_cpu: None,
     });
     for row in &rows {
         print_row(row);
     }
+    charge(&mut rows, &before, probe)?;
     println!(
         "open loop {rate}/s: {behind} of {total} publishes sent more than {} ms behind schedule",
         args.behind_ms
@@ -843,10 +966,16 @@ async fn flood_scenario(args: &Args) -> anyhow::Result<()> {
 
 /// The three phases: unary publishes, a pipelined stream, and delivery
 /// latency one round trip at a time.
-async fn phases(bed: &Testbed, args: &Args, payload: &Payload) -> anyhow::Result<Vec<Row>> {
+async fn phases(
+    bed: &Testbed,
+    args: &Args,
+    payload: &Payload,
+    probe: &Probe,
+) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     // 1. Unary publishes, concurrent publishers.
     let per_publisher = args.notifications.div_ceil(args.publishers);
+    let before = probe.sample()?;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for p in 0..args.publishers {
@@ -873,6 +1002,7 @@ async fn phases(bed: &Testbed, args: &Args, payload: &Payload) -> anyhow::Result
         started.elapsed(),
         latencies,
     ));
+    charge(&mut rows[0..], &before, probe)?;
 
     // 2. Pipelined PublishStream on one connection.
     let mut client = bed.client("cz-eeb").await;
@@ -882,6 +1012,7 @@ async fn phases(bed: &Testbed, args: &Args, payload: &Payload) -> anyhow::Result
             notification: Some(stream_payload.shared(&format!("s{i}"), "CZ-BENCH-2")),
         })
         .collect();
+    let before = probe.sample()?;
     let started = Instant::now();
     let mut receipts = client
         .publish_stream(tokio_stream::iter(requests))
@@ -898,6 +1029,7 @@ async fn phases(bed: &Testbed, args: &Args, payload: &Payload) -> anyhow::Result
         started.elapsed(),
         Vec::new(),
     ));
+    charge(&mut rows[1..], &before, probe)?;
 
     // 3. Delivery latency, one notification in flight at a time.
     let mut police = bed.client("cz-psb").await;
@@ -916,6 +1048,7 @@ async fn phases(bed: &Testbed, args: &Args, payload: &Payload) -> anyhow::Result
     let mut eeb = bed.client("cz-eeb").await;
     let mut round_trip_payload = payload.seeded(u64::MAX - 1);
     let mut latencies = Vec::with_capacity(args.round_trips);
+    let before = probe.sample()?;
     let started = Instant::now();
     for i in 0..args.round_trips {
         // Each round trip transfers a case of its own: a case is
@@ -936,6 +1069,7 @@ async fn phases(bed: &Testbed, args: &Args, payload: &Payload) -> anyhow::Result
         started.elapsed(),
         latencies,
     ));
+    charge(&mut rows[2..], &before, probe)?;
     inbox.close().await?;
     Ok(rows)
 }
@@ -946,57 +1080,100 @@ async fn main() -> anyhow::Result<()> {
     if args.scenario == Scenario::Flood {
         return flood_scenario(&args).await;
     }
-    // The idle streams belong to one agency: lift its caps for the bench,
-    // and the publish rate, which would otherwise be what is measured.
+    // The idle streams and subscribers belong to one agency: lift its caps
+    // for the bench, and the publish rate, which would otherwise be what
+    // is measured.
     let limits = format!(
         "\n[limits]\nmax_streams_per_agency = {0}\nmax_subscriptions_per_agency = {0}\n\
          publish_per_second = 1000000\npublish_burst = 1000000\n\
          max_connections_per_agency = {0}\n",
-        (args.idle_streams + 16).max(100)
+        (args.idle_streams + args.subscribers.iter().sum::<usize>() + prefill::RESUMES + 16)
+            .max(100)
     );
-    let (backend, bed) = start(&args, &limits).await?;
-    println!(
-        "liandong-bench: gateway on {backend}, {} cores, {} notifications per phase, {} idle streams",
-        std::thread::available_parallelism().map_or(1, |n| n.get()),
-        args.notifications,
-        args.idle_streams
-    );
-    let idle = open_idle_streams(
-        &bed,
-        args.idle_streams,
-        args.idle_connections
-            .unwrap_or_else(|| args.idle_streams.div_ceil(150)),
-    )
-    .await?;
-
     let payload = Payload::new(
         args.payload,
         args.payload_bytes,
         u64::from(std::process::id()),
     )?;
-    let sync = disk_sync(bed.dir.path())?;
     let mut rows = Vec::new();
-    if args.in_flight.is_empty() && args.open_loop.is_none() {
-        rows.extend(phases(&bed, &args, &payload).await?);
-    }
-    for &in_flight in &args.in_flight {
-        anyhow::ensure!(in_flight > 0, "--in-flight values must be at least 1");
-        let total = args.notifications.max(in_flight);
-        rows.push(sweep_unary(&bed, &args, &payload, in_flight, total).await?);
-        rows.push(sweep_stream(&bed, &payload, in_flight, total).await?);
-    }
-    if let Some(rate) = args.open_loop {
-        anyhow::ensure!(rate > 0, "--open-loop must be at least 1 per second");
-        rows.extend(open_loop(&bed, &args, &payload, rate).await?);
-    }
-    let mut idle_frames = 0;
-    for stream in idle {
-        idle_frames += stream.close().await?.len();
-    }
-    anyhow::ensure!(
-        idle_frames == 0,
-        "idle streams received {idle_frames} frames"
+    let mut derived = Vec::new();
+    let prefilled = match args.prefill {
+        Some(count) => Some(prefill::prepare(&args, &payload, count).await?),
+        None => None,
+    };
+    let (backend, bed) = match &prefilled {
+        Some(prefilled) => {
+            let started = Instant::now();
+            let bed = Testbed::start_on(&prefilled.url, &limits)?;
+            rows.extend(prefilled.rows.iter().cloned());
+            rows.push(report(
+                &format!("gateway start-up, {} stored", prefilled.stored),
+                usize::try_from(prefilled.stored)?,
+                started.elapsed(),
+                Vec::new(),
+            ));
+            (prefilled.backend, bed)
+        }
+        None => start(&args, &limits).await?,
+    };
+    let probe = Probe::new(bed.gateway.pid())?;
+    let first = probe.sample()?;
+    println!(
+        "liandong-bench: gateway on {backend}, {} cores, {} notifications per phase, {} idle streams, \
+         gateway RSS {} KB",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        args.notifications,
+        args.idle_streams,
+        first.rss_kb
     );
+    let sync = disk_sync(bed.dir.path())?;
+    if args.scenario == Scenario::Idle {
+        let (idle_rows, idle_derived) = scale::idle(&bed, &args, &payload, &probe).await?;
+        rows.extend(idle_rows);
+        derived.extend(idle_derived);
+    } else {
+        let idle = open_idle_streams(
+            &bed,
+            args.idle_streams,
+            args.idle_connections
+                .unwrap_or_else(|| args.idle_streams.div_ceil(150)),
+        )
+        .await?;
+        if args.in_flight.is_empty() && args.open_loop.is_none() && args.subscribers.is_empty() {
+            rows.extend(phases(&bed, &args, &payload, &probe).await?);
+        }
+        for &in_flight in &args.in_flight {
+            anyhow::ensure!(in_flight > 0, "--in-flight values must be at least 1");
+            let total = args.notifications.max(in_flight);
+            let before = probe.sample()?;
+            rows.push(sweep_unary(&bed, &args, &payload, in_flight, total).await?);
+            let last = rows.len() - 1;
+            charge(&mut rows[last..], &before, &probe)?;
+            let before = probe.sample()?;
+            rows.push(sweep_stream(&bed, &payload, in_flight, total).await?);
+            charge(&mut rows[last + 1..], &before, &probe)?;
+        }
+        if let Some(rate) = args.open_loop {
+            anyhow::ensure!(rate > 0, "--open-loop must be at least 1 per second");
+            rows.extend(open_loop(&bed, &args, &payload, &probe, rate, "", "").await?);
+        }
+        if !args.subscribers.is_empty() {
+            let (fan_rows, fan_derived) = scale::subscribers(&bed, &args, &payload, &probe).await?;
+            rows.extend(fan_rows);
+            derived.extend(fan_derived);
+        }
+        if let Some(prefilled) = &prefilled {
+            rows.push(prefill::resume(&bed, prefilled).await?);
+        }
+        let mut idle_frames = 0;
+        for stream in idle {
+            idle_frames += stream.close().await?.len();
+        }
+        anyhow::ensure!(
+            idle_frames == 0,
+            "idle streams received {idle_frames} frames"
+        );
+    }
     let conditions = Conditions {
         at: jiff::Timestamp::now()
             .strftime("%Y-%m-%d %H:%M UTC")
@@ -1012,6 +1189,7 @@ async fn main() -> anyhow::Result<()> {
             PayloadKind::Transfer => "the demo's case transfer".into(),
         },
         sync,
+        gateway_rss_kb: [first.rss_kb, probe.sample()?.rss_kb],
     };
-    output(&args, &conditions, &rows)
+    output(&args, &conditions, &rows, &derived)
 }
