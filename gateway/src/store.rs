@@ -1182,17 +1182,21 @@ pub(crate) async fn insert_in(
     conn: &mut AnyConnection,
     new: &NewNotification,
 ) -> Result<Receipt, StoreError> {
-    let state = sqlx::query("SELECT high_water, last_chain FROM store_state WHERE id = 1")
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or_else(|| {
-            StoreError::Corrupt("store_state has no row: the high-water mark is lost".into())
-        })?;
+    // The mark, the chain's head and the highest stored row in one round
+    // trip.
+    let state = sqlx::query(
+        "SELECT high_water, last_chain, \
+         (SELECT COALESCE(MAX(sequence), 0) FROM notifications) AS max_sequence \
+         FROM store_state WHERE id = 1",
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| {
+        StoreError::Corrupt("store_state has no row: the high-water mark is lost".into())
+    })?;
     let high_water: i64 = state.try_get("high_water")?;
     let last_chain: Option<Vec<u8>> = state.try_get("last_chain")?;
-    let max: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(sequence), 0) FROM notifications")
-        .fetch_one(&mut *conn)
-        .await?;
+    let max: i64 = state.try_get("max_sequence")?;
     let next = high_water.max(max) + 1;
     let sequence = to_u64(next, "sequence")?;
     let received_at = Instant::now();

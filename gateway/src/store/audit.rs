@@ -534,10 +534,24 @@ pub(crate) async fn append_in(
         return Ok(());
     }
     lock_audit(conn, backend).await?;
-    let head = head_in(conn).await?;
-    let max: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM audit_log")
-        .fetch_one(&mut *conn)
-        .await?;
+    // The head and the highest stored id in one round trip.
+    let state = sqlx::query(
+        "SELECT last_id, last_hash, (SELECT COALESCE(MAX(id), 0) FROM audit_log) AS max_id \
+         FROM audit_state WHERE id = 1",
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| {
+        StoreError::Corrupt("audit_state has no row: the audit chain head is lost".into())
+    })?;
+    let max: i64 = state.try_get("max_id")?;
+    let head = match state.try_get::<Option<Vec<u8>>, _>("last_hash")? {
+        Some(last_hash) => Head {
+            last_id: state.try_get("last_id")?,
+            last_hash,
+        },
+        None => head_in(conn).await?,
+    };
     // Above every id ever appended and every stored row, so an id is never
     // used twice whatever happened to the rows.
     let mut id = head.last_id.max(max);
