@@ -123,6 +123,15 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The backend of an open connection.
+    pub(crate) fn of_connection(conn: &AnyConnection) -> Self {
+        if conn.backend_name() == <sqlx::Postgres as sqlx::Database>::NAME {
+            Self::Postgres
+        } else {
+            Self::Sqlite
+        }
+    }
+
     /// The backend a database URL names.
     pub fn of_url(url: &str) -> Result<Self, StoreError> {
         if url.starts_with("sqlite:") {
@@ -427,20 +436,17 @@ impl Store {
             + 'static,
     {
         let started = std::time::Instant::now();
-        let answer = self.shared.writer.queue(op);
         let store = self.clone();
         // Health and metrics follow every write, waited for or not.
-        let task = tokio::spawn(async move {
-            let result = answer.await;
+        let ended: writer::Ended = Box::new(move |result| {
             crate::ops::metrics::store_write(what, started.elapsed());
-            store.after_write(what, &result);
-            result
+            store.after_write(what, result);
         });
-        async move { task.await.map_err(|_| StoreError::Interrupted)? }
+        self.shared.writer.queue(op, ended)
     }
 
     /// Updates health and logs (throttled) after a write.
-    fn after_write<T>(&self, what: &'static str, result: &Result<T, StoreError>) {
+    fn after_write(&self, what: &'static str, result: Result<(), &StoreError>) {
         match result {
             Ok(_) => {
                 let recovered = self.shared.healthy.send_if_modified(|healthy| {
@@ -1174,6 +1180,20 @@ pub(crate) async fn lock_publish(
     Ok(())
 }
 
+/// The notification's insert and the new high-water mark and chain head
+/// (`$1` is the sequence, `$12` the chain link).
+const INSERT_NOTIFICATION_SQLITE: &str = "INSERT INTO notifications (sequence, sender, \
+     notification_id, case_ref, event, confidentiality, region, recipients, received_at, \
+     content_hash, payload, chain, copies) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13); \
+     UPDATE store_state SET high_water = $1, last_chain = $12 WHERE id = 1";
+const INSERT_NOTIFICATION_POSTGRES: &str = "WITH stored AS (INSERT INTO notifications (sequence, \
+     sender, notification_id, case_ref, event, confidentiality, region, recipients, received_at, \
+     content_hash, payload, chain, copies) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING sequence) \
+     UPDATE store_state SET high_water = (SELECT sequence FROM stored), last_chain = $12 \
+     WHERE id = 1";
+
 /// Inserts `new` as the next notification inside the open transaction,
 /// whose caller holds the publish lock ([`lock_publish`]): sequence above
 /// the high-water mark and every stored row, chain link, new mark. It
@@ -1208,31 +1228,34 @@ pub(crate) async fn insert_in(
         &new.content_hash,
         &copies,
     );
-    sqlx::query(
-        "INSERT INTO notifications (sequence, sender, notification_id, case_ref, event, \
-         confidentiality, region, recipients, received_at, content_hash, payload, chain, copies) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-    )
-    .bind(next)
-    .bind(new.envelope.sender.as_str())
-    .bind(new.envelope.id.as_str())
-    .bind(new.envelope.case_ref.as_str())
-    .bind(i64::from(new.envelope.event.to_wire() as i32))
-    .bind(i64::from(new.envelope.confidentiality.to_wire() as i32))
-    .bind(new.envelope.region.as_str())
-    .bind(integrity::recipients_column(&new.envelope.recipients))
-    .bind(received_at.unix_micros())
-    .bind(&new.content_hash)
-    .bind(&new.payload)
-    .bind(&chain)
-    .bind(&copies)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query("UPDATE store_state SET high_water = $1, last_chain = $2 WHERE id = 1")
+    // The row and the new mark in one round trip: two statements on
+    // SQLite, the insert as a data-modifying CTE on PostgreSQL.
+    let (sql, changes) = match Backend::of_connection(conn) {
+        Backend::Sqlite => (INSERT_NOTIFICATION_SQLITE, 2),
+        Backend::Postgres => (INSERT_NOTIFICATION_POSTGRES, 1),
+    };
+    let changed = sqlx::query(sql)
         .bind(next)
+        .bind(new.envelope.sender.as_str())
+        .bind(new.envelope.id.as_str())
+        .bind(new.envelope.case_ref.as_str())
+        .bind(i64::from(new.envelope.event.to_wire() as i32))
+        .bind(i64::from(new.envelope.confidentiality.to_wire() as i32))
+        .bind(new.envelope.region.as_str())
+        .bind(integrity::recipients_column(&new.envelope.recipients))
+        .bind(received_at.unix_micros())
+        .bind(&new.content_hash)
+        .bind(&new.payload)
         .bind(&chain)
+        .bind(&copies)
         .execute(&mut *conn)
-        .await?;
+        .await?
+        .rows_affected();
+    if changed != changes {
+        return Err(StoreError::Corrupt(
+            "store_state has no row: the high-water mark is lost".into(),
+        ));
+    }
     Ok(Receipt {
         sequence,
         received_at,

@@ -521,6 +521,21 @@ async fn link_unchained_in(conn: &mut AnyConnection, last_id: i64) -> Result<Hea
     })
 }
 
+/// One audit row (`$1` its id, `$12` its hash).
+const APPEND: &str = "INSERT INTO audit_log (id, at, agency, action, sequence, sender, \
+     notification_id, decision, reason, peer, prev_hash, hash) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+/// The last row of an append and the new head: two statements on SQLite,
+/// the insert as a data-modifying CTE on PostgreSQL.
+const APPEND_AND_HEAD_SQLITE: &str = "INSERT INTO audit_log (id, at, agency, action, sequence, \
+     sender, notification_id, decision, reason, peer, prev_hash, hash) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12); \
+     UPDATE audit_state SET last_id = $1, last_hash = $12 WHERE id = 1";
+const APPEND_AND_HEAD_POSTGRES: &str = "WITH appended AS (INSERT INTO audit_log (id, at, agency, \
+     action, sequence, sender, notification_id, decision, reason, peer, prev_hash, hash) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id) \
+     UPDATE audit_state SET last_id = (SELECT id FROM appended), last_hash = $12 WHERE id = 1";
+
 /// Appends `entries` at `at` inside the open transaction: takes the audit
 /// lock, reads the head, inserts each row with its link and hash, and
 /// moves the head. Commits with whatever else the transaction writes.
@@ -556,7 +571,8 @@ pub(crate) async fn append_in(
     // used twice whatever happened to the rows.
     let mut id = head.last_id.max(max);
     let mut prev = head.last_hash;
-    for entry in entries {
+    let mut moved = false;
+    for (index, entry) in entries.iter().enumerate() {
         id += 1;
         let peer = entry.peer.map(|peer| peer.to_string()).unwrap_or_default();
         let fields = ChainFields {
@@ -572,34 +588,33 @@ pub(crate) async fn append_in(
             peer: &peer,
         };
         let hash = row_hash(&prev, &fields).to_vec();
-        sqlx::query(
-            "INSERT INTO audit_log (id, at, agency, action, sequence, sender, notification_id, \
-             decision, reason, peer, prev_hash, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(id)
-        .bind(at)
-        .bind(&entry.agency)
-        .bind(entry.action)
-        .bind(entry.sequence.map(to_i64))
-        .bind(&entry.sender)
-        .bind(&entry.notification_id)
-        .bind(&entry.decision)
-        .bind(&entry.reason)
-        .bind(&peer)
-        .bind(&prev)
-        .bind(&hash)
-        .execute(&mut *conn)
-        .await?;
+        // The last row goes in with the new head, in one round trip.
+        let last = index + 1 == entries.len();
+        let (sql, changes) = match (last, backend) {
+            (false, _) => (APPEND, 1),
+            (true, Backend::Sqlite) => (APPEND_AND_HEAD_SQLITE, 2),
+            (true, Backend::Postgres) => (APPEND_AND_HEAD_POSTGRES, 1),
+        };
+        let changed = sqlx::query(sql)
+            .bind(id)
+            .bind(at)
+            .bind(&entry.agency)
+            .bind(entry.action)
+            .bind(entry.sequence.map(to_i64))
+            .bind(&entry.sender)
+            .bind(&entry.notification_id)
+            .bind(&entry.decision)
+            .bind(&entry.reason)
+            .bind(&peer)
+            .bind(&prev)
+            .bind(&hash)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
         prev = hash;
+        moved = changed == changes;
     }
-    let moved = sqlx::query("UPDATE audit_state SET last_id = $1, last_hash = $2 WHERE id = 1")
-        .bind(id)
-        .bind(&prev)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-    if moved != 1 {
+    if !moved {
         return Err(StoreError::Corrupt(
             "audit_state has no row: the audit chain head is lost".into(),
         ));

@@ -10,8 +10,9 @@
 //! waits, a write is its own transaction, exactly as before.
 //!
 //! **One write's failure stays its own.** Every write after the first of a
-//! transaction runs inside a savepoint. When it fails, its savepoint is
-//! rolled back and released, its caller gets its error, and the others go
+//! transaction runs inside a savepoint (released in the same round trip as
+//! the next one is opened; `COMMIT` releases the last). When it fails, its
+//! savepoint is rolled back, its caller gets its error, and the others go
 //! on. When the rollback itself fails (SQLite rolls the whole transaction
 //! back by itself on `SQLITE_FULL` or `SQLITE_IOERR`), or `COMMIT` fails,
 //! nothing of the transaction was written: every caller in it gets an error
@@ -55,7 +56,10 @@ pub(crate) const MAX_BATCH: usize = 256;
 /// The savepoint every write after the first of a transaction runs in.
 const SAVEPOINT: &str = "SAVEPOINT liandong_write";
 const ROLLBACK_SAVEPOINT: &str = "ROLLBACK TO SAVEPOINT liandong_write";
-const RELEASE_SAVEPOINT: &str = "RELEASE SAVEPOINT liandong_write";
+/// Releases the savepoint of the write before and opens the next one, in
+/// one round trip (both backends take several statements in a query
+/// without arguments).
+const RELEASE_AND_SAVEPOINT: &str = "RELEASE SAVEPOINT liandong_write; SAVEPOINT liandong_write";
 
 /// Session settings of every connection. `writer` is true for the writer
 /// connection: on PostgreSQL only it gets the lock timeout (the pool's
@@ -114,7 +118,13 @@ trait Write: Send {
 struct Queued<T, F> {
     op: F,
     reply: oneshot::Sender<Result<T, StoreError>>,
+    /// Told how the write ended, in the writer task, just before its
+    /// caller is answered (whether or not the caller still waits).
+    ended: Ended,
 }
+
+/// Told how a write ended: `Ok` once committed, else its error.
+pub(crate) type Ended = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
 
 impl<T, F> Write for Queued<T, F>
 where
@@ -124,16 +134,18 @@ where
         + 'static,
 {
     fn run(self: Box<Self>, conn: &mut AnyConnection) -> BoxFuture<'_, Ran> {
-        let Queued { op, reply } = *self;
+        let Queued { op, reply, ended } = *self;
         Box::pin(async move {
             // A caller that stopped waiting is not told.
             match op(conn).await {
                 Ok(value) => Ran::Wrote(Box::new(move |fate: Result<(), StoreError>| {
+                    ended(fate.as_ref().map(|_| ()));
                     let _ = reply.send(fate.map(|()| value));
                 })),
                 Err(error) => Ran::Failed(
                     error,
                     Box::new(move |error: StoreError| {
+                        ended(Err(&error));
                         let _ = reply.send(Err(error));
                     }),
                 ),
@@ -142,6 +154,7 @@ where
     }
 
     fn refuse(self: Box<Self>, error: StoreError) {
+        (self.ended)(Err(&error));
         let _ = self.reply.send(Err(error));
     }
 }
@@ -217,10 +230,12 @@ impl Writer {
     /// transaction possibly shared with other writes waiting at the same
     /// moment. The returned future answers once that transaction
     /// committed, or with the error that kept `op` from being written;
-    /// dropping it does not take the write back.
+    /// dropping it does not take the write back. `ended` is told first, in
+    /// the writer task.
     pub(crate) fn queue<T, F>(
         &self,
         op: F,
+        ended: Ended,
     ) -> impl Future<Output = Result<T, StoreError>> + Send + use<T, F>
     where
         T: Send + 'static,
@@ -232,7 +247,7 @@ impl Writer {
         self.counts.waiting.fetch_add(1, Ordering::Relaxed);
         let queued = self
             .inbox
-            .send(Message::Write(Box::new(Queued { op, reply })))
+            .send(Message::Write(Box::new(Queued { op, reply, ended })))
             .is_ok();
         if !queued {
             self.counts.waiting.fetch_sub(1, Ordering::Relaxed);
@@ -379,7 +394,15 @@ impl Task {
                 }
                 Err(_) => break,
             };
-            match savepoint(conn, job).await {
+            // The savepoint of the write before (if any) is released in
+            // the same round trip as this one's is opened; `COMMIT`
+            // releases the last.
+            let open = if written.len() + failed.len() == 1 {
+                SAVEPOINT
+            } else {
+                RELEASE_AND_SAVEPOINT
+            };
+            match savepoint(conn, open, job).await {
                 Ok(Ran::Wrote(answer)) => written.push(answer),
                 Ok(Ran::Failed(error, refuse)) => failed.push((error, refuse)),
                 Err(Broken { cause, refuse }) => {
@@ -457,29 +480,21 @@ struct Broken {
     refuse: Refuse,
 }
 
-/// Runs `job` in a savepoint of the open transaction. `Err` when the
-/// savepoint could not be opened, released or rolled back: the
-/// transaction is then gone.
-async fn savepoint(conn: &mut AnyConnection, job: Job) -> Result<Ran, Broken> {
-    if let Err(error) = conn.execute(SAVEPOINT).await {
+/// Opens a savepoint with `open` (releasing the one before, if any) and
+/// runs `job` in it; a failed job's savepoint is rolled back (and left for
+/// the next `open` or `COMMIT` to release). `Err` when the savepoint could
+/// not be opened or rolled back: the transaction is then gone.
+async fn savepoint(conn: &mut AnyConnection, open: &str, job: Job) -> Result<Ran, Broken> {
+    if let Err(error) = conn.execute(open).await {
         return Err(Broken {
             cause: error.into(),
             refuse: Box::new(move |error| job.refuse(error)),
         });
     }
     match job.run(&mut *conn).await {
-        Ran::Wrote(answer) => match conn.execute(RELEASE_SAVEPOINT).await {
-            Ok(_) => Ok(Ran::Wrote(answer)),
-            Err(error) => Err(Broken {
-                cause: error.into(),
-                refuse: Box::new(move |error| answer(Err(error))),
-            }),
-        },
+        Ran::Wrote(answer) => Ok(Ran::Wrote(answer)),
         Ran::Failed(cause, refuse) => {
-            let rolled_back = match conn.execute(ROLLBACK_SAVEPOINT).await {
-                Ok(_) => conn.execute(RELEASE_SAVEPOINT).await.map(drop),
-                Err(error) => Err(error),
-            };
+            let rolled_back = conn.execute(ROLLBACK_SAVEPOINT).await.map(drop);
             match rolled_back {
                 Ok(()) => Ok(Ran::Failed(cause, refuse)),
                 // Most likely the write's own error ended the transaction
