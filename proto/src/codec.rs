@@ -55,6 +55,18 @@ pub fn max_message_bytes() -> usize {
     MAX_MESSAGE_BYTES.load(Ordering::Relaxed)
 }
 
+/// The buffer each call's encoder and decoder start with. tonic's default
+/// (8 KiB each) is what an idle subscription stream would hold for its
+/// whole life, 16 KiB a stream; buffers grow as a message needs.
+pub const CALL_BUFFER_BYTES: usize = 1024;
+
+/// How much a streaming encoder gathers before it yields: tonic's default.
+const YIELD_THRESHOLD_BYTES: usize = 32 * 1024;
+
+fn buffer_settings() -> BufferSettings {
+    BufferSettings::new(CALL_BUFFER_BYTES, YIELD_THRESHOLD_BYTES)
+}
+
 /// Prost encoding with malformed input reported as `INVALID_ARGUMENT`.
 #[derive(Debug, Clone)]
 pub struct StrictCodec<T, U> {
@@ -80,12 +92,12 @@ where
     type Decoder = StrictDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        ProstCodec::<T, U>::default().encoder()
+        ProstCodec::<T, U>::raw_encoder(buffer_settings())
     }
 
     fn decoder(&mut self) -> Self::Decoder {
         StrictDecoder {
-            inner: ProstCodec::<T, U>::default().decoder(),
+            inner: ProstCodec::<T, U>::raw_decoder(buffer_settings()),
         }
     }
 }
