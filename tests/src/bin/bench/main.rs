@@ -87,6 +87,7 @@ use resources::{Probe, Usage};
 mod prefill;
 mod resources;
 mod scale;
+mod store;
 
 /// What the bench measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -100,6 +101,9 @@ enum Scenario {
     /// gateway's memory per stream, and an open loop's latency without
     /// and with them.
     Idle,
+    /// The store alone, in this process: `Store::publish` from each
+    /// `--in-flight` count of tasks, and the writes per commit.
+    Store,
 }
 
 /// What the notification bodies carry.
@@ -1074,11 +1078,60 @@ async fn phases(
     Ok(rows)
 }
 
+/// `--scenario store`: see the `store` module.
+async fn store_scenario(args: &Args) -> anyhow::Result<()> {
+    let payload = Payload::new(
+        args.payload,
+        args.payload_bytes,
+        u64::from(std::process::id()),
+    )?;
+    let probe = Probe::new(i32::try_from(std::process::id())?)?;
+    let first = probe.sample()?;
+    let (backend, rows, derived) = store::sweep(args, &payload).await?;
+    let dir = tempfile::tempdir()?;
+    let conditions = conditions(
+        args,
+        backend,
+        disk_sync(dir.path())?,
+        [first.rss_kb, probe.sample()?.rss_kb],
+    );
+    output(args, &conditions, &rows, &derived)
+}
+
+/// The conditions of a run ending now.
+fn conditions(
+    args: &Args,
+    backend: &'static str,
+    sync: [Duration; 2],
+    gateway_rss_kb: [u64; 2],
+) -> Conditions {
+    Conditions {
+        at: jiff::Timestamp::now()
+            .strftime("%Y-%m-%d %H:%M UTC")
+            .to_string(),
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        backend,
+        load: std::fs::read_to_string("/proc/loadavg")
+            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|_| "unknown".into()),
+        payload: match args.payload {
+            PayloadKind::None => "none".into(),
+            PayloadKind::Random => format!("{} random characters", args.payload_bytes),
+            PayloadKind::Transfer => "the demo's case transfer".into(),
+        },
+        sync,
+        gateway_rss_kb,
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.scenario == Scenario::Flood {
         return flood_scenario(&args).await;
+    }
+    if args.scenario == Scenario::Store {
+        return store_scenario(&args).await;
     }
     // The idle streams and subscribers belong to one agency: lift its caps
     // for the bench, and the publish rate, which would otherwise be what
@@ -1174,22 +1227,6 @@ async fn main() -> anyhow::Result<()> {
             "idle streams received {idle_frames} frames"
         );
     }
-    let conditions = Conditions {
-        at: jiff::Timestamp::now()
-            .strftime("%Y-%m-%d %H:%M UTC")
-            .to_string(),
-        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        backend,
-        load: std::fs::read_to_string("/proc/loadavg")
-            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-            .unwrap_or_else(|_| "unknown".into()),
-        payload: match args.payload {
-            PayloadKind::None => "none".into(),
-            PayloadKind::Random => format!("{} random characters", args.payload_bytes),
-            PayloadKind::Transfer => "the demo's case transfer".into(),
-        },
-        sync,
-        gateway_rss_kb: [first.rss_kb, probe.sample()?.rss_kb],
-    };
+    let conditions = conditions(&args, backend, sync, [first.rss_kb, probe.sample()?.rss_kb]);
     output(&args, &conditions, &rows, &derived)
 }

@@ -185,11 +185,7 @@ async fn fill(url: &str, payload: &Payload, count: usize) -> anyhow::Result<Row>
         let mut payload = payload.seeded(0x9F11 + t as u64);
         tasks.push(tokio::spawn(async move {
             for i in (t..count).step_by(FILLERS) {
-                let sender = SENDERS[i % SENDERS.len()];
-                let mut wire =
-                    payload.shared(&format!("pre-{i}"), &format!("CZ-PREFILL-{}", i % CASES));
-                wire.sender = sender.to_owned();
-                let new = stored_form(sender, wire)?;
+                let new = new_notification(&mut payload, i)?;
                 match store.publish(&new).await? {
                     PublishOutcome::Stored(_) => {}
                     other => anyhow::bail!("prefill notification {i} not stored: {other:?}"),
@@ -218,6 +214,15 @@ async fn fill(url: &str, payload: &Payload, count: usize) -> anyhow::Result<Row>
         gateway_cpu: None,
     };
     Ok(row)
+}
+
+/// The `i`th notification of a fill: one of [`SENDERS`], one of [`CASES`]
+/// cases, in its stored form.
+pub(crate) fn new_notification(payload: &mut Payload, i: usize) -> anyhow::Result<NewNotification> {
+    let sender = SENDERS[i % SENDERS.len()];
+    let mut wire = payload.shared(&format!("pre-{i}"), &format!("CZ-PREFILL-{}", i % CASES));
+    wire.sender = sender.to_owned();
+    stored_form(sender, wire)
 }
 
 /// The stored form of `wire` from `sender`, as the gateway makes it on
