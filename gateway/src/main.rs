@@ -281,6 +281,8 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: GatewayConfig, options: liandong_gateway::StartOptions) -> ExitCode {
+    // Before anything can tell a supervisor the gateway is up.
+    let shutdown = shutdown_signal();
     let listen = config.listen;
     let prepared = match liandong_gateway::prepare_with(config, options).await {
         Ok(prepared) => prepared,
@@ -334,7 +336,7 @@ async fn serve(config: GatewayConfig, options: liandong_gateway::StartOptions) -
         }
         Err(error) => tracing::warn!(%error, "cannot read the bound address"),
     }
-    match liandong_gateway::serve(prepared, listener, shutdown_signal()).await {
+    match liandong_gateway::serve(prepared, listener, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("liandong-gateway: {error}");
@@ -830,18 +832,24 @@ fn fingerprint(files: &[PathBuf]) -> Vec<Option<[u8; 32]>> {
         .collect()
 }
 
-async fn shutdown_signal() {
+/// Watches SIGTERM from now on (a SIGTERM arriving before this would end
+/// the process at once, without a graceful shutdown) and returns the
+/// future that completes on SIGTERM or SIGINT.
+fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(error) => {
-            tracing::error!(%error, "cannot watch SIGTERM; stopping on SIGINT only");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let term = signal(SignalKind::terminate());
+    async move {
+        let mut term = match term {
+            Ok(term) => term,
+            Err(error) => {
+                tracing::error!(%error, "cannot watch SIGTERM; stopping on SIGINT only");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
         }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
     }
 }

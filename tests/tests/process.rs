@@ -469,3 +469,20 @@ fn broken_config_exits_64_with_one_line_naming_the_problem() {
     );
     assert!(!bed_dir.path().join("x.db").exists());
 }
+
+/// SIGTERM the moment the gateway says it is listening (what a supervisor
+/// may do at once) is a graceful stop: the signal is watched before that
+/// line is printed, never left to the default action that kills.
+#[tokio::test]
+async fn sigterm_as_soon_as_listening_stops_gracefully() {
+    for _ in 0..3 {
+        let mut bed = Testbed::start().unwrap();
+        bed.gateway.signal(Signal::SIGTERM);
+        let status = bed.gateway.wait(Duration::from_secs(15)).unwrap();
+        assert!(
+            status.success(),
+            "SIGTERM right after start must end the gateway with exit 0, got {status}"
+        );
+        assert!(bed.log().contains("SIGTERM received"), "{}", bed.log());
+    }
+}
