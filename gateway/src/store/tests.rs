@@ -551,6 +551,19 @@ async fn check_after_failed_commits(store: &Store, audit: &AuditEntry) {
     assert!(store.verify(&verify::NoProgress).await.unwrap().is_clean());
 }
 
+/// A full disk on SQLite: the writer's database may not grow, so
+/// anything that needs a new page fails with `SQLITE_FULL` (a 64 KiB
+/// summary always does). `set_writer_setup(Vec::new())` gives space back.
+pub(crate) async fn forbid_growth(store: &Store) {
+    let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    store
+        .set_writer_setup(vec![format!("PRAGMA max_page_count = {pages}")])
+        .await;
+}
+
 #[tokio::test]
 async fn sqlite_full_disk_gives_no_receipt_and_writes_resume_when_space_returns() {
     let dir = tempfile::tempdir().unwrap();
@@ -562,15 +575,7 @@ async fn sqlite_full_disk_gives_no_receipt_and_writes_resume_when_space_returns(
             .await
             .unwrap(),
     );
-    let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
-        .fetch_one(&store.pool)
-        .await
-        .unwrap();
-    // The writer's database may not grow: SQLITE_FULL for anything that
-    // needs a new page. A 64 KiB summary always does.
-    store
-        .set_writer_setup(vec![format!("PRAGMA max_page_count = {pages}")])
-        .await;
+    forbid_growth(&store).await;
     let big = "x".repeat(64 * 1024);
     for i in 0..5 {
         let refused = store

@@ -288,14 +288,7 @@ async fn sqlite_full_disk_in_a_shared_transaction_gives_receipts_only_for_what_i
             .await
             .unwrap(),
     );
-    let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
-        .fetch_one(&store.pool)
-        .await
-        .unwrap();
-    // The database may not grow: a 64 KiB summary needs new pages.
-    store
-        .set_writer_setup(vec![format!("PRAGMA max_page_count = {pages}")])
-        .await;
+    forbid_growth(&store).await;
     let big = "x".repeat(64 * 1024);
     let (release, held) = hold_writer(&store).await;
     let mut publishes = Vec::new();

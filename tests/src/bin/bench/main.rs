@@ -79,8 +79,10 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use tokio_stream::StreamExt;
 
+use liandong_core::pb::exchange_client::ExchangeClient;
 use liandong_core::pb::{self, Confidentiality as Level, EventType as Event};
 use liandong_tests::{Subscriber, Testbed, demo_story, notification, publish};
+use tonic::transport::Channel;
 
 use resources::{Probe, Usage};
 
@@ -574,6 +576,36 @@ fn output(
     Ok(())
 }
 
+/// One task per `(client, id prefix)`, each publishing `each` shared clues
+/// of `case_ref` one at a time (ids `PREFIX-i`, its own seeded payload);
+/// every publish's latency to its receipt.
+async fn publish_concurrently(
+    publishers: Vec<(ExchangeClient<Channel>, String)>,
+    payload: &Payload,
+    each: usize,
+    case_ref: &'static str,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut tasks = Vec::with_capacity(publishers.len());
+    for (t, (mut client, prefix)) in publishers.into_iter().enumerate() {
+        let mut payload = payload.seeded(t as u64);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(each);
+            for i in 0..each {
+                let n = payload.shared(&format!("{prefix}-{i}"), case_ref);
+                let sent = Instant::now();
+                publish(&mut client, n).await?;
+                latencies.push(sent.elapsed());
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    Ok(latencies)
+}
+
 /// Unary `Publish` with `in_flight` calls outstanding, spread over a few
 /// connections, `total` publishes in all.
 async fn sweep_unary(
@@ -589,25 +621,15 @@ async fn sweep_unary(
     }
     let per_call = total.div_ceil(in_flight);
     let started = Instant::now();
-    let mut tasks = Vec::with_capacity(in_flight);
-    for t in 0..in_flight {
-        let mut client = clients[t % clients.len()].clone();
-        let mut payload = payload.seeded(t as u64);
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(per_call);
-            for i in 0..per_call {
-                let n = payload.shared(&format!("su{in_flight}-{t}-{i}"), "CZ-BENCH-SU");
-                let sent = Instant::now();
-                publish(&mut client, n).await?;
-                latencies.push(sent.elapsed());
-            }
-            anyhow::Ok(latencies)
-        }));
-    }
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await??);
-    }
+    let publishers = (0..in_flight)
+        .map(|t| {
+            (
+                clients[t % clients.len()].clone(),
+                format!("su{in_flight}-{t}"),
+            )
+        })
+        .collect();
+    let latencies = publish_concurrently(publishers, payload, per_call, "CZ-BENCH-SU").await?;
     let mut row = report(
         &format!("Publish, {in_flight} in flight"),
         latencies.len(),
@@ -980,26 +1002,12 @@ async fn phases(
     // 1. Unary publishes, concurrent publishers.
     let per_publisher = args.notifications.div_ceil(args.publishers);
     let before = probe.sample()?;
-    let started = Instant::now();
-    let mut tasks = Vec::new();
+    let mut publishers = Vec::with_capacity(args.publishers);
     for p in 0..args.publishers {
-        let mut client = bed.client("cz-eeb").await;
-        let mut payload = payload.seeded(p as u64);
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(per_publisher);
-            for i in 0..per_publisher {
-                let n = payload.shared(&format!("u{p}-{i}"), "CZ-BENCH-1");
-                let sent = Instant::now();
-                publish(&mut client, n).await?;
-                latencies.push(sent.elapsed());
-            }
-            anyhow::Ok(latencies)
-        }));
+        publishers.push((bed.client("cz-eeb").await, format!("u{p}")));
     }
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await??);
-    }
+    let started = Instant::now();
+    let latencies = publish_concurrently(publishers, payload, per_publisher, "CZ-BENCH-1").await?;
     rows.push(report(
         &format!("Publish ({} publishers)", args.publishers),
         latencies.len(),
