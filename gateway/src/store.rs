@@ -76,7 +76,7 @@ use writer::Writer;
 
 /// Key of the PostgreSQL advisory lock that serialises publishers across
 /// replicas (an arbitrary constant: "LD" in ASCII).
-const PUBLISH_LOCK_KEY: i64 = 0x4c44;
+pub(crate) const PUBLISH_LOCK_KEY: i64 = 0x4c44;
 
 /// How long a writer waits for a lock held by another connection before
 /// the write fails (SQLite `busy_timeout`, PostgreSQL `lock_timeout`).

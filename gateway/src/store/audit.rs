@@ -39,7 +39,7 @@ const CHECKPOINT_DOMAIN: &[u8] = b"liandong.v1.AuditCheckpoint\n";
 /// Key of the PostgreSQL advisory lock that serialises audit appends
 /// across replicas ("LA" in ASCII); taken after the publish lock when both
 /// are held.
-const AUDIT_LOCK_KEY: i64 = 0x4c41;
+pub(crate) const AUDIT_LOCK_KEY: i64 = 0x4c41;
 
 /// Rows read per page by the walk and the one-time linking.
 const PAGE: i64 = 500;

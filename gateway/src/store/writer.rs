@@ -22,7 +22,8 @@
 //! **No state survives a failure.** Every transaction is explicit: `BEGIN
 //! IMMEDIATE` on SQLite (the write lock is taken at the start, waiting up
 //! to the lock timeout, rather than on the first write, where a deferred
-//! transaction gets `SQLITE_BUSY` at once), `BEGIN` on PostgreSQL; then
+//! transaction gets `SQLITE_BUSY` at once), `BEGIN` and both cross-replica
+//! advisory locks, in one order, on PostgreSQL (see [`begin`]); then
 //! `COMMIT`. sqlx's own transaction type is not used: when a `COMMIT`
 //! fails, sqlx still counts the connection as inside a transaction and its
 //! next `begin()` issues a `SAVEPOINT` that never commits. Here, after any
@@ -360,11 +361,7 @@ impl Task {
                 return None;
             }
         };
-        let begin = match backend {
-            Backend::Sqlite => "BEGIN IMMEDIATE",
-            Backend::Postgres => "BEGIN",
-        };
-        if let Err(error) = conn.execute(begin).await {
+        if let Err(error) = conn.execute(begin(backend).as_str()).await {
             self.discard().await;
             first.refuse(error.into());
             return None;
@@ -468,6 +465,27 @@ impl Task {
         if let Some(conn) = self.conn.take() {
             discard(conn).await;
         }
+    }
+}
+
+/// What opens a writer transaction. On SQLite, `BEGIN IMMEDIATE` takes
+/// the database's write lock. On PostgreSQL the transaction also takes both
+/// cross-replica locks, the publish lock and then the audit lock, before
+/// any write runs: a transaction may carry an audit-only write (audit lock)
+/// and then a publish (publish lock, then audit lock), and another
+/// replica's publish takes them the other way round unless every
+/// transaction takes both, in one order, up front. The writes' own
+/// `lock_publish` and `lock_audit` then find them held (advisory locks
+/// stack within a session). One round trip: several statements without
+/// arguments.
+fn begin(backend: Backend) -> String {
+    match backend {
+        Backend::Sqlite => "BEGIN IMMEDIATE".to_owned(),
+        Backend::Postgres => format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({}); SELECT pg_advisory_xact_lock({})",
+            super::PUBLISH_LOCK_KEY,
+            super::audit::AUDIT_LOCK_KEY
+        ),
     }
 }
 

@@ -331,3 +331,50 @@ async fn sqlite_full_disk_in_a_shared_transaction_gives_receipts_only_for_what_i
     assert_eq!(found, receipts);
     assert!(store.verify(&verify::NoProgress).await.unwrap().is_clean());
 }
+
+/// Two replicas' writers on one PostgreSQL. Replica A's transaction holds
+/// the audit lock (an audit-only write) and then carries a publish, which
+/// needs the publish lock; replica B's publish, meanwhile, holds the
+/// publish lock and needs the audit lock. Every writer transaction takes
+/// both cross-replica locks up front, in one order, so B waits for A and
+/// nothing deadlocks.
+#[tokio::test]
+async fn postgres_replicas_mixing_audit_writes_and_publishes_never_deadlock() {
+    let Some(url) = postgres_schema_url().await else {
+        return;
+    };
+    let a = Store::connect(&url, 2).await.unwrap();
+    let b = Store::connect(&url, 2).await.unwrap();
+    let (entered, inside) = oneshot::channel::<()>();
+    let first = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            a.write("audit_then_wait", move |conn| {
+                Box::pin(async move {
+                    let entry = crate::audit::reload("test", true, "applied");
+                    audit::append_in(
+                        conn,
+                        Backend::Postgres,
+                        &[entry],
+                        Instant::now().unix_micros(),
+                    )
+                    .await?;
+                    let _ = entered.send(());
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    Ok(())
+                })
+            })
+            .await
+        })
+    };
+    inside.await.expect("the audit write started");
+    let second = spawn_publish(&a, new_notification("cz-eeb", "on-a", "C-1", "x"));
+    until_waiting(&a, 1).await;
+    let third = spawn_publish(&b, new_notification("cz-eeb", "on-b", "C-1", "x"));
+    first.await.unwrap().expect("the audit write commits");
+    stored(second.await.unwrap().expect("replica A's publish commits"));
+    stored(third.await.unwrap().expect("replica B's publish commits"));
+    let ids = ids(&a).await;
+    assert_eq!(ids, ["on-a", "on-b"]);
+    assert!(b.verify(&verify::NoProgress).await.unwrap().is_clean());
+}
