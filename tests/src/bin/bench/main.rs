@@ -576,6 +576,25 @@ fn output(
     Ok(())
 }
 
+/// A new subscription `name` of the client's agency, with no filter,
+/// starting with what is published from now on.
+pub(crate) async fn subscribe_from_now(
+    client: &mut ExchangeClient<Channel>,
+    name: String,
+) -> Result<Subscriber, tonic::Status> {
+    Subscriber::open_with(
+        client,
+        pb::SubscriptionOpen {
+            name,
+            start: Some(pb::StartPosition {
+                position: Some(pb::start_position::Position::Now(true)),
+            }),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
 /// One task per `(client, id prefix)`, each publishing `each` shared clues
 /// of `case_ref` one at a time (ids `PREFIX-i`, its own seeded payload);
 /// every publish's latency to its receipt.
@@ -727,17 +746,7 @@ async fn open_loop(
     let total = usize::try_from(u64::from(rate) * args.seconds)?;
     let period = Duration::from_secs(1) / rate.max(1);
     let mut police = bed.client("cz-psb").await;
-    let mut inbox = Subscriber::open_with(
-        &mut police,
-        pb::SubscriptionOpen {
-            name: format!("bench-open-{rate}{run}"),
-            start: Some(pb::StartPosition {
-                position: Some(pb::start_position::Position::Now(true)),
-            }),
-            ..Default::default()
-        },
-    )
-    .await?;
+    let mut inbox = subscribe_from_now(&mut police, format!("bench-open-{rate}{run}")).await?;
     let mut clients = Vec::new();
     for _ in 0..args.connections.max(1) {
         clients.push(bed.client("cz-eeb").await);
@@ -1045,18 +1054,7 @@ async fn phases(
 
     // 3. Delivery latency, one notification in flight at a time.
     let mut police = bed.client("cz-psb").await;
-    let now = pb::StartPosition {
-        position: Some(pb::start_position::Position::Now(true)),
-    };
-    let mut inbox = Subscriber::open_with(
-        &mut police,
-        pb::SubscriptionOpen {
-            name: "bench".into(),
-            start: Some(now),
-            ..Default::default()
-        },
-    )
-    .await?;
+    let mut inbox = subscribe_from_now(&mut police, "bench".into()).await?;
     let mut eeb = bed.client("cz-eeb").await;
     let mut round_trip_payload = payload.seeded(u64::MAX - 1);
     let mut latencies = Vec::with_capacity(args.round_trips);

@@ -7,11 +7,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use liandong_core::pb;
-use liandong_tests::{Subscriber, Testbed, publish};
+use liandong_tests::{Testbed, publish};
 
 use crate::resources::Probe;
-use crate::{Args, Derived, Payload, Row, charge, open_idle_streams, open_loop, quantiles};
+use crate::{
+    Args, Derived, Payload, Row, charge, open_idle_streams, open_loop, quantiles,
+    subscribe_from_now,
+};
 
 /// Deliveries a subscriber waits for before it gives up.
 const DELIVERY_WAIT: Duration = Duration::from_secs(30);
@@ -74,18 +76,9 @@ async fn fan_out(
     let mut inboxes = Vec::with_capacity(k);
     for i in 0..k {
         inboxes.push(
-            Subscriber::open_with(
-                &mut police,
-                pb::SubscriptionOpen {
-                    name: format!("bench-fan-{k}-{i}"),
-                    start: Some(pb::StartPosition {
-                        position: Some(pb::start_position::Position::Now(true)),
-                    }),
-                    ..Default::default()
-                },
-            )
-            .await
-            .with_context(|| format!("opening subscriber {i} of {k}"))?,
+            subscribe_from_now(&mut police, format!("bench-fan-{k}-{i}"))
+                .await
+                .with_context(|| format!("opening subscriber {i} of {k}"))?,
         );
     }
     let mut clients = Vec::new();
