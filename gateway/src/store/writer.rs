@@ -216,6 +216,7 @@ impl Writer {
             conn: None,
             closed: false,
             setup: Vec::new(),
+            begin: begin(backend).into(),
             counts: Arc::clone(&counts),
         };
         tokio::spawn(task.run(messages));
@@ -303,6 +304,8 @@ struct Task {
     closed: bool,
     /// Statements run on each new connection (tests only set any).
     setup: Vec<String>,
+    /// What opens each transaction ([`begin`]), made once.
+    begin: Arc<str>,
     counts: Arc<Counts>,
 }
 
@@ -352,7 +355,8 @@ impl Task {
             first.refuse(StoreError::Closed);
             return None;
         }
-        let (backend, counts) = (self.backend, Arc::clone(&self.counts));
+        let counts = Arc::clone(&self.counts);
+        let begin = Arc::clone(&self.begin);
         let conn = match self.connection().await {
             Ok(conn) => conn,
             Err(error) => {
@@ -361,7 +365,7 @@ impl Task {
                 return None;
             }
         };
-        if let Err(error) = conn.execute(begin(backend).as_str()).await {
+        if let Err(error) = conn.execute(&*begin).await {
             self.discard().await;
             first.refuse(error.into());
             return None;
