@@ -165,9 +165,7 @@ def main(out):
                         matched.append((pair, gateway, peer))
                 if not matched:
                     continue
-                for label, read, unit in metrics:
-                    g = [read(gw) for _, gw, _ in matched]
-                    p = [read(pr) for _, _, pr in matched]
+                def compare(label, unit, g, p):
                     ratios = [a / b for a, b in zip(g, p) if b]
                     comparisons.append(
                         {
@@ -188,30 +186,19 @@ def main(out):
                             "ratios": ratios,
                         }
                     )
+
+                for label, read, unit in metrics:
+                    compare(
+                        label,
+                        unit,
+                        [read(gw) for _, gw, _ in matched],
+                        [read(pr) for _, _, pr in matched],
+                    )
                 # Server CPU per message, when both sides measured it.
                 g_cpu = [gw["cpu_us"] for _, gw, _ in matched]
                 p_cpu = [pr["cpu_us"] for _, _, pr in matched]
                 if all(v is not None for v in g_cpu + p_cpu):
-                    ratios = [a / b for a, b in zip(g_cpu, p_cpu) if b]
-                    comparisons.append(
-                        {
-                            "peer_mode": peer_side,
-                            "gateway_row": name,
-                            "peer_row": peer_name,
-                            "rule": rule,
-                            "n": value,
-                            "matched_as": RULES[rule][3],
-                            "metric": "server CPU per message",
-                            "unit": "µs",
-                            "pairs": [pair for pair, _, _ in matched],
-                            "gateway_values": g_cpu,
-                            "peer_values": p_cpu,
-                            "gateway_median": statistics.median(g_cpu),
-                            "peer_median": statistics.median(p_cpu),
-                            "ratio": spread(ratios) if ratios else None,
-                            "ratios": ratios,
-                        }
-                    )
+                    compare("server CPU per message", "µs", g_cpu, p_cpu)
 
     run_conditions = [
         {
