@@ -59,6 +59,7 @@ pub mod agency_state;
 pub mod audit;
 pub mod cases;
 pub mod integrity;
+pub mod listen;
 pub mod operations;
 pub mod throttle;
 pub mod verify;
@@ -290,6 +291,9 @@ pub struct Store {
 
 #[derive(Debug)]
 struct Shared {
+    /// The database URL, for connections outside the pool and the writer
+    /// (the PostgreSQL listener, [`listen`]).
+    url: String,
     writer: Writer,
     /// True while the last write (or probe) succeeded.
     healthy: watch::Sender<bool>,
@@ -384,6 +388,7 @@ impl Store {
             pool,
             backend,
             shared: Arc::new(Shared {
+                url: connect_options.database_url.to_string(),
                 writer: Writer::new(connect_options, backend, lock_timeout),
                 healthy: watch::Sender::new(true),
                 integrity_failures: AtomicU64::new(0),
@@ -1181,7 +1186,9 @@ pub(crate) async fn lock_publish(
 }
 
 /// The notification's insert and the new high-water mark and chain head
-/// (`$1` is the sequence, `$12` the chain link).
+/// (`$1` is the sequence, `$12` the chain link). On PostgreSQL it also
+/// tells the other replicas ([`listen::STORED`]); PostgreSQL delivers that
+/// at commit, once per transaction whatever the number of rows.
 const INSERT_NOTIFICATION_SQLITE: &str = "INSERT INTO notifications (sequence, sender, \
      notification_id, case_ref, event, confidentiality, region, recipients, received_at, \
      content_hash, payload, chain, copies) \
@@ -1192,7 +1199,7 @@ const INSERT_NOTIFICATION_POSTGRES: &str = "WITH stored AS (INSERT INTO notifica
      content_hash, payload, chain, copies) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING sequence) \
      UPDATE store_state SET high_water = (SELECT sequence FROM stored), last_chain = $12 \
-     WHERE id = 1";
+     WHERE id = 1 RETURNING pg_notify('liandong_stored_' || left(md5(current_schema()), 16), '')::text";
 
 /// Inserts `new` as the next notification inside the open transaction,
 /// whose caller holds the publish lock ([`lock_publish`]): sequence above

@@ -514,6 +514,10 @@ impl Drop for GatewayProcess {
 pub const UNLIMITED_PUBLISH_RATE: &str =
     "\n[limits]\npublish_per_second = 1000000\npublish_burst = 1000000\n";
 
+/// The `[delivery]` a test bed gets when its test sets none: replicas
+/// look for each other's rows often.
+pub const DEFAULT_DELIVERY: &str = "[delivery]\npoll_interval_ms = 200\n\n";
+
 /// The gateway's TLS handshake timeout in a test bed unless a test sets
 /// another.
 const DEFAULT_HANDSHAKE_TIMEOUT_SECONDS: u64 = 2;
@@ -547,7 +551,8 @@ impl Testbed {
     /// `extra` is appended to the generated config (extra TOML tables such
     /// as `[limits]`). Without a `[limits]` table in `extra`, the test bed
     /// lifts the per-agency publish rate ([`UNLIMITED_PUBLISH_RATE`]), so
-    /// that only tests that set `[limits]` meet the production default.
+    /// that only tests that set `[limits]` meet the production default;
+    /// without a `[delivery]` table it gets [`DEFAULT_DELIVERY`].
     pub fn start_with(extra: &str) -> anyhow::Result<Self> {
         Self::start_with_handshake_timeout(DEFAULT_HANDSHAKE_TIMEOUT_SECONDS, extra)
     }
@@ -590,6 +595,11 @@ impl Testbed {
         } else {
             UNLIMITED_PUBLISH_RATE
         };
+        let delivery = if extra.contains("[delivery]") {
+            ""
+        } else {
+            DEFAULT_DELIVERY
+        };
         std::fs::write(
             &config,
             format!(
@@ -597,7 +607,7 @@ impl Testbed {
                  cert = \"pki/gateway.crt\"\nkey = \"pki/gateway.key\"\ncrls = [\"pki/ca.crl\"]\n\
                  handshake_timeout_seconds = {handshake_timeout_seconds}\n\n\
                  [signing]\nkey = \"pki/gateway.signing.pk8\"\n\n\
-                 [database]\nurl = \"{database_url}\"\n\n[delivery]\npoll_interval_ms = 200\n\n\
+                 [database]\nurl = \"{database_url}\"\n\n{delivery}\
                  [shutdown]\ngrace_seconds = 5\n{limits}{extra}"
             ),
         )?;

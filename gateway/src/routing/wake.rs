@@ -11,10 +11,13 @@
 //! task wake-up, no read, no write.
 //!
 //! Rows written by another gateway replica reach no local publisher: one
-//! poll task per process looks for sequences above what it has seen every
-//! `delivery.poll_interval_ms` and dispatches them the same way. It never
-//! wakes a session for a row that was already dispatched locally, so on a
-//! single gateway it reads only the highest sequence.
+//! poll task per process looks for sequences above what it has seen and
+//! dispatches them the same way. On PostgreSQL it looks as soon as another
+//! replica announces a commit (`store::listen`, LISTEN/NOTIFY), and in any
+//! case every `delivery.poll_interval_ms`, so an announcement that is lost
+//! only delays. It never wakes a session for a row that was already
+//! dispatched locally, so on a single gateway it reads only the highest
+//! sequence.
 //!
 //! The registry also enforces one session per subscription (a newer
 //! connection replaces the older one) and the per-agency stream cap.
@@ -32,6 +35,7 @@ use liandong_core::subscription::SubscriptionFilter;
 
 use crate::Gateway;
 use crate::policy::{self, Decision, Rules};
+use crate::store::listen::{self, Heard};
 use crate::store::{NewNotification, Receipt};
 
 /// Local publishes seen ahead of the contiguous position are remembered up
@@ -40,6 +44,8 @@ use crate::store::{NewNotification, Receipt};
 const AHEAD_LIMIT: usize = 4096;
 /// Rows the poll task reads at a time.
 const POLL_BATCH: u32 = 256;
+/// How long the listener waits before it connects again after a failure.
+const LISTEN_RETRY: Duration = Duration::from_secs(1);
 
 /// One open session, as the registry sees it.
 #[derive(Debug)]
@@ -444,12 +450,15 @@ pub fn stored(gateway: &Gateway, receipt: &Receipt, new: &NewNotification) {
     );
 }
 
-/// Starts the process's poll task unless it runs already. It ends when the
-/// gateway stops.
+/// Starts the process's poll task unless it runs already, and on
+/// PostgreSQL the listener that makes it look at once when another
+/// replica stored something. Both end when the gateway stops.
 pub(super) fn ensure_poller(gateway: &Arc<Gateway>) {
     if !gateway.sessions.claim_poller() {
         return;
     }
+    let look = Arc::new(Notify::new());
+    tokio::spawn(listen(gateway.clone(), look.clone()));
     let gateway = gateway.clone();
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(gateway.delivery.poll_interval);
@@ -458,6 +467,7 @@ pub(super) fn ensure_poller(gateway: &Arc<Gateway>) {
         loop {
             tokio::select! {
                 () = gateway.stop.cancelled() => return,
+                () = look.notified() => {}
                 _ = ticker.tick() => {}
             }
             match poll_once(&gateway).await {
@@ -472,6 +482,56 @@ pub(super) fn ensure_poller(gateway: &Arc<Gateway>) {
             }
         }
     });
+}
+
+/// Makes the poll task look (`look`) whenever another replica announces a
+/// stored notification, and after the listener's connection came back
+/// (announcements may have been missed meanwhile). Announcements arriving
+/// while a look runs are folded into one more look. Nothing on SQLite. A
+/// listener that cannot connect is retried, [`LISTEN_RETRY`] apart; the
+/// poll covers the gap.
+async fn listen(gateway: Arc<Gateway>, look: Arc<Notify>) {
+    let mut failing = false;
+    loop {
+        let listener = tokio::select! {
+            () = gateway.stop.cancelled() => return,
+            listener = gateway.store.listen(&[listen::STORED]) => listener,
+        };
+        match listener {
+            Ok(None) => return,
+            Ok(Some(mut listener)) => {
+                if failing {
+                    tracing::info!("listening for other replicas' notifications again");
+                }
+                // What was stored before the listener was up.
+                look.notify_one();
+                loop {
+                    let heard = tokio::select! {
+                        () = gateway.stop.cancelled() => return,
+                        heard = listener.next() => heard,
+                    };
+                    match heard {
+                        Ok(Heard::Channel(_) | Heard::Reconnected) => look.notify_one(),
+                        Err(error) => {
+                            tracing::warn!(%error, "lost the listener for other replicas' notifications; they are found by the poll until it is back");
+                            failing = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(error) => {
+                if !failing {
+                    tracing::warn!(%error, "cannot listen for other replicas' notifications; they are found by the poll until it can");
+                }
+                failing = true;
+            }
+        }
+        tokio::select! {
+            () = gateway.stop.cancelled() => return,
+            () = tokio::time::sleep(LISTEN_RETRY) => {}
+        }
+    }
 }
 
 /// Dispatches rows stored since the last look that no local publish

@@ -13,6 +13,7 @@ use sqlx::Connection;
 use super::*;
 
 mod group_commit;
+mod listen;
 
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 

@@ -37,7 +37,7 @@
 //! This module never decides what to write; it runs what it is given.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -188,6 +188,10 @@ struct Counts {
     writes: AtomicU64,
     /// Writes queued and not yet taken into a transaction.
     waiting: AtomicU64,
+    /// The PostgreSQL backend process of the writer connection (0: none
+    /// yet, or SQLite): what the listener tells this process's own
+    /// notifications by.
+    backend_pid: AtomicU32,
 }
 
 impl std::fmt::Debug for Writer {
@@ -282,6 +286,12 @@ impl Writer {
     /// Writes queued and not yet taken into a transaction.
     pub(crate) fn waiting(&self) -> u64 {
         self.counts.waiting.load(Ordering::Relaxed)
+    }
+
+    /// The PostgreSQL backend process of the current (or last) writer
+    /// connection; 0 before the first write and on SQLite.
+    pub(crate) fn backend_pid(&self) -> u32 {
+        self.counts.backend_pid.load(Ordering::Relaxed)
     }
 
     #[cfg(test)]
@@ -455,6 +465,14 @@ impl Task {
         if self.conn.is_none() {
             let mut conn = self.options.connect().await?;
             configure(&mut conn, self.backend, self.lock_timeout, true).await?;
+            if self.backend == Backend::Postgres {
+                let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+                    .fetch_one(&mut conn)
+                    .await?;
+                self.counts
+                    .backend_pid
+                    .store(u32::try_from(pid).unwrap_or(0), Ordering::Relaxed);
+            }
             for statement in &self.setup {
                 conn.execute(statement.as_str()).await?;
             }

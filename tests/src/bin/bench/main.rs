@@ -45,6 +45,10 @@
 //! opened (the gateway's memory per stream), then the open loop again;
 //! the p99 ratios with and without.
 //!
+//! `--scenario replicas --postgres URL`: a second gateway process on the
+//! same database; publish → delivered with a subscriber on each replica
+//! (`--round-trips` publishes on the first): what crossing replicas costs.
+//!
 //! `--prefill N` fills the store with N notifications through the
 //! gateway's store library before the gateway starts (a SQLite file is
 //! filled on `/dev/shm` when there is one, then copied into place;
@@ -87,6 +91,7 @@ use tonic::transport::Channel;
 use resources::{Probe, Usage};
 
 mod prefill;
+mod replicas;
 mod resources;
 mod scale;
 mod store;
@@ -106,6 +111,9 @@ enum Scenario {
     /// The store alone, in this process: `Store::publish` from each
     /// `--in-flight` count of tasks, and the writes per commit.
     Store,
+    /// Publish → delivered with the subscriber on another gateway replica
+    /// than the publisher, beside one on the same replica (PostgreSQL).
+    Replicas,
 }
 
 /// What the notification bodies carry.
@@ -1186,7 +1194,9 @@ async fn main() -> anyhow::Result<()> {
         first.rss_kb
     );
     let sync = disk_sync(bed.dir.path())?;
-    if args.scenario == Scenario::Idle {
+    if args.scenario == Scenario::Replicas {
+        rows.extend(replicas::latency(&bed, &args, &payload).await?);
+    } else if args.scenario == Scenario::Idle {
         let (idle_rows, idle_derived) = scale::idle(&bed, &args, &payload, &probe).await?;
         rows.extend(idle_rows);
         derived.extend(idle_derived);
