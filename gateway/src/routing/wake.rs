@@ -16,8 +16,9 @@
 //! wakes a session for a row that was already dispatched locally, so on a
 //! single gateway it reads only the highest sequence.
 //!
-//! The registry also enforces one session per subscription (a newer
-//! connection replaces the older one) and the per-agency stream cap.
+//! The registry also enforces one session per subscription on this
+//! process (a newer connection replaces the older one; across replicas the
+//! subscription's lease does, see `lease`) and the per-agency stream cap.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
