@@ -514,6 +514,12 @@ impl Drop for GatewayProcess {
 pub const UNLIMITED_PUBLISH_RATE: &str =
     "\n[limits]\npublish_per_second = 1000000\npublish_burst = 1000000\n";
 
+/// The subscription lease of every test bed's gateway
+/// (`[delivery] subscription_lease_seconds`): short, so that a subscriber
+/// reconnecting after a gateway on PostgreSQL was killed waits little for
+/// the dead process's lease to expire.
+pub const TEST_LEASE_SECONDS: u64 = 3;
+
 /// The gateway's TLS handshake timeout in a test bed unless a test sets
 /// another.
 const DEFAULT_HANDSHAKE_TIMEOUT_SECONDS: u64 = 2;
@@ -597,7 +603,8 @@ impl Testbed {
                  cert = \"pki/gateway.crt\"\nkey = \"pki/gateway.key\"\ncrls = [\"pki/ca.crl\"]\n\
                  handshake_timeout_seconds = {handshake_timeout_seconds}\n\n\
                  [signing]\nkey = \"pki/gateway.signing.pk8\"\n\n\
-                 [database]\nurl = \"{database_url}\"\n\n[delivery]\npoll_interval_ms = 200\n\n\
+                 [database]\nurl = \"{database_url}\"\n\n[delivery]\npoll_interval_ms = 200\n\
+                 subscription_lease_seconds = {TEST_LEASE_SECONDS}\n\n\
                  [shutdown]\ngrace_seconds = 5\n{limits}{extra}"
             ),
         )?;
