@@ -149,9 +149,11 @@ async fn subscription_held_by_one_replica_at_a_time() {
     // Opened on B: A's stream ends as replaced, B resumes after A's last
     // acknowledgement.
     let mut psb_b = bed.client_of(&replica, "cz-psb").await;
+    let asked = Instant::now();
     let mut on_b = Subscriber::open_with(&mut psb_b, open("one"))
         .await
         .unwrap();
+    let handed_over = asked.elapsed();
     expect_replaced(&mut on_a, "A's stream once B opened the subscription").await;
     let holder_b = lease_holder(&bed, "cz-psb", "one").await.unwrap();
     assert_ne!(holder_a, holder_b, "the lease moved to B");
@@ -186,9 +188,14 @@ async fn subscription_held_by_one_replica_at_a_time() {
     // And back: opened on A again, B's stream ends, A resumes after B's
     // last acknowledgement.
     let mut psb_a = bed.client("cz-psb").await;
+    let asked = Instant::now();
     let mut again = Subscriber::open_with(&mut psb_a, open("one"))
         .await
         .unwrap();
+    eprintln!(
+        "hand-over between live replicas: A to B {handed_over:?}, B to A {:?}",
+        asked.elapsed()
+    );
     expect_replaced(&mut on_b, "B's stream once A opened it again").await;
     assert_eq!(
         lease_holder(&bed, "cz-psb", "one").await.unwrap(),

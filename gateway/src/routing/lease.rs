@@ -554,6 +554,10 @@ impl LeaseKeeper {
             .collect();
         let mut held = lock(&self.shared.held);
         for lease in leases {
+            if lease.users.load(Ordering::SeqCst) == 0 {
+                // Released while the renewal ran: deleted, not taken.
+                continue;
+            }
             match by_hold.get(&lease.hold) {
                 Some(takeover) => {
                     lease.renew(started);
