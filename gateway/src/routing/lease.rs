@@ -290,25 +290,13 @@ impl LeaseKeeper {
         if let Some(hold) = self.share(&key) {
             return Ok(hold);
         }
-        let turn = {
-            let mut acquiring = lock(&self.shared.acquiring);
-            acquiring.entry(key.clone()).or_default().clone()
-        };
-        let acquired = {
-            let _turn = turn.lock().await;
-            // The open before this one may have acquired it meanwhile.
-            match self.share(&key) {
-                Some(hold) => Ok(hold),
-                None => self.acquire_in_store(&key).await,
-            }
-        };
-        {
-            let mut acquiring = lock(&self.shared.acquiring);
-            if Arc::strong_count(&turn) == 2 {
-                acquiring.remove(&key);
-            }
+        let turn = TurnGuard::new(self, &key);
+        let _turn = turn.turn.lock().await;
+        // The open before this one may have acquired it meanwhile.
+        match self.share(&key) {
+            Some(hold) => Ok(hold),
+            None => self.acquire_in_store(&key).await,
         }
-        acquired
     }
 
     /// A share of the live lease this process holds for `key`, if any.
@@ -617,6 +605,39 @@ impl LeaseKeeper {
                     }
                 }
             }
+        }
+    }
+}
+
+/// An open's place in the queue of opens of one subscription on this
+/// process; the queue is forgotten when the last place is given up (also
+/// by an open that was cancelled).
+struct TurnGuard<'k> {
+    keeper: &'k LeaseKeeper,
+    key: Key,
+    turn: Turn,
+}
+
+impl<'k> TurnGuard<'k> {
+    fn new(keeper: &'k LeaseKeeper, key: &Key) -> Self {
+        let turn = lock(&keeper.shared.acquiring)
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        Self {
+            keeper,
+            key: key.clone(),
+            turn,
+        }
+    }
+}
+
+impl Drop for TurnGuard<'_> {
+    fn drop(&mut self) {
+        let mut acquiring = lock(&self.keeper.shared.acquiring);
+        // This place and the queue's own reference: nobody else waits.
+        if Arc::strong_count(&self.turn) == 2 {
+            acquiring.remove(&self.key);
         }
     }
 }

@@ -214,3 +214,24 @@ async fn a_renewal_finding_the_lease_taken_ends_the_session() {
         store.close().await;
     }
 }
+
+#[tokio::test]
+async fn opens_of_one_subscription_at_once_on_this_process_share_one_lease() {
+    for (store, _dir) in backends().await {
+        let backend = store.backend();
+        let (a, stop) = keeper(&store, "gw-a", Duration::from_secs(10));
+        let (first, second) =
+            tokio::join!(a.acquire("cz-psb", "main"), a.acquire("cz-psb", "main"));
+        let (first, second) = (first.unwrap(), second.unwrap());
+        assert_eq!(first.hold(), second.hold(), "{backend:?}: one acquisition");
+        let state = store.lease("cz-psb", "main").await.unwrap().unwrap();
+        assert_eq!(state.hold, first.hold());
+        assert!(
+            lock(&a.shared.acquiring).is_empty(),
+            "{backend:?}: no open waits any more"
+        );
+        drop((first, second));
+        stop.cancel();
+        store.close().await;
+    }
+}
