@@ -237,6 +237,8 @@ struct DeliverySection {
     stall_timeout_seconds: u64,
     #[serde(default = "default_cursor_flush_ms")]
     cursor_flush_ms: u64,
+    #[serde(default = "default_subscription_lease_seconds")]
+    subscription_lease_seconds: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -279,6 +281,9 @@ fn default_stall_timeout_seconds() -> u64 {
 fn default_cursor_flush_ms() -> u64 {
     1000
 }
+fn default_subscription_lease_seconds() -> u64 {
+    10
+}
 fn default_max_subscriptions_per_agency() -> u32 {
     100
 }
@@ -315,6 +320,7 @@ impl Default for DeliverySection {
             poll_interval_ms: default_poll_interval_ms(),
             stall_timeout_seconds: default_stall_timeout_seconds(),
             cursor_flush_ms: default_cursor_flush_ms(),
+            subscription_lease_seconds: default_subscription_lease_seconds(),
         }
     }
 }
@@ -384,6 +390,11 @@ pub struct GatewayConfig {
     /// Subscription cursors are written at most this often while a stream
     /// is open (and once at its end), only when they moved.
     pub cursor_flush: Duration,
+    /// How long a subscription's lease lasts unless the gateway process
+    /// serving it renews it (every third of it): how long a subscriber
+    /// waits, at most, to resume on another replica after the one serving
+    /// it died.
+    pub subscription_lease: Duration,
     /// Stored subscriptions one agency may have; a new one beyond is
     /// `RESOURCE_EXHAUSTED`.
     pub max_subscriptions_per_agency: u32,
@@ -526,6 +537,12 @@ impl GatewayConfig {
                 "must be between 10 and 60000".into(),
             ));
         }
+        if !(2..=300).contains(&file.delivery.subscription_lease_seconds) {
+            return Err(field(
+                "delivery.subscription_lease_seconds",
+                "must be between 2 and 300".into(),
+            ));
+        }
         if !(1..=100_000).contains(&file.limits.max_subscriptions_per_agency) {
             return Err(field(
                 "limits.max_subscriptions_per_agency",
@@ -617,6 +634,7 @@ impl GatewayConfig {
             poll_interval: Duration::from_millis(file.delivery.poll_interval_ms),
             stall_timeout: Duration::from_secs(file.delivery.stall_timeout_seconds),
             cursor_flush: Duration::from_millis(file.delivery.cursor_flush_ms),
+            subscription_lease: Duration::from_secs(file.delivery.subscription_lease_seconds),
             max_subscriptions_per_agency: file.limits.max_subscriptions_per_agency,
             max_streams_per_agency: file.limits.max_streams_per_agency,
             publish_rate,

@@ -105,7 +105,10 @@ impl ApiError {
             Self::Unavailable(_) | Self::Store(_) => Code::Unavailable,
             Self::Session(end) => match end {
                 SessionEnd::Replaced => Code::Aborted,
-                SessionEnd::ShuttingDown | SessionEnd::Stalled { .. } => Code::Unavailable,
+                SessionEnd::ShuttingDown
+                | SessionEnd::Stalled { .. }
+                | SessionEnd::HoldLost(_)
+                | SessionEnd::HeldElsewhere { .. } => Code::Unavailable,
                 SessionEnd::ReaderReregistered { .. }
                 | SessionEnd::ReaderRemoved { .. }
                 | SessionEnd::ReaderDisabled(_) => Code::PermissionDenied,

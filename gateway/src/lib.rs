@@ -88,7 +88,7 @@ use liandong_core::registry::{Registry, RegistryError};
 use crate::config::GatewayConfig;
 use crate::identity::TlsSetupError;
 use crate::policy::{Policy, PolicyError, Rules};
-use crate::routing::{DeliverySettings, Sessions};
+use crate::routing::{DeliverySettings, LeaseKeeper, Sessions};
 use crate::store::agency_state::DisabledAgency;
 use crate::store::{Store, StoreError};
 use crate::supervision::{GatewayKey, KeyError, Mechanism, MechanismError};
@@ -105,6 +105,13 @@ pub struct Gateway {
     pub rules_version: watch::Sender<u64>,
     /// Live subscription sessions, with what each wants.
     pub sessions: Sessions,
+    /// This process's id among the gateway replicas on the database
+    /// (`host:pid:random`, new at every start): the holder its
+    /// subscription leases name.
+    pub instance: String,
+    /// The subscription leases this process holds: one session of a
+    /// subscription at a time across every replica.
+    pub leases: LeaseKeeper,
     /// Cancelled when the gateway shuts down.
     pub stop: CancellationToken,
     /// Subscription timing and per-agency caps.
@@ -150,12 +157,22 @@ impl Gateway {
         key: Arc<GatewayKey>,
     ) -> Self {
         let publish_rate = quota::rate::PublishRate::new(&delivery.publish_rate);
+        let stop = CancellationToken::new();
+        let instance = routing::lease::instance_id();
+        let leases = LeaseKeeper::new(
+            store.clone(),
+            instance.clone(),
+            delivery.subscription_lease,
+            stop.clone(),
+        );
         Self {
             store,
             rules: ArcSwap::from_pointee(rules),
             rules_version: watch::Sender::new(0),
             sessions: Sessions::new(latest),
-            stop: CancellationToken::new(),
+            instance,
+            leases,
+            stop,
             delivery,
             publish_streams: quota::OpenStreams::default(),
             publish_rate,
@@ -438,6 +455,17 @@ pub async fn prepare_with(
             tracing::info!(
                 rows = report.rows_checked,
                 "start-up audit chain check passed"
+            );
+        }
+    }
+    if store.backend() == store::Backend::Sqlite {
+        // One process serves a SQLite database: leases left in it are a
+        // previous process's, which ended (on PostgreSQL they expire).
+        let cleared = store.clear_leases().await?;
+        if cleared > 0 {
+            tracing::info!(
+                leases = cleared,
+                "subscription leases of the previous gateway process cleared"
             );
         }
     }

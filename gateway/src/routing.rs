@@ -18,14 +18,17 @@
 //! ([`wake`]); idle sessions neither read nor write.
 //!
 //! One session per subscription: opening it again (a reconnect while the
-//! old connection is not yet known dead) ends the older session. Per-agency
-//! caps bound stored subscriptions and open streams.
+//! old connection is not yet known dead) ends the older session — on this
+//! process in memory, across replicas through the subscription's lease in
+//! the database ([`lease`]), which a session holds while it sends.
+//! Per-agency caps bound stored subscriptions and open streams.
 //!
 //! This module never decides visibility itself: it asks `policy`, with the
 //! registry and policy in force at the moment of each delivery, and renders
 //! through `disclosure`. It never builds a gRPC status: a session ends with
 //! a [`SessionEnd`], mapped by `error`.
 
+pub mod lease;
 pub mod session;
 pub mod wake;
 pub mod window;
@@ -48,6 +51,7 @@ const LIMIT_MAX_IN_FLIGHT: u32 = 1024;
 const DEFAULT_ACK_TIMEOUT_SECONDS: u32 = 30;
 const LIMIT_ACK_TIMEOUT_SECONDS: u32 = 3600;
 
+pub use lease::LeaseKeeper;
 pub use session::{Outbound, OutboundSink, Session, SessionEnd, outbound};
 pub use wake::Sessions;
 
@@ -60,6 +64,8 @@ pub struct DeliverySettings {
     pub stall_timeout: Duration,
     /// Cursors are written at most this often while a stream is open.
     pub cursor_flush: Duration,
+    /// How long a subscription's lease lasts unless its holder renews it.
+    pub subscription_lease: Duration,
     /// Stored subscriptions per agency.
     pub max_subscriptions_per_agency: u32,
     /// Open subscription streams per agency (and, counted separately by
@@ -76,6 +82,7 @@ impl DeliverySettings {
             poll_interval: config.poll_interval,
             stall_timeout: config.stall_timeout,
             cursor_flush: config.cursor_flush,
+            subscription_lease: config.subscription_lease,
             max_subscriptions_per_agency: config.max_subscriptions_per_agency,
             max_streams_per_agency: config.max_streams_per_agency,
             publish_rate: config.publish_rate.clone(),
@@ -90,6 +97,7 @@ impl Default for DeliverySettings {
             poll_interval: Duration::from_secs(1),
             stall_timeout: Duration::from_secs(30),
             cursor_flush: Duration::from_secs(1),
+            subscription_lease: Duration::from_secs(10),
             max_subscriptions_per_agency: 100,
             max_streams_per_agency: 100,
             publish_rate: crate::quota::rate::RateSettings::default(),

@@ -59,6 +59,7 @@ pub mod agency_state;
 pub mod audit;
 pub mod cases;
 pub mod integrity;
+pub mod leases;
 pub mod listen;
 pub mod operations;
 pub mod throttle;

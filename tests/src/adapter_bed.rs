@@ -22,7 +22,7 @@ use tonic::transport::Channel;
 
 use liandong_core::pb::exchange_client::ExchangeClient;
 
-use crate::{Backend, GatewayProcess, Pki, PostgresDatabase, binary};
+use crate::{Backend, GatewayProcess, Pki, PostgresDatabase, TEST_LEASE_SECONDS, binary};
 
 /// A TCP port on 127.0.0.1 for a child process to listen on, which
 /// nothing else is handed while this process lives: it lies below the
@@ -147,7 +147,8 @@ impl AdapterBed {
                 "listen = \"127.0.0.1:{port}\"\nregistry = \"agencies.toml\"\n\n[tls]\nca = \"pki/ca.crt\"\n\
                  cert = \"pki/gateway.crt\"\nkey = \"pki/gateway.key\"\ncrls = [\"pki/ca.crl\"]\nhandshake_timeout_seconds = 2\n\n\
                  [signing]\nkey = \"pki/gateway.signing.pk8\"\n\n\
-                 [database]\nurl = \"{config_url}\"\n\n[delivery]\npoll_interval_ms = 200\n\n\
+                 [database]\nurl = \"{config_url}\"\n\n[delivery]\npoll_interval_ms = 200\n\
+                 subscription_lease_seconds = {TEST_LEASE_SECONDS}\n\n\
                  [shutdown]\ngrace_seconds = 5\n"
             ),
         )

@@ -514,9 +514,11 @@ impl Drop for GatewayProcess {
 pub const UNLIMITED_PUBLISH_RATE: &str =
     "\n[limits]\npublish_per_second = 1000000\npublish_burst = 1000000\n";
 
-/// The `[delivery]` a test bed gets when its test sets none: replicas
-/// look for each other's rows often.
-pub const DEFAULT_DELIVERY: &str = "[delivery]\npoll_interval_ms = 200\n\n";
+/// The subscription lease of every test bed's gateway
+/// (`[delivery] subscription_lease_seconds`): short, so that a subscriber
+/// reconnecting after a gateway on PostgreSQL was killed waits little for
+/// the dead process's lease to expire.
+pub const TEST_LEASE_SECONDS: u64 = 3;
 
 /// The gateway's TLS handshake timeout in a test bed unless a test sets
 /// another.
@@ -552,7 +554,8 @@ impl Testbed {
     /// as `[limits]`). Without a `[limits]` table in `extra`, the test bed
     /// lifts the per-agency publish rate ([`UNLIMITED_PUBLISH_RATE`]), so
     /// that only tests that set `[limits]` meet the production default;
-    /// without a `[delivery]` table it gets [`DEFAULT_DELIVERY`].
+    /// without a `[delivery]` table it gets a poll of 200 ms and a lease
+    /// of [`TEST_LEASE_SECONDS`].
     pub fn start_with(extra: &str) -> anyhow::Result<Self> {
         Self::start_with_handshake_timeout(DEFAULT_HANDSHAKE_TIMEOUT_SECONDS, extra)
     }
@@ -596,9 +599,11 @@ impl Testbed {
             UNLIMITED_PUBLISH_RATE
         };
         let delivery = if extra.contains("[delivery]") {
-            ""
+            String::new()
         } else {
-            DEFAULT_DELIVERY
+            format!(
+                "[delivery]\npoll_interval_ms = 200\nsubscription_lease_seconds = {TEST_LEASE_SECONDS}\n\n"
+            )
         };
         std::fs::write(
             &config,

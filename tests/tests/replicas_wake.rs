@@ -11,7 +11,7 @@ use liandong_tests::{Subscriber, Testbed, notification, publish, skip_unless_pos
 
 /// The poll interval of these test beds: longer than any test waits, so
 /// only the announcement can deliver in time.
-const POLL: &str = "[delivery]\npoll_interval_ms = 60000\n";
+const POLL: &str = "[delivery]\npoll_interval_ms = 60000\nsubscription_lease_seconds = 3\n";
 /// What the tests wait for a delivery: well under the poll interval.
 const WAIT: Duration = Duration::from_secs(10);
 

@@ -199,7 +199,7 @@ pub fn subscriptions_text(list: &pb::SubscriptionList, now: i64) -> String {
     if list.subscriptions.is_empty() {
         return "no subscription matches\n".to_owned();
     }
-    let rows: Vec<[String; 8]> = list
+    let rows: Vec<[String; 9]> = list
         .subscriptions
         .iter()
         .map(|s| {
@@ -207,6 +207,11 @@ pub fn subscriptions_text(list: &pb::SubscriptionList, now: i64) -> String {
                 s.owner.clone(),
                 s.name.clone(),
                 if s.connected { "yes" } else { "no" }.to_owned(),
+                if s.held_by.is_empty() {
+                    "-".to_owned()
+                } else {
+                    s.held_by.clone()
+                },
                 s.acked_through.to_string(),
                 output::lag(s.lag_messages, s.lag_capped, s.lag_seconds),
                 s.in_flight.to_string(),
@@ -220,6 +225,7 @@ pub fn subscriptions_text(list: &pb::SubscriptionList, now: i64) -> String {
             "OWNER",
             "NAME",
             "CONNECTED",
+            "HELD BY",
             "ACKED THROUGH",
             "LAG",
             "IN FLIGHT",

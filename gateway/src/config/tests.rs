@@ -136,15 +136,18 @@ fn delivery_settings_and_caps_have_defaults_and_are_validated() {
     let config = GatewayConfig::parse(GOOD, Path::new("g.toml"), no_env).unwrap();
     assert_eq!(config.stall_timeout, Duration::from_secs(30));
     assert_eq!(config.cursor_flush, Duration::from_secs(1));
+    assert_eq!(config.subscription_lease, Duration::from_secs(10));
     assert_eq!(config.max_subscriptions_per_agency, 100);
     assert_eq!(config.max_streams_per_agency, 100);
     let set = format!(
         "{GOOD}\n[limits]\nmax_subscriptions_per_agency = 3\nmax_streams_per_agency = 2\n\
-         [delivery]\nstall_timeout_seconds = 2\ncursor_flush_ms = 50\n"
+         [delivery]\nstall_timeout_seconds = 2\ncursor_flush_ms = 50\n\
+         subscription_lease_seconds = 3\n"
     );
     let config = GatewayConfig::parse(&set, Path::new("g.toml"), no_env).unwrap();
     assert_eq!(config.stall_timeout, Duration::from_secs(2));
     assert_eq!(config.cursor_flush, Duration::from_millis(50));
+    assert_eq!(config.subscription_lease, Duration::from_secs(3));
     assert_eq!(config.max_subscriptions_per_agency, 3);
     assert_eq!(config.max_streams_per_agency, 2);
     for (table, key, value) in [
@@ -152,6 +155,8 @@ fn delivery_settings_and_caps_have_defaults_and_are_validated() {
         ("limits", "max_streams_per_agency", "0"),
         ("delivery", "stall_timeout_seconds", "0"),
         ("delivery", "cursor_flush_ms", "1"),
+        ("delivery", "subscription_lease_seconds", "1"),
+        ("delivery", "subscription_lease_seconds", "301"),
     ] {
         let bad = format!("{GOOD}\n[{table}]\n{key} = {value}\n");
         let err = GatewayConfig::parse(&bad, Path::new("g.toml"), no_env)

@@ -238,6 +238,7 @@ pub async fn subscriptions(
             in_flight: open.get(&key).copied().unwrap_or(0),
             connected: open.contains_key(&key),
             updated_at: Some(timestamp_micros(row.updated_at)),
+            held_by: row.held_by.unwrap_or_default(),
             owner: row.owner,
             name: row.name,
         });

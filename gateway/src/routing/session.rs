@@ -24,6 +24,12 @@
 //! `delivery.cursor_flush_ms` and once at the end (before the stream ends),
 //! and never by a session that sent nothing: an idle session writes
 //! nothing.
+//!
+//! A session runs under its subscription's lease (`lease`), acquired
+//! before it reads anything and released after its last cursor write: it
+//! checks the lease in memory before each frame it hands to the stream,
+//! and ends when another replica asks for the subscription (as replaced)
+//! or the lease is lost (`UNAVAILABLE`, resumable).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -47,6 +53,7 @@ use crate::policy::{self, Decision, Rules};
 use crate::store::agency_state::DisabledAgency;
 use crate::store::{StoreError, StoredNotification};
 
+use super::lease::{AcquireError, HoldLoss, LeaseHold};
 use super::wake::{self, Live};
 use super::window::Window;
 use super::{OpenRequest, Start};
@@ -132,6 +139,23 @@ pub enum SessionEnd {
     FilterConflict {
         /// The subscription's name.
         name: String,
+    },
+    /// This gateway process lost the subscription's lease: another may
+    /// serve it now, so this one sends nothing more.
+    #[error(
+        "this gateway replica lost its hold on the subscription ({0}); reconnect to resume after the last acknowledgement"
+    )]
+    HoldLost(HoldLoss),
+    /// Another gateway process holds the subscription and did not hand it
+    /// over in time.
+    #[error(
+        "subscription {name} is open through another gateway replica, which did not hand it over within {seconds} s; close the other stream, or retry in a few seconds"
+    )]
+    HeldElsewhere {
+        /// The subscription's name.
+        name: String,
+        /// How long the open waited.
+        seconds: u64,
     },
 }
 
@@ -247,6 +271,9 @@ pub struct Session {
     request: OpenRequest,
     /// This session's entry in the registry.
     live: Arc<Live>,
+    /// Its use of the subscription's lease: it sends only while the lease
+    /// is valid, and releases it after its last cursor write.
+    hold: LeaseHold,
     window: Window,
     /// Cursor as last written.
     persisted: u64,
@@ -347,6 +374,21 @@ impl Session {
             }
             .into());
         }
+        // Before the session reads or sends anything: one session of the
+        // subscription at a time across every replica.
+        let hold = gateway
+            .leases
+            .acquire(owner, name)
+            .await
+            .map_err(|error| match error {
+                AcquireError::HeldElsewhere { seconds } => SessionEnd::HeldElsewhere {
+                    name: name.to_owned(),
+                    seconds,
+                }
+                .into(),
+                AcquireError::ShuttingDown => SessionEnd::ShuttingDown.into(),
+                AcquireError::Store(error) => ApiError::Store(error),
+            })?;
         let (live, previous) = gateway
             .sessions
             .register(
@@ -366,12 +408,14 @@ impl Session {
             request.ack_timeout,
         );
         // From here on, dropping the session (an early return, or the
-        // request being cancelled) takes it out of the registry.
+        // request being cancelled) takes it out of the registry and gives
+        // up its use of the lease.
         let mut session = Self {
             gateway,
             principal,
             request,
             live,
+            hold,
             window,
             persisted: record.acked_through,
             last_flush: Instant::now(),
@@ -380,28 +424,30 @@ impl Session {
             delivered: false,
             peer: None,
         };
-        if let Some(previous) = previous {
-            session.resume_after(previous).await?;
-        }
+        session.resume_after(previous).await?;
         tracing::info!(
             agency.id = %session.principal.agency.id,
             subscription.name = %session.request.name,
             subscription.created = record.created,
             subscription.acked_through = session.persisted,
+            lease.hold = session.hold.hold(),
             "subscription opened"
         );
         Ok(session)
     }
 
-    /// Waits for the session this one replaces to end and write its
-    /// cursor, then starts from that cursor rather than from the one read
-    /// before it ended.
-    async fn resume_after(&mut self, previous: CancellationToken) -> Result<(), ApiError> {
+    /// Waits for the session this one replaces on this process (if any)
+    /// to end and write its cursor, then starts from the cursor as stored
+    /// now rather than from the one read before the lease was acquired: a
+    /// session another replica ended wrote its cursor before it released
+    /// the lease.
+    async fn resume_after(&mut self, previous: Option<CancellationToken>) -> Result<(), ApiError> {
         let owner = self.principal.agency.id.as_str();
         let name = self.request.name.as_str();
-        if tokio::time::timeout(TAKEOVER_WAIT, previous.cancelled())
-            .await
-            .is_err()
+        if let Some(previous) = previous
+            && tokio::time::timeout(TAKEOVER_WAIT, previous.cancelled())
+                .await
+                .is_err()
         {
             tracing::warn!(agency.id = %owner, subscription.name = %name, "the replaced session did not end in time; resuming from the cursor as stored");
         }
@@ -425,6 +471,9 @@ impl Session {
         if let Err(error) = self.flush_cursor(true).await {
             tracing::warn!(%error, "could not write the subscription cursor at session end");
         }
+        // Queued after the cursor write: whoever acquires the lease next
+        // reads that cursor.
+        let released = self.hold.release();
         let owner = self.principal.agency.id.to_string();
         match halt.into_status() {
             None => {
@@ -440,6 +489,7 @@ impl Session {
         self.gateway
             .sessions
             .unregister(self.request.name.as_str(), &self.live);
+        released.await;
     }
 
     async fn pump<S>(&mut self, inbound: &mut S, out: &mpsc::Sender<pb::Delivery>) -> Halt
@@ -459,6 +509,7 @@ impl Session {
             tokio::select! {
                 biased;
                 () = self.live.cancel.cancelled() => return self.cancelled().into(),
+                () = self.hold.ended() => return self.cancelled().into(),
                 changed = self.rules_version.changed() => {
                     if changed.is_err() {
                         return SessionEnd::ShuttingDown.into();
@@ -553,9 +604,14 @@ impl Session {
         }
     }
 
+    /// Why the session was told to end: the gateway stops, its lease ended
+    /// (another replica asked for the subscription, or the lease was
+    /// lost), or a newer connection on this process replaced it.
     fn cancelled(&self) -> SessionEnd {
         if self.gateway.stop.is_cancelled() {
             SessionEnd::ShuttingDown
+        } else if self.hold.has_ended() {
+            self.hold.end()
         } else {
             SessionEnd::Replaced
         }
@@ -637,6 +693,7 @@ impl Session {
         let mut rows = rows.into_iter().peekable();
         while rows.peek().is_some() {
             let permit = self.reserve(out).await?;
+            self.hold.check()?;
             // The channel has one producer: capacity seen now stays ours.
             let group: Vec<StoredNotification> = rows.by_ref().take(1 + out.capacity()).collect();
             let rules = self.gateway.rules();
@@ -679,6 +736,9 @@ impl Session {
             let now = Instant::now();
             let mut permit = Some(permit);
             for frame in frames {
+                // In memory, before each frame: a session whose lease may
+                // have expired at the database sends nothing more.
+                self.hold.check()?;
                 let sequence = frame.sequence;
                 crate::ops::metrics::delivered(&self.principal.agency.id, frame.attempt);
                 match permit.take() {
@@ -704,6 +764,7 @@ impl Session {
             tokio::select! {
                 biased;
                 () = self.live.cancel.cancelled() => return Err(self.cancelled().into()),
+                () = self.hold.ended() => return Err(self.cancelled().into()),
                 changed = self.rules_version.changed() => {
                     if changed.is_err() {
                         return Err(SessionEnd::ShuttingDown.into());

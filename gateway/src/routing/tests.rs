@@ -30,6 +30,16 @@ async fn gateway(dir: &tempfile::TempDir) -> Arc<Gateway> {
     gateway_with(dir, DeliverySettings::default()).await
 }
 
+/// Settings for a test that advances a paused clock by minutes while the
+/// store's writes (the renewals of the subscription's lease among them)
+/// take real time: a lease that no advance outlasts.
+fn paused_clock_settings() -> DeliverySettings {
+    DeliverySettings {
+        subscription_lease: std::time::Duration::from_secs(24 * 3600),
+        ..DeliverySettings::default()
+    }
+}
+
 async fn gateway_with(dir: &tempfile::TempDir, delivery: DeliverySettings) -> Arc<Gateway> {
     let url = format!("sqlite://{}", dir.path().join("test.db").display());
     let store = Store::connect(&url, 2).await.unwrap();
@@ -425,7 +435,7 @@ fn nothing_sent(stream: &mut Outbound) -> bool {
 #[tokio::test]
 async fn an_unacknowledged_frame_is_sent_again_each_ack_timeout_with_the_next_attempt() {
     let dir = tempfile::tempdir().unwrap();
-    let gateway = gateway(&dir).await;
+    let gateway = gateway_with(&dir, paused_clock_settings()).await;
     let sequence = store_transfer(&gateway, "t-1").await;
     tokio::time::pause();
     let (requests, mut stream, task) = run_session(&gateway, inbox(30)).await;
@@ -472,7 +482,7 @@ async fn a_subscriber_that_stops_reading_is_cut_after_the_stall_timeout() {
         &dir,
         DeliverySettings {
             stall_timeout: 30 * SECOND,
-            ..DeliverySettings::default()
+            ..paused_clock_settings()
         },
     )
     .await;
@@ -519,7 +529,7 @@ async fn the_cursor_is_written_at_most_once_per_flush_interval() {
         &dir,
         DeliverySettings {
             cursor_flush: 10 * SECOND,
-            ..DeliverySettings::default()
+            ..paused_clock_settings()
         },
     )
     .await;

@@ -19,8 +19,9 @@
 //! dispatched locally, so on a single gateway it reads only the highest
 //! sequence.
 //!
-//! The registry also enforces one session per subscription (a newer
-//! connection replaces the older one) and the per-agency stream cap.
+//! The registry also enforces one session per subscription on this
+//! process (a newer connection replaces the older one; across replicas the
+//! subscription's lease does, see `lease`) and the per-agency stream cap.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -485,7 +486,9 @@ pub(super) fn ensure_poller(gateway: &Arc<Gateway>) {
 }
 
 /// Makes the poll task look (`look`) whenever another replica announces a
-/// stored notification, and after the listener's connection came back
+/// stored notification, the lease keeper look for takeover requests
+/// whenever another replica asks for a subscription this process may
+/// hold, and both after the listener's connection came back
 /// (announcements may have been missed meanwhile). Announcements arriving
 /// while a look runs are folded into one more look. Nothing on SQLite. A
 /// listener that cannot connect is retried, [`LISTEN_RETRY`] apart; the
@@ -495,7 +498,7 @@ async fn listen(gateway: Arc<Gateway>, look: Arc<Notify>) {
     loop {
         let listener = tokio::select! {
             () = gateway.stop.cancelled() => return,
-            listener = gateway.store.listen(&[listen::STORED]) => listener,
+            listener = gateway.store.listen(&[listen::STORED, listen::LEASES]) => listener,
         };
         match listener {
             Ok(None) => return,
@@ -511,7 +514,14 @@ async fn listen(gateway: Arc<Gateway>, look: Arc<Notify>) {
                         heard = listener.next() => heard,
                     };
                     match heard {
-                        Ok(Heard::Channel(_) | Heard::Reconnected) => look.notify_one(),
+                        Ok(Heard::Channel(channel)) if channel == listen::LEASES => {
+                            gateway.leases.check_now();
+                        }
+                        Ok(Heard::Channel(_)) => look.notify_one(),
+                        Ok(Heard::Reconnected) => {
+                            look.notify_one();
+                            gateway.leases.check_now();
+                        }
                         Err(error) => {
                             tracing::warn!(%error, "lost the listener for other replicas' notifications; they are found by the poll until it is back");
                             failing = true;

@@ -30,6 +30,10 @@ use super::{Backend, Store, StoreError};
 /// The channel on which a stored notification is announced.
 pub const STORED: &str = "liandong_stored";
 
+/// The channel on which a request to take over a subscription's lease is
+/// announced (`store::leases`).
+pub const LEASES: &str = "liandong_leases";
+
 /// The SQL expression naming `channel` for the store's schema: the
 /// channel, `_`, and 16 hex digits of the MD5 of the schema's name (a
 /// channel name must stay under 64 bytes, whatever the schema's).

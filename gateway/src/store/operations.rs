@@ -1,5 +1,5 @@
 //! What the operators' views read from the store: every subscription's
-//! position, the routing columns of the rows after it (to measure lag),
+//! position and the process holding its lease, the routing columns of the rows after it (to measure lag),
 //! the database's size, each agency's last publish and last refusal, and
 //! the audit chain's head.
 //!
@@ -25,6 +25,9 @@ pub struct SubscriptionRow {
     pub acked_through: u64,
     /// When it was last moved (unix microseconds).
     pub updated_at: i64,
+    /// The gateway process holding its lease (its instance id), while
+    /// that lease has not expired.
+    pub held_by: Option<String>,
 }
 
 /// A stored notification's routing fields and arrival, without payload.
@@ -73,10 +76,13 @@ pub struct AuditHead {
 impl Store {
     /// Every stored subscription, by owner and name.
     pub async fn subscriptions(&self) -> Result<Vec<SubscriptionRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT owner, name, filter, acked_through, updated_at FROM subscriptions \
-             ORDER BY owner, name",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT s.owner, s.name, s.filter, s.acked_through, s.updated_at, \
+             l.holder AS held_by FROM subscriptions s \
+             LEFT JOIN subscription_leases l ON l.owner = s.owner AND l.name = s.name \
+             AND l.expires_at > {now} ORDER BY s.owner, s.name",
+            now = super::leases::now_sql(self.backend())
+        ))
         .fetch_all(self.pool())
         .await?;
         rows.iter()
@@ -87,6 +93,7 @@ impl Store {
                     filter: row.try_get("filter")?,
                     acked_through: to_u64(row.try_get("acked_through")?, "acked_through")?,
                     updated_at: row.try_get("updated_at")?,
+                    held_by: row.try_get("held_by")?,
                 })
             })
             .collect()

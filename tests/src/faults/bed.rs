@@ -18,7 +18,7 @@ use nix::sys::signal::Signal;
 use sqlx::{AnyConnection, Connection};
 
 use crate::adapter_bed::free_port;
-use crate::{GatewayProcess, Pki, REGISTRY, binary};
+use crate::{GatewayProcess, Pki, REGISTRY, TEST_LEASE_SECONDS, binary};
 
 use super::Backend;
 use super::history::Change;
@@ -154,7 +154,8 @@ impl Bed {
                 "listen = \"127.0.0.1:{port}\"\nregistry = \"agencies.toml\"\n\n[tls]\nca = \"pki/ca.crt\"\n\
                  cert = \"pki/gateway.crt\"\nkey = \"pki/gateway.key\"\ncrls = [\"pki/ca.crl\"]\nhandshake_timeout_seconds = 2\n\n\
                  [signing]\nkey = \"pki/gateway.signing.pk8\"\n\n\
-                 [database]\nurl = \"{config_url}\"\n\n[delivery]\npoll_interval_ms = 200\nstall_timeout_seconds = {STALL_TIMEOUT_SECONDS}\n\n\
+                 [database]\nurl = \"{config_url}\"\n\n[delivery]\npoll_interval_ms = 200\nstall_timeout_seconds = {STALL_TIMEOUT_SECONDS}\n\
+                 subscription_lease_seconds = {TEST_LEASE_SECONDS}\n\n\
                  [shutdown]\ngrace_seconds = 5\n"
             ),
         )?;

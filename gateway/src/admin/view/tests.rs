@@ -109,11 +109,16 @@ fn subscriptions_table_shows_lag_and_connection() {
             in_flight: 3,
             connected: true,
             updated_at: Some(at(NOW - 60)),
+            held_by: "gw-1:4242:0a1b2c3d".into(),
             ..Default::default()
         }],
     };
     let text = subscriptions_text(&list, NOW);
     assert!(text.contains("12 notifications, oldest 3 min"), "{text}");
+    assert!(
+        text.contains("HELD BY") && text.contains("gw-1:4242:0a1b2c3d"),
+        "{text}"
+    );
     assert!(
         text.contains("yes") && text.contains("everything"),
         "{text}"

@@ -252,6 +252,8 @@ labels! {
     Online => "在线", "open";
     /// The stream is closed.
     Offline => "已断开", "closed";
+    /// The stream is open on another gateway replica.
+    OnAnotherReplica => "在其他副本", "open on another replica";
     /// The agency has no live connection.
     NotConnected => "未连接", "not connected";
     /// Every notification.

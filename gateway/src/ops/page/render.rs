@@ -558,6 +558,12 @@ impl Page<'_> {
             };
             let stream = if sub.connected {
                 format!("<span class=\"pill warn\">{}</span>", self.t(Label::Online))
+            } else if !sub.held_by.is_empty() {
+                format!(
+                    "<span class=\"pill warn\" title=\"{}\">{}</span>",
+                    Esc(&sub.held_by),
+                    self.t(Label::OnAnotherReplica)
+                )
             } else {
                 format!("<span class=\"pill off\">{}</span>", self.t(Label::Offline))
             };

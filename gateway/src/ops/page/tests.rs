@@ -135,6 +135,7 @@ fn data_with(text: &str) -> PageData {
             in_flight: 4,
             connected: true,
             updated_at: at,
+            held_by: text.into(),
         }]),
         breaches: Some(vec![pb::Signal {
             kind: pb::SignalKind::OpenBreach as i32,
