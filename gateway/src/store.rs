@@ -376,9 +376,19 @@ impl Store {
             })
             .connect_with(connect_options.clone())
             .await?;
-        match backend {
-            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
-            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
+        // A store migrated by the next version (replicas are upgraded one
+        // at a time) holds migrations this binary does not know: they are
+        // additive, so it runs on it, and says so.
+        let mut migrator = migrator(backend);
+        migrator.set_ignore_missing(true);
+        migrator.run(&pool).await?;
+        let unknown = unknown_migrations(&pool, backend).await?;
+        if !unknown.is_empty() {
+            tracing::warn!(
+                migrations = %describe_migrations(&unknown),
+                "the database holds migrations this binary does not know (a newer version applied them); \
+                 running on it, as schema changes are compatible across one version: upgrade this gateway"
+            );
         }
         let store = Self {
             pool,
@@ -394,6 +404,12 @@ impl Store {
         store.chain_unchained_rows().await?;
         store.link_unchained_audit().await?;
         Ok(store)
+    }
+
+    /// Migrations applied to the database that this binary does not know
+    /// (a newer version applied them; the store is used all the same).
+    pub async fn unknown_migrations(&self) -> Result<Vec<AppliedMigration>, StoreError> {
+        unknown_migrations(&self.pool, self.backend).await
     }
 
     /// A connection of the read pool, for read-only queries of other
@@ -1280,6 +1296,74 @@ pub(crate) fn raw_row(row: &sqlx::any::AnyRow) -> Result<RawRow, StoreError> {
         chain: row.try_get("chain")?,
         copies: row.try_get("copies")?,
     })
+}
+
+/// The migrations this binary embeds for `backend` (its schema).
+pub fn migrator(backend: Backend) -> sqlx::migrate::Migrator {
+    match backend {
+        Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+        Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
+    }
+}
+
+/// A migration recorded in a database's `_sqlx_migrations`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedMigration {
+    /// Its version (the file's number).
+    pub version: i64,
+    /// Its description (the file's name after the number).
+    pub description: String,
+    /// Whether it completed.
+    pub success: bool,
+    /// The SHA-384 of its SQL, as sqlx records it.
+    pub checksum: Vec<u8>,
+}
+
+/// Every migration recorded in the database `conn` reads, by version.
+pub async fn applied_migrations<'c, E>(executor: E) -> Result<Vec<AppliedMigration>, StoreError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let rows = sqlx::query(
+        "SELECT version, description, CASE WHEN success THEN 1 ELSE 0 END AS ok, checksum \
+         FROM _sqlx_migrations ORDER BY version",
+    )
+    .fetch_all(executor)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let ok: i32 = row.try_get("ok")?;
+            Ok(AppliedMigration {
+                version: row.try_get("version")?,
+                description: row.try_get("description")?,
+                success: ok != 0,
+                checksum: row.try_get("checksum")?,
+            })
+        })
+        .collect()
+}
+
+/// The migrations applied to the database that this binary does not
+/// embed (a newer version applied them).
+async fn unknown_migrations(
+    pool: &AnyPool,
+    backend: Backend,
+) -> Result<Vec<AppliedMigration>, StoreError> {
+    let embedded = migrator(backend);
+    Ok(applied_migrations(pool)
+        .await?
+        .into_iter()
+        .filter(|applied| embedded.iter().all(|m| m.version != applied.version))
+        .collect())
+}
+
+/// `0014 (subscription notes), 0015 (…)`: versions with their descriptions.
+pub fn describe_migrations(migrations: &[AppliedMigration]) -> String {
+    migrations
+        .iter()
+        .map(|m| format!("{:04} ({})", m.version, m.description))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Adds `mode=rwc` to a SQLite URL and creates the file's directory.
