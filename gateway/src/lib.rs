@@ -320,6 +320,11 @@ pub enum StartError {
     /// missing or out of order.
     #[error("store integrity check failed: {0}")]
     Integrity(String),
+    /// The store must not be served as it is, whatever the options: it
+    /// is older than the audit checkpoint file (restored from a backup)
+    /// and no fence says the operator dealt with that.
+    #[error("{0}")]
+    NotServable(String),
     /// The gRPC server failed.
     #[error("server: {0}")]
     Server(String),
@@ -440,6 +445,16 @@ pub async fn prepare_with(
                 "start-up audit chain check passed"
             );
         }
+    }
+    // Checked after the chain itself: a store older than the checkpoint
+    // this host wrote was restored (or cut short), and serving it would
+    // hand out sequences agencies already hold.
+    if let Some(refusal) =
+        audit::checkpoints::restore_check(&store, &key.public_key(), &config.audit.checkpoint_file)
+            .await?
+    {
+        store.close().await;
+        return Err(StartError::NotServable(refusal));
     }
     let latest = store.latest_sequence().await?;
     let disabled = store.disabled_agencies().await?;

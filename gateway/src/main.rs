@@ -1,12 +1,15 @@
 //! `liandong-gateway`: parses the command line, loads the configuration,
-//! and runs the gateway (or applies migrations, verifies the store, or
-//! prints a statistics report or the supervision signals). A bad
-//! configuration or a bad date prints one line to stderr and exits 64.
+//! and runs the gateway (or applies migrations, verifies the store, fences
+//! sequences after a restore, or prints a statistics report or the
+//! supervision signals). A bad configuration or a
+//! bad date prints one line to stderr and exits 64.
 //!
 //! Exit codes: 0 success; 64 bad configuration or usage; 65 the store's
 //! integrity check found a problem (`verify-store`, `audit verify`, or
-//! `serve` refusing to start without `--allow-integrity-failures`); 69 the database, the
-//! listen address or another service is unavailable; 1 anything else.
+//! `serve` refusing to start without `--allow-integrity-failures`), or
+//! the store must not be served (a restore without a fence); 69 the
+//! database, the listen address or another service is unavailable; 1
+//! anything else.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,6 +69,23 @@ enum Command {
         /// Print the report as JSON (no progress bar).
         #[arg(long)]
         json: bool,
+    },
+    /// Raises the high-water mark after a store was restored from a
+    /// backup, so that sequences agencies may already hold are never
+    /// assigned again: the next notification gets N+1. Never lowers it;
+    /// recorded in the store and the audit log. Exits 0 when fenced, 64
+    /// when refused (N below the latest sequence, no reason).
+    FenceSequences {
+        /// The gateway's TOML configuration.
+        #[arg(long)]
+        config: PathBuf,
+        /// The highest sequence any agency may have received (see
+        /// docs/OPERATIONS.md, "Restoring a backup").
+        #[arg(long)]
+        above: u64,
+        /// Why: which backup was restored, and where N was read.
+        #[arg(long)]
+        reason: String,
     },
     /// Checks the audit log: `audit verify`.
     Audit {
@@ -164,6 +184,7 @@ impl Command {
             Self::Admin(_) => return None,
             Self::Serve { config, .. }
             | Self::Migrate { config }
+            | Self::FenceSequences { config, .. }
             | Self::VerifyStore { config, .. }
             | Self::Audit {
                 what: AuditCommand::Verify { config, .. },
@@ -253,6 +274,9 @@ fn main() -> ExitCode {
                 .await
             }
             Command::Migrate { .. } => migrate(config).await,
+            Command::FenceSequences { above, reason, .. } => {
+                fence_sequences(config, above, &reason).await
+            }
             Command::VerifyStore { json, .. } => verify_store(config, json).await,
             Command::Audit {
                 what:
@@ -286,6 +310,10 @@ async fn serve(config: GatewayConfig, options: liandong_gateway::StartOptions) -
     let listen = config.listen;
     let prepared = match liandong_gateway::prepare_with(config, options).await {
         Ok(prepared) => prepared,
+        Err(liandong_gateway::StartError::NotServable(refusal)) => {
+            eprintln!("liandong-gateway: {refusal}");
+            return ExitCode::from(EX_DATAERR);
+        }
         Err(error @ liandong_gateway::StartError::Integrity(_)) => {
             eprintln!(
                 "liandong-gateway: {error}; run verify-store (or audit verify) for the full report, or start with --allow-integrity-failures"
@@ -348,12 +376,63 @@ async fn serve(config: GatewayConfig, options: liandong_gateway::StartOptions) -
 async fn migrate(config: GatewayConfig) -> ExitCode {
     match Store::connect(&config.database_url, 1).await {
         Ok(store) => {
+            let unknown = store.unknown_migrations().await;
             store.close().await;
-            println!("liandong-gateway: database is up to date");
+            match unknown {
+                Ok(unknown) if !unknown.is_empty() => println!(
+                    "liandong-gateway: database is up to date; it also holds migrations this binary does not know, applied by a newer version: {}",
+                    liandong_gateway::store::describe_migrations(&unknown)
+                ),
+                _ => println!("liandong-gateway: database is up to date"),
+            }
             ExitCode::SUCCESS
         }
         Err(error) => {
             eprintln!("liandong-gateway: database: {error}");
+            ExitCode::from(EX_UNAVAILABLE)
+        }
+    }
+}
+
+/// `fence-sequences`: raises the high-water mark to `above`, recorded.
+async fn fence_sequences(config: GatewayConfig, above: u64, reason: &str) -> ExitCode {
+    use liandong_gateway::store::fence::FenceError;
+    let store = match Store::connect(&config.database_url, 1).await {
+        Ok(store) => store,
+        Err(error) => {
+            eprintln!("liandong-gateway: database: {error}");
+            return ExitCode::from(EX_UNAVAILABLE);
+        }
+    };
+    let result = store.fence_sequences(above, reason).await;
+    store.close().await;
+    match result {
+        Ok(fence) if fence.skipped() > 0 => {
+            println!(
+                "liandong-gateway: sequences {}-{} fenced ({} sequences): the next notification gets {}; recorded in the audit log (row {})",
+                fence.first,
+                fence.last,
+                fence.skipped(),
+                fence.last + 1,
+                fence.audit_id
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(fence) => {
+            println!(
+                "liandong-gateway: no sequence fenced ({} is the latest already): the next notification gets {}; the restore is acknowledged in the audit log (row {})",
+                fence.last,
+                fence.last + 1,
+                fence.audit_id
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error @ (FenceError::Below { .. } | FenceError::Reason(_))) => {
+            eprintln!("liandong-gateway: {error}; nothing was changed");
+            ExitCode::from(EX_USAGE)
+        }
+        Err(error) => {
+            eprintln!("liandong-gateway: {error}; nothing was changed");
             ExitCode::from(EX_UNAVAILABLE)
         }
     }
@@ -615,8 +694,22 @@ fn print_report(report: &liandong_gateway::store::VerifyReport, json: bool) -> s
                 problem.sequence, problem.problem
             )?;
         }
+        for range in &report.unrecorded_fences {
+            writeln!(
+                out,
+                "unrecorded    {:>12}  through {}: a fence without its audit row declares nothing",
+                range.first, range.last
+            )?;
+        }
         if let Some(state) = &report.state {
             writeln!(out, "state         {state}")?;
+        }
+        for range in &report.fenced {
+            writeln!(
+                out,
+                "fenced        {:>12}  through {} (declared gap: never assigned)",
+                range.first, range.last
+            )?;
         }
     }
     out.flush()

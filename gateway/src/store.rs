@@ -58,6 +58,7 @@ pub mod activity;
 pub mod agency_state;
 pub mod audit;
 pub mod cases;
+pub mod fence;
 pub mod integrity;
 pub mod operations;
 pub mod throttle;
@@ -980,14 +981,22 @@ impl Store {
         &self,
         progress: &dyn verify::Progress,
     ) -> Result<VerifyReport, StoreError> {
-        verify::scan(self, 0, progress).await
+        let mut conn = self.pool.acquire().await?;
+        verify::scan(&mut conn, 0, progress).await
     }
 
-    /// [`Store::verify`] of the last `rows` sequences below the high-water
-    /// mark only: the start-up check.
+    /// [`Store::verify`] of the newest `rows` stored sequences, and of
+    /// everything between them and the high-water mark: the start-up
+    /// check. (Counted from the newest row, not from the mark, so that a
+    /// large fence above the rows does not leave them unchecked.)
     pub async fn verify_tail(&self, rows: u64) -> Result<VerifyReport, StoreError> {
-        let from = self.latest_sequence().await?.saturating_sub(rows);
-        verify::scan(self, from, &verify::NoProgress).await
+        let newest: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(sequence), 0) FROM notifications")
+                .fetch_one(&self.pool)
+                .await?;
+        let from = to_u64(newest, "sequence")?.saturating_sub(rows);
+        let mut conn = self.pool.acquire().await?;
+        verify::scan(&mut conn, from, &verify::NoProgress).await
     }
 
     /// Gives rows stored before chain links existed their link, once: only

@@ -52,3 +52,33 @@ async fn store_ahead_by_unknown_migrations_opens_and_serves() {
         store.close().await;
     }
 }
+
+#[tokio::test]
+async fn store_behind_is_migrated_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    for url in urls(&dir).await {
+        let store = Store::connect(&url, 2).await.unwrap();
+        let last = migrator(store.backend()).iter().last().unwrap().version;
+        assert_eq!(last, 13, "the statements below undo the last migration");
+        // As a store of the version before the last migration left it.
+        let mut statements = vec![
+            "DROP TABLE sequence_fences",
+            "DROP TABLE store_copies",
+            "DELETE FROM _sqlx_migrations WHERE version = 13",
+        ];
+        if store.backend() == Backend::Postgres {
+            statements.push("DROP FUNCTION sequence_fences_append_only()");
+        }
+        for statement in statements {
+            sqlx::query(statement).execute(store.pool()).await.unwrap();
+        }
+        store.close().await;
+
+        let store = Store::connect(&url, 2).await.unwrap();
+        let applied = applied_migrations(store.pool()).await.unwrap();
+        assert_eq!(applied.last().map(|m| m.version), Some(last), "{url}");
+        assert!(applied.iter().all(|m| m.success));
+        assert!(store.fences().await.unwrap().is_empty(), "{url}");
+        store.close().await;
+    }
+}
