@@ -320,9 +320,10 @@ pub enum StartError {
     /// missing or out of order.
     #[error("store integrity check failed: {0}")]
     Integrity(String),
-    /// The store must not be served as it is, whatever the options: it
-    /// is older than the audit checkpoint file (restored from a backup)
-    /// and no fence says the operator dealt with that.
+    /// The store must not be served as it is, whatever the options: a
+    /// copy into it never finished, or it is older than the audit
+    /// checkpoint file (restored from a backup) and no fence says the
+    /// operator dealt with that.
     #[error("{0}")]
     NotServable(String),
     /// The gRPC server failed.
@@ -404,6 +405,10 @@ pub async fn prepare_with(
     )?;
     let tls = identity::tls::load(&config.tls, time::OffsetDateTime::now_utc())?;
     let store = Store::connect(&config.database_url, config.max_connections).await?;
+    if let Some(refusal) = store.unfinished_copy_refusal().await? {
+        store.close().await;
+        return Err(StartError::NotServable(refusal));
+    }
     if config.startup_check_rows > 0 {
         let report = store.verify_tail(config.startup_check_rows).await?;
         if !report.is_clean() {

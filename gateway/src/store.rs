@@ -58,6 +58,7 @@ pub mod activity;
 pub mod agency_state;
 pub mod audit;
 pub mod cases;
+pub mod copy;
 pub mod fence;
 pub mod integrity;
 pub mod operations;
@@ -1069,6 +1070,20 @@ impl Store {
     /// Writes queued for the writer and not yet in a transaction.
     pub fn writes_waiting(&self) -> u64 {
         self.shared.writer.waiting()
+    }
+
+    /// Why the gateway must not serve this store when a copy into it by
+    /// `migrate-store` started and never finished (killed, or refused
+    /// half-way): its rows are not a whole store. `None` otherwise.
+    pub async fn unfinished_copy_refusal(&self) -> Result<Option<String>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(copy::unfinished(&mut conn).await?.map(|(source, started_at)| {
+            let started = Instant::from_unix_micros(started_at)
+                .map_or_else(|| started_at.to_string(), |at| at.to_string());
+            format!(
+                "this database is the target of a copy from {source} (migrate-store, started {started}) that never finished: it is not a complete store and is not served. It holds none of the copied rows: run migrate-store again, into it or into a new, empty database"
+            )
+        }))
     }
 
     /// Closes the pool and the writer, after the write in progress.

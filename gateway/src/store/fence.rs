@@ -11,7 +11,7 @@
 //! declared gap for `verify-store` and the start-up check, as long as its
 //! audit row confirms it. A fence also acknowledges an audit checkpoint
 //! file signed before it that is ahead of the restored store (see
-//! `restore_check` in the crate root).
+//! `audit::checkpoints::restore_check`).
 //!
 //! This module never deletes or rewrites a row.
 
