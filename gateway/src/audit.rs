@@ -61,11 +61,15 @@ pub enum Action {
     /// An `Operations` request was refused (not an operator, an unknown
     /// caller, a bad field).
     OperationsRefused,
+    /// An operator raised the high-water mark past sequences a restored
+    /// store never saw (`fence-sequences`; written in the fence's
+    /// transaction).
+    SequencesFenced,
 }
 
 impl Action {
     /// Every action, in the order above.
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::Delivery,
         Self::CaseRead,
         Self::PublishRefused,
@@ -80,6 +84,7 @@ impl Action {
         Self::AgencyEnabled,
         Self::SubscriptionSeek,
         Self::OperationsRefused,
+        Self::SequencesFenced,
     ];
 
     /// The name stored in the audit log.
@@ -99,6 +104,7 @@ impl Action {
             Self::AgencyEnabled => "AGENCY_ENABLED",
             Self::SubscriptionSeek => "SUBSCRIPTION_SEEK",
             Self::OperationsRefused => "OPERATIONS_REFUSED",
+            Self::SequencesFenced => "SEQUENCES_FENCED",
         }
     }
 
@@ -275,6 +281,29 @@ pub fn reload(what: &str, applied: bool, reason: &str) -> AuditEntry {
         sender: String::new(),
         notification_id: String::new(),
         decision: if applied { "APPLIED" } else { "REFUSED" }.to_owned(),
+        reason: truncate(&format!("{what}: {reason}"), 1024),
+        peer: None,
+    }
+}
+
+/// The entry recording a sequence fence: the sequences `first..=last`
+/// will never be assigned (none when `last < first`: the mark stays at
+/// `last`), because of the operator's `reason`. `sequence` holds the new
+/// high-water mark. `verify-store` rebuilds this entry from the stored
+/// fence and compares it with the audit row.
+pub fn sequences_fenced(first: u64, last: u64, reason: &str) -> AuditEntry {
+    let what = if first <= last {
+        format!("sequences {first}-{last} fenced")
+    } else {
+        format!("no sequence fenced, the high-water mark stays at {last}")
+    };
+    AuditEntry {
+        agency: "operator".to_owned(),
+        action: Action::SequencesFenced.as_str(),
+        sequence: Some(last),
+        sender: String::new(),
+        notification_id: String::new(),
+        decision: "FENCED".to_owned(),
         reason: truncate(&format!("{what}: {reason}"), 1024),
         peer: None,
     }

@@ -337,6 +337,12 @@ pub enum StartError {
     /// missing or out of order.
     #[error("store integrity check failed: {0}")]
     Integrity(String),
+    /// The store must not be served as it is, whatever the options: a
+    /// copy into it never finished, or it is older than the audit
+    /// checkpoint file (restored from a backup) and no fence says the
+    /// operator dealt with that.
+    #[error("{0}")]
+    NotServable(String),
     /// The gRPC server failed.
     #[error("server: {0}")]
     Server(String),
@@ -416,6 +422,10 @@ pub async fn prepare_with(
     )?;
     let tls = identity::tls::load(&config.tls, time::OffsetDateTime::now_utc())?;
     let store = Store::connect(&config.database_url, config.max_connections).await?;
+    if let Some(refusal) = store.unfinished_copy_refusal().await? {
+        store.close().await;
+        return Err(StartError::NotServable(refusal));
+    }
     if config.startup_check_rows > 0 {
         let report = store.verify_tail(config.startup_check_rows).await?;
         if !report.is_clean() {
@@ -457,6 +467,16 @@ pub async fn prepare_with(
                 "start-up audit chain check passed"
             );
         }
+    }
+    // Checked after the chain itself: a store older than the checkpoint
+    // this host wrote was restored (or cut short), and serving it would
+    // hand out sequences agencies already hold.
+    if let Some(refusal) =
+        audit::checkpoints::restore_check(&store, &key.public_key(), &config.audit.checkpoint_file)
+            .await?
+    {
+        store.close().await;
+        return Err(StartError::NotServable(refusal));
     }
     if store.backend() == store::Backend::Sqlite {
         // One process serves a SQLite database: leases left in it are a

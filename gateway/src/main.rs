@@ -1,12 +1,16 @@
 //! `liandong-gateway`: parses the command line, loads the configuration,
-//! and runs the gateway (or applies migrations, verifies the store, or
-//! prints a statistics report or the supervision signals). A bad
-//! configuration or a bad date prints one line to stderr and exits 64.
+//! and runs the gateway (or applies migrations, verifies the store, copies
+//! it to another database, fences sequences after a restore, or prints a
+//! statistics report or the supervision signals). A bad configuration or a
+//! bad date prints one line to stderr and exits 64.
 //!
 //! Exit codes: 0 success; 64 bad configuration or usage; 65 the store's
 //! integrity check found a problem (`verify-store`, `audit verify`, or
-//! `serve` refusing to start without `--allow-integrity-failures`); 69 the database, the
-//! listen address or another service is unavailable; 1 anything else.
+//! `serve` refusing to start without `--allow-integrity-failures`), or
+//! the store must not be served (an unfinished copy, a restore without a
+//! fence); 69 the database, the listen address or another service is
+//! unavailable; 75 `migrate-store`'s source changed during the copy; 1
+//! anything else.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,6 +70,53 @@ enum Command {
         /// Print the report as JSON (no progress bar).
         #[arg(long)]
         json: bool,
+    },
+    /// Copies a whole store into an empty database, SQLite to PostgreSQL
+    /// or back, in one transaction, then checks the copy as verify-store
+    /// and audit verify would and compares it with the source. Stop every
+    /// gateway on the source first. Exits 0 when copied and verified; 64
+    /// when refused as given (same store, no source, target not empty);
+    /// 65 when the source is not a store of this version or the copy
+    /// does not verify; 69 when a database fails; 75 when the source
+    /// changed during the copy. Nothing is copied unless it exits 0.
+    MigrateStore {
+        /// The store to copy: sqlite://FILE or postgres://…/DATABASE. Read
+        /// in one snapshot, never changed.
+        #[arg(long)]
+        from: String,
+        /// The empty database to copy into (a PostgreSQL database must
+        /// exist; a SQLite file is created). Its schema is migrated first.
+        #[arg(long)]
+        to: String,
+        /// The gateway's TOML configuration: only its signing key is used,
+        /// to check the audit checkpoints' signatures on the copy.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print the summary as JSON on stdout (progress lines on stderr,
+        /// no progress bar).
+        #[arg(long)]
+        json: bool,
+        /// Commit a copy whose checks find exactly the problems the
+        /// source's find (a damaged store moved as it is).
+        #[arg(long)]
+        allow_integrity_failures: bool,
+    },
+    /// Raises the high-water mark after a store was restored from a
+    /// backup, so that sequences agencies may already hold are never
+    /// assigned again: the next notification gets N+1. Never lowers it;
+    /// recorded in the store and the audit log. Exits 0 when fenced, 64
+    /// when refused (N below the latest sequence, no reason).
+    FenceSequences {
+        /// The gateway's TOML configuration.
+        #[arg(long)]
+        config: PathBuf,
+        /// The highest sequence any agency may have received (see
+        /// docs/OPERATIONS.md, "Restoring a backup").
+        #[arg(long)]
+        above: u64,
+        /// Why: which backup was restored, and where N was read.
+        #[arg(long)]
+        reason: String,
     },
     /// Checks the audit log: `audit verify`.
     Audit {
@@ -161,9 +212,10 @@ impl Command {
     /// The configuration file the command reads (none for `admin`).
     fn config(&self) -> Option<&std::path::Path> {
         Some(match self {
-            Self::Admin(_) => return None,
+            Self::Admin(_) | Self::MigrateStore { .. } => return None,
             Self::Serve { config, .. }
             | Self::Migrate { config }
+            | Self::FenceSequences { config, .. }
             | Self::VerifyStore { config, .. }
             | Self::Audit {
                 what: AuditCommand::Verify { config, .. },
@@ -202,9 +254,21 @@ fn main() -> ExitCode {
     };
     let config_path = match cli.command.config() {
         Some(path) => path,
+        None if matches!(cli.command, Command::MigrateStore { .. }) => {
+            let telemetry = match liandong_gateway::telemetry::init(cli.log_format, None) {
+                Ok(telemetry) => telemetry,
+                Err(error) => {
+                    eprintln!("liandong-gateway: {error}");
+                    return ExitCode::from(EX_USAGE);
+                }
+            };
+            let code = runtime.block_on(migrate_store(cli.command));
+            telemetry.shutdown();
+            return code;
+        }
         None => {
             let Command::Admin(args) = cli.command else {
-                unreachable!("only admin reads no configuration")
+                unreachable!("only admin and migrate-store read no configuration")
             };
             let telemetry = match liandong_gateway::telemetry::init(cli.log_format, None) {
                 Ok(telemetry) => telemetry,
@@ -253,6 +317,10 @@ fn main() -> ExitCode {
                 .await
             }
             Command::Migrate { .. } => migrate(config).await,
+            Command::FenceSequences { above, reason, .. } => {
+                fence_sequences(config, above, &reason).await
+            }
+            Command::MigrateStore { .. } => unreachable!("migrate-store reads no configuration"),
             Command::VerifyStore { json, .. } => verify_store(config, json).await,
             Command::Audit {
                 what:
@@ -286,6 +354,10 @@ async fn serve(config: GatewayConfig, options: liandong_gateway::StartOptions) -
     let listen = config.listen;
     let prepared = match liandong_gateway::prepare_with(config, options).await {
         Ok(prepared) => prepared,
+        Err(liandong_gateway::StartError::NotServable(refusal)) => {
+            eprintln!("liandong-gateway: {refusal}");
+            return ExitCode::from(EX_DATAERR);
+        }
         Err(error @ liandong_gateway::StartError::Integrity(_)) => {
             eprintln!(
                 "liandong-gateway: {error}; run verify-store (or audit verify) for the full report, or start with --allow-integrity-failures"
@@ -348,8 +420,15 @@ async fn serve(config: GatewayConfig, options: liandong_gateway::StartOptions) -
 async fn migrate(config: GatewayConfig) -> ExitCode {
     match Store::connect(&config.database_url, 1).await {
         Ok(store) => {
+            let unknown = store.unknown_migrations().await;
             store.close().await;
-            println!("liandong-gateway: database is up to date");
+            match unknown {
+                Ok(unknown) if !unknown.is_empty() => println!(
+                    "liandong-gateway: database is up to date; it also holds migrations this binary does not know, applied by a newer version: {}",
+                    liandong_gateway::store::describe_migrations(&unknown)
+                ),
+                _ => println!("liandong-gateway: database is up to date"),
+            }
             ExitCode::SUCCESS
         }
         Err(error) => {
@@ -357,6 +436,198 @@ async fn migrate(config: GatewayConfig) -> ExitCode {
             ExitCode::from(EX_UNAVAILABLE)
         }
     }
+}
+
+/// `fence-sequences`: raises the high-water mark to `above`, recorded.
+async fn fence_sequences(config: GatewayConfig, above: u64, reason: &str) -> ExitCode {
+    use liandong_gateway::store::fence::FenceError;
+    let store = match Store::connect(&config.database_url, 1).await {
+        Ok(store) => store,
+        Err(error) => {
+            eprintln!("liandong-gateway: database: {error}");
+            return ExitCode::from(EX_UNAVAILABLE);
+        }
+    };
+    let result = match store.unfinished_copy_refusal().await {
+        Ok(Some(refusal)) => {
+            store.close().await;
+            eprintln!("liandong-gateway: {refusal}");
+            return ExitCode::from(EX_DATAERR);
+        }
+        Ok(None) => store.fence_sequences(above, reason).await,
+        Err(error) => Err(FenceError::Store(error)),
+    };
+    store.close().await;
+    match result {
+        Ok(fence) if fence.skipped() > 0 => {
+            println!(
+                "liandong-gateway: sequences {}-{} fenced ({} sequences): the next notification gets {}; recorded in the audit log (row {})",
+                fence.first,
+                fence.last,
+                fence.skipped(),
+                fence.last + 1,
+                fence.audit_id
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(fence) => {
+            println!(
+                "liandong-gateway: no sequence fenced ({} is the latest already): the next notification gets {}; the restore is acknowledged in the audit log (row {})",
+                fence.last,
+                fence.last + 1,
+                fence.audit_id
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error @ (FenceError::Below { .. } | FenceError::Reason(_))) => {
+            eprintln!("liandong-gateway: {error}; nothing was changed");
+            ExitCode::from(EX_USAGE)
+        }
+        Err(error) => {
+            eprintln!("liandong-gateway: {error}; nothing was changed");
+            ExitCode::from(EX_UNAVAILABLE)
+        }
+    }
+}
+
+/// How often plain progress lines repeat within one step, in rows.
+const PROGRESS_LINE_ROWS: u64 = 10_000;
+
+/// The progress of `migrate-store`: a bar on a terminal, otherwise a line
+/// on stderr when a step starts and every 10,000 rows.
+struct CopyProgress {
+    bar: Option<indicatif::ProgressBar>,
+    step: std::sync::Mutex<(String, u64, u64)>,
+}
+
+impl CopyProgress {
+    fn new(json: bool) -> Self {
+        use std::io::IsTerminal;
+        let bar = (!json && std::io::stderr().is_terminal()).then(|| {
+            let bar = indicatif::ProgressBar::new(0);
+            if let Ok(style) =
+                indicatif::ProgressStyle::with_template("{msg:28} {bar:40} {pos}/{len} rows")
+            {
+                bar.set_style(style);
+            }
+            bar
+        });
+        Self {
+            bar,
+            step: std::sync::Mutex::new((String::new(), 0, 0)),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl liandong_gateway::store::copy::CopyProgress for CopyProgress {
+    fn step(&self, what: &str, rows: u64) {
+        match &self.bar {
+            Some(bar) => {
+                bar.set_message(what.to_owned());
+                bar.set_length(rows);
+                bar.set_position(0);
+            }
+            None => {
+                if let Ok(mut step) = self.step.lock() {
+                    *step = (what.to_owned(), rows, 0);
+                }
+                eprintln!("migrate-store: {what}: {rows} rows");
+            }
+        }
+    }
+
+    fn advance(&self, rows: u64) {
+        match &self.bar {
+            Some(bar) => bar.inc(rows),
+            None => {
+                if let Ok(mut step) = self.step.lock() {
+                    let before = step.2;
+                    step.2 += rows;
+                    if step.2 / PROGRESS_LINE_ROWS > before / PROGRESS_LINE_ROWS {
+                        eprintln!("migrate-store: {}: {}/{} rows", step.0, step.2, step.1);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `migrate-store`: copies a store, then prints its summary.
+async fn migrate_store(command: Command) -> ExitCode {
+    use liandong_gateway::store::copy::{CopyOptions, copy_store};
+    let Command::MigrateStore {
+        from,
+        to,
+        config,
+        json,
+        allow_integrity_failures,
+    } = command
+    else {
+        unreachable!("called for migrate-store")
+    };
+    let public_key = match config {
+        None => None,
+        Some(path) => {
+            let key = GatewayConfig::load(&path, |key| std::env::var(key).ok())
+                .map_err(|error| error.to_string())
+                .and_then(|config| {
+                    liandong_gateway::supervision::GatewayKey::load(&config.signing_key)
+                        .map_err(|error| error.to_string())
+                });
+            match key {
+                Ok(key) => Some(key.public_key()),
+                Err(error) => {
+                    eprintln!("liandong-gateway: {error}");
+                    return ExitCode::from(EX_USAGE);
+                }
+            }
+        }
+    };
+    let options = CopyOptions {
+        from,
+        to,
+        public_key,
+        allow_integrity_failures,
+        lock_timeout: liandong_gateway::store::DEFAULT_LOCK_TIMEOUT,
+    };
+    let progress = CopyProgress::new(json);
+    let result = copy_store(&options, &progress).await;
+    progress.finish();
+    let summary = match result {
+        Ok(summary) => summary,
+        Err(error) => {
+            eprintln!("liandong-gateway: migrate-store: {error}");
+            return ExitCode::from(error.exit_code());
+        }
+    };
+    if json {
+        let text = serde_json::to_string_pretty(&summary).unwrap_or_default();
+        return print_out(format!("{text}\n").as_bytes());
+    }
+    let tables = summary
+        .tables
+        .iter()
+        .map(|t| format!("{} {}", t.table, t.rows))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let line = format!(
+        "liandong-gateway: migrate-store: copied {} rows from {} to {} in {:.1} s ({tables}); high-water mark {}, audit log up to row {}; copy verified: {}; {}\n",
+        summary.rows,
+        summary.from,
+        summary.to,
+        summary.seconds,
+        summary.high_water.unwrap_or(0),
+        summary.audit_last_id.unwrap_or(0),
+        summary.verify_store,
+        summary.audit_verify
+    );
+    print_out(line.as_bytes())
 }
 
 /// Loads the rules and connects to the store for a report; prints why not.
@@ -615,8 +886,22 @@ fn print_report(report: &liandong_gateway::store::VerifyReport, json: bool) -> s
                 problem.sequence, problem.problem
             )?;
         }
+        for range in &report.unrecorded_fences {
+            writeln!(
+                out,
+                "unrecorded    {:>12}  through {}: a fence without its audit row declares nothing",
+                range.first, range.last
+            )?;
+        }
         if let Some(state) = &report.state {
             writeln!(out, "state         {state}")?;
+        }
+        for range in &report.fenced {
+            writeln!(
+                out,
+                "fenced        {:>12}  through {} (declared gap: never assigned)",
+                range.first, range.last
+            )?;
         }
     }
     out.flush()

@@ -58,6 +58,8 @@ pub mod activity;
 pub mod agency_state;
 pub mod audit;
 pub mod cases;
+pub mod copy;
+pub mod fence;
 pub mod integrity;
 pub mod leases;
 pub mod listen;
@@ -381,9 +383,19 @@ impl Store {
             })
             .connect_with(connect_options.clone())
             .await?;
-        match backend {
-            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
-            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
+        // A store migrated by the next version (replicas are upgraded one
+        // at a time) holds migrations this binary does not know: they are
+        // additive, so it runs on it, and says so.
+        let mut migrator = migrator(backend);
+        migrator.set_ignore_missing(true);
+        migrator.run(&pool).await?;
+        let unknown = unknown_migrations(&pool, backend).await?;
+        if !unknown.is_empty() {
+            tracing::warn!(
+                migrations = %describe_migrations(&unknown),
+                "the database holds migrations this binary does not know (a newer version applied them); \
+                 running on it, as schema changes are compatible across one version: upgrade this gateway"
+            );
         }
         let store = Self {
             pool,
@@ -400,6 +412,12 @@ impl Store {
         store.chain_unchained_rows().await?;
         store.link_unchained_audit().await?;
         Ok(store)
+    }
+
+    /// Migrations applied to the database that this binary does not know
+    /// (a newer version applied them; the store is used all the same).
+    pub async fn unknown_migrations(&self) -> Result<Vec<AppliedMigration>, StoreError> {
+        unknown_migrations(&self.pool, self.backend).await
     }
 
     /// A connection of the read pool, for read-only queries of other
@@ -970,14 +988,22 @@ impl Store {
         &self,
         progress: &dyn verify::Progress,
     ) -> Result<VerifyReport, StoreError> {
-        verify::scan(self, 0, progress).await
+        let mut conn = self.pool.acquire().await?;
+        verify::scan(&mut conn, 0, progress).await
     }
 
-    /// [`Store::verify`] of the last `rows` sequences below the high-water
-    /// mark only: the start-up check.
+    /// [`Store::verify`] of the newest `rows` stored sequences, and of
+    /// everything between them and the high-water mark: the start-up
+    /// check. (Counted from the newest row, not from the mark, so that a
+    /// large fence above the rows does not leave them unchecked.)
     pub async fn verify_tail(&self, rows: u64) -> Result<VerifyReport, StoreError> {
-        let from = self.latest_sequence().await?.saturating_sub(rows);
-        verify::scan(self, from, &verify::NoProgress).await
+        let newest: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(sequence), 0) FROM notifications")
+                .fetch_one(&self.pool)
+                .await?;
+        let from = to_u64(newest, "sequence")?.saturating_sub(rows);
+        let mut conn = self.pool.acquire().await?;
+        verify::scan(&mut conn, from, &verify::NoProgress).await
     }
 
     /// Gives rows stored before chain links existed their link, once: only
@@ -1050,6 +1076,20 @@ impl Store {
     /// Writes queued for the writer and not yet in a transaction.
     pub fn writes_waiting(&self) -> u64 {
         self.shared.writer.waiting()
+    }
+
+    /// Why the gateway must not serve this store when a copy into it by
+    /// `migrate-store` started and never finished (killed, or refused
+    /// half-way): its rows are not a whole store. `None` otherwise.
+    pub async fn unfinished_copy_refusal(&self) -> Result<Option<String>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(copy::unfinished(&mut conn).await?.map(|(source, started_at)| {
+            let started = Instant::from_unix_micros(started_at)
+                .map_or_else(|| started_at.to_string(), |at| at.to_string());
+            format!(
+                "this database is the target of a copy from {source} (migrate-store, started {started}) that never finished: it is not a complete store and is not served. It holds none of the copied rows: run migrate-store again, into it or into a new, empty database"
+            )
+        }))
     }
 
     /// Closes the pool and the writer, after the write in progress.
@@ -1288,6 +1328,74 @@ pub(crate) fn raw_row(row: &sqlx::any::AnyRow) -> Result<RawRow, StoreError> {
         chain: row.try_get("chain")?,
         copies: row.try_get("copies")?,
     })
+}
+
+/// The migrations this binary embeds for `backend` (its schema).
+pub fn migrator(backend: Backend) -> sqlx::migrate::Migrator {
+    match backend {
+        Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+        Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
+    }
+}
+
+/// A migration recorded in a database's `_sqlx_migrations`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedMigration {
+    /// Its version (the file's number).
+    pub version: i64,
+    /// Its description (the file's name after the number).
+    pub description: String,
+    /// Whether it completed.
+    pub success: bool,
+    /// The SHA-384 of its SQL, as sqlx records it.
+    pub checksum: Vec<u8>,
+}
+
+/// Every migration recorded in the database `conn` reads, by version.
+pub async fn applied_migrations<'c, E>(executor: E) -> Result<Vec<AppliedMigration>, StoreError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let rows = sqlx::query(
+        "SELECT version, description, CASE WHEN success THEN 1 ELSE 0 END AS ok, checksum \
+         FROM _sqlx_migrations ORDER BY version",
+    )
+    .fetch_all(executor)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let ok: i32 = row.try_get("ok")?;
+            Ok(AppliedMigration {
+                version: row.try_get("version")?,
+                description: row.try_get("description")?,
+                success: ok != 0,
+                checksum: row.try_get("checksum")?,
+            })
+        })
+        .collect()
+}
+
+/// The migrations applied to the database that this binary does not
+/// embed (a newer version applied them).
+async fn unknown_migrations(
+    pool: &AnyPool,
+    backend: Backend,
+) -> Result<Vec<AppliedMigration>, StoreError> {
+    let embedded = migrator(backend);
+    Ok(applied_migrations(pool)
+        .await?
+        .into_iter()
+        .filter(|applied| embedded.iter().all(|m| m.version != applied.version))
+        .collect())
+}
+
+/// `0014 (subscription notes), 0015 (…)`: versions with their descriptions.
+pub fn describe_migrations(migrations: &[AppliedMigration]) -> String {
+    migrations
+        .iter()
+        .map(|m| format!("{:04} ({})", m.version, m.description))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Adds `mode=rwc` to a SQLite URL and creates the file's directory.

@@ -145,20 +145,21 @@ fn run_apart<T: Send>(future: impl std::future::Future<Output = T> + Send) -> T 
     })
 }
 
-/// A PostgreSQL database made for one test bed and dropped with it.
-pub(crate) struct PostgresDatabase {
+/// A PostgreSQL database made for one test bed (or one test) and dropped
+/// with it.
+pub struct PostgresDatabase {
     /// The server's URL (any database on it), used to create and drop.
     server_url: String,
     /// The database's name.
     name: String,
     /// The URL of the database itself.
-    pub(crate) url: String,
+    pub url: String,
 }
 
 impl PostgresDatabase {
     /// Creates a fresh, empty database on the server at
     /// `LIANDONG_TEST_POSTGRES_URL`.
-    pub(crate) fn create() -> anyhow::Result<Self> {
+    pub fn create() -> anyhow::Result<Self> {
         use sqlx::Connection;
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let server_url =

@@ -354,3 +354,50 @@ async fn scrape_time_gauges_say_what_the_gateway_has_now() {
     let text = wait_for_value(&bed, r#"liandong_agency_streams{agency="cz-psb"}"#, 0.0).await;
     assert_eq!(value(&text, lag), Some(4.0), "{text}");
 }
+
+/// A rolling upgrade: another replica already migrated the store to the
+/// next version. This binary starts on it, logs the migrations it does not
+/// know, stays ready (`/readyz` says so in a note) and serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_migrated_by_the_next_version_is_served_and_readyz_says_so() {
+    let mut bed = Testbed::start().expect("test bed");
+    bed.gateway.signal(nix::sys::signal::Signal::SIGTERM);
+    bed.gateway
+        .wait(Duration::from_secs(30))
+        .expect("the gateway stops");
+    let mut conn = bed.connect_database().await;
+    // What the next version's migration does: an added column, recorded.
+    sqlx::query("ALTER TABLE notifications ADD COLUMN next_version_note TEXT")
+        .execute(&mut conn)
+        .await
+        .expect("a column added");
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES ($1, 'next version', TRUE, $2, 0)",
+    )
+    .bind(9_999_i64)
+    .bind(vec![1_u8; 48])
+    .execute(&mut conn)
+    .await
+    .expect("a migration of the next version recorded");
+    conn.close().await.expect("close");
+
+    bed.restart()
+        .expect("an older binary starts on a store one version ahead");
+    bed.wait_for_log(
+        "the database holds migrations this binary does not know",
+        "the start names the unknown migrations",
+    )
+    .await;
+    assert!(bed.log().contains("9999 (next version)"), "{}", bed.log());
+    let body = wait_for_ready(&bed, 200).await;
+    assert_eq!(
+        body,
+        "ready\nnote: migrations: applied by a newer version, unknown to this binary: \
+         9999 (next version); serving on it (schema changes are compatible across one \
+         version): upgrade this gateway\n"
+    );
+    let mut eeb = bed.client("cz-eeb").await;
+    let receipts = publish_clues(&mut eeb, "ahead-", "CZ-AHEAD-1", 0..2).await;
+    assert_eq!(receipts.len(), 2);
+}

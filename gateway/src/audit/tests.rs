@@ -57,7 +57,8 @@ fn actions_are_stored_under_their_established_names() {
             "AGENCY_DISABLED",
             "AGENCY_ENABLED",
             "SUBSCRIPTION_SEEK",
-            "OPERATIONS_REFUSED"
+            "OPERATIONS_REFUSED",
+            "SEQUENCES_FENCED"
         ]
     );
     for action in Action::ALL {

@@ -3,30 +3,28 @@
 //! Liveness says only that the process answers. Readiness says the
 //! gateway can serve, decided anew on every request: the store answers a
 //! read within [`PROBE_TIMEOUT`] and its last write succeeded, every
-//! migration this binary embeds is applied (and none it does not know),
-//! and the server certificate, the CAs and the CRLs in force stay valid
-//! beyond `[ops] ready_certificate_days`. Otherwise the answer is 503 with
-//! one line per problem. Nothing here writes.
+//! migration this binary embeds is applied, and the server certificate,
+//! the CAs and the CRLs in force stay valid beyond `[ops]
+//! ready_certificate_days`. Otherwise the answer is 503 with one line per
+//! problem. Migrations applied by a newer version (a store migrated ahead
+//! of this replica during a rolling upgrade) are stated in a `note:` line
+//! without failing readiness: schema changes are compatible across one
+//! version. Nothing here writes.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use sqlx::Row;
 use sqlx::migrate::Migrator;
 
 use super::http::OpsState;
 use crate::Gateway;
 use crate::config::OpsSettings;
-use crate::store::{Backend, StoreError};
+use crate::store::{AppliedMigration, StoreError};
 
 /// How long the store may take to answer a readiness probe.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The migrations this binary applies at start, per backend.
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// `GET /healthz`: the process answers.
 pub async fn healthz() -> (StatusCode, &'static str) {
@@ -34,90 +32,103 @@ pub async fn healthz() -> (StatusCode, &'static str) {
 }
 
 /// `GET /readyz`: 200 `ready` when the gateway can serve; otherwise 503
-/// with one line per problem.
+/// with one line per problem. Either way, `note:` lines say what an
+/// operator should know that does not keep it from serving.
 pub async fn readyz(State(state): State<OpsState>) -> (StatusCode, String) {
-    let problems = readiness(&state.gateway, &state.settings, PROBE_TIMEOUT).await;
-    if problems.is_empty() {
-        (StatusCode::OK, "ready\n".into())
+    let readiness = readiness(&state.gateway, &state.settings, PROBE_TIMEOUT).await;
+    let (status, mut text) = if readiness.problems.is_empty() {
+        (StatusCode::OK, String::from("ready\n"))
     } else {
-        let mut text = String::from("not ready\n");
-        for problem in &problems {
-            text.push_str(problem);
-            text.push('\n');
-        }
-        (StatusCode::SERVICE_UNAVAILABLE, text)
+        (StatusCode::SERVICE_UNAVAILABLE, String::from("not ready\n"))
+    };
+    for problem in &readiness.problems {
+        text.push_str(problem);
+        text.push('\n');
     }
+    for note in &readiness.notes {
+        text.push_str("note: ");
+        text.push_str(note);
+        text.push('\n');
+    }
+    (status, text)
 }
 
-/// What keeps `gateway` from serving now, one line each; empty when it
-/// is ready. The store's checks give up after `timeout`.
-pub async fn readiness(
-    gateway: &Gateway,
-    settings: &OpsSettings,
-    timeout: Duration,
-) -> Vec<String> {
-    let mut problems = Vec::new();
-    match tokio::time::timeout(timeout, store_problems(gateway)).await {
-        Ok(found) => problems.extend(found),
-        Err(_) => problems.push(format!(
-            "store: no answer within {} ms",
-            timeout.as_millis()
-        )),
-    }
-    problems.extend(certificate_problems(
+/// What keeps a gateway from serving, and what it serves despite.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Readiness {
+    /// Each reason it cannot serve now, one line each; empty when ready.
+    pub problems: Vec<String>,
+    /// What an operator should know that does not keep it from serving.
+    pub notes: Vec<String>,
+}
+
+/// Whether `gateway` can serve now. The store's checks give up after
+/// `timeout`.
+pub async fn readiness(gateway: &Gateway, settings: &OpsSettings, timeout: Duration) -> Readiness {
+    let mut readiness = match tokio::time::timeout(timeout, store_readiness(gateway)).await {
+        Ok(found) => found,
+        Err(_) => Readiness {
+            problems: vec![format!(
+                "store: no answer within {} ms",
+                timeout.as_millis()
+            )],
+            notes: Vec::new(),
+        },
+    };
+    readiness.problems.extend(certificate_problems(
         gateway,
         settings.ready_certificate_days,
         time::OffsetDateTime::now_utc(),
     ));
-    problems
+    readiness
 }
 
-/// The store answers a read, its last write succeeded, and its applied
-/// migrations are exactly the embedded ones.
-async fn store_problems(gateway: &Gateway) -> Vec<String> {
+/// The store answers a read, its last write succeeded, and every embedded
+/// migration is applied; migrations it holds that this binary does not
+/// know are a note.
+async fn store_readiness(gateway: &Gateway) -> Readiness {
     let store = &gateway.store;
+    let mut readiness = Readiness::default();
     if let Err(error) = store.latest_sequence().await {
-        return vec![format!("store: unreachable: {error}")];
+        readiness
+            .problems
+            .push(format!("store: unreachable: {error}"));
+        return readiness;
     }
-    let mut problems = Vec::new();
     if !store.is_healthy() {
-        problems.push(
+        readiness.problems.push(
             "store: the last write failed; writes are retried every second until one succeeds"
                 .to_owned(),
         );
     }
-    let migrator = match store.backend() {
-        Backend::Sqlite => &SQLITE_MIGRATIONS,
-        Backend::Postgres => &POSTGRES_MIGRATIONS,
-    };
+    let migrator = crate::store::migrator(store.backend());
     match applied_migrations(gateway).await {
-        Ok(applied) => problems.extend(migration_problems(migrator, &applied)),
-        Err(error) => problems.push(format!("migrations: cannot be read: {error}")),
+        Ok(applied) => {
+            let (problems, notes) = migration_problems(&migrator, &applied);
+            readiness.problems.extend(problems);
+            readiness.notes.extend(notes);
+        }
+        Err(error) => readiness
+            .problems
+            .push(format!("migrations: cannot be read: {error}")),
     }
-    problems
+    readiness
 }
 
-/// Versions recorded in `_sqlx_migrations`, each with whether it
-/// succeeded.
-async fn applied_migrations(gateway: &Gateway) -> Result<Vec<(i64, bool)>, StoreError> {
+/// Every migration recorded in `_sqlx_migrations`.
+async fn applied_migrations(gateway: &Gateway) -> Result<Vec<AppliedMigration>, StoreError> {
     let mut conn = gateway.store.read_connection().await?;
-    let rows = sqlx::query(
-        "SELECT version, CASE WHEN success THEN 1 ELSE 0 END AS ok FROM _sqlx_migrations",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            let version: i64 = row.try_get("version")?;
-            let ok: i32 = row.try_get("ok")?;
-            Ok((version, ok != 0))
-        })
-        .collect()
+    crate::store::applied_migrations(&mut *conn).await
 }
 
 /// The difference between the embedded migrations and those `applied`:
-/// pending, failed, and unknown to this binary (a newer one ran).
-pub fn migration_problems(migrator: &Migrator, applied: &[(i64, bool)]) -> Vec<String> {
+/// pending and failed ones (problems), and those unknown to this binary
+/// (a note: a newer version applied them; the store stays usable, since
+/// schema changes are compatible across one version).
+pub fn migration_problems(
+    migrator: &Migrator,
+    applied: &[AppliedMigration],
+) -> (Vec<String>, Vec<String>) {
     let embedded: BTreeSet<i64> = migrator
         .iter()
         .filter(|migration| !migration.migration_type.is_down_migration())
@@ -125,13 +136,13 @@ pub fn migration_problems(migrator: &Migrator, applied: &[(i64, bool)]) -> Vec<S
         .collect();
     let succeeded: BTreeSet<i64> = applied
         .iter()
-        .filter(|(_, ok)| *ok)
-        .map(|(version, _)| *version)
+        .filter(|m| m.success)
+        .map(|m| m.version)
         .collect();
     let failed: BTreeSet<i64> = applied
         .iter()
-        .filter(|(_, ok)| !*ok)
-        .map(|(version, _)| *version)
+        .filter(|m| !m.success)
+        .map(|m| m.version)
         .collect();
     let list = |versions: &BTreeSet<i64>| {
         versions
@@ -152,14 +163,20 @@ pub fn migration_problems(migrator: &Migrator, applied: &[(i64, bool)]) -> Vec<S
     if !failed.is_empty() {
         problems.push(format!("migrations: failed: {}", list(&failed)));
     }
-    let unknown: BTreeSet<i64> = succeeded.difference(&embedded).copied().collect();
+    let unknown: Vec<AppliedMigration> = applied
+        .iter()
+        .filter(|m| m.success && !embedded.contains(&m.version))
+        .cloned()
+        .collect();
+    let mut notes = Vec::new();
     if !unknown.is_empty() {
-        problems.push(format!(
-            "migrations: applied but unknown to this binary (a newer version ran): {}",
-            list(&unknown)
+        notes.push(format!(
+            "migrations: applied by a newer version, unknown to this binary: {}; \
+             serving on it (schema changes are compatible across one version): upgrade this gateway",
+            crate::store::describe_migrations(&unknown)
         ));
     }
-    problems
+    (problems, notes)
 }
 
 /// Certificates and CRLs in force that expire within `days` of `now`.

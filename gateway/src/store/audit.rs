@@ -728,22 +728,31 @@ impl Store {
 
     /// The latest stored checkpoint, if any.
     pub async fn latest_audit_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
-        let row = sqlx::query(
-            "SELECT row_id, row_hash, at, key_id, signature FROM audit_checkpoints \
-             ORDER BY id DESC LIMIT 1",
-        )
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|row| {
-            Ok(Checkpoint {
-                row_id: to_u64(row.try_get("row_id")?, "row_id")?,
-                row_hash: row.try_get("row_hash")?,
-                at: row.try_get("at")?,
-                key_id: row.try_get("key_id")?,
-                signature: row.try_get("signature")?,
-            })
-        })
-        .transpose()
+        let mut conn = self.pool.acquire().await?;
+        latest_checkpoint(&mut conn).await
+    }
+
+    /// The last audit row appended: the recorded head, or a higher stored
+    /// row; 0 when the log is empty.
+    pub async fn audit_last_id(&self) -> Result<u64, StoreError> {
+        let last: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(last_id), 0) FROM audit_state WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?;
+        let stored: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM audit_log")
+            .fetch_one(&self.pool)
+            .await?;
+        to_u64(last.max(stored), "audit id")
+    }
+
+    /// The stored hash of audit row `id`, if the row exists and has one.
+    pub async fn audit_row_hash(&self, id: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let hash: Option<Option<Vec<u8>>> =
+            sqlx::query_scalar("SELECT hash FROM audit_log WHERE id = $1")
+                .bind(to_i64(id))
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(hash.flatten())
     }
 
     /// Rows appended since the latest checkpoint.
@@ -782,6 +791,74 @@ impl Store {
         options: &AuditVerifyOptions,
         progress: &dyn Progress,
     ) -> Result<AuditReport, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        Walk {
+            conn: &mut conn,
+            backend: self.backend,
+        }
+        .verify(options, progress)
+        .await
+    }
+
+    /// [`Store::verify_audit`] of the last `rows` rows only (with the
+    /// checkpoints and triggers): the start-up check.
+    pub async fn verify_audit_tail(
+        &self,
+        rows: u64,
+        public_key: Option<[u8; 32]>,
+    ) -> Result<AuditReport, StoreError> {
+        let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM audit_log")
+            .fetch_one(&self.pool)
+            .await?;
+        let options = AuditVerifyOptions {
+            from_id: to_u64(last, "audit id")?.saturating_sub(rows),
+            public_key,
+            checkpoint_file: None,
+        };
+        self.verify_audit(&options, &super::verify::NoProgress)
+            .await
+    }
+}
+
+/// The latest stored checkpoint, if any.
+pub(crate) async fn latest_checkpoint(
+    conn: &mut AnyConnection,
+) -> Result<Option<Checkpoint>, StoreError> {
+    let row = sqlx::query(
+        "SELECT row_id, row_hash, at, key_id, signature FROM audit_checkpoints \
+         ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|row| {
+        Ok(Checkpoint {
+            row_id: to_u64(row.try_get("row_id")?, "row_id")?,
+            row_hash: row.try_get("row_hash")?,
+            at: row.try_get("at")?,
+            key_id: row.try_get("key_id")?,
+            signature: row.try_get("signature")?,
+        })
+    })
+    .transpose()
+}
+
+/// One walk of the audit chain (`audit verify`, the start-up check, the
+/// check of a copy) over one connection, which may be inside a
+/// transaction.
+pub(crate) struct Walk<'c> {
+    /// Where the rows are read.
+    pub(crate) conn: &'c mut AnyConnection,
+    /// Which triggers to look for.
+    pub(crate) backend: Backend,
+}
+
+impl Walk<'_> {
+    /// [`Store::verify_audit`], reading through the walk's connection.
+    pub(crate) async fn verify(
+        &mut self,
+        options: &AuditVerifyOptions,
+        progress: &dyn Progress,
+    ) -> Result<AuditReport, StoreError> {
         let mut report = AuditReport {
             from_id: options.from_id,
             ..AuditReport::default()
@@ -790,13 +867,13 @@ impl Store {
         // appended during the walk are checked when it reaches them.
         let head: Option<(i64, Option<Vec<u8>>)> =
             sqlx::query_as("SELECT last_id, last_hash FROM audit_state WHERE id = 1")
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.conn)
                 .await?;
-        let stored_checkpoint = self.latest_audit_checkpoint().await?;
+        let stored_checkpoint = latest_checkpoint(self.conn).await?;
         let from = to_i64(options.from_id);
         let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log WHERE id > $1")
             .bind(from)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.conn)
             .await?;
         progress.start(to_u64(total, "count")?);
 
@@ -809,7 +886,7 @@ impl Store {
                 "SELECT id, hash FROM audit_log WHERE id <= $1 ORDER BY id DESC LIMIT 1",
             )
             .bind(from)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn)
             .await?;
             match row {
                 Some((id, Some(hash))) => Some((to_u64(id, "audit id")?, hash)),
@@ -824,7 +901,7 @@ impl Store {
                 "{ROW_SELECT} WHERE id > $1 ORDER BY id LIMIT {PAGE}"
             ))
             .bind(after)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn)
             .await?;
             if rows.is_empty() {
                 break;
@@ -844,7 +921,7 @@ impl Store {
             Some(row) => Some(row.id),
             None => {
                 let id: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM audit_log")
-                    .fetch_one(&self.pool)
+                    .fetch_one(&mut *self.conn)
                     .await?;
                 id.map(|id| to_u64(id, "audit id")).transpose()?
             }
@@ -885,28 +962,9 @@ impl Store {
         Ok(report)
     }
 
-    /// [`Store::verify_audit`] of the last `rows` rows only (with the
-    /// checkpoints and triggers): the start-up check.
-    pub async fn verify_audit_tail(
-        &self,
-        rows: u64,
-        public_key: Option<[u8; 32]>,
-    ) -> Result<AuditReport, StoreError> {
-        let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM audit_log")
-            .fetch_one(&self.pool)
-            .await?;
-        let options = AuditVerifyOptions {
-            from_id: to_u64(last, "audit id")?.saturating_sub(rows),
-            public_key,
-            checkpoint_file: None,
-        };
-        self.verify_audit(&options, &super::verify::NoProgress)
-            .await
-    }
-
     /// Checks one row against its own hash and its link to the row before.
     async fn check_row(
-        &self,
+        &mut self,
         row: &StoredRow,
         prev: Option<&(u64, Vec<u8>)>,
         lookups: &mut usize,
@@ -942,7 +1000,7 @@ impl Store {
     /// Why row `id`'s link (`link`) does not name row `prev_id`, the row
     /// before it.
     async fn classify_link(
-        &self,
+        &mut self,
         id: u64,
         prev_id: u64,
         link: &[u8],
@@ -955,7 +1013,7 @@ impl Store {
             let found: Option<i64> =
                 sqlx::query_scalar("SELECT id FROM audit_log WHERE hash = $1 ORDER BY id LIMIT 1")
                     .bind(link)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *self.conn)
                     .await?;
             found.map(|id| to_u64(id, "audit id")).transpose()?
         } else {
@@ -991,7 +1049,7 @@ impl Store {
 
     /// Compares `checkpoint` with the chain and verifies its signature.
     async fn check_checkpoint(
-        &self,
+        &mut self,
         source: String,
         checkpoint: &Checkpoint,
         options: &AuditVerifyOptions,
@@ -1012,7 +1070,7 @@ impl Store {
         let hash: Option<Option<Vec<u8>>> =
             sqlx::query_scalar("SELECT hash FROM audit_log WHERE id = $1")
                 .bind(to_i64(checkpoint.row_id))
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.conn)
                 .await?;
         let matches = match hash {
             None => {
@@ -1058,7 +1116,7 @@ impl Store {
 
     /// Reports every append-only trigger that is missing (or, on
     /// PostgreSQL, disabled).
-    async fn check_triggers(&self, report: &mut AuditReport) -> Result<(), StoreError> {
+    async fn check_triggers(&mut self, report: &mut AuditReport) -> Result<(), StoreError> {
         let (expected, present): (&[&str], Vec<String>) = match self.backend {
             Backend::Sqlite => (
                 &SQLITE_TRIGGERS,
@@ -1066,7 +1124,7 @@ impl Store {
                     "SELECT name FROM sqlite_master WHERE type = 'trigger' \
                      AND tbl_name IN ('audit_log', 'audit_checkpoints')",
                 )
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.conn)
                 .await?,
             ),
             Backend::Postgres => (
@@ -1076,7 +1134,7 @@ impl Store {
                      WHERE c.oid IN (to_regclass('audit_log'), to_regclass('audit_checkpoints')) \
                      AND NOT t.tgisinternal AND t.tgenabled <> 'D'",
                 )
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.conn)
                 .await?,
             ),
         };

@@ -14,6 +14,7 @@ use super::*;
 
 mod group_commit;
 mod listen;
+mod schema;
 
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -26,6 +27,27 @@ pub(crate) async fn backends() -> Vec<(Store, Option<tempfile::TempDir>)> {
         stores.push((Store::connect(&url, 4).await.unwrap(), None));
     }
     stores
+}
+
+/// Records migration `version` as applied by a newer binary, with what
+/// such a migration adds (a column, a table): a store migrated ahead of
+/// this binary, as another replica of a rolling upgrade leaves it.
+pub(crate) async fn apply_future_migration(store: &Store, version: i64) {
+    for statement in [
+        "ALTER TABLE notifications ADD COLUMN future_note TEXT",
+        "CREATE TABLE future_things (id BIGINT PRIMARY KEY, note TEXT)",
+    ] {
+        sqlx::query(statement).execute(store.pool()).await.unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES ($1, 'from the future', TRUE, $2, 0)",
+    )
+    .bind(version)
+    .bind(vec![7_u8; 48])
+    .execute(store.pool())
+    .await
+    .unwrap();
 }
 
 /// A URL whose search_path is a new, empty schema, or None when PostgreSQL

@@ -2,15 +2,22 @@
 //! check: every row in sequence order, against its hash, its routing
 //! columns, its chain link, its place in time and the high-water mark.
 //!
+//! Sequences skipped by a recorded fence (`store::fence`) are declared
+//! gaps: reported as fenced, not missing, and the chain is followed across
+//! them. A fence that its audit row does not confirm declares nothing.
+//!
 //! A scan reads pages of rows and holds no lock: it may run beside a live
 //! gateway (rows stored during the scan are checked when it reaches them).
-//! It reports; it never repairs.
+//! It reads through the connection it is given, so `migrate-store` runs it
+//! inside the transaction that copies a store. It reports; it never
+//! repairs.
 
 use serde::Serialize;
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 
+use super::fence;
 use super::integrity::{self, Violation};
-use super::{Store, StoreError, raw_row, to_i64, to_u64};
+use super::{StoreError, raw_row, to_i64, to_u64};
 
 /// Rows read per page.
 const PAGE: i64 = 200;
@@ -70,6 +77,13 @@ pub struct VerifyReport {
     pub out_of_order: Vec<RowProblem>,
     /// A problem with the recorded high-water mark itself.
     pub state: Option<String>,
+    /// Sequences skipped by recorded fences (declared gaps, after a
+    /// restore): not missing. Those above the scan's start.
+    pub fenced: Vec<SequenceRange>,
+    /// Fences whose `SEQUENCES_FENCED` audit row is missing or says
+    /// otherwise: added behind the gateway's back. Their ranges count as
+    /// missing.
+    pub unrecorded_fences: Vec<SequenceRange>,
 }
 
 impl VerifyReport {
@@ -79,6 +93,12 @@ impl VerifyReport {
             && self.missing.is_empty()
             && self.out_of_order.is_empty()
             && self.state.is_none()
+            && self.unrecorded_fences.is_empty()
+    }
+
+    /// Sequences declared fenced.
+    pub fn fenced_count(&self) -> u64 {
+        self.fenced.iter().map(|r| r.last - r.first + 1).sum()
     }
 
     /// Sequences reported missing.
@@ -88,8 +108,20 @@ impl VerifyReport {
 
     /// One line: counts and the first sequences of each kind.
     pub fn summary(&self) -> String {
+        let fenced = if self.fenced.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({} sequences fenced, declared: {})",
+                self.fenced_count(),
+                ranges(&self.fenced)
+            )
+        };
         if self.is_clean() {
-            return format!("{} rows checked, no problem found", self.rows_scanned);
+            return format!(
+                "{} rows checked, no problem found{fenced}",
+                self.rows_scanned
+            );
         }
         let first = |problems: &[RowProblem]| {
             problems
@@ -108,22 +140,17 @@ impl VerifyReport {
             ));
         }
         if !self.missing.is_empty() {
-            let ranges = self
-                .missing
-                .iter()
-                .take(5)
-                .map(|r| {
-                    if r.first == r.last {
-                        r.first.to_string()
-                    } else {
-                        format!("{}-{}", r.first, r.last)
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
             parts.push(format!(
-                "{} missing (sequence {ranges})",
-                self.missing_count()
+                "{} missing (sequence {})",
+                self.missing_count(),
+                ranges(&self.missing)
+            ));
+        }
+        if !self.unrecorded_fences.is_empty() {
+            parts.push(format!(
+                "{} fence(s) not recorded in the audit log (sequence {})",
+                self.unrecorded_fences.len(),
+                ranges(&self.unrecorded_fences)
             ));
         }
         if !self.out_of_order.is_empty() {
@@ -136,7 +163,67 @@ impl VerifyReport {
         if let Some(state) = &self.state {
             parts.push(state.clone());
         }
-        parts.join("; ")
+        parts.join("; ") + &fenced
+    }
+}
+
+/// The first five ranges: `4`, `7-9`.
+fn ranges(ranges: &[SequenceRange]) -> String {
+    ranges
+        .iter()
+        .take(5)
+        .map(|r| {
+            if r.first == r.last {
+                r.first.to_string()
+            } else {
+                format!("{}-{}", r.first, r.last)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The ranges declared by confirmed fences, for the scan to leave out of
+/// what is missing.
+struct Declared(Vec<SequenceRange>);
+
+impl Declared {
+    /// The parts of `first..=last` no fence declares.
+    fn undeclared(&self, first: u64, last: u64) -> Vec<SequenceRange> {
+        let mut out = Vec::new();
+        let mut next = first;
+        for range in &self.0 {
+            if range.last < next || range.first > last {
+                continue;
+            }
+            if range.first > next {
+                out.push(SequenceRange {
+                    first: next,
+                    last: range.first - 1,
+                });
+            }
+            next = next.max(range.last.saturating_add(1));
+            if next > last {
+                return out;
+            }
+        }
+        if next <= last {
+            out.push(SequenceRange { first: next, last });
+        }
+        out
+    }
+
+    /// True when every sequence of `first..=last` is declared (or the
+    /// range is empty).
+    fn covers(&self, first: u64, last: u64) -> bool {
+        first > last || self.undeclared(first, last).is_empty()
+    }
+
+    /// The declared range holding `sequence`, if any.
+    fn holding(&self, sequence: u64) -> Option<&SequenceRange> {
+        self.0
+            .iter()
+            .find(|r| r.first <= sequence && sequence <= r.last)
     }
 }
 
@@ -147,13 +234,13 @@ struct Previous {
     chain: Option<Vec<u8>>,
 }
 
-/// Scans rows with a sequence above `from`.
+/// Scans rows with a sequence above `from`, reading through `conn`.
 pub(crate) async fn scan(
-    store: &Store,
+    conn: &mut AnyConnection,
     from: u64,
     progress: &dyn Progress,
 ) -> Result<VerifyReport, StoreError> {
-    let (high_water, head) = state(store).await?;
+    let (high_water, head) = state(conn).await?;
     let mut report = VerifyReport {
         from_sequence: from,
         high_water,
@@ -163,27 +250,49 @@ pub(crate) async fn scan(
         report.state =
             Some("the high-water mark (store_state) is missing: sequences could be reused".into());
     }
+    let mut declared = Vec::new();
+    for checked in fence::checked(conn).await? {
+        let Some(range) = checked.fence.range() else {
+            continue;
+        };
+        if !checked.recorded {
+            report.unrecorded_fences.push(range);
+        } else {
+            declared.push(range);
+            if range.last > from {
+                report.fenced.push(range);
+            }
+        }
+    }
+    declared.sort_by_key(|r| r.first);
+    let declared = Declared(declared);
     let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM notifications WHERE sequence > $1")
         .bind(to_i64(from))
-        .fetch_one(&store.pool)
+        .fetch_one(&mut *conn)
         .await?;
     progress.start(to_u64(total, "count")?);
 
     let mut previous = if from == 0 {
         None
     } else {
-        sqlx::query("SELECT sequence, received_at, chain FROM notifications WHERE sequence = $1")
-            .bind(to_i64(from))
-            .fetch_optional(&store.pool)
-            .await?
-            .map(|row| -> Result<Previous, StoreError> {
-                Ok(Previous {
-                    sequence: to_u64(row.try_get("sequence")?, "sequence")?,
-                    received_at: row.try_get("received_at")?,
-                    chain: row.try_get("chain")?,
-                })
+        sqlx::query(
+            "SELECT sequence, received_at, chain FROM notifications \
+             WHERE sequence <= $1 ORDER BY sequence DESC LIMIT 1",
+        )
+        .bind(to_i64(from))
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|row| -> Result<Previous, StoreError> {
+            Ok(Previous {
+                sequence: to_u64(row.try_get("sequence")?, "sequence")?,
+                received_at: row.try_get("received_at")?,
+                chain: row.try_get("chain")?,
             })
-            .transpose()?
+        })
+        .transpose()?
+        // Only the row just below the scan, or one separated from it by
+        // fenced sequences alone, is linked to.
+        .filter(|p| declared.covers(p.sequence + 1, from))
     };
     let mut expected = from + 1;
     let mut above_mark = Vec::new();
@@ -195,7 +304,7 @@ pub(crate) async fn scan(
         )
         .bind(to_i64(expected - 1))
         .bind(PAGE)
-        .fetch_all(&store.pool)
+        .fetch_all(&mut *conn)
         .await?;
         if rows.is_empty() {
             break;
@@ -205,19 +314,30 @@ pub(crate) async fn scan(
             report.rows_scanned += 1;
             progress.advance();
             if raw.sequence > expected {
-                report.missing.push(SequenceRange {
-                    first: expected,
-                    last: raw.sequence - 1,
-                });
+                report
+                    .missing
+                    .extend(declared.undeclared(expected, raw.sequence - 1));
             }
+            // The chain runs across fenced sequences: the row after a
+            // declared gap links to the row before it.
             let link_to = match &previous {
                 _ if raw.sequence == 1 => Some(None),
-                Some(p) if p.sequence + 1 == raw.sequence && p.chain.is_some() => {
+                Some(p)
+                    if p.chain.is_some() && declared.covers(p.sequence + 1, raw.sequence - 1) =>
+                {
                     Some(p.chain.as_deref())
                 }
                 _ => None,
             };
-            let problem = if let Err(violation) = integrity::verify_content(&raw) {
+            let problem = if let Some(range) = declared.holding(raw.sequence) {
+                Some((
+                    true,
+                    format!(
+                        "stored inside the fenced range {}-{}: no gateway assigned it",
+                        range.first, range.last
+                    ),
+                ))
+            } else if let Err(violation) = integrity::verify_content(&raw) {
                 Some((true, violation.to_string()))
             } else if let Some(p) = previous
                 .as_ref()
@@ -259,15 +379,12 @@ pub(crate) async fn scan(
         }
     }
     if let Some(mark) = high_water.filter(|mark| expected <= *mark) {
-        report.missing.push(SequenceRange {
-            first: expected,
-            last: mark,
-        });
+        report.missing.extend(declared.undeclared(expected, mark));
     }
     // Rows stored while the scan ran are above the mark read at its start;
     // only those above the mark read now were never assigned.
     if !above_mark.is_empty() {
-        let (now, _) = state(store).await?;
+        let (now, _) = state(conn).await?;
         for sequence in above_mark
             .into_iter()
             .filter(|s| now.is_none_or(|m| *s > m))
@@ -278,13 +395,19 @@ pub(crate) async fn scan(
             });
         }
     }
+    // The newest row carries the recorded head when nothing but fenced
+    // sequences lies between it and the mark.
     if let (Some(mark), Some(last), Some(head)) = (high_water, &previous, head) {
         let already = report
             .changed
             .iter()
             .chain(&report.out_of_order)
             .any(|p| p.sequence == last.sequence);
-        if last.sequence == mark && last.chain.as_deref() != Some(head.as_slice()) && !already {
+        if last.sequence <= mark
+            && declared.covers(last.sequence + 1, mark)
+            && last.chain.as_deref() != Some(head.as_slice())
+            && !already
+        {
             report.changed.push(RowProblem {
                 sequence: last.sequence,
                 problem: "chain link differs from the recorded chain head".into(),
@@ -296,9 +419,9 @@ pub(crate) async fn scan(
 }
 
 /// The recorded high-water mark and chain head.
-async fn state(store: &Store) -> Result<(Option<u64>, Option<Vec<u8>>), StoreError> {
+async fn state(conn: &mut AnyConnection) -> Result<(Option<u64>, Option<Vec<u8>>), StoreError> {
     let row = sqlx::query("SELECT high_water, last_chain FROM store_state WHERE id = 1")
-        .fetch_optional(&store.pool)
+        .fetch_optional(&mut *conn)
         .await?;
     match row {
         None => Ok((None, None)),
@@ -308,3 +431,6 @@ async fn state(store: &Store) -> Result<(Option<u64>, Option<Vec<u8>>), StoreErr
         )),
     }
 }
+
+#[cfg(test)]
+mod tests;

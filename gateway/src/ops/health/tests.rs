@@ -10,7 +10,7 @@ use super::*;
 use crate::config::TlsFiles;
 use crate::policy::{Policy, Rules};
 use crate::routing::DeliverySettings;
-use crate::store::Store;
+use crate::store::{Backend, Store};
 
 const REGISTRY: &str = include_str!("../../../../deploy/dev/agencies.toml");
 
@@ -18,7 +18,12 @@ const REGISTRY: &str = include_str!("../../../../deploy/dev/agencies.toml");
 /// is next updated in `crl_days` days and certificates valid for years.
 async fn gateway(dir: &tempfile::TempDir, crl_days: i64) -> Gateway {
     let url = format!("sqlite://{}", dir.path().join("test.db").display());
-    let store = Store::connect(&url, 2).await.unwrap();
+    gateway_on(&url, dir, crl_days).await
+}
+
+/// [`gateway`] on the store at `url`, its TLS files in `dir`.
+async fn gateway_on(url: &str, dir: &tempfile::TempDir, crl_days: i64) -> Gateway {
+    let store = Store::connect(url, 2).await.unwrap();
     let rules = Rules {
         registry: Registry::parse(REGISTRY, Path::new("agencies.toml")).unwrap(),
         policy: Policy::default_policy(),
@@ -68,15 +73,17 @@ fn settings(ready_certificate_days: u32) -> OpsSettings {
 async fn a_migrated_store_with_valid_certificates_is_ready() {
     let dir = tempfile::tempdir().unwrap();
     let gateway = gateway(&dir, 30).await;
-    let problems = readiness(&gateway, &settings(1), PROBE_TIMEOUT).await;
-    assert!(problems.is_empty(), "{problems:?}");
+    let ready = readiness(&gateway, &settings(1), PROBE_TIMEOUT).await;
+    assert_eq!(ready, Readiness::default());
 }
 
 #[tokio::test]
 async fn a_crl_expiring_within_the_margin_is_not_ready() {
     let dir = tempfile::tempdir().unwrap();
     let gateway = gateway(&dir, 5).await;
-    let problems = readiness(&gateway, &settings(7), PROBE_TIMEOUT).await;
+    let problems = readiness(&gateway, &settings(7), PROBE_TIMEOUT)
+        .await
+        .problems;
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(
         problems[0].starts_with("certificate: CRL of "),
@@ -102,47 +109,71 @@ async fn no_tls_configuration_is_not_ready() {
 }
 
 #[tokio::test]
-async fn a_missing_or_unknown_migration_is_not_ready() {
+async fn a_failed_migration_is_not_ready() {
     let dir = tempfile::tempdir().unwrap();
     let gateway = gateway(&dir, 30).await;
     let mut conn = gateway.store.read_connection().await.unwrap();
-    // A migration recorded as failed, and one this binary does not know.
-    let first = SQLITE_MIGRATIONS.iter().next().unwrap().version;
+    let first = crate::store::migrator(Backend::Sqlite)
+        .iter()
+        .next()
+        .unwrap()
+        .version;
     sqlx::query("UPDATE _sqlx_migrations SET success = FALSE WHERE version = $1")
         .bind(first)
         .execute(&mut *conn)
         .await
         .unwrap();
-    sqlx::query(
-        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
-         VALUES (9999, 'from the future', TRUE, X'00', 0)",
-    )
-    .execute(&mut *conn)
-    .await
-    .unwrap();
     drop(conn);
-    let problems = readiness(&gateway, &settings(1), PROBE_TIMEOUT).await;
-    assert_eq!(
-        problems,
-        [
-            format!("migrations: failed: {first:04}"),
-            "migrations: applied but unknown to this binary (a newer version ran): 9999".into(),
-        ]
-    );
+    let ready = readiness(&gateway, &settings(1), PROBE_TIMEOUT).await;
+    assert_eq!(ready.problems, [format!("migrations: failed: {first:04}")]);
+    assert!(ready.notes.is_empty(), "{ready:?}");
+}
+
+/// A store migrated by the next version (a rolling upgrade: another
+/// replica already runs it) holds a migration this binary does not know:
+/// the gateway stays ready and says so, on both backends.
+#[tokio::test]
+async fn a_store_ahead_by_an_unknown_migration_is_ready_with_a_note() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut urls = vec![format!(
+        "sqlite://{}",
+        dir.path().join("ahead.db").display()
+    )];
+    urls.extend(crate::store::tests::postgres_schema_url().await);
+    for url in urls {
+        let gateway = gateway_on(&url, &dir, 30).await;
+        crate::store::tests::apply_future_migration(&gateway.store, 9999).await;
+        let ready = readiness(&gateway, &settings(1), PROBE_TIMEOUT).await;
+        assert!(ready.problems.is_empty(), "{url}: {ready:?}");
+        assert_eq!(
+            ready.notes,
+            [
+                "migrations: applied by a newer version, unknown to this binary: 9999 (from the future); \
+              serving on it (schema changes are compatible across one version): upgrade this gateway"
+            ],
+            "{url}"
+        );
+        gateway.store.close().await;
+    }
 }
 
 #[test]
 fn migrations_not_yet_applied_are_named() {
-    let last = SQLITE_MIGRATIONS.iter().last().unwrap().version;
-    let applied: Vec<(i64, bool)> = SQLITE_MIGRATIONS
+    let migrator = crate::store::migrator(Backend::Sqlite);
+    let last = migrator.iter().last().unwrap().version;
+    let applied: Vec<AppliedMigration> = migrator
         .iter()
-        .map(|m| m.version)
-        .filter(|version| *version != last)
-        .map(|version| (version, true))
+        .filter(|m| m.version != last)
+        .map(|m| AppliedMigration {
+            version: m.version,
+            description: m.description.to_string(),
+            success: true,
+            checksum: m.checksum.to_vec(),
+        })
         .collect();
     assert_eq!(
-        migration_problems(&SQLITE_MIGRATIONS, &applied),
-        [format!("migrations: not applied: {last:04}")]
+        migration_problems(&migrator, &applied),
+        (vec![format!("migrations: not applied: {last:04}")], vec![])
     );
 }
 
@@ -151,7 +182,9 @@ async fn a_closed_store_is_not_ready() {
     let dir = tempfile::tempdir().unwrap();
     let gateway = gateway(&dir, 30).await;
     gateway.store.close().await;
-    let problems = readiness(&gateway, &settings(1), PROBE_TIMEOUT).await;
+    let problems = readiness(&gateway, &settings(1), PROBE_TIMEOUT)
+        .await
+        .problems;
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(
         problems[0].starts_with("store: unreachable: "),
