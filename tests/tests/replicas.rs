@@ -570,21 +570,25 @@ async fn a_session_whose_lease_cannot_be_renewed_stops_sending() {
         .execute(&mut conn)
         .await
         .unwrap();
+    // The session wrote what it had applied of the acknowledgements
+    // before it ended; an acknowledgement still on its way when it ended
+    // was not applied, and that delivery comes again (at least once).
     let last_acked = *received.last().unwrap();
-    wait_for_cursor(&bed, "cz-psb", "renew", last_acked).await;
+    let stored = cursor(&bed, "cz-psb", "renew").await.unwrap_or(0);
+    assert!(
+        stored <= last_acked,
+        "the cursor ({stored}) never passes what was acknowledged ({last_acked})"
+    );
     let mut psb = bed.client("cz-psb").await;
     let mut resumed = Subscriber::open_with(&mut psb, open("renew"))
         .await
         .unwrap();
-    let rest: Vec<u64> = published
-        .iter()
-        .copied()
-        .filter(|s| *s > last_acked)
-        .collect();
+    let rest: Vec<u64> = published.iter().copied().filter(|s| *s > stored).collect();
     let got = receive(&mut resumed, rest.len(), true, "the rest after the repair").await;
-    assert_eq!(got, rest);
+    assert_eq!(got, rest, "resumed after the stored cursor, in order");
+    received.retain(|s| *s <= stored);
     received.extend(got);
-    assert_eq!(received, published, "every sequence once, in order");
+    assert_eq!(received, published, "every sequence, in order, none lost");
 }
 
 #[tokio::test]
