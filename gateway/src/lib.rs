@@ -105,10 +105,6 @@ pub struct Gateway {
     pub rules_version: watch::Sender<u64>,
     /// Live subscription sessions, with what each wants.
     pub sessions: Sessions,
-    /// This process's id among the gateway replicas on the database
-    /// (`host:pid:random`, new at every start): the holder its
-    /// subscription leases name.
-    pub instance: String,
     /// The subscription leases this process holds: one session of a
     /// subscription at a time across every replica.
     pub leases: LeaseKeeper,
@@ -158,10 +154,9 @@ impl Gateway {
     ) -> Self {
         let publish_rate = quota::rate::PublishRate::new(&delivery.publish_rate);
         let stop = CancellationToken::new();
-        let instance = routing::lease::instance_id();
         let leases = LeaseKeeper::new(
             store.clone(),
-            instance.clone(),
+            routing::lease::instance_id(),
             delivery.subscription_lease,
             stop.clone(),
         );
@@ -170,7 +165,6 @@ impl Gateway {
             rules: ArcSwap::from_pointee(rules),
             rules_version: watch::Sender::new(0),
             sessions: Sessions::new(latest),
-            instance,
             leases,
             stop,
             delivery,

@@ -402,7 +402,7 @@ async fn serve(config: GatewayConfig, options: liandong_gateway::StartOptions) -
     spawn_reload_on_sighup(prepared.gateway().clone(), prepared.config().clone());
     match listener.local_addr() {
         Ok(addr) => {
-            tracing::info!(%addr, gateway.instance = %prepared.gateway().instance, "listening");
+            tracing::info!(%addr, gateway.instance = %prepared.gateway().leases.instance(), "listening");
             // A stable line on stdout, for scripts and tests.
             println!("liandong-gateway listening on https://{addr}");
         }

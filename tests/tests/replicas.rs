@@ -17,7 +17,7 @@ use liandong_core::pb::exchange_client::ExchangeClient;
 use liandong_core::pb::{self, Confidentiality as Level, EventType as Event};
 use liandong_tests::{
     GatewayProcess, Next, Subscriber, TEST_LEASE_SECONDS, Testbed, binary, notification, publish,
-    publish_county_transfer_received, skip_unless_postgres,
+    publish_clues, publish_county_transfer_received, skip_unless_postgres,
 };
 
 /// A generous functional timeout for one step on a loaded machine.
@@ -29,8 +29,11 @@ fn takeover_wait(lease_seconds: u64) -> Duration {
     Duration::from_secs(lease_seconds + 2)
 }
 
+/// The case every clue of these tests is shared on.
+const CASE: &str = "CZ-REPL-1";
+
 fn clue(id: &str) -> pb::Notification {
-    notification(id, "CZ-REPL-1", Event::ClueShared, Level::Internal, &[])
+    notification(id, CASE, Event::ClueShared, Level::Internal, &[])
 }
 
 /// Opens `name` from the beginning.
@@ -44,21 +47,18 @@ fn open(name: &str) -> pb::SubscriptionOpen {
     }
 }
 
-/// Publishes clues `{prefix}{i}` for `i` in `range` through `client`;
-/// their sequences, in order.
+/// Publishes clues `{prefix}{i}` on [`CASE`] for `i` in `range` through
+/// `client`; their sequences, in order.
 async fn publish_some(
     client: &mut ExchangeClient<Channel>,
     prefix: &str,
     range: std::ops::Range<usize>,
 ) -> Vec<u64> {
-    let mut sequences = Vec::new();
-    for i in range {
-        let receipt = publish(client, clue(&format!("{prefix}{i}")))
-            .await
-            .unwrap_or_else(|status| panic!("{prefix}{i} refused: {status:?}"));
-        sequences.push(receipt.sequence);
-    }
-    sequences
+    publish_clues(client, prefix, CASE, range)
+        .await
+        .iter()
+        .map(|receipt| receipt.sequence)
+        .collect()
 }
 
 /// The next `count` deliveries' sequences (each within `WAIT`), acked

@@ -6,12 +6,13 @@
 
 use std::time::{Duration, Instant};
 
-use liandong_core::pb::{Confidentiality as Level, EventType as Event};
-use liandong_tests::{Subscriber, Testbed, notification, publish, skip_unless_postgres};
+use liandong_tests::{Subscriber, Testbed, publish_clues, skip_unless_postgres};
 
 /// The poll interval of these test beds: longer than any test waits, so
 /// only the announcement can deliver in time.
 const POLL: &str = "[delivery]\npoll_interval_ms = 60000\nsubscription_lease_seconds = 3\n";
+/// The case the clues of these tests are shared on.
+const CASE: &str = "C-WAKE";
 /// What the tests wait for a delivery: well under the poll interval.
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -31,18 +32,9 @@ async fn cross_replica_delivery_is_woken_not_polled() {
     let mut slowest = Duration::ZERO;
     for n in 0..20 {
         let started = Instant::now();
-        let receipt = publish(
-            &mut eeb,
-            notification(
-                &format!("w-{n}"),
-                "C-WAKE",
-                Event::ClueShared,
-                Level::Internal,
-                &[],
-            ),
-        )
-        .await
-        .unwrap();
+        let receipt = publish_clues(&mut eeb, "w-", CASE, n..n + 1)
+            .await
+            .remove(0);
         let delivery = inbox
             .expect_delivery(WAIT, "the notification stored on replica A")
             .await;
@@ -93,18 +85,9 @@ async fn a_cut_listener_reconnects_and_hears_again() {
         assert!(Instant::now() < deadline, "the listener did not come back");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let receipt = publish(
-        &mut eeb,
-        notification(
-            "after-cut",
-            "C-WAKE",
-            Event::ClueShared,
-            Level::Internal,
-            &[],
-        ),
-    )
-    .await
-    .unwrap();
+    let receipt = publish_clues(&mut eeb, "after-cut-", CASE, 0..1)
+        .await
+        .remove(0);
     let delivery = inbox
         .expect_delivery(WAIT, "the notification stored after the listener came back")
         .await;
