@@ -301,7 +301,7 @@ impl Default for AdapterBed {
 /// Runs `liandong-adapter` with `args` to completion (standard input
 /// empty unless `stdin` is given).
 pub fn adapter_command(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(binary("liandong-adapter", "liandong-adapter"))
+    let mut child = Command::new(binary("liandong-adapter"))
         .args(args)
         .env_remove("LIANDONG_LOG")
         .stdin(Stdio::piped())
@@ -359,7 +359,7 @@ impl AdapterProcess {
             .append(true)
             .open(log)
             .expect("open the adapter log");
-        let child = Command::new(binary("liandong-adapter", "liandong-adapter"))
+        let child = Command::new(binary("liandong-adapter"))
             .arg("run")
             .arg("--config")
             .arg(config)

@@ -238,40 +238,77 @@ fn with_database(server_url: &str, name: &str) -> anyhow::Result<String> {
     Ok(url)
 }
 
-/// Path of a workspace binary, built once per test process.
-pub fn binary(package: &str, bin: &str) -> PathBuf {
-    static GATEWAY: OnceLock<PathBuf> = OnceLock::new();
-    static ADAPTER: OnceLock<PathBuf> = OnceLock::new();
-    static CERTS: OnceLock<PathBuf> = OnceLock::new();
-    let cell = match bin {
-        "liandong-gateway" => &GATEWAY,
-        "liandong-adapter" => &ADAPTER,
-        _ => &CERTS,
-    };
-    cell.get_or_init(|| {
-        let mut build = escargot::CargoBuild::new();
-        // Under `cargo test`/`cargo run` these describe the calling
-        // package; inherited by the nested build, they make build scripts
-        // that watch them (ring's) rerun every time.
-        for (key, _) in std::env::vars_os() {
-            let key = key.to_string_lossy().into_owned();
-            if key.starts_with("CARGO_PKG_")
-                || key.starts_with("CARGO_MANIFEST_")
-                || key.starts_with("CARGO_BIN_")
-            {
-                build = build.env_remove(key);
-            }
+/// The workspace's programs that tests run as processes.
+pub const PROGRAMS: [&str; 3] = ["liandong-gateway", "liandong-adapter", "liandong-certs"];
+
+/// Path of one of the workspace's [`PROGRAMS`]; the first call in a test
+/// process builds all of them.
+pub fn binary(program: &str) -> PathBuf {
+    static BUILT: OnceLock<Vec<(String, PathBuf)>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        build_programs().unwrap_or_else(|e| panic!("building {}: {e:#}", PROGRAMS.join(", ")))
+    });
+    built
+        .iter()
+        .find(|(name, _)| name == program)
+        .map(|(_, path)| path.clone())
+        .unwrap_or_else(|| panic!("{program} is not one of the workspace's programs {PROGRAMS:?}"))
+}
+
+/// Builds the [`PROGRAMS`] in one `cargo build --workspace`: features are
+/// then resolved across the whole workspace, so the three programs share
+/// one build of their dependencies, the same build `scripts/test` makes
+/// before the tests start (a `-p` build per program would compile most
+/// dependencies again, once for each). A failed build is reported with
+/// what the compiler said, not only cargo's last line.
+fn build_programs() -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let mut build = escargot::CargoBuild::new()
+        .current_release()
+        .arg("--workspace");
+    for program in PROGRAMS {
+        build = build.bin(program);
+    }
+    // Under `cargo test`/`cargo run` these describe the calling package;
+    // inherited by the nested build, they make build scripts that watch
+    // them (ring's) rerun every time.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy().into_owned();
+        if key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_MANIFEST_")
+            || key.starts_with("CARGO_BIN_")
+        {
+            build = build.env_remove(key);
         }
-        build
-            .package(package)
-            .bin(bin)
-            .current_release()
-            .run()
-            .unwrap_or_else(|e| panic!("building {bin}: {e}"))
-            .path()
-            .to_owned()
-    })
-    .clone()
+    }
+    let mut built = Vec::new();
+    let mut diagnostics = String::new();
+    for message in build.exec()? {
+        let message = match message {
+            Ok(message) => message,
+            Err(e) => bail!("{e}\n{diagnostics}"),
+        };
+        match message.decode()? {
+            escargot::format::Message::CompilerArtifact(artifact) => {
+                if let Some(executable) = artifact.executable
+                    && PROGRAMS.contains(&artifact.target.name.as_ref())
+                {
+                    built.push((artifact.target.name.into_owned(), executable.into_owned()));
+                }
+            }
+            escargot::format::Message::CompilerMessage(from) => {
+                if let Some(rendered) = from.message.rendered {
+                    diagnostics.push_str(&rendered);
+                }
+            }
+            _ => {}
+        }
+    }
+    for program in PROGRAMS {
+        if !built.iter().any(|(name, _)| name == program) {
+            bail!("cargo reported no executable for {program}\n{diagnostics}");
+        }
+    }
+    Ok(built)
 }
 
 /// A development PKI in a directory, plus the CA to make more certificates.
@@ -406,7 +443,7 @@ impl GatewayProcess {
             .create(true)
             .append(true)
             .open(log)?;
-        let mut command = Command::new(binary("liandong-gateway", "liandong-gateway"));
+        let mut command = Command::new(binary("liandong-gateway"));
         command
             .arg("serve")
             .env("LIANDONG_OPS_LISTEN", "127.0.0.1:0")

@@ -57,7 +57,7 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    std::process::Command::new(binary("liandong-certs", "liandong-certs"))
+    std::process::Command::new(binary("liandong-certs"))
         .args(args)
         .output()
         .expect("run liandong-certs")

@@ -207,15 +207,12 @@ async fn adapter_restarts_right_after_kill() {
         "the killed daemon was a zombie until now"
     );
     // A second daemon on the same state is still refused while one runs.
-    let second = std::process::Command::new(liandong_tests::binary(
-        "liandong-adapter",
-        "liandong-adapter",
-    ))
-    .args(["run", "--config"])
-    .arg(&config)
-    .env_remove("LIANDONG_LOG")
-    .output()
-    .unwrap();
+    let second = std::process::Command::new(liandong_tests::binary("liandong-adapter"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env_remove("LIANDONG_LOG")
+        .output()
+        .unwrap();
     assert_eq!(second.status.code(), Some(75), "{second:?}");
     assert!(
         String::from_utf8_lossy(&second.stderr).contains(&format!("(pid {})", adapter.pid())),

@@ -48,7 +48,7 @@ fn audit_verify(bed: &Testbed, checkpoint: Option<&Path>) -> (Option<i32>, serde
 
 /// Runs `audit verify`: the exit code and stdout.
 fn audit_verify_raw(bed: &Testbed, json: bool, checkpoint: Option<&Path>) -> (Option<i32>, String) {
-    let mut command = Command::new(binary("liandong-gateway", "liandong-gateway"));
+    let mut command = Command::new(binary("liandong-gateway"));
     command
         .args(["audit", "verify", "--config"])
         .arg(&bed.config)
@@ -316,7 +316,7 @@ async fn audit_verify_detects_each_kind_of_tampering() {
     );
 
     // A configuration that does not load is a usage error, not a verdict.
-    let output = Command::new(binary("liandong-gateway", "liandong-gateway"))
+    let output = Command::new(binary("liandong-gateway"))
         .args(["audit", "verify", "--config"])
         .arg(bed.dir.path().join("absent.toml"))
         .output()
@@ -324,7 +324,7 @@ async fn audit_verify_detects_each_kind_of_tampering() {
     assert_eq!(output.status.code(), Some(64));
 
     // The gateway itself refuses to start on the broken chain.
-    let output = Command::new(binary("liandong-gateway", "liandong-gateway"))
+    let output = Command::new(binary("liandong-gateway"))
         .args(["serve", "--config"])
         .env("LIANDONG_OPS_LISTEN", "127.0.0.1:0")
         .arg(&bed.config)

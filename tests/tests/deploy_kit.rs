@@ -203,10 +203,9 @@ fn shipped_binaries() -> BTreeSet<String> {
 fn the_workspace_ships_three_binaries() {
     assert_eq!(
         shipped_binaries(),
-        ["liandong-adapter", "liandong-certs", "liandong-gateway"]
-            .map(String::from)
-            .into(),
-        "the kit (Containerfile, units, compose) covers these three; a new binary needs its place in it"
+        liandong_tests::PROGRAMS.map(String::from).into(),
+        "the kit (Containerfile, units, compose) covers these three, and the tests build \
+         them (liandong_tests::PROGRAMS); a new binary needs its place in both"
     );
 }
 
@@ -510,8 +509,8 @@ fn the_adapter_unit_fits_the_production_adapter_config() {
 /// replaced by the ones this workspace builds (`verify` checks that each
 /// command exists and is executable).
 fn units_with_built_binaries(dir: &Path) -> Vec<PathBuf> {
-    let gateway = liandong_tests::binary("liandong-gateway", "liandong-gateway");
-    let adapter = liandong_tests::binary("liandong-adapter", "liandong-adapter");
+    let gateway = liandong_tests::binary("liandong-gateway");
+    let adapter = liandong_tests::binary("liandong-adapter");
     UNITS
         .iter()
         .map(|name| {

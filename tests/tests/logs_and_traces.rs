@@ -361,7 +361,7 @@ async fn adapter_logs_follow_the_chosen_format_without_escape_codes() {
         )
         .unwrap();
         let log = dir.join(format!("adapter-{format}.log"));
-        let status = std::process::Command::new(binary("liandong-adapter", "liandong-adapter"))
+        let status = std::process::Command::new(binary("liandong-adapter"))
             .args(["--log-format", format, "--gateway", &bed.gateway.url()])
             .arg("--ca")
             .arg(pki.join("ca.crt"))

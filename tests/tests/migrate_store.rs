@@ -58,7 +58,7 @@ struct Ran {
 /// Runs `liandong-gateway ARGS` with the database of the configuration
 /// replaced by `database` when given.
 fn gateway(args: &[&str], database: Option<&str>) -> Ran {
-    let mut command = Command::new(binary("liandong-gateway", "liandong-gateway"));
+    let mut command = Command::new(binary("liandong-gateway"));
     command
         .args(args)
         .env("LIANDONG_LOG", "warn")
@@ -117,7 +117,7 @@ async fn scalar(url: &str, sql: &str) -> i64 {
 /// test).
 fn assert_not_served(bed: &Testbed, database: &str) {
     let log = bed.dir.path().join("refused-serve.log");
-    let mut child = Command::new(binary("liandong-gateway", "liandong-gateway"))
+    let mut child = Command::new(binary("liandong-gateway"))
         .args(["serve", "--config", config(bed)])
         .env("LIANDONG_DATABASE_URL", database)
         .env("LIANDONG_LOG", "warn")
@@ -581,7 +581,7 @@ async fn migrate_store_killed_mid_copy_leaves_a_target_the_gateway_refuses() {
         .await
         .expect("lock");
 
-    let mut copy = Command::new(binary("liandong-gateway", "liandong-gateway"))
+    let mut copy = Command::new(binary("liandong-gateway"))
         .args([
             "migrate-store",
             "--from",

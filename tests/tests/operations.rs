@@ -624,7 +624,7 @@ async fn get_report_answers_the_operator_and_names_a_bad_field() {
 fn admin(bed: &Testbed, agency: &str, gateway: &str, args: &[&str]) -> Output {
     let pki = &bed.pki.dir;
     let agencies = pki.join("agencies");
-    Command::new(binary("liandong-gateway", "liandong-gateway"))
+    Command::new(binary("liandong-gateway"))
         .arg("admin")
         .arg("--ca")
         .arg(pki.join("ca.crt"))

@@ -475,7 +475,7 @@ async fn replica_client(
 /// Runs `liandong-gateway admin` with `agency`'s certificate.
 fn admin(bed: &Testbed, agency: &str, args: &[&str]) -> std::process::Output {
     let pki = &bed.pki.dir;
-    Command::new(binary("liandong-gateway", "liandong-gateway"))
+    Command::new(binary("liandong-gateway"))
         .arg("admin")
         .arg("--gateway")
         .arg(bed.gateway.url())

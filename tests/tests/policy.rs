@@ -394,7 +394,7 @@ fn policy_file_error_names_entry_and_field() {
         ),
     )
     .unwrap();
-    let out = Command::new(binary("liandong-gateway", "liandong-gateway"))
+    let out = Command::new(binary("liandong-gateway"))
         .args(["serve", "--config"])
         .env("LIANDONG_OPS_LISTEN", "127.0.0.1:0")
         .arg(&config_path)

@@ -420,7 +420,7 @@ fn broken_config_exits_64_with_one_line_naming_the_problem() {
     let bed_dir = tempfile::tempdir().unwrap();
     let config = bed_dir.path().join("gateway.toml");
     std::fs::write(&config, "listen = \"nowhere\"\nregistry = \"r.toml\"\n[tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n[database]\nurl=\"sqlite://x.db\"\n[signing]\nkey=\"k.pk8\"\n").unwrap();
-    let out = Command::new(binary("liandong-gateway", "liandong-gateway"))
+    let out = Command::new(binary("liandong-gateway"))
         .args(["serve", "--config"])
         .env("LIANDONG_OPS_LISTEN", "127.0.0.1:0")
         .arg(&config)
@@ -434,7 +434,7 @@ fn broken_config_exits_64_with_one_line_naming_the_problem() {
     // A registry error names the file, the entry and the field.
     std::fs::write(bed_dir.path().join("r.toml"), "[[agency]]\nid = \"cz-x\"\nname = \"x\"\nrole = \"POLICE\"\nregion = \"14\"\nclearance = \"PUBLIC\"\n").unwrap();
     std::fs::write(&config, "listen = \"127.0.0.1:0\"\nregistry = \"r.toml\"\n[tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n[database]\nurl=\"sqlite://x.db\"\n[signing]\nkey=\"k.pk8\"\n").unwrap();
-    let out = Command::new(binary("liandong-gateway", "liandong-gateway"))
+    let out = Command::new(binary("liandong-gateway"))
         .args(["serve", "--config"])
         .env("LIANDONG_OPS_LISTEN", "127.0.0.1:0")
         .arg(&config)
@@ -453,7 +453,7 @@ fn broken_config_exits_64_with_one_line_naming_the_problem() {
 
     // An unreadable signing key names the config key and the file.
     std::fs::write(bed_dir.path().join("r.toml"), "[[agency]]\nid = \"cz-x\"\nname = \"x\"\nrole = \"POLICE\"\nregion = \"140400\"\nclearance = \"PUBLIC\"\n").unwrap();
-    let out = Command::new(binary("liandong-gateway", "liandong-gateway"))
+    let out = Command::new(binary("liandong-gateway"))
         .args(["serve", "--config"])
         .env("LIANDONG_OPS_LISTEN", "127.0.0.1:0")
         .arg(&config)

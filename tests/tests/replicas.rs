@@ -458,7 +458,7 @@ async fn timers_fire_once_with_two_replicas() {
     assert!(checkpoints.iter().all(|(_, n)| *n == 1), "{checkpoints:?}");
 
     // The audit chain verifies, checkpoints included.
-    let verified = Command::new(binary("liandong-gateway", "liandong-gateway"))
+    let verified = Command::new(binary("liandong-gateway"))
         .args(["audit", "verify", "--json", "--config"])
         .arg(&bed.config)
         .env("LIANDONG_LOG", "off")

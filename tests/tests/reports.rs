@@ -234,7 +234,7 @@ fn expected_report(published: &[Published], day: &str) -> pb::StatisticsReport {
 
 /// Runs `liandong-gateway report …` on the test bed's config.
 fn report_command(args: &[&str]) -> std::process::Output {
-    Command::new(binary("liandong-gateway", "liandong-gateway"))
+    Command::new(binary("liandong-gateway"))
         .arg("report")
         .args(args)
         .env("LIANDONG_LOG", "warn")

@@ -35,7 +35,7 @@ fn stop(bed: &mut Testbed) {
 
 /// Runs `liandong-gateway ARGS`: exit code, stdout, stderr.
 fn gateway(args: &[&str]) -> (Option<i32>, String, String) {
-    let output = Command::new(binary("liandong-gateway", "liandong-gateway"))
+    let output = Command::new(binary("liandong-gateway"))
         .args(args)
         .env("LIANDONG_LOG", "warn")
         .stdin(Stdio::null())
@@ -52,7 +52,7 @@ fn gateway(args: &[&str]) -> (Option<i32>, String, String) {
 /// stderr (a gateway that starts instead is killed and fails the test).
 fn serve_refused(bed: &Testbed, extra: &[&str]) -> (Option<i32>, String) {
     let log = bed.dir.path().join("refused.log");
-    let mut child = Command::new(binary("liandong-gateway", "liandong-gateway"))
+    let mut child = Command::new(binary("liandong-gateway"))
         .arg("serve")
         .arg("--config")
         .arg(&bed.config)

@@ -281,15 +281,12 @@ async fn gateway_refuses_a_registry_publishing_another_key_as_its_own() {
     });
     bed.stop_gateway();
     // At start it is a configuration error.
-    let output = std::process::Command::new(liandong_tests::binary(
-        "liandong-gateway",
-        "liandong-gateway",
-    ))
-    .args(["serve", "--config"])
-    .env("LIANDONG_OPS_LISTEN", "127.0.0.1:0")
-    .arg(bed.path("gateway.toml"))
-    .output()
-    .unwrap();
+    let output = std::process::Command::new(liandong_tests::binary("liandong-gateway"))
+        .args(["serve", "--config"])
+        .env("LIANDONG_OPS_LISTEN", "127.0.0.1:0")
+        .arg(bed.path("gateway.toml"))
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

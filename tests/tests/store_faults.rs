@@ -53,7 +53,7 @@ fn stop(bed: &mut Testbed) {
 /// `liandong-gateway serve` without `--allow-integrity-failures` must refuse
 /// to start: exit 65 and one line on stderr naming the check.
 fn assert_start_refused(bed: &Testbed) -> String {
-    let output = Command::new(binary("liandong-gateway", "liandong-gateway"))
+    let output = Command::new(binary("liandong-gateway"))
         .arg("serve")
         .env("LIANDONG_OPS_LISTEN", "127.0.0.1:0")
         .arg("--config")
@@ -84,7 +84,7 @@ struct Allowed {
 impl Allowed {
     fn start(bed: &Testbed) -> Self {
         let log = bed.dir.path().join("gateway-allowed.log");
-        let mut child = Command::new(binary("liandong-gateway", "liandong-gateway"))
+        let mut child = Command::new(binary("liandong-gateway"))
             .arg("serve")
             .env("LIANDONG_OPS_LISTEN", "127.0.0.1:0")
             .arg("--config")
@@ -142,7 +142,7 @@ impl Drop for Allowed {
 
 /// Runs `verify-store` on the test bed's configuration: exit code, stdout.
 fn verify_store(bed: &Testbed, json: bool) -> (Option<i32>, String) {
-    let mut command = Command::new(binary("liandong-gateway", "liandong-gateway"));
+    let mut command = Command::new(binary("liandong-gateway"));
     command
         .arg("verify-store")
         .arg("--config")
@@ -864,7 +864,7 @@ async fn verify_store_reports_each_kind_of_change() {
     );
 
     // A configuration that does not load is a usage error, not a verdict.
-    let output = Command::new(binary("liandong-gateway", "liandong-gateway"))
+    let output = Command::new(binary("liandong-gateway"))
         .args(["verify-store", "--config"])
         .arg(bed.dir.path().join("absent.toml"))
         .output()

@@ -233,16 +233,13 @@ async fn missing_crl_for_issuing_ca_refuses_to_start() {
     .unwrap();
     for line in ["crls = []", "crls = [\"pki/other.crl\"]"] {
         let config = tls_bed::config_with_crls(&bed, line);
-        let output = std::process::Command::new(liandong_tests::binary(
-            "liandong-gateway",
-            "liandong-gateway",
-        ))
-        .args(["serve", "--config"])
-        .env("LIANDONG_OPS_LISTEN", "127.0.0.1:0")
-        .arg(&config)
-        .env("LIANDONG_LISTEN", "127.0.0.1:0")
-        .output()
-        .unwrap();
+        let output = std::process::Command::new(liandong_tests::binary("liandong-gateway"))
+            .args(["serve", "--config"])
+            .env("LIANDONG_OPS_LISTEN", "127.0.0.1:0")
+            .arg(&config)
+            .env("LIANDONG_LISTEN", "127.0.0.1:0")
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(64), "{line}: {stderr}");
         let last = stderr.lines().last().unwrap_or_default();

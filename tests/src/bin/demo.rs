@@ -194,8 +194,8 @@ async fn run(dir: &Path) -> anyhow::Result<()> {
         "\nBuilding liandong-gateway and liandong-adapter (the first run may take a few minutes)..."
     );
     let adapter = tokio::task::spawn_blocking(|| {
-        liandong_tests::binary("liandong-gateway", "liandong-gateway");
-        liandong_tests::binary("liandong-adapter", "liandong-adapter")
+        liandong_tests::binary("liandong-gateway");
+        liandong_tests::binary("liandong-adapter")
     })
     .await
     .map_err(|e| anyhow!("building the binaries failed: {e}"))?;
@@ -1335,7 +1335,7 @@ async fn deadline_row(dir: &Path) -> anyhow::Result<Option<DeadlineRow>> {
 /// story was received on: prints the table, and returns the report (its
 /// JSON form) for the checks.
 async fn statistics_report(dir: &Path, story: &Story) -> anyhow::Result<pb::StatisticsReport> {
-    let gateway = liandong_tests::binary("liandong-gateway", "liandong-gateway");
+    let gateway = liandong_tests::binary("liandong-gateway");
     let config = dir.join("gateway.toml");
     let (from, to) = (story.first_day.to_string(), story.last_day.to_string());
     let run = |format: &str| {

@@ -228,7 +228,7 @@ impl Bed {
     /// Creates the schema with `liandong-gateway migrate` and moves every
     /// table and index of it to the tablespace on the tmpfs.
     async fn move_tables_to_tablespace(&self) -> anyhow::Result<()> {
-        let status = Command::new(binary("liandong-gateway", "liandong-gateway"))
+        let status = Command::new(binary("liandong-gateway"))
             .arg("migrate")
             .arg("--config")
             .arg(&self.config)
@@ -331,7 +331,7 @@ impl Bed {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let before = std::fs::read_to_string(&log).map(|l| l.len()).unwrap_or(0);
-            let mut child = Command::new(binary("liandong-adapter", "liandong-adapter"))
+            let mut child = Command::new(binary("liandong-adapter"))
                 .arg("run")
                 .arg("--config")
                 .arg(&self.adapter_config)

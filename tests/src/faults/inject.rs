@@ -492,7 +492,7 @@ async fn tamper(
 
     // verify-store must find every kind of change.
     let output = blocking(|| {
-        Command::new(crate::binary("liandong-gateway", "liandong-gateway"))
+        Command::new(crate::binary("liandong-gateway"))
             .arg("verify-store")
             .arg("--config")
             .arg(&bed.config)
