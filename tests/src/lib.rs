@@ -242,12 +242,14 @@ fn with_database(server_url: &str, name: &str) -> anyhow::Result<String> {
 pub const PROGRAMS: [&str; 3] = ["liandong-gateway", "liandong-adapter", "liandong-certs"];
 
 /// Path of one of the workspace's [`PROGRAMS`]; the first call in a test
-/// process builds all of them.
+/// process builds all of them. A failed build is tried once: every test
+/// that needs a program then fails with that build's errors.
 pub fn binary(program: &str) -> PathBuf {
-    static BUILT: OnceLock<Vec<(String, PathBuf)>> = OnceLock::new();
+    static BUILT: OnceLock<Result<Vec<(String, PathBuf)>, String>> = OnceLock::new();
     let built = BUILT.get_or_init(|| {
-        build_programs().unwrap_or_else(|e| panic!("building {}: {e:#}", PROGRAMS.join(", ")))
+        build_programs().map_err(|e| format!("building {}: {e:#}", PROGRAMS.join(", ")))
     });
+    let built = built.as_ref().unwrap_or_else(|e| panic!("{e}"));
     built
         .iter()
         .find(|(name, _)| name == program)
